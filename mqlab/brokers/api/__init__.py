@@ -1,0 +1,1 @@
+"""The adapter interfaces, one module per system, shared by the real adapters and the simulator."""

@@ -1,0 +1,386 @@
+"""The Kafka interface, in Kafka's own vocabulary: topics, partitions, offsets, groups.
+
+Implemented by :class:`mqlab.brokers.kafka.KafkaBroker` (aiokafka against the lab's KRaft
+cluster) and by the simulator's Kafka model. Offsets follow Kafka's convention everywhere: a
+*committed* offset is the offset of the next record the group will read, so lag is
+``high_watermark - committed``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mqlab.brokers.base import Broker, BrokerError, Capabilities
+
+MESSAGE_ID_HEADER = "mqlab-id"
+"""Header that carries mqlab's message id (see :mod:`mqlab.observe.events`)."""
+
+Acks = Literal[0, 1, "all"]
+IsolationLevel = Literal["read_uncommitted", "read_committed"]
+AssignmentStrategy = Literal["range", "roundrobin"]
+OffsetReset = Literal["earliest", "latest"]
+
+KAFKA_CAPABILITIES = Capabilities(
+    ordering="partition",
+    delivery="at-least-once",
+    replay=True,
+    priority=False,
+    routing="partition key",
+    dedup_window_seconds=None,
+    dead_letter=False,
+    transactions=True,
+    per_key_ordering=True,
+    ops_burden="high",
+    throughput="millions/s (cluster)",
+)
+
+
+class NotEnoughReplicas(BrokerError):
+    """acks=all write refused: the ISR is smaller than min.insync.replicas."""
+
+
+class ProduceTimedOut(BrokerError):
+    """A send was not acknowledged in time (leader gone, no ISR, network fault)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where an acknowledged record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A record as a consumer sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+    @property
+    def message_id(self) -> str:
+        """mqlab's message id from the headers (falls back to ``topic:partition:offset``)."""
+        for name, value in self.headers:
+            if name == MESSAGE_ID_HEADER:
+                return value.decode()
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    """Placement and offsets of one partition.
+
+    ``log_end`` is the leader's log end offset; ``high_watermark`` the last offset replicated to
+    the whole ISR (+1), the highest a read_uncommitted consumer can see. On the real cluster
+    both come from the leader's ListOffsets answer, so they are equal unless a follower lags.
+    """
+
+    partition: int
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    log_start: int = 0
+    high_watermark: int = 0
+    log_end: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A topic with its partitions and the configs mqlab cares about."""
+
+    name: str
+    partitions: tuple[PartitionInfo, ...]
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaNode:
+    """A broker of the cluster. ``controller``: it is (or hosts) the active controller."""
+
+    node_id: int
+    host: str
+    port: int
+    alive: bool
+    controller: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A member of a consumer group and the partitions it owns."""
+
+    member_id: str
+    client_id: str
+    assignment: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOffset:
+    """A group's progress on one partition (``committed`` None: nothing committed yet)."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    high_watermark: int
+
+    @property
+    def lag(self) -> int:
+        """Records the group still has to read on this partition."""
+        return self.high_watermark - (self.committed or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A consumer group: state (Stable, PreparingRebalance, Empty ...), members, offsets."""
+
+    group_id: str
+    state: str
+    members: tuple[GroupMember, ...]
+    offsets: tuple[GroupOffset, ...]
+    protocol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSnapshot:
+    """Everything a UI needs to draw the cluster for one namespace."""
+
+    brokers: tuple[KafkaNode, ...]
+    topics: tuple[TopicInfo, ...]
+    groups: tuple[GroupInfo, ...]
+    controller_id: int | None = None
+
+
+class KafkaProducer(ABC):
+    """A producer bound to one configuration (acks, idempotence, transactions)."""
+
+    name: str
+
+    @abstractmethod
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        message_id: str | None = None,
+    ) -> RecordMetadata:
+        """Send one record and wait for the acknowledgement ``acks`` asks for.
+
+        Args:
+            partition: explicit partition; otherwise the default partitioner picks one
+                (murmur2 of the key, or sticky for a null key).
+            message_id: mqlab id put in the ``mqlab-id`` header (generated when omitted).
+
+        Returns:
+            Where the record landed (offset -1 with acks=0: the broker never said).
+
+        Raises:
+            NotEnoughReplicas: acks=all and the ISR is below min.insync.replicas.
+            ProduceTimedOut: no acknowledgement within the request timeout.
+        """
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged (or failed)."""
+
+    async def begin_transaction(self) -> None:
+        """Start a transaction (transactional producers only)."""
+        raise BrokerError("this producer has no transactional_id")
+
+    async def commit_transaction(self) -> None:
+        """Commit the current transaction: its records become visible to read_committed."""
+        raise BrokerError("this producer has no transactional_id")
+
+    async def abort_transaction(self) -> None:
+        """Abort the current transaction: read_committed consumers never see its records."""
+        raise BrokerError("this producer has no transactional_id")
+
+    async def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_id: str
+    ) -> None:
+        """Commit consumer offsets inside the current transaction (consume-transform-produce)."""
+        raise BrokerError("this producer has no transactional_id")
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush and release the producer."""
+
+
+class KafkaConsumer(ABC):
+    """A consumer in a group. Polling is explicit so learners see the loop."""
+
+    name: str
+    group_id: str
+
+    @abstractmethod
+    async def poll(self, *, max_records: int = 100, timeout: float = 1.0) -> list[KafkaRecord]:
+        """Fetch up to ``max_records`` (waiting at most ``timeout`` seconds for the first).
+
+        Joins the group and gets an assignment on first use; rebalances happen inside poll.
+        """
+
+    @abstractmethod
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (next offset to read per partition), or the current positions."""
+
+    @abstractmethod
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for ``tp`` as the broker has it."""
+
+    @abstractmethod
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Move this consumer's position on an assigned partition (replay)."""
+
+    @abstractmethod
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        """Replay from the log start of ``tps`` (all assigned partitions when empty)."""
+
+    @abstractmethod
+    async def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record this consumer will fetch from ``tp``."""
+
+    @abstractmethod
+    def assignment(self) -> frozenset[TopicPartition]:
+        """Partitions currently assigned to this consumer."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Leave the group cleanly (triggers a rebalance for the others)."""
+
+
+class KafkaAPI(Broker):
+    """Kafka in its own vocabulary. See :mod:`mqlab.brokers.api.kafka` for the data types."""
+
+    system = "kafka"
+    capabilities = KAFKA_CAPABILITIES
+
+    @abstractmethod
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        replication_factor: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> TopicInfo:
+        """Create ``name`` (already qualified by the caller) and wait until every partition has
+        a leader. ``config`` takes Kafka topic configs, e.g. ``{"min.insync.replicas": "2"}``.
+
+        Raises:
+            BrokerError: the topic exists or the cluster has fewer live brokers than
+                ``replication_factor``.
+        """
+
+    @abstractmethod
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic (no error if it is already gone)."""
+
+    @abstractmethod
+    async def describe_topic(self, name: str) -> TopicInfo:
+        """Leaders, replicas, ISR and offsets of every partition of ``name``."""
+
+    @abstractmethod
+    async def producer(
+        self,
+        *,
+        acks: Acks = "all",
+        idempotent: bool = False,
+        transactional_id: str | None = None,
+        name: str | None = None,
+        request_timeout: float = 10.0,
+        linger_ms: int = 0,
+    ) -> KafkaProducer:
+        """A started producer. ``transactional_id`` implies ``idempotent``."""
+
+    @abstractmethod
+    async def consumer(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        name: str | None = None,
+        auto_commit: bool = False,
+        auto_commit_interval: float = 1.0,
+        auto_offset_reset: OffsetReset = "earliest",
+        isolation_level: IsolationLevel = "read_uncommitted",
+        assignment_strategy: AssignmentStrategy = "range",
+        session_timeout: float = 6.0,
+        heartbeat_interval: float = 0.3,
+        max_poll_records: int = 500,
+    ) -> KafkaConsumer:
+        """A started consumer subscribed to ``topics`` as a member of ``group_id``.
+
+        The defaults are short on purpose (heartbeat 0.3 s, session 6 s): with Kafka's own
+        defaults a two-member group takes over 10 s to settle, which hides the lesson.
+        """
+
+    @abstractmethod
+    async def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        """Committed offsets of ``group_id`` as the broker stores them."""
+
+    @abstractmethod
+    async def inspect(self) -> KafkaSnapshot:
+        """Brokers, this namespace's topics (leaders, ISR, offsets) and groups (lag)."""
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` as a signed 32-bit int (exactly as the Java client)."""
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    length4 = length // 4
+    for i in range(length4):
+        i4 = i * 4
+        k = data[i4] | (data[i4 + 1] << 8) | (data[i4 + 2] << 16) | (data[i4 + 3] << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    tail = length % 4
+    base = length & ~3
+    if tail == 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h ^= data[base]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The Java client's partition for a non-null key: ``toPositive(murmur2(key)) % n``.
+
+    ``toPositive`` masks the sign bit (it is not ``abs``), which is why this is not simply
+    ``hash(key) % n`` as the cheat sheet's diagram shortens it.
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

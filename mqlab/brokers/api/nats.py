@@ -1,0 +1,239 @@
+"""The NATS JetStream interface, in NATS's vocabulary: subjects, streams, consumers, sequences.
+
+Implemented by :class:`mqlab.brokers.nats.NatsBroker` (nats-py) and by the simulator's model.
+Core NATS (no JetStream) is at-most-once pub/sub; :meth:`NatsAPI.subscribe` exposes it so the
+difference can be shown. Everything durable goes through streams and consumers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from mqlab.brokers.base import Broker, Capabilities
+
+MESSAGE_ID_HEADER = "mqlab-id"
+
+DeliverPolicy = Literal["all", "last", "new", "by_start_sequence", "by_start_time"]
+Retention = Literal["limits", "interest", "workqueue"]
+
+NATS_CAPABILITIES = Capabilities(
+    ordering="stream",
+    delivery="at-least-once",
+    replay=True,
+    priority=False,
+    routing="subject wildcards",
+    dedup_window_seconds=120.0,
+    dead_letter=False,
+    transactions=False,
+    per_key_ordering=False,
+    ops_burden="low",
+    throughput="~300K/s",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    """JetStream's answer to a publish. ``duplicate``: dropped by the Nats-Msg-Id window."""
+
+    stream: str
+    sequence: int
+    duplicate: bool = False
+
+
+class JsMessage(ABC):
+    """A message fetched by a JetStream consumer, not yet acknowledged."""
+
+    subject: str
+    stream: str
+    stream_sequence: int
+    consumer_sequence: int
+    num_delivered: int
+    data: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def message_id(self) -> str:
+        """mqlab's message id (or ``stream#seq`` when missing)."""
+        return self.headers.get(MESSAGE_ID_HEADER) or f"{self.stream}#{self.stream_sequence}"
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """Acknowledge: the consumer's ack floor can move past this sequence."""
+
+    @abstractmethod
+    async def nak(self, delay: float | None = None) -> None:
+        """Negative ack: redeliver (after ``delay`` seconds if given)."""
+
+    @abstractmethod
+    async def term(self) -> None:
+        """Terminate: never redeliver this message to this consumer."""
+
+    @abstractmethod
+    async def in_progress(self) -> None:
+        """Reset the ack-wait timer (still working on it)."""
+
+
+class NatsPullConsumer(ABC):
+    """A durable pull consumer bound to a stream."""
+
+    name: str
+    stream: str
+
+    @abstractmethod
+    async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[JsMessage]:
+        """Up to ``batch`` messages; an empty list if none arrive within ``timeout``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop fetching (the durable consumer stays on the server; delete it via the stream)."""
+
+
+class NatsSubscription(ABC):
+    """A core NATS subscription (no persistence, no acks)."""
+
+    subject: str
+
+    @abstractmethod
+    async def next(self, timeout: float = 1.0) -> tuple[str, bytes] | None:
+        """(subject, data) of the next message, or None after ``timeout``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Unsubscribe."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream's subjects, limits and state."""
+
+    name: str
+    subjects: tuple[str, ...]
+    messages: int
+    bytes: int
+    first_sequence: int
+    last_sequence: int
+    retention: str = "limits"
+    max_msgs: int = -1
+    max_age_seconds: float = 0.0
+    duplicate_window_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """A JetStream consumer's progress.
+
+    ``ack_floor``: highest stream sequence below which everything is acknowledged;
+    ``num_pending``: messages not yet delivered; ``num_ack_pending``: delivered, not acked;
+    ``num_redelivered``: messages delivered more than once.
+    """
+
+    stream: str
+    name: str
+    ack_floor: int
+    delivered: int
+    num_pending: int
+    num_ack_pending: int
+    num_redelivered: int
+    ack_wait_seconds: float
+    max_deliver: int
+    filter_subject: str | None = None
+    deliver_policy: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSnapshot:
+    """Streams and their consumers in one namespace."""
+
+    streams: tuple[StreamInfo, ...]
+    consumers: tuple[ConsumerInfo, ...]
+
+
+class NatsAPI(Broker):
+    """NATS JetStream in its own vocabulary.
+
+    Stream names cannot contain dots, so namespaced names use ``_``: ``qualify("orders")``
+    gives ``mq-3f2a9c-orders`` for streams and ``subject_prefix()`` gives ``mq-3f2a9c.`` for
+    subjects.
+    """
+
+    system = "nats"
+    capabilities = NATS_CAPABILITIES
+
+    def subject(self, logical: str) -> str:
+        """A subject inside this namespace: ``orders.eu`` -> ``mq-3f2a9c.orders.eu``."""
+        return f"{self.namespace}.{logical}"
+
+    @abstractmethod
+    async def add_stream(
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        retention: Retention = "limits",
+        max_msgs: int = -1,
+        max_age: float = 0.0,
+        duplicate_window: float = 120.0,
+        max_msgs_per_subject: int = -1,
+    ) -> StreamInfo:
+        """Create (or update) a stream capturing ``subjects`` (wildcards allowed)."""
+
+    @abstractmethod
+    async def delete_stream(self, name: str) -> None:
+        """Delete a stream and its consumers (no error if gone)."""
+
+    @abstractmethod
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> PubAck:
+        """JetStream publish; ``msg_id`` sets Nats-Msg-Id for broker-side dedup."""
+
+    @abstractmethod
+    async def pull_consumer(
+        self,
+        stream: str,
+        durable: str,
+        *,
+        filter_subject: str | None = None,
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
+        deliver_policy: DeliverPolicy = "all",
+        start_sequence: int | None = None,
+        start_time: float | None = None,
+    ) -> NatsPullConsumer:
+        """Create (or bind to) a durable pull consumer.
+
+        ``start_time`` is a UNIX timestamp (seconds; virtual seconds on the simulator).
+        """
+
+    @abstractmethod
+    async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
+        """A consumer's ack floor / pending / redelivered counts, fresh from the server."""
+
+    @abstractmethod
+    async def delete_consumer(self, stream: str, durable: str) -> None:
+        """Delete a durable consumer (no error if gone)."""
+
+    @abstractmethod
+    async def stream_info(self, name: str) -> StreamInfo:
+        """A stream's state, fresh from the server."""
+
+    @abstractmethod
+    async def subscribe(self, subject: str) -> NatsSubscription:
+        """A core NATS subscription (at-most-once; wildcards ``*`` and ``>``)."""
+
+    @abstractmethod
+    async def publish_core(self, subject: str, data: bytes) -> None:
+        """Core NATS publish (fire and forget: nobody listening means it is gone)."""
+
+    @abstractmethod
+    async def inspect(self) -> NatsSnapshot:
+        """Streams and consumers of this namespace."""

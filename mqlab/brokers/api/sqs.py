@@ -1,0 +1,211 @@
+"""The SQS (+ SNS fan-out) interface, in AWS's vocabulary: queues, receipt handles, visibility
+timeouts, message groups, deduplication ids, redrive policies, topics and subscriptions.
+
+Implemented by :class:`mqlab.brokers.sqs.SqsBroker` (boto3 against the lab's moto server) and
+by the simulator's SQS model. Queues are addressed by *name*; adapters map names to URLs.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+
+from mqlab.brokers.base import Broker, BrokerError, Capabilities
+
+MESSAGE_ID_ATTRIBUTE = "mqlab-id"
+"""Message attribute that carries mqlab's message id."""
+
+SQS_CAPABILITIES = Capabilities(
+    ordering="none",
+    delivery="at-least-once",
+    replay=False,
+    priority=False,
+    routing="none",
+    dedup_window_seconds=None,
+    dead_letter=True,
+    transactions=False,
+    per_key_ordering=False,
+    ops_burden="zero",
+    throughput="nearly unlimited (standard)",
+)
+
+SQS_FIFO_CAPABILITIES = Capabilities(
+    ordering="message group",
+    delivery="exactly-once-within-dedup-window",
+    replay=False,
+    priority=False,
+    routing="message group",
+    dedup_window_seconds=300.0,
+    dead_letter=True,
+    transactions=False,
+    per_key_ordering=True,
+    ops_burden="zero",
+    throughput="~300/s per API action (3,000/s batched)",
+)
+
+
+class ReceiptHandleInvalid(BrokerError):
+    """The receipt handle is stale: the visibility timeout expired and someone else got it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What SQS said about a send. ``sequence_number`` only on FIFO queues."""
+
+    sqs_message_id: str
+    message_id: str
+    sequence_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SqsMessage:
+    """A received message. ``receive_count`` is ApproximateReceiveCount."""
+
+    queue: str
+    sqs_message_id: str
+    receipt_handle: str
+    body: str
+    message_id: str
+    receive_count: int = 1
+    group_id: str | None = None
+    dedup_id: str | None = None
+    sequence_number: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SqsQueueInfo:
+    """One queue's depth and settings (ApproximateNumberOfMessages* and attributes)."""
+
+    name: str
+    url: str
+    fifo: bool
+    visible: int
+    in_flight: int
+    delayed: int
+    visibility_timeout: int
+    delay_seconds: int = 0
+    content_based_dedup: bool = False
+    dead_letter_queue: str | None = None
+    max_receive_count: int | None = None
+    dead_letter_depth: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnsTopicInfo:
+    """An SNS topic and the queues subscribed to it."""
+
+    name: str
+    arn: str
+    subscribed_queues: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SqsSnapshot:
+    """Queues (with DLQ depth) and SNS topics of one namespace."""
+
+    queues: tuple[SqsQueueInfo, ...]
+    topics: tuple[SnsTopicInfo, ...] = ()
+
+
+class SqsAPI(Broker):
+    """SQS standard and FIFO plus SNS fan-out, in AWS's vocabulary.
+
+    ``capabilities`` describes a standard queue; FIFO queues behave as
+    :data:`SQS_FIFO_CAPABILITIES` (see :meth:`capabilities_for`).
+    """
+
+    system = "sqs"
+    capabilities = SQS_CAPABILITIES
+
+    @staticmethod
+    def capabilities_for(queue_name: str) -> Capabilities:
+        """The comparison-table column for a queue: FIFO names end in ``.fifo``."""
+        return SQS_FIFO_CAPABILITIES if queue_name.endswith(".fifo") else SQS_CAPABILITIES
+
+    @abstractmethod
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        visibility_timeout: int = 30,
+        delay_seconds: int = 0,
+        content_based_dedup: bool = False,
+        receive_wait_time: int = 0,
+        dead_letter_queue: str | None = None,
+        max_receive_count: int | None = None,
+    ) -> str:
+        """Create a queue (FIFO when ``name`` ends in ``.fifo``); returns its URL.
+
+        ``dead_letter_queue`` (an existing queue's name) with ``max_receive_count`` sets the
+        redrive policy.
+        """
+
+    @abstractmethod
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue (no error if gone)."""
+
+    @abstractmethod
+    async def send(
+        self,
+        queue: str,
+        body: str,
+        *,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+        delay_seconds: int | None = None,
+        message_id: str | None = None,
+    ) -> SendResult:
+        """SendMessage. FIFO queues need ``group_id``; ``dedup_id`` unless content-based."""
+
+    @abstractmethod
+    async def receive(
+        self,
+        queue: str,
+        *,
+        max_messages: int = 1,
+        wait_time: float = 0,
+        visibility_timeout: int | None = None,
+        consumer: str = "consumer",
+    ) -> list[SqsMessage]:
+        """ReceiveMessage (long polling when ``wait_time`` > 0)."""
+
+    @abstractmethod
+    async def delete_message(self, queue: str, receipt_handle: str, *, consumer: str = "") -> None:
+        """DeleteMessage: the acknowledgement."""
+
+    @abstractmethod
+    async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
+        """ChangeMessageVisibility (0 makes it visible again at once: SQS's "nack")."""
+
+    @abstractmethod
+    async def purge_queue(self, name: str) -> None:
+        """PurgeQueue."""
+
+    @abstractmethod
+    async def queue_info(self, name: str) -> SqsQueueInfo:
+        """Depth and settings of one queue, fresh from the server."""
+
+    @abstractmethod
+    async def create_topic(self, name: str) -> str:
+        """Create an SNS topic (FIFO when ``name`` ends in ``.fifo``); returns its ARN."""
+
+    @abstractmethod
+    async def subscribe_queue(self, topic_arn: str, queue: str, *, raw: bool = True) -> str:
+        """Subscribe ``queue`` to the topic (raw delivery: the body arrives unwrapped)."""
+
+    @abstractmethod
+    async def publish(
+        self,
+        topic_arn: str,
+        body: str,
+        *,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """SNS Publish; returns mqlab's message id."""
+
+    @abstractmethod
+    async def inspect(self) -> SqsSnapshot:
+        """Queues (visible, in flight, delayed, FIFO settings, redrive and DLQ depth), topics."""

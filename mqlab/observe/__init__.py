@@ -1,0 +1,1 @@
+"""Typed observation events, the bus that carries them, and JSONL traces."""
