@@ -129,11 +129,18 @@ class Delivered(Observation):
 @_observation
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Processed(Observation):
-    """The consumer's business logic finished for a message (what "processed once" counts)."""
+    """The consumer's business logic finished for a message (what "processed once" counts).
+
+    ``group`` is who the processing counts for: a Kafka consumer group, a RabbitMQ/SQS queue, a
+    NATS durable. The same message processed by two groups (fan-out, replay by a new group) is
+    not a duplicate; processed twice within one group is. ``skipped_duplicate`` marks a
+    redelivery that an idempotent consumer recognised and did not apply again.
+    """
 
     kind: ClassVar[str] = "processed"
     message_id: str
     consumer: str
+    group: str = ""
     key: str | None = None
     skipped_duplicate: bool = False
 

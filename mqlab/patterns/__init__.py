@@ -1,0 +1,2 @@
+"""Patterns the course teaches, as working code: retries and backoff, idempotency stores,
+sagas, event sourcing, delivery semantics."""

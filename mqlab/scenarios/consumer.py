@@ -1,0 +1,186 @@
+"""The consume loop every scenario consumer runs: explicit, because it is the lesson.
+
+    receive -> [ack if "before"] -> process -> [ack if "after"]
+
+Crash points sit between those lines (after_receive, before_ack, after_ack, after_processing),
+and a crash is real: in a worker process the loop calls a hook that sends SIGKILL to its own
+process, so nothing gets a chance to clean up, exactly like a consumer killed by the OOM killer.
+On the simulator the hook raises :class:`CrashNow` instead and the runner makes the simulated
+consumer vanish without leaving its group.
+
+Which message counts as "processed" is reported by this loop as :class:`Processed`
+observations; everything else (deliveries, acks, commits) is reported by the adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mqlab.course.scenario import Consume, CrashPoint
+from mqlab.observe.bus import ObservationBus
+from mqlab.observe.events import Note, Processed
+from mqlab.patterns.idempotency import DedupStore
+from mqlab.scenarios.drivers.base import ConsumerSession, Incoming
+
+CrashHook = Callable[[CrashPoint, Incoming], Awaitable[None]]
+
+
+class CrashNow(Exception):
+    """Raised by the in-process crash hook: the consumer must vanish at this point."""
+
+    def __init__(self, point: CrashPoint) -> None:
+        super().__init__(point)
+        self.point = point
+
+
+@dataclass(slots=True)
+class ConsumeOutcome:
+    """How a consume step ended."""
+
+    processed: int = 0
+    handled: int = 0
+    failed: int = 0
+    stopped_by: str = "idle"  # idle | count | max_time | stop
+
+
+async def raise_crash(point: CrashPoint, message: Incoming) -> None:
+    """In-process crash hook."""
+    raise CrashNow(point)
+
+
+async def consume_loop(
+    session: ConsumerSession,
+    step: Consume,
+    bus: ObservationBus,
+    broker_name: str,
+    *,
+    crash_hook: CrashHook = raise_crash,
+    stop: asyncio.Event | None = None,
+    dedup: DedupStore | None = None,
+) -> ConsumeOutcome:
+    """Run ``step`` on ``session`` until count / idle / max_time / stop.
+
+    Args:
+        crash_hook: called at the configured crash point; must not return normally
+            (SIGKILL in a worker, :class:`CrashNow` in-process).
+        stop: set it to make the loop finish the current message and return.
+        dedup: the idempotent consumer's store (required when ``step.idempotent``).
+    """
+    loop = asyncio.get_running_loop()
+    outcome = ConsumeOutcome()
+    attempts: Counter[str] = Counter()
+    deadline = loop.time() + step.max_time
+    last_activity = loop.time()
+    crash = step.crash
+
+    async def maybe_crash(point: CrashPoint, message: Incoming) -> None:
+        if crash is not None and crash.after == outcome.handled and crash.point == point:
+            bus.emit(
+                Note(
+                    at=bus.now(),
+                    broker=broker_name,
+                    text=f"{session.name} crashes {point.replace('_', ' ')} "
+                    f"of message {outcome.handled}",
+                )
+            )
+            await crash_hook(point, message)
+
+    while True:
+        now = loop.time()
+        if stop is not None and stop.is_set():
+            outcome.stopped_by = "stop"
+            break
+        if now >= deadline:
+            outcome.stopped_by = "max_time"
+            break
+        if step.count is not None and outcome.processed >= step.count:
+            outcome.stopped_by = "count"
+            break
+        idle_left = step.idle - (now - last_activity)
+        if idle_left <= 0:
+            outcome.stopped_by = "idle"
+            break
+        batch = await session.receive(step.batch, wait=min(idle_left, 1.0, deadline - now))
+        if not batch:
+            continue
+        last_activity = loop.time()
+        for message in batch:
+            if step.count is not None and outcome.processed >= step.count:
+                break
+            outcome.handled += 1
+            attempts[message.message_id] += 1
+            attempt = max(message.attempt, attempts[message.message_id])
+            await maybe_crash("after_receive", message)
+            if step.ack == "before":
+                await maybe_crash("before_ack", message)
+                await session.ack(message)
+                await maybe_crash("after_ack", message)
+            if step.processing_time:
+                await asyncio.sleep(step.processing_time)
+            if message.poison:
+                outcome.failed += 1
+                await _handle_failure(session, step, message, attempt)
+                continue
+            await _process(session, step, message, bus, broker_name, dedup)
+            outcome.processed += 1
+            await maybe_crash("after_processing", message)
+            if step.ack == "after":
+                await maybe_crash("before_ack", message)
+                await session.ack(message)
+                await maybe_crash("after_ack", message)
+            last_activity = loop.time()
+            if stop is not None and stop.is_set():
+                break
+    return outcome
+
+
+async def _process(
+    session: ConsumerSession,
+    step: Consume,
+    message: Incoming,
+    bus: ObservationBus,
+    broker_name: str,
+    dedup: DedupStore | None,
+) -> None:
+    """The business logic: here, recording that it ran (or was skipped as a duplicate)."""
+    skipped = False
+    if step.idempotent:
+        if dedup is None:
+            raise RuntimeError("an idempotent consumer needs a dedup store")
+        # Check-then-record *after* the work would be done: a crash between the two means the
+        # message is processed again (at-least-once), never lost. Recording first (the
+        # cheat sheet's SET NX before processing) would lose it instead.
+        skipped = await dedup.seen(f"{session.group}:{message.message_id}")
+    bus.emit(
+        Processed(
+            at=bus.now(),
+            broker=broker_name,
+            message_id=message.message_id,
+            consumer=session.name,
+            group=session.group,
+            key=message.key,
+            skipped_duplicate=skipped,
+        )
+    )
+    if step.idempotent and not skipped and dedup is not None:
+        await dedup.remember(f"{session.group}:{message.message_id}")
+
+
+async def _handle_failure(
+    session: ConsumerSession, step: Consume, message: Incoming, attempt: int
+) -> None:
+    if step.ack == "before":
+        # Already acknowledged: the failure cannot be retried. This is the at-most-once trade.
+        return
+    match step.on_error:
+        case "requeue":
+            await session.nack(message, requeue=True)
+        case "drop":
+            await session.nack(message, requeue=False)
+        case "dead_letter":
+            await session.dead_letter(message, attempt)
+        case "ignore":
+            await session.ack(message)

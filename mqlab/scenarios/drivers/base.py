@@ -1,0 +1,171 @@
+"""What the runner needs from a system: set up the channel, produce, consume, check state.
+
+One driver per system translates the scenario vocabulary (channel, produce, consume with an
+acknowledgement policy) into that system's own calls on its adapter interface. Because the
+simulator implements the same interfaces, the same driver runs a scenario on the real broker and
+on ``sim``: the only difference is the adapter object it is given.
+
+The consume loop itself is shared (:mod:`mqlab.scenarios.consumer`) and deliberately explicit,
+because it is exactly what learners must see: receive, (ack), process, (ack), and where a crash
+falls in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.course.scenario import Check, Consume, Produce, Scenario
+from mqlab.scenarios.ledger import Ledger
+
+POISON_MARK = "POISON"
+"""Bodies starting with this word fail every consumer's processing (a poison message)."""
+
+
+class CheckNotSupported(BrokerError):
+    """A check that makes no sense on this system (e.g. ISR on RabbitMQ)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message a produce step sends."""
+
+    index: int
+    message_id: str
+    body: str
+    key: str | None = None
+    routing_key: str | None = None
+    priority: int | None = None
+    dedup_id: str | None = None
+
+    @property
+    def poison(self) -> bool:
+        """Whether consumers will fail on it."""
+        return self.body.startswith(POISON_MARK)
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A received message, whatever the system called it (``native`` keeps the original)."""
+
+    message_id: str
+    body: str
+    key: str | None
+    native: object
+    attempt: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def poison(self) -> bool:
+        """Whether processing must fail."""
+        return self.body.startswith(POISON_MARK)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one check against the broker's own state."""
+
+    holds: bool
+    observed: str
+    description: str
+
+
+class ConsumerSession(ABC):
+    """A consumer as the shared consume loop drives it."""
+
+    name: str
+    group: str
+
+    @abstractmethod
+    async def receive(self, max_messages: int, wait: float) -> list[Incoming]:
+        """Up to ``max_messages`` messages, waiting at most ``wait`` seconds."""
+
+    @abstractmethod
+    async def ack(self, message: Incoming) -> None:
+        """Acknowledge (Kafka: commit offset + 1; RabbitMQ ack; SQS delete; NATS ack)."""
+
+    @abstractmethod
+    async def nack(self, message: Incoming, *, requeue: bool) -> None:
+        """Give the message back (requeue) or drop it."""
+
+    @abstractmethod
+    async def dead_letter(self, message: Incoming, attempts: int) -> bool:
+        """Handle a failed message under the channel's dead-letter settings.
+
+        Returns True when the message left the main flow (parked / dead-lettered), False when
+        it will be retried.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop cleanly (Kafka: leave the group; RabbitMQ: cancel, unacked go back)."""
+
+    async def crash(self) -> None:
+        """Vanish without closing (in-process runs only; a worker process is SIGKILLed)."""
+        await self.close()
+
+
+class Driver(ABC):
+    """Scenario operations for one system on one adapter."""
+
+    system: str
+
+    def __init__(self, broker: Broker, scenario: Scenario) -> None:
+        self.broker = broker
+        self.scenario = scenario
+        self.channel = scenario.channel
+
+    @property
+    def default_group(self) -> str:
+        """The group a consume step uses when it names none."""
+        return f"{self.channel.name}-group"
+
+    @abstractmethod
+    async def setup(self) -> None:
+        """Create the channel (and its dead-letter / fan-out resources)."""
+
+    @abstractmethod
+    async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
+        """Send ``messages``; returns how many were acknowledged.
+
+        Raises:
+            BrokerError: a send failed and ``step.expect_failures`` is False.
+        """
+
+    @abstractmethod
+    async def open_consumer(self, step: Consume) -> ConsumerSession:
+        """A started consumer for a consume step."""
+
+    @abstractmethod
+    async def check(self, check: Check) -> CheckResult:
+        """Evaluate a check against the broker's state (through inspect / info calls)."""
+
+    async def reconcile(self) -> None:
+        """At the end of a run, report what only the broker knows as observations (e.g. which
+        messages SQS's redrive policy moved to the DLQ without telling any consumer)."""
+        return None
+
+    async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
+        """Compare the ledger with what the broker itself reports at the end of a run, so the
+        numbers a learner sees are the broker's, not only the runner's own bookkeeping."""
+        return []
+
+    async def close(self) -> None:
+        """Release anything the driver opened itself (its own producers)."""
+        return None
+
+    def fault_target(self, target: str) -> str:
+        """Resolve a fault target name (``leader`` is resolved by the Kafka driver)."""
+        return target
+
+    async def resolve_fault_target(self, target: str) -> str:
+        """Async form of :meth:`fault_target` for names that need a broker lookup."""
+        return self.fault_target(target)
+
+
+async def pace(step: Produce) -> None:
+    """Sleep between sends when the step sets a rate (messages per second)."""
+    if step.rate:
+        await asyncio.sleep(1.0 / step.rate)

@@ -1,0 +1,313 @@
+"""Scenario driver for Kafka: the channel is a topic, acknowledging is committing an offset.
+
+Kafka has no per-message acknowledgement and no broker-side dead-letter queue, and the driver
+shows that honestly: "ack" commits ``offset + 1`` for the record's partition (which also
+acknowledges every earlier record of that partition), "requeue" seeks back so the same offset
+is fetched again, and dead-lettering is the consumer's own job: it writes the record to a
+``<channel>-dlq`` topic and commits past it.
+"""
+
+from __future__ import annotations
+
+from mqlab.brokers.api.kafka import (
+    KafkaAPI,
+    KafkaConsumer,
+    KafkaProducer,
+    KafkaRecord,
+    TopicInfo,
+    TopicPartition,
+)
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.course.scenario import Check, Consume, Produce, Scenario
+from mqlab.observe.events import DeadLettered, ProduceFailed
+from mqlab.scenarios.drivers.base import (
+    CheckNotSupported,
+    CheckResult,
+    ConsumerSession,
+    Driver,
+    Incoming,
+    OutgoingMessage,
+    pace,
+)
+from mqlab.scenarios.ledger import Ledger
+
+
+class KafkaSession(ConsumerSession):
+    """A Kafka group member driven by the consume loop."""
+
+    def __init__(self, driver: KafkaDriver, consumer: KafkaConsumer, step: Consume) -> None:
+        self.driver = driver
+        self.consumer = consumer
+        self.step = step
+        self.name = step.name
+        self.group = consumer.group_id
+        self._replay_pending = step.from_beginning
+
+    async def receive(self, max_messages: int, wait: float) -> list[Incoming]:
+        records = await self.consumer.poll(max_records=max_messages, timeout=wait)
+        if self._replay_pending and self.consumer.assignment():
+            # Replay: once partitions are assigned, rewind them; whatever this poll returned
+            # will be fetched again from the log start.
+            self._replay_pending = False
+            await self.consumer.seek_to_beginning()
+            return []
+        return [self._incoming(record) for record in records]
+
+    @staticmethod
+    def _incoming(record: KafkaRecord) -> Incoming:
+        return Incoming(
+            message_id=record.message_id,
+            body=record.value.decode(errors="replace"),
+            key=record.key.decode(errors="replace") if record.key is not None else None,
+            native=record,
+        )
+
+    @staticmethod
+    def _record(message: Incoming) -> KafkaRecord:
+        assert isinstance(message.native, KafkaRecord)
+        return message.native
+
+    async def ack(self, message: Incoming) -> None:
+        record = self._record(message)
+        tp = TopicPartition(record.topic, record.partition)
+        await self.consumer.commit({tp: record.offset + 1})
+
+    async def nack(self, message: Incoming, *, requeue: bool) -> None:
+        record = self._record(message)
+        tp = TopicPartition(record.topic, record.partition)
+        if requeue:
+            # Kafka cannot "give back" one record: rewinding the position is how a consumer
+            # retries it (and everything after it on that partition).
+            await self.consumer.seek(tp, record.offset)
+        else:
+            await self.consumer.commit({tp: record.offset + 1})
+
+    async def dead_letter(self, message: Incoming, attempts: int) -> bool:
+        settings = self.driver.channel.dead_letter
+        if settings is None or attempts < settings.after_attempts:
+            await self.nack(message, requeue=True)
+            return False
+        record = self._record(message)
+        producer = await self.driver.dlq_producer()
+        await producer.send(
+            self.driver.dlq_topic,
+            record.value,
+            key=record.key,
+            headers=record.headers,
+            message_id=message.message_id,
+        )
+        self.driver.broker.emit(
+            DeadLettered(
+                at=self.driver.broker.bus.now(),
+                broker=self.driver.broker.name,
+                source=record.topic,
+                target=self.driver.dlq_topic,
+                message_id=message.message_id,
+                reason=f"failed {attempts} times",
+            )
+        )
+        await self.ack(message)
+        return True
+
+    async def close(self) -> None:
+        await self.consumer.close()
+
+    async def crash(self) -> None:
+        crash = getattr(self.consumer, "crash", None)
+        if crash is not None:
+            # The simulator's consumer can vanish without leaving the group: the group only
+            # notices after the session timeout, exactly like a kill -9.
+            await crash()
+        else:
+            await self.consumer.close()
+
+
+class KafkaDriver(Driver):
+    """Runs scenarios on a :class:`KafkaAPI` (the lab's cluster or the simulator's)."""
+
+    system = "kafka"
+
+    def __init__(self, broker: Broker, scenario: Scenario) -> None:
+        super().__init__(broker, scenario)
+        assert isinstance(broker, KafkaAPI)
+        self.kafka: KafkaAPI = broker
+        self.topic = broker.qualify(self.channel.name)
+        self.dlq_topic = broker.qualify(f"{self.channel.name}-dlq")
+        self._dlq_producer: KafkaProducer | None = None
+        self._transaction_count = 0
+        self.groups_used: set[str] = set()
+
+    async def setup(self) -> None:
+        settings = self.channel.kafka
+        await self.kafka.create_topic(
+            self.topic,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=dict(settings.config),
+        )
+        if self.channel.dead_letter is not None:
+            await self.kafka.create_topic(
+                self.dlq_topic, partitions=1, replication_factor=settings.replication_factor
+            )
+
+    async def dlq_producer(self) -> KafkaProducer:
+        """A producer for the dead-letter topic, created on first use."""
+        if self._dlq_producer is None:
+            self._dlq_producer = await self.kafka.producer(acks="all", name="dlq-producer")
+        return self._dlq_producer
+
+    async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
+        settings = step.producer
+        transactional_id = None
+        if settings.transaction is not None:
+            self._transaction_count += 1
+            transactional_id = self.kafka.qualify(f"tx-{self._transaction_count}")
+        producer = await self.kafka.producer(
+            acks=settings.acks,
+            idempotent=settings.idempotent or transactional_id is not None,
+            transactional_id=transactional_id,
+            name=step.label or "producer",
+            request_timeout=5.0,
+        )
+        acknowledged = 0
+        destination = self.kafka.qualify(step.to) if step.to else self.topic
+        try:
+            if transactional_id is not None:
+                await producer.begin_transaction()
+            for message in messages:
+                try:
+                    await producer.send(
+                        destination,
+                        message.body.encode(),
+                        key=message.key.encode() if message.key is not None else None,
+                        message_id=message.message_id,
+                    )
+                    acknowledged += 1
+                except BrokerError as error:
+                    self._failed(destination, message, error)
+                    if not step.expect_failures:
+                        raise
+                await pace(step)
+            if settings.transaction == "commit":
+                await producer.commit_transaction()
+            elif settings.transaction == "abort":
+                await producer.abort_transaction()
+        finally:
+            await producer.close()
+        return acknowledged
+
+    def _failed(self, destination: str, message: OutgoingMessage, error: Exception) -> None:
+        self.broker.emit(
+            ProduceFailed(
+                at=self.broker.bus.now(),
+                broker=self.broker.name,
+                destination=destination,
+                message_id=message.message_id,
+                key=message.key,
+                error=str(error) or type(error).__name__,
+            )
+        )
+
+    async def open_consumer(self, step: Consume) -> ConsumerSession:
+        group = self.kafka.qualify(step.group or self.default_group)
+        self.groups_used.add(group)
+        source = self.kafka.qualify(step.source) if step.source else self.topic
+        consumer = await self.kafka.consumer(
+            [source],
+            group_id=group,
+            name=step.name,
+            auto_commit=step.auto_commit,
+            isolation_level=step.isolation,
+            assignment_strategy=step.assignment,
+            max_poll_records=step.batch,
+        )
+        return KafkaSession(self, consumer, step)
+
+    async def _topic(self, name: str | None = None) -> TopicInfo:
+        return await self.kafka.describe_topic(name or self.topic)
+
+    async def check(self, check: Check) -> CheckResult:
+        if check.isr_size is not None or check.min_isr_size is not None:
+            info = await self._topic()
+            sizes = [len(p.isr) for p in info.partitions]
+            if check.isr_size is not None:
+                holds = all(size == check.isr_size for size in sizes)
+                wanted = f"every ISR has {check.isr_size} replicas"
+            else:
+                assert check.min_isr_size is not None
+                holds = all(size >= check.min_isr_size for size in sizes)
+                wanted = f"every ISR has at least {check.min_isr_size} replicas"
+            return CheckResult(holds, f"ISR sizes {sizes}", wanted)
+        if check.lag is not None:
+            lag = await self.group_lag(self.kafka.qualify(self.default_group))
+            return CheckResult(lag == check.lag, f"lag {lag}", f"lag is {check.lag}")
+        if check.alive_brokers is not None:
+            snapshot = await self.kafka.inspect()
+            alive = sum(1 for node in snapshot.brokers if node.alive)
+            return CheckResult(
+                alive == check.alive_brokers,
+                f"{alive} brokers alive",
+                f"{check.alive_brokers} brokers alive",
+            )
+        if check.dead_letter_depth is not None:
+            info = await self._topic(self.dlq_topic)
+            depth = sum(p.high_watermark - p.log_start for p in info.partitions)
+            return CheckResult(
+                depth == check.dead_letter_depth,
+                f"{depth} records in {self.kafka.unqualify(self.dlq_topic)}",
+                f"dead-letter topic holds {check.dead_letter_depth}",
+            )
+        if check.depth is not None:
+            info = await self._topic()
+            depth = sum(p.high_watermark - p.log_start for p in info.partitions)
+            return CheckResult(
+                depth == check.depth, f"{depth} records in the topic", f"topic holds {check.depth}"
+            )
+        raise CheckNotSupported("this check is not available on Kafka")
+
+    async def group_lag(self, group: str) -> int:
+        """Total lag of ``group`` on the channel's topic, from the broker's committed offsets."""
+        info = await self._topic()
+        committed = await self.kafka.group_offsets(group)
+        lag = 0
+        for partition in info.partitions:
+            offset = committed.get(TopicPartition(self.topic, partition.partition), 0)
+            lag += partition.high_watermark - offset
+        return lag
+
+    async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
+        results: list[CheckResult] = []
+        committed = ledger.committed
+        for group in sorted(self.groups_used):
+            broker_offsets = await self.kafka.group_offsets(group)
+            for (ledger_group, topic, partition), offset in committed.items():
+                if ledger_group != group:
+                    continue
+                broker_offset = broker_offsets.get(TopicPartition(topic, partition))
+                results.append(
+                    CheckResult(
+                        broker_offset == offset,
+                        f"broker has {broker_offset}",
+                        f"{self.kafka.unqualify(group)} committed offset of "
+                        f"{self.kafka.unqualify(topic)}:{partition} is {offset}",
+                    )
+                )
+        if self.channel.dead_letter is not None:
+            expected = len(ledger.dead_lettered)
+            results.append(await self.check(Check(dead_letter_depth=expected)))
+        return results
+
+    async def resolve_fault_target(self, target: str) -> str:
+        if target != "leader":
+            return target
+        info = await self._topic()
+        leader = info.partitions[0].leader
+        if leader < 0:
+            raise BrokerError("partition 0 has no leader to target")
+        return f"kafka-broker-{leader}"
+
+    async def close(self) -> None:
+        """Release the dead-letter producer."""
+        if self._dlq_producer is not None:
+            await self._dlq_producer.close()
+            self._dlq_producer = None

@@ -1,0 +1,242 @@
+"""Scenario driver for RabbitMQ: the channel is a queue (optionally behind an exchange).
+
+Dead-lettering uses the delayed-retry pattern the course teaches: the work queue's dead-letter
+exchange routes a rejected message to a *wait* queue whose TTL sends it back to the work queue
+(via the default exchange) after ``retry_delay_ms``. RabbitMQ records each trip in the message's
+``x-death`` header; once the count reaches ``after_attempts`` the consumer publishes the
+message to a *parking* queue (``<channel>-dlq``) and acknowledges it, so a poison message stops
+circulating but is never lost.
+"""
+
+from __future__ import annotations
+
+from mqlab.brokers.api.rabbitmq import RabbitConsumer, RabbitDelivery, RabbitMQAPI
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.course.scenario import Check, Consume, Produce, Scenario
+from mqlab.observe.events import DeadLettered, ProduceFailed
+from mqlab.scenarios.drivers.base import (
+    CheckNotSupported,
+    CheckResult,
+    ConsumerSession,
+    Driver,
+    Incoming,
+    OutgoingMessage,
+    pace,
+)
+from mqlab.scenarios.ledger import Ledger
+
+
+class RabbitSession(ConsumerSession):
+    """A basic.consume subscription driven by the consume loop."""
+
+    def __init__(self, driver: RabbitMQDriver, consumer: RabbitConsumer, group: str) -> None:
+        self.driver = driver
+        self.consumer = consumer
+        self.name = consumer.name
+        self.group = group
+
+    async def receive(self, max_messages: int, wait: float) -> list[Incoming]:
+        # RabbitMQ pushes deliveries up to the prefetch window; the loop handles one at a time.
+        delivery = await self.consumer.next(timeout=wait)
+        if delivery is None:
+            return []
+        rejected_here = sum(
+            death.count
+            for death in delivery.x_death
+            if death.queue == self.consumer.queue and death.reason == "rejected"
+        )
+        return [
+            Incoming(
+                message_id=delivery.message_id,
+                body=delivery.body.decode(errors="replace"),
+                key=delivery.routing_key,
+                native=delivery,
+                attempt=rejected_here + 1,
+            )
+        ]
+
+    @staticmethod
+    def _delivery(message: Incoming) -> RabbitDelivery:
+        assert isinstance(message.native, RabbitDelivery)
+        return message.native
+
+    async def ack(self, message: Incoming) -> None:
+        await self._delivery(message).ack()
+
+    async def nack(self, message: Incoming, *, requeue: bool) -> None:
+        await self._delivery(message).nack(requeue=requeue)
+
+    async def dead_letter(self, message: Incoming, attempts: int) -> bool:
+        settings = self.driver.channel.dead_letter
+        delivery = self._delivery(message)
+        if settings is None:
+            await delivery.nack(requeue=True)
+            return False
+        if attempts < settings.after_attempts:
+            # Rejected without requeue -> the queue's DLX -> the wait queue -> back after TTL.
+            await delivery.nack(requeue=False)
+            return False
+        await self.driver.rabbit.publish(
+            "",
+            self.driver.parking_queue,
+            delivery.body,
+            headers={k: v for k, v in delivery.headers.items() if k != "x-death"},
+            message_id=message.message_id,
+        )
+        self.driver.broker.emit(
+            DeadLettered(
+                at=self.driver.broker.bus.now(),
+                broker=self.driver.broker.name,
+                source=delivery.queue,
+                target=self.driver.parking_queue,
+                message_id=message.message_id,
+                reason=f"failed {attempts} times",
+            )
+        )
+        await delivery.ack()
+        return True
+
+    async def close(self) -> None:
+        await self.consumer.close()
+
+
+class RabbitMQDriver(Driver):
+    """Runs scenarios on a :class:`RabbitMQAPI` (the lab's node or the simulator's)."""
+
+    system = "rabbitmq"
+
+    def __init__(self, broker: Broker, scenario: Scenario) -> None:
+        super().__init__(broker, scenario)
+        assert isinstance(broker, RabbitMQAPI)
+        self.rabbit: RabbitMQAPI = broker
+        name = self.channel.name
+        self.queue = broker.qualify(name)
+        settings = self.channel.rabbitmq
+        self.exchange = broker.qualify(settings.exchange) if settings.exchange else ""
+        self.retry_exchange = broker.qualify(f"{name}-retry")
+        self.wait_queue = broker.qualify(f"{name}-wait")
+        self.parking_queue = broker.qualify(f"{name}-dlq")
+
+    async def setup(self) -> None:
+        settings = self.channel.rabbitmq
+        dead_letter = self.channel.dead_letter
+        if dead_letter is not None:
+            await self.rabbit.declare_exchange(self.retry_exchange, "fanout")
+            await self.rabbit.declare_queue(
+                self.wait_queue,
+                message_ttl_ms=dead_letter.retry_delay_ms,
+                dead_letter_exchange="",
+                dead_letter_routing_key=self.queue,
+            )
+            await self.rabbit.bind_queue(self.wait_queue, self.retry_exchange)
+            await self.rabbit.declare_queue(self.parking_queue)
+        await self.rabbit.declare_queue(
+            self.queue,
+            max_priority=settings.max_priority,
+            message_ttl_ms=settings.message_ttl_ms,
+            dead_letter_exchange=self.retry_exchange if dead_letter is not None else None,
+        )
+        if self.exchange:
+            await self.rabbit.declare_exchange(self.exchange, settings.exchange_type)
+            await self.rabbit.bind_queue(
+                self.queue, self.exchange, self._main_binding(settings.exchange_type)
+            )
+            for extra, keys in settings.queues.items():
+                queue = self.rabbit.qualify(extra)
+                await self.rabbit.declare_queue(queue)
+                for key in keys or [""]:
+                    await self.rabbit.bind_queue(queue, self.exchange, key)
+
+    def _main_binding(self, exchange_type: str) -> str:
+        if exchange_type == "topic":
+            return "#"
+        if exchange_type == "direct":
+            return self.channel.name
+        return ""
+
+    async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
+        exchange = self.rabbit.qualify(step.to) if step.to else self.exchange
+        acknowledged = 0
+        for message in messages:
+            if exchange:
+                routing_key = message.routing_key or message.key or self.channel.name
+            else:
+                routing_key = self.queue
+            try:
+                await self.rabbit.publish(
+                    exchange,
+                    routing_key,
+                    message.body.encode(),
+                    priority=message.priority,
+                    message_id=message.message_id,
+                )
+                acknowledged += 1
+            except BrokerError as error:
+                self.broker.emit(
+                    ProduceFailed(
+                        at=self.broker.bus.now(),
+                        broker=self.broker.name,
+                        destination=exchange or self.queue,
+                        message_id=message.message_id,
+                        key=message.key,
+                        error=str(error) or type(error).__name__,
+                    )
+                )
+                if not step.expect_failures:
+                    raise
+            await pace(step)
+        return acknowledged
+
+    async def open_consumer(self, step: Consume) -> ConsumerSession:
+        queue = self.rabbit.qualify(step.source) if step.source else self.queue
+        consumer = await self.rabbit.consume(
+            queue, prefetch=self.channel.rabbitmq.prefetch, name=step.name
+        )
+        return RabbitSession(self, consumer, group=self.rabbit.unqualify(queue))
+
+    async def _depth(self, queue: str) -> int:
+        info = await self.rabbit.queue_info(queue)
+        return info.ready + info.unacked
+
+    async def check(self, check: Check) -> CheckResult:
+        if check.depth is not None:
+            depth = await self._depth(self.queue)
+            return CheckResult(
+                depth == check.depth,
+                f"{depth} messages in {self.channel.name}",
+                f"queue holds {check.depth}",
+            )
+        if check.dead_letter_depth is not None:
+            if self.channel.dead_letter is None:
+                raise CheckNotSupported("the channel has no dead_letter settings")
+            depth = await self._depth(self.parking_queue)
+            return CheckResult(
+                depth == check.dead_letter_depth,
+                f"{depth} messages parked",
+                f"parking queue holds {check.dead_letter_depth}",
+            )
+        raise CheckNotSupported("this check is not available on RabbitMQ (Kafka only)")
+
+    async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
+        if self.channel.rabbitmq.queues or self.channel.rabbitmq.exchange_type == "fanout":
+            # Fan-out copies one message into several queues; the per-queue depths are
+            # checked by the scenario's own checks instead.
+            return []
+        unsettled = len(ledger.unsettled_ids())
+        depth = await self._depth(self.queue)
+        results = []
+        if self.channel.dead_letter is not None:
+            # A message rejected into the retry loop is in the wait queue, not lost.
+            waiting = len(ledger.dropped - ledger.acked - ledger.dead_lettered)
+            depth += await self._depth(self.wait_queue)
+            unsettled += waiting
+            results.append(await self.check(Check(dead_letter_depth=len(ledger.dead_lettered))))
+        results.insert(
+            0,
+            CheckResult(
+                depth == unsettled,
+                f"broker holds {depth}",
+                f"{unsettled} messages still queued (produced, never acked or dead-lettered)",
+            ),
+        )
+        return results

@@ -1,0 +1,172 @@
+"""The ledger: every message accounted for, folded from the observation stream.
+
+The runner never counts by itself; it only folds what the adapters and consumers reported
+(Produced, Processed, DeadLettered ...). So the same ledger can be rebuilt from a recorded trace,
+and the numbers can be compared with the broker's own state (queue depths, committed offsets).
+
+Counting rules (per *group*: a Kafka consumer group, a queue, a NATS durable):
+- produced: distinct message ids the broker acknowledged (a send the broker dropped as a
+  duplicate is not a new message);
+- processed once / duplicated: how many times a group's business logic ran for a message
+  (a redelivery an idempotent consumer skipped does not count as processing);
+- lost: acknowledged, never processed by a group that consumed the channel, not dead-lettered;
+- out of order: a message processed after a later-produced message of the same key.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from mqlab.observe.events import (
+    Acked,
+    Committed,
+    DeadLettered,
+    Delivered,
+    Nacked,
+    Observation,
+    Processed,
+    Produced,
+    ProduceFailed,
+    Rebalanced,
+)
+
+
+@dataclass
+class GroupLedger:
+    """What one group did with the messages."""
+
+    name: str
+    processed: Counter[str] = field(default_factory=Counter)
+    skipped_duplicates: int = 0
+    out_of_order: int = 0
+    out_of_order_overall: int = 0
+    _highest_index_per_key: dict[str, int] = field(default_factory=dict)
+    _highest_index: int = -1
+
+
+@dataclass
+class Ledger:
+    """Folds observations; read the totals through :meth:`summary`."""
+
+    produced_order: dict[str, int] = field(default_factory=dict)
+    """message id -> produce index (acknowledged, distinct)."""
+    keys: dict[str, str] = field(default_factory=dict)
+    broker_duplicates: int = 0
+    failed: set[str] = field(default_factory=set)
+    deliveries: int = 0
+    redeliveries: int = 0
+    dead_lettered: set[str] = field(default_factory=set)
+    rebalances: int = 0
+    acked: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)
+    """Messages a consumer settled negatively without requeue (gone unless dead-lettered)."""
+    committed: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    """Last committed offset per (group, topic, partition), from Committed observations."""
+    groups: dict[str, GroupLedger] = field(default_factory=dict)
+    _rebalance_state: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
+        default_factory=dict
+    )
+
+    def __call__(self, observation: Observation) -> None:
+        """Fold one observation (the ledger is a bus subscriber)."""
+        match observation:
+            case Produced(duplicate=True):
+                self.broker_duplicates += 1
+            case Produced(message_id=mid, key=key):
+                if mid not in self.produced_order:
+                    self.produced_order[mid] = len(self.produced_order)
+                    self.keys[mid] = key or ""
+                self.failed.discard(mid)
+            case ProduceFailed(message_id=mid):
+                if mid not in self.produced_order:
+                    self.failed.add(mid)
+            case Delivered(redelivered=redelivered):
+                self.deliveries += 1
+                self.redeliveries += int(redelivered)
+            case Processed():
+                self._processed(observation)
+            case DeadLettered(message_id=mid):
+                self.dead_lettered.add(mid)
+            case Acked(message_id=mid):
+                self.acked.add(mid)
+                self.dropped.discard(mid)
+            case Nacked(message_id=mid, requeue=False):
+                self.dropped.add(mid)
+            case Committed(group=group, topic=topic, partition=partition, offset=offset):
+                self.committed[(group, topic, partition)] = offset
+            case Rebalanced(group=group, assignment=assignment):
+                if self._rebalance_state.get(group) != assignment:
+                    self._rebalance_state[group] = assignment
+                    self.rebalances += 1
+            case _:
+                pass
+
+    def _processed(self, event: Processed) -> None:
+        group = self.groups.setdefault(event.group, GroupLedger(event.group))
+        if event.skipped_duplicate:
+            group.skipped_duplicates += 1
+            return
+        first_time = group.processed[event.message_id] == 0
+        group.processed[event.message_id] += 1
+        index = self.produced_order.get(event.message_id)
+        if index is None or not first_time:
+            return
+        key = self.keys.get(event.message_id, "")
+        if index < group._highest_index_per_key.get(key, -1):
+            group.out_of_order += 1
+        group._highest_index_per_key[key] = max(index, group._highest_index_per_key.get(key, -1))
+        if index < group._highest_index:
+            group.out_of_order_overall += 1
+        group._highest_index = max(index, group._highest_index)
+
+    def unsettled_ids(self) -> set[str]:
+        """Acknowledged by the broker on produce, and not yet acked, dropped or dead-lettered
+        by a consumer: what should still be waiting in a queue (RabbitMQ, SQS, NATS)."""
+        return set(self.produced_order) - self.acked - self.dropped - self.dead_lettered
+
+    def lost_ids(self) -> set[str]:
+        """Acknowledged messages some consuming group never processed (and not dead-lettered)."""
+        produced = set(self.produced_order)
+        if not self.groups:
+            return set()
+        lost: set[str] = set()
+        for group in self.groups.values():
+            lost |= {m for m in produced if group.processed[m] == 0}
+        return lost - self.dead_lettered
+
+    def summary(self) -> dict[str, int]:
+        """The numbers a verdict is judged on (names match the scenario ``expect`` keys)."""
+        produced = set(self.produced_order)
+        duplicated = {m for g in self.groups.values() for m, n in g.processed.items() if n > 1}
+        processed_once = {
+            m
+            for m in produced
+            if self.groups and all(g.processed[m] == 1 for g in self.groups.values())
+        }
+        return {
+            "produced": len(produced),
+            "produce_failed": len(self.failed),
+            "processed_once": len(processed_once),
+            "duplicated": len(duplicated),
+            "lost": len(self.lost_ids()),
+            "dead_lettered": len(self.dead_lettered),
+            "out_of_order": sum(g.out_of_order for g in self.groups.values()),
+            "out_of_order_overall": sum(g.out_of_order_overall for g in self.groups.values()),
+            "redelivered": self.redeliveries,
+            "rebalances": self.rebalances,
+            "broker_duplicates": self.broker_duplicates,
+            "skipped_duplicates": sum(g.skipped_duplicates for g in self.groups.values()),
+        }
+
+    def per_group(self) -> dict[str, dict[str, int]]:
+        """Processed / duplicated counts per group (for the side-by-side view)."""
+        result: dict[str, dict[str, int]] = {}
+        for name, group in sorted(self.groups.items()):
+            counts: defaultdict[str, int] = defaultdict(int)
+            for n in group.processed.values():
+                counts["processed"] += n
+                counts["duplicated"] += int(n > 1)
+            counts["out_of_order"] = group.out_of_order
+            result[name] = dict(counts)
+        return result

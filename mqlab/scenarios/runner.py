@@ -1,0 +1,540 @@
+"""Run one scenario on one broker (real or simulated) and judge it.
+
+The runner executes the steps in order, records every observation, folds them into a
+:class:`~mqlab.scenarios.ledger.Ledger`, and builds a :class:`RunResult`: the ledger numbers,
+the scenario's expectations held against them, the checks made on the broker's own state, and
+whether the broker's final state agrees with the ledger.
+
+Consumers on real brokers run as separate OS processes (``python -m mqlab.scenarios.worker``)
+so a crash is a real SIGKILL at an exact point of the consume loop. On the simulator
+everything runs in this process on the virtual clock.
+
+Whatever happens (an error, a broker that dies, Ctrl-C), the ``finally`` path stops the
+consumers, puts the lab back together (restarts killed brokers, removes toxics) and deletes
+the run's topics, queues and streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.registry import get_broker_class
+from mqlab.course.scenario import (
+    Consume,
+    Count,
+    Produce,
+    Scenario,
+    Step,
+    WaitFor,
+)
+from mqlab.observe.bus import ObservationBus, Recorder
+from mqlab.observe.events import ConsumerCrashed, Note, Observation
+from mqlab.patterns.idempotency import DedupStore, MemoryDedupStore
+from mqlab.scenarios.consumer import ConsumeOutcome, CrashNow, consume_loop
+from mqlab.scenarios.drivers import driver_for
+from mqlab.scenarios.drivers.base import (
+    POISON_MARK,
+    CheckResult,
+    ConsumerSession,
+    Driver,
+    OutgoingMessage,
+)
+from mqlab.scenarios.faults import FaultInjector, LabFaultInjector, SimFaultInjector
+from mqlab.scenarios.ledger import Ledger
+
+STOP_GRACE_SECONDS = 15.0
+"""How long a stopped background consumer may take to leave before it is killed."""
+
+_COMPARISON = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+)$")
+
+
+class ScenarioError(Exception):
+    """A scenario could not run (bad step for this broker, broker error); one-line message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationResult:
+    """One ``expect`` entry held against the ledger."""
+
+    name: str
+    expected: str
+    actual: int
+    holds: bool
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced (what the CLI prints and the tests assert on)."""
+
+    scenario_id: str
+    broker: str
+    seed: int
+    summary: dict[str, int] = field(default_factory=dict)
+    per_group: dict[str, dict[str, int]] = field(default_factory=dict)
+    expectations: list[ExpectationResult] = field(default_factory=list)
+    checks: list[tuple[int, CheckResult]] = field(default_factory=list)
+    agreement: list[CheckResult] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    error: str | None = None
+    restore_problem: str | None = None
+    wall_seconds: float = 0.0
+    scenario_seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """The verdict: no error, every expectation, check and agreement holds."""
+        return (
+            self.error is None
+            and all(e.holds for e in self.expectations)
+            and all(c.holds for _, c in self.checks)
+            and all(a.holds for a in self.agreement)
+        )
+
+
+def compare(actual: int, expected: Count) -> bool:
+    """Whether ``actual`` satisfies an expectation (a number or a comparison like ">0")."""
+    if isinstance(expected, int):
+        return actual == expected
+    match = _COMPARISON.match(expected.strip())
+    if match is None:
+        raise ValueError(f"bad expectation {expected!r}")
+    operator, number = match.group(1) or "==", int(match.group(2))
+    return {
+        "==": actual == number,
+        ">=": actual >= number,
+        "<=": actual <= number,
+        ">": actual > number,
+        "<": actual < number,
+    }[operator]
+
+
+class _BackgroundConsumer:
+    """A consumer running while later steps execute (in-process task or worker process)."""
+
+    def __init__(self, name: str, task: asyncio.Task[ConsumeOutcome | None]) -> None:
+        self.name = name
+        self.task = task
+        self.stop_event = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
+        self.session: ConsumerSession | None = None
+
+
+class ScenarioRunner:
+    """Runs ``scenario`` on one system.
+
+    Args:
+        scenario: the validated scenario.
+        system: "kafka", "rabbitmq", "sqs" or "nats".
+        sim: run on the simulator instead of the lab's real broker. Must then be driven by
+            :func:`run_scenario`, which provides the virtual-time event loop.
+        seed: the simulator's seed (recorded for real runs too, for the trace header).
+        in_process: run consumers as tasks instead of worker processes (always on ``sim``).
+        on_observation: called for every observation as it happens (live timeline).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        system: str,
+        *,
+        sim: bool = False,
+        seed: int = 0,
+        in_process: bool | None = None,
+        on_observation: Callable[[Observation], None] | None = None,
+    ) -> None:
+        if system not in scenario.systems:
+            raise ScenarioError(
+                f"scenario {scenario.id!r} does not run on {system} "
+                f"(it runs on: {', '.join(scenario.brokers)})"
+            )
+        if sim and not scenario.runs_on_sim:
+            raise ScenarioError(f"scenario {scenario.id!r} does not list sim")
+        self.scenario = scenario
+        self.system = system
+        self.sim = sim
+        self.seed = seed
+        self.in_process = sim if in_process is None else (in_process or sim)
+        self.bus = ObservationBus()
+        self.recorder = Recorder()
+        self.ledger = Ledger()
+        self.bus.subscribe(self.recorder)
+        self.bus.subscribe(self.ledger)
+        if on_observation is not None:
+            self.bus.subscribe(on_observation)
+        self.broker_name = f"sim:{system}" if sim else system
+        self.world: Any = None
+        self._message_counter = 0
+        self._labelled: dict[str, list[OutgoingMessage]] = {}
+        self._consumers: dict[str, _BackgroundConsumer] = {}
+        self._producers: dict[str, asyncio.Task[int]] = {}
+        self._dedup: DedupStore | None = None
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def _make_broker(self) -> Broker:
+        cls = get_broker_class(self.broker_name)
+        if self.sim:
+            from mqlab.brokers.sim.world import SimWorld
+
+            self.world = SimWorld(seed=self.seed, bus=self.bus)
+            broker: Broker = cls(bus=self.bus, world=self.world)  # type: ignore[call-arg]
+            return broker
+        return cls(bus=self.bus)
+
+    def _make_faults(self) -> FaultInjector:
+        if self.sim:
+            return SimFaultInjector(self.bus, self.world)
+        return LabFaultInjector(self.bus)
+
+    async def _dedup_store(self, broker: Broker) -> DedupStore:
+        if self._dedup is None:
+            if self.in_process:
+                self._dedup = MemoryDedupStore()
+            else:
+                from mqlab.patterns.idempotency import RedisDedupStore
+
+                self._dedup = RedisDedupStore(broker.endpoints.redis_url, broker.namespace)
+        return self._dedup
+
+    # --- the run ------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Execute every step, then judge. Never raises for broker trouble: the error is
+        in :attr:`RunResult.error` (Ctrl-C still propagates after cleanup)."""
+        loop = asyncio.get_running_loop()
+        wall_start = time.perf_counter()
+        started = loop.time()
+        result = RunResult(self.scenario.id, self.broker_name, self.seed)
+        broker = self._make_broker()
+        faults = self._make_faults()
+        driver: Driver | None = None
+        try:
+            await broker.connect()
+            driver = driver_for(broker, self.scenario)
+            await driver.setup()
+            for number, step in enumerate(self.scenario.steps, start=1):
+                if (
+                    step.only
+                    and self.system not in step.only
+                    and not (self.sim and "sim" in step.only)
+                ):
+                    continue
+                await self._step(number, step, broker, driver, faults, result)
+            await self._finish_background(broker)
+            await driver.reconcile()
+            result.agreement = await driver.broker_agreement(self.ledger)
+        except (BrokerError, ScenarioError, CrashNow, OSError, RuntimeError) as error:
+            result.error = _one_line(error)
+        finally:
+            await self._teardown(broker, driver, faults, result)
+        result.summary = self.ledger.summary()
+        result.per_group = self.ledger.per_group()
+        result.observations = list(self.recorder.observations)
+        expected = self.scenario.expect.for_system(self.system)
+        result.expectations = [
+            ExpectationResult(
+                name,
+                str(value),
+                result.summary.get(name, 0),
+                compare(result.summary.get(name, 0), value),
+            )
+            for name, value in expected.items()
+        ]
+        result.wall_seconds = time.perf_counter() - wall_start
+        result.scenario_seconds = loop.time() - started
+        return result
+
+    async def _teardown(
+        self,
+        broker: Broker,
+        driver: Driver | None,
+        faults: FaultInjector,
+        result: RunResult,
+    ) -> None:
+        """Stop consumers, restore the lab and delete the run's resources, whatever happened.
+
+        Shielded from cancellation (Ctrl-C) so the cleanup itself is not interrupted.
+        """
+
+        async def cleanup() -> None:
+            await self._kill_background()
+            try:
+                await faults.restore_all()
+            except RuntimeError as error:
+                result.restore_problem = _one_line(error)
+            if driver is not None:
+                with contextlib.suppress(BrokerError):
+                    await driver.close()
+            if self._dedup is not None:
+                clear = getattr(self._dedup, "clear", None)
+                if clear is not None:
+                    # Deleting the run's dedup keys is best-effort: they expire by TTL anyway.
+                    with contextlib.suppress(Exception):
+                        await clear()
+                await self._dedup.close()
+            try:
+                await broker.close()
+            except BrokerError as error:
+                result.restore_problem = (result.restore_problem or "") + _one_line(error)
+
+        await asyncio.shield(cleanup())
+
+    async def _step(
+        self,
+        number: int,
+        step: Step,
+        broker: Broker,
+        driver: Driver,
+        faults: FaultInjector,
+        result: RunResult,
+    ) -> None:
+        action = step.action
+        if step.produce is not None:
+            await self._produce(step.produce, driver, number)
+        elif step.consume is not None:
+            await self._consume(step.consume, broker, driver)
+        elif step.stop is not None:
+            await self._stop(step.stop)
+        elif step.crash is not None:
+            await self._crash(step.crash)
+        elif step.join is not None:
+            await self._join(step.join)
+        elif step.fault is not None:
+            target = await driver.resolve_fault_target(step.fault.target)
+            await faults.apply(step.fault.action, target)
+        elif step.toxic is not None:
+            await faults.add_toxic(step.toxic)
+        elif step.heal is not None:
+            await faults.heal(step.heal.target)
+        elif step.wait is not None:
+            if isinstance(step.wait, WaitFor):
+                result.checks.append((number, await self._wait_for(step.wait, driver)))
+            else:
+                await asyncio.sleep(step.wait)
+        elif step.check is not None:
+            result.checks.append((number, await driver.check(step.check)))
+        elif step.note is not None:
+            self.bus.emit(Note(at=self.bus.now(), broker="runner", text=step.note))
+        else:  # pragma: no cover - the model guarantees one action
+            raise ScenarioError(f"step {number}: unknown action {action}")
+
+    # --- produce ------------------------------------------------------------------------
+
+    def _messages(self, step: Produce) -> list[OutgoingMessage]:
+        if step.repeat is not None:
+            return list(self._labelled[step.repeat])
+        messages = []
+        for i in range(step.count):
+            self._message_counter += 1
+            values = {"i": i, "n": step.count}
+            key = step.key.format(**values) if step.key else None
+            if step.keys:
+                key = f"key-{i % step.keys}"
+            body = step.body.format(**values)
+            if i in step.poison:
+                body = f"{POISON_MARK} {body}"
+            messages.append(
+                OutgoingMessage(
+                    index=i,
+                    message_id=f"m{self._message_counter:05d}",
+                    body=body,
+                    key=key,
+                    routing_key=step.routing_key.format(**values) if step.routing_key else None,
+                    priority=step.priorities[i % len(step.priorities)] if step.priorities else None,
+                    dedup_id=step.dedup_id.format(**values) if step.dedup_id else None,
+                )
+            )
+        if step.label:
+            self._labelled[step.label] = messages
+        return messages
+
+    async def _produce(self, step: Produce, driver: Driver, number: int) -> None:
+        messages = self._messages(step)
+        for message in messages:
+            self.ledger.keys.setdefault(message.message_id, message.key or "")
+        if step.background:
+            name = step.label or f"producer-{number}"
+            self._producers[name] = asyncio.create_task(driver.produce(step, messages))
+            return
+        await driver.produce(step, messages)
+
+    # --- consumers ----------------------------------------------------------------------
+
+    async def _consume(self, step: Consume, broker: Broker, driver: Driver) -> None:
+        if step.name in self._consumers and not self._consumers[step.name].task.done():
+            raise ScenarioError(f"consumer {step.name!r} is already running")
+        dedup = await self._dedup_store(broker) if step.idempotent else None
+        background = _BackgroundConsumer(step.name, asyncio.create_task(asyncio.sleep(0)))
+        if self.in_process:
+            coroutine = self._run_in_process(step, driver, background, dedup)
+        else:
+            coroutine = self._run_worker(step, broker, background)
+        background.task = asyncio.create_task(coroutine)
+        self._consumers[step.name] = background
+        if not step.background:
+            await self._join(step.name)
+
+    async def _run_in_process(
+        self,
+        step: Consume,
+        driver: Driver,
+        background: _BackgroundConsumer,
+        dedup: DedupStore | None,
+    ) -> ConsumeOutcome | None:
+        session = await driver.open_consumer(step)
+        background.session = session
+        try:
+            outcome = await consume_loop(
+                session, step, self.bus, self.broker_name, stop=background.stop_event, dedup=dedup
+            )
+        except CrashNow as crash:
+            await session.crash()
+            self._crashed(step.name, crash.point)
+            return None
+        except asyncio.CancelledError:
+            await session.crash()
+            self._crashed(step.name, "killed")
+            raise
+        await session.close()
+        return outcome
+
+    async def _run_worker(
+        self, step: Consume, broker: Broker, background: _BackgroundConsumer
+    ) -> ConsumeOutcome | None:
+        from mqlab.scenarios.worker import spawn_worker
+
+        process = await spawn_worker(self.scenario, self.system, broker.namespace, step)
+        background.process = process
+        outcome = await _pump_worker(process, self.bus)
+        if process.returncode is not None and process.returncode < 0:
+            self._crashed(step.name, "SIGKILL" if process.returncode == -9 else "signal")
+            return None
+        if process.returncode not in (0, None):
+            raise ScenarioError(f"consumer {step.name!r} failed: {outcome}")
+        return None
+
+    def _crashed(self, name: str, point: str) -> None:
+        self.bus.emit(
+            ConsumerCrashed(at=self.bus.now(), broker=self.broker_name, consumer=name, point=point)
+        )
+
+    def _background(self, name: str) -> _BackgroundConsumer:
+        if name not in self._consumers:
+            known = ", ".join(self._consumers) or "none"
+            raise ScenarioError(f"no consumer named {name!r} (running: {known})")
+        return self._consumers[name]
+
+    async def _stop(self, name: str) -> None:
+        consumer = self._background(name)
+        consumer.stop_event.set()
+        if consumer.process is not None and consumer.process.returncode is None:
+            consumer.process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.shield(consumer.task), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            await self._crash(name)
+
+    async def _crash(self, name: str) -> None:
+        consumer = self._background(name)
+        if consumer.process is not None:
+            if consumer.process.returncode is None:
+                consumer.process.kill()
+            await asyncio.gather(consumer.task, return_exceptions=True)
+            return
+        if not consumer.task.done():
+            consumer.task.cancel()
+            await asyncio.gather(consumer.task, return_exceptions=True)
+
+    async def _join(self, name: str) -> None:
+        if name in self._producers:
+            await self._producers.pop(name)
+            return
+        consumer = self._background(name)
+        await consumer.task
+
+    async def _finish_background(self, broker: Broker) -> None:
+        """Let background producers finish and stop background consumers cleanly."""
+        for name in list(self._producers):
+            await self._join(name)
+        for name, consumer in list(self._consumers.items()):
+            if not consumer.task.done():
+                await self._stop(name)
+
+    async def _kill_background(self) -> None:
+        for task in self._producers.values():
+            task.cancel()
+        await asyncio.gather(*self._producers.values(), return_exceptions=True)
+        for name, consumer in self._consumers.items():
+            if not consumer.task.done():
+                await self._crash(name)
+
+    # --- waiting --------------------------------------------------------------------------
+
+    async def _wait_for(self, wait: WaitFor, driver: Driver) -> CheckResult:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait.timeout
+        while True:
+            try:
+                outcome = await driver.check(wait.until)
+            except BrokerError as error:
+                outcome = CheckResult(False, _one_line(error), "broker answers")
+            if outcome.holds or loop.time() >= deadline:
+                if not outcome.holds:
+                    return CheckResult(
+                        False,
+                        outcome.observed,
+                        f"{outcome.description} (waited {wait.timeout:g}s)",
+                    )
+                return outcome
+            await asyncio.sleep(0.5)
+
+
+async def _pump_worker(process: asyncio.subprocess.Process, bus: ObservationBus) -> str:
+    """Re-emit a worker's observations (JSON lines on stdout); return its error line."""
+    import json
+
+    assert process.stdout is not None
+    assert process.stderr is not None
+    async for raw in process.stdout:
+        line = raw.decode().strip()
+        if not line:
+            continue
+        try:
+            bus.emit(Observation.from_dict(json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    error = (await process.stderr.read()).decode().strip().splitlines()
+    await process.wait()
+    return error[-1] if error else ""
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def run_scenario(
+    scenario: Scenario,
+    system: str,
+    *,
+    sim: bool = False,
+    seed: int = 0,
+    in_process: bool | None = None,
+    on_observation: Callable[[Observation], None] | None = None,
+) -> RunResult:
+    """Run a scenario synchronously: on the virtual-time loop for ``sim``, else asyncio.run."""
+    runner = ScenarioRunner(
+        scenario, system, sim=sim, seed=seed, in_process=in_process, on_observation=on_observation
+    )
+    if sim:
+        from mqlab.brokers.sim.clock import run_virtual
+
+        return run_virtual(runner.run())
+    return asyncio.run(runner.run())
