@@ -169,6 +169,9 @@ class Produce(_Strict):
     """Dedup id template: SQS FIFO MessageDeduplicationId, NATS Nats-Msg-Id."""
     poison: list[int] = Field(default_factory=list)
     """Indexes of poison messages: every consumer fails to process them."""
+    flaky: dict[int, int] = Field(default_factory=dict)
+    """Index -> number of attempts that fail before processing succeeds (a transient error,
+    what retries with backoff exist for)."""
     repeat: str | None = None
     """Label of an earlier produce step: send the same messages (same ids) again, as a
     producer does when it retries after a lost acknowledgement."""
@@ -243,8 +246,9 @@ class Fault(_Strict):
     action: FaultAction
     """kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), restart."""
     target: str
-    """A process name: kafka-broker-1..3, kafka-controller, rabbitmq, sqs, nats. ``leader``
-    means the current leader of the channel's partition 0 (Kafka)."""
+    """A process name: kafka-broker-1..3, kafka-controller, rabbitmq, sqs, nats; or a role:
+    ``broker`` (the system's broker; on Kafka the leader of partition 0), ``leader``,
+    ``follower-1`` / ``follower-2`` (Kafka: replicas of partition 0 that are not the leader)."""
 
 
 class Toxic(_Strict):
@@ -254,7 +258,8 @@ class Toxic(_Strict):
     """latency, timeout (stop answering), reset_peer (reset connections), bandwidth, cut
     (disable the proxy: connections refused)."""
     target: str
-    """The broker's proxy name (same names as processes: kafka-broker-2, rabbitmq ...)."""
+    """The broker's proxy name (same names as processes: kafka-broker-2, rabbitmq ...) or a
+    role as in :class:`Fault` (``broker``, ``leader``)."""
     latency_ms: int = Field(0, ge=0)
     jitter_ms: int = Field(0, ge=0)
     timeout_ms: int = Field(0, ge=0)
@@ -293,6 +298,8 @@ class Check(_Strict):
     """Messages in the dead-letter queue (RabbitMQ parking queue, SQS DLQ, Kafka DLQ topic)."""
     alive_brokers: int | None = None
     """Kafka: brokers registered in the cluster metadata."""
+    online: bool | None = None
+    """Kafka: every partition of the channel has a live leader (true) or some has none."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Check:
@@ -368,6 +375,22 @@ class LedgerExpectation(_Strict):
     """Deliveries the broker marked as redeliveries."""
     rebalances: Count | None = None
     """Consumer group assignment changes (Kafka)."""
+    priority_inversions: Count | None = None
+    """Messages processed after a lower-priority message (0 = perfect priority order)."""
+    broker_duplicates: Count | None = None
+    """Sends the broker itself recognised as duplicates and dropped."""
+    skipped_duplicates: Count | None = None
+    """Redeliveries an idempotent consumer recognised and did not process again."""
+
+
+class GroupExpectation(_Strict):
+    """What one group (Kafka consumer group, queue, NATS durable) must show."""
+
+    processed: Count | None = None
+    """Distinct messages the group processed."""
+    processed_once: Count | None = None
+    duplicated: Count | None = None
+    out_of_order: Count | None = None
 
 
 class Expectations(LedgerExpectation):
@@ -377,6 +400,9 @@ class Expectations(LedgerExpectation):
     rabbitmq: LedgerExpectation | None = None
     sqs: LedgerExpectation | None = None
     nats: LedgerExpectation | None = None
+    groups: dict[str, GroupExpectation] = Field(default_factory=dict)
+    """Per-group expectations, by the group's name in the scenario (a consume step's
+    ``group``, or its ``source`` queue, or ``<channel>-group`` by default)."""
 
     def for_system(self, system: str) -> dict[str, Count]:
         """The merged expectations for ``system`` (overrides win)."""

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from mqlab.brokers.base import BrokerError
 from mqlab.course.scenario import Consume, CrashPoint
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import Note, Processed
@@ -103,7 +104,13 @@ async def consume_loop(
         if idle_left <= 0:
             outcome.stopped_by = "idle"
             break
-        batch = await session.receive(step.batch, wait=min(idle_left, 1.0, deadline - now))
+        try:
+            batch = await session.receive(step.batch, wait=min(idle_left, 1.0, deadline - now))
+        except BrokerError as error:
+            # A real consumer does not die because the broker blinked: it says so and polls
+            # again (the idle clock keeps running, so a broker that stays away ends the step).
+            await _report_and_pause(bus, broker_name, session, error)
+            continue
         if not batch:
             continue
         last_activity = loop.time()
@@ -120,21 +127,37 @@ async def consume_loop(
                 await maybe_crash("after_ack", message)
             if step.processing_time:
                 await asyncio.sleep(step.processing_time)
-            if message.poison:
+            if message.fails_on(attempt):
                 outcome.failed += 1
-                await _handle_failure(session, step, message, attempt)
+                try:
+                    await _handle_failure(session, step, message, attempt)
+                except BrokerError as error:
+                    await _report_and_pause(bus, broker_name, session, error)
                 continue
             await _process(session, step, message, bus, broker_name, dedup)
             outcome.processed += 1
             await maybe_crash("after_processing", message)
             if step.ack == "after":
                 await maybe_crash("before_ack", message)
-                await session.ack(message)
+                try:
+                    await session.ack(message)
+                except BrokerError as error:
+                    # Processed but not acknowledged: the broker will deliver it again.
+                    await _report_and_pause(bus, broker_name, session, error)
+                    continue
                 await maybe_crash("after_ack", message)
             last_activity = loop.time()
             if stop is not None and stop.is_set():
                 break
     return outcome
+
+
+async def _report_and_pause(
+    bus: ObservationBus, broker_name: str, session: ConsumerSession, error: BrokerError
+) -> None:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    bus.emit(Note(at=bus.now(), broker=broker_name, text=f"{session.name}: {text}; retrying"))
+    await asyncio.sleep(0.5)
 
 
 async def _process(

@@ -40,6 +40,7 @@ from mqlab.patterns.idempotency import DedupStore, MemoryDedupStore
 from mqlab.scenarios.consumer import ConsumeOutcome, CrashNow, consume_loop
 from mqlab.scenarios.drivers import driver_for
 from mqlab.scenarios.drivers.base import (
+    FLAKY_MARK,
     POISON_MARK,
     CheckResult,
     ConsumerSession,
@@ -175,6 +176,7 @@ class ScenarioRunner:
         self._consumers: dict[str, _BackgroundConsumer] = {}
         self._producers: dict[str, asyncio.Task[int]] = {}
         self._dedup: DedupStore | None = None
+        self._roles: dict[str, str] = {}
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -307,12 +309,13 @@ class ScenarioRunner:
         elif step.join is not None:
             await self._join(step.join)
         elif step.fault is not None:
-            target = await driver.resolve_fault_target(step.fault.target)
+            target = await self._resolve(step.fault.target, driver)
             await faults.apply(step.fault.action, target)
         elif step.toxic is not None:
-            await faults.add_toxic(step.toxic)
+            target = await self._resolve(step.toxic.target, driver)
+            await faults.add_toxic(step.toxic.model_copy(update={"target": target}))
         elif step.heal is not None:
-            await faults.heal(step.heal.target)
+            await faults.heal(await self._resolve(step.heal.target, driver))
         elif step.wait is not None:
             if isinstance(step.wait, WaitFor):
                 result.checks.append((number, await self._wait_for(step.wait, driver)))
@@ -324,6 +327,13 @@ class ScenarioRunner:
             self.bus.emit(Note(at=self.bus.now(), broker="runner", text=step.note))
         else:  # pragma: no cover - the model guarantees one action
             raise ScenarioError(f"step {number}: unknown action {action}")
+
+    async def _resolve(self, target: str, driver: Driver) -> str:
+        """Resolve a role (leader, follower-1, broker) once per run: "pause follower-1" and a
+        later "resume follower-1" must mean the same broker even after leadership moved."""
+        if target not in self._roles:
+            self._roles[target] = await driver.resolve_fault_target(target)
+        return self._roles[target]
 
     # --- produce ------------------------------------------------------------------------
 
@@ -340,6 +350,8 @@ class ScenarioRunner:
             body = step.body.format(**values)
             if i in step.poison:
                 body = f"{POISON_MARK} {body}"
+            elif i in step.flaky:
+                body = f"{FLAKY_MARK}{step.flaky[i]} {body}"
             messages.append(
                 OutgoingMessage(
                     index=i,
@@ -359,6 +371,8 @@ class ScenarioRunner:
         messages = self._messages(step)
         for message in messages:
             self.ledger.keys.setdefault(message.message_id, message.key or "")
+            if message.priority is not None:
+                self.ledger.priorities[message.message_id] = message.priority
         if step.background:
             name = step.label or f"producer-{number}"
             self._producers[name] = asyncio.create_task(driver.produce(step, messages))

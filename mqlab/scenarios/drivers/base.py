@@ -22,6 +22,9 @@ from mqlab.scenarios.ledger import Ledger
 
 POISON_MARK = "POISON"
 """Bodies starting with this word fail every consumer's processing (a poison message)."""
+FLAKY_MARK = "FLAKY"
+"""Bodies starting with ``FLAKY<n>`` fail their first n processing attempts (a transient
+error), then succeed."""
 
 
 class CheckNotSupported(BrokerError):
@@ -59,8 +62,17 @@ class Incoming:
 
     @property
     def poison(self) -> bool:
-        """Whether processing must fail."""
+        """Whether processing must fail whatever the attempt."""
         return self.body.startswith(POISON_MARK)
+
+    def fails_on(self, attempt: int) -> bool:
+        """Whether processing fails on this attempt (poison: always; flaky: the first n)."""
+        if self.poison:
+            return True
+        if self.body.startswith(FLAKY_MARK):
+            digits = self.body[len(FLAKY_MARK) :].split(" ", 1)[0]
+            return digits.isdigit() and attempt <= int(digits)
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +168,12 @@ class Driver(ABC):
         """Release anything the driver opened itself (its own producers)."""
         return None
 
-    def fault_target(self, target: str) -> str:
-        """Resolve a fault target name (``leader`` is resolved by the Kafka driver)."""
-        return target
-
     async def resolve_fault_target(self, target: str) -> str:
-        """Async form of :meth:`fault_target` for names that need a broker lookup."""
-        return self.fault_target(target)
+        """Turn a role (``broker``) into a process / proxy name; other names pass through.
+
+        The Kafka driver also knows ``leader`` and ``follower-N``.
+        """
+        return self.system if target == "broker" else target
 
 
 async def pace(step: Produce) -> None:

@@ -40,7 +40,7 @@ class KafkaSession(ConsumerSession):
         self.consumer = consumer
         self.step = step
         self.name = step.name
-        self.group = consumer.group_id
+        self.group = driver.kafka.unqualify(consumer.group_id)
         self._replay_pending = step.from_beginning
 
     async def receive(self, max_messages: int, wait: float) -> list[Incoming]:
@@ -241,6 +241,17 @@ class KafkaDriver(Driver):
         if check.lag is not None:
             lag = await self.group_lag(self.kafka.qualify(self.default_group))
             return CheckResult(lag == check.lag, f"lag {lag}", f"lag is {check.lag}")
+        if check.online is not None:
+            info = await self._topic()
+            snapshot = await self.kafka.inspect()
+            alive = {node.node_id for node in snapshot.brokers if node.alive}
+            leaders = [p.leader for p in info.partitions]
+            online = all(leader in alive for leader in leaders)
+            return CheckResult(
+                online == check.online,
+                f"leaders {leaders}, alive brokers {sorted(alive)}",
+                "every partition has a live leader" if check.online else "a partition is offline",
+            )
         if check.alive_brokers is not None:
             snapshot = await self.kafka.inspect()
             alive = sum(1 for node in snapshot.brokers if node.alive)
@@ -298,13 +309,18 @@ class KafkaDriver(Driver):
         return results
 
     async def resolve_fault_target(self, target: str) -> str:
-        if target != "leader":
+        if target not in ("broker", "leader") and not target.startswith("follower-"):
             return target
-        info = await self._topic()
-        leader = info.partitions[0].leader
-        if leader < 0:
+        partition = (await self._topic()).partitions[0]
+        if partition.leader < 0:
             raise BrokerError("partition 0 has no leader to target")
-        return f"kafka-broker-{leader}"
+        if target in ("broker", "leader"):
+            return f"kafka-broker-{partition.leader}"
+        followers = sorted(r for r in partition.replicas if r != partition.leader)
+        number = target.removeprefix("follower-")
+        if not number.isdigit() or not 1 <= int(number) <= len(followers):
+            raise BrokerError(f"{target}: partition 0 has {len(followers)} followers")
+        return f"kafka-broker-{followers[int(number) - 1]}"
 
     async def close(self) -> None:
         """Release the dead-letter producer."""
