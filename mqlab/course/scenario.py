@@ -406,7 +406,11 @@ class Expectations(LedgerExpectation):
 
     def for_system(self, system: str) -> dict[str, Count]:
         """The merged expectations for ``system`` (overrides win)."""
-        base = {name: value for name, value in self if value is not None and name not in SYSTEMS}
+        base: dict[str, Count] = {
+            name: value
+            for name, value in self
+            if value is not None and name not in SYSTEMS and name != "groups"
+        }
         override = getattr(self, system, None)
         if isinstance(override, LedgerExpectation):
             base.update({name: value for name, value in override if value is not None})

@@ -1,0 +1,138 @@
+"""The ledger folds observations into the numbers a verdict is judged on."""
+
+from __future__ import annotations
+
+from mqlab.observe.events import (
+    Acked,
+    DeadLettered,
+    Delivered,
+    Nacked,
+    Observation,
+    Processed,
+    Produced,
+    ProduceFailed,
+    Rebalanced,
+)
+from mqlab.scenarios.ledger import Ledger
+from mqlab.scenarios.runner import compare
+
+
+def fold(*observations: Observation) -> Ledger:
+    ledger = Ledger()
+    for observation in observations:
+        ledger(observation)
+    return ledger
+
+
+def produced(mid: str, key: str | None = None, duplicate: bool = False) -> Produced:
+    return Produced(at=0, broker="t", destination="q", message_id=mid, key=key, duplicate=duplicate)
+
+
+def processed(mid: str, group: str = "g", skipped: bool = False) -> Processed:
+    return Processed(
+        at=0, broker="t", message_id=mid, consumer="c", group=group, skipped_duplicate=skipped
+    )
+
+
+def test_lost_duplicated_and_processed_once() -> None:
+    ledger = fold(
+        produced("a"), produced("b"), produced("c"),
+        processed("a"), processed("b"), processed("b"),
+    )  # fmt: skip
+    summary = ledger.summary()
+    assert summary["produced"] == 3
+    assert summary["processed_once"] == 1
+    assert summary["duplicated"] == 1
+    assert summary["lost"] == 1
+    assert ledger.lost_ids() == {"c"}
+
+
+def test_dead_lettered_is_not_lost_and_broker_duplicates_are_not_produced() -> None:
+    summary = fold(
+        produced("a"), produced("a", duplicate=True), produced("b"), processed("a"),
+        DeadLettered(at=0, broker="t", source="q", target="dlq", message_id="b", reason="x"),
+    ).summary()  # fmt: skip
+    assert summary["produced"] == 1 + 1
+    assert summary["broker_duplicates"] == 1
+    assert summary["lost"] == 0
+    assert summary["dead_lettered"] == 1
+
+
+def test_out_of_order_per_key_and_overall() -> None:
+    ledger = fold(
+        produced("a1", "a"), produced("b1", "b"), produced("a2", "a"), produced("b2", "b"),
+        processed("b1"), processed("b2"), processed("a1"), processed("a2"),
+    )  # fmt: skip
+    summary = ledger.summary()
+    assert summary["out_of_order"] == 0
+    assert summary["out_of_order_overall"] == 2  # a1 and a2 came after b2
+
+
+def test_reordered_key_is_counted() -> None:
+    summary = fold(
+        produced("a1", "a"), produced("a2", "a"), processed("a2"), processed("a1")
+    ).summary()
+    assert summary["out_of_order"] == 1
+
+
+def test_skipped_duplicates_do_not_count_as_processing() -> None:
+    summary = fold(produced("a"), processed("a"), processed("a", skipped=True)).summary()
+    assert summary["duplicated"] == 0
+    assert summary["processed_once"] == 1
+    assert summary["skipped_duplicates"] == 1
+
+
+def test_groups_are_independent_and_routing_is_not_loss() -> None:
+    ledger = fold(
+        produced("eu"), produced("us"),
+        processed("eu", group="eu-orders"), processed("eu", group="all"), processed("us", group="all"),
+    )  # fmt: skip
+    summary = ledger.summary()
+    assert summary["lost"] == 0
+    assert summary["duplicated"] == 0
+    assert ledger.per_group()["eu-orders"]["processed"] == 1
+    assert ledger.per_group()["all"]["processed"] == 2
+
+
+def test_failed_sends_acks_and_settlement() -> None:
+    ledger = fold(
+        produced("a"), produced("b"), produced("c"),
+        ProduceFailed(at=0, broker="t", destination="q", message_id="d", error="NotEnoughReplicas"),
+        Delivered(at=0, broker="t", destination="q", message_id="a", consumer="c"),
+        Delivered(at=0, broker="t", destination="q", message_id="a", consumer="c", redelivered=True),
+        Acked(at=0, broker="t", destination="q", message_id="a", consumer="c"),
+        Nacked(at=0, broker="t", destination="q", message_id="b", consumer="c", requeue=False),
+    )  # fmt: skip
+    summary = ledger.summary()
+    assert summary["produce_failed"] == 1
+    assert summary["redelivered"] == 1
+    assert ledger.unsettled_ids() == {"c"}
+
+
+def test_priority_inversions() -> None:
+    ledger = Ledger()
+    ledger.priorities.update({"low": 1, "high": 9})
+    for observation in (produced("low"), produced("high"), processed("low"), processed("high")):
+        ledger(observation)
+    assert ledger.summary()["priority_inversions"] == 1
+
+
+def test_rebalances_count_assignment_changes_only() -> None:
+    one = (("m1", ("t:0", "t:1")),)
+    two = (("m1", ("t:0",)), ("m2", ("t:1",)))
+    summary = fold(
+        *(Rebalanced(at=0, broker="t", group="g", generation=n, assignment=a)
+          for n, a in ((1, one), (1, one), (2, two)))
+    ).summary()  # fmt: skip
+    assert summary["rebalances"] == 2
+
+
+def test_compare_expectations() -> None:
+    assert compare(3, 3)
+    assert not compare(3, 4)
+    assert compare(1, ">0")
+    assert not compare(0, ">0")
+    assert compare(5, ">=5")
+    assert compare(2, "<=3")
+    assert compare(2, "<3")
+    assert compare(2, "==2")
