@@ -1,0 +1,1 @@
+"""Real-adapter tests (each marked with its lab service)."""

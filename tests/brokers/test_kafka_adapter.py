@@ -1,0 +1,323 @@
+"""The real Kafka adapter against the lab's cluster: the contract, plus what only a real cluster
+shows (Kafka's own group tool agreeing with inspect(), an unreachable port, a killed broker, a
+network fault on one broker's proxy).
+
+Needs ``mqlab lab up kafka`` (a KRaft controller and three brokers behind Toxiproxy). The fault
+tests break the lab on purpose and always repair it in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from mqlab.brokers.api.kafka import KafkaAPI, ProduceTimedOut, TopicPartition
+from mqlab.brokers.base import BrokerError, BrokerUnavailable
+from mqlab.brokers.kafka import KafkaBroker
+from mqlab.brokers.registry import get_broker_class
+from mqlab.lab import faults
+from mqlab.lab.endpoints import HOST, KAFKA_BROKER_IDS, Endpoints
+from mqlab.lab.kafka import KafkaService, find_java
+from mqlab.lab.paths import lab_paths
+from mqlab.observe.bus import Recorder
+from mqlab.observe.events import BrokerDown, BrokerUp, LeaderChanged, Observation, ProduceFailed
+from tests.contract.kafka_contract import KafkaContract, poll_until, record
+
+# Short on purpose: the lab's brokers answer in milliseconds, so these only matter when
+# something is broken, and then the tests fail fast instead of hanging.
+CONNECT_TIMEOUT = 3.0
+REQUEST_TIMEOUT = 5.0
+# Upper bound for the cluster to notice a fault or a repair: fencing takes ~3 s with the lab's
+# settings, a restarted broker catches up in a few more. A bound, not a speed goal.
+SETTLE = 90.0
+
+
+def make_broker(endpoints: Endpoints, **overrides: float) -> KafkaBroker:
+    return KafkaBroker(
+        endpoints=endpoints,
+        connect_timeout=overrides.get("connect_timeout", CONNECT_TIMEOUT),
+        request_timeout=overrides.get("request_timeout", REQUEST_TIMEOUT),
+    )
+
+
+@pytest.mark.kafka
+class TestRealKafka(KafkaContract):
+    """The shared contract against the lab's three-broker cluster."""
+
+    @pytest.fixture
+    async def broker(self, endpoints: Endpoints) -> AsyncIterator[KafkaAPI]:
+        async with make_broker(endpoints) as adapter:
+            yield adapter
+
+
+async def wait_until(condition: Callable[[], bool], what: str, within: float = SETTLE) -> None:
+    """Let the event loop run (the watcher, aiokafka) until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"not within {within:g}s: {what}")
+        await asyncio.sleep(0.1)
+
+
+def seen(recorder: Recorder, kind: type[Observation], **fields: object) -> list[Observation]:
+    return [
+        o
+        for o in recorder.observations
+        if isinstance(o, kind) and all(getattr(o, k) == v for k, v in fields.items())
+    ]
+
+
+# --- registry and unreachable cluster -------------------------------------------------------
+
+
+def test_registry_resolves_the_real_adapter() -> None:
+    assert get_broker_class("kafka") is KafkaBroker
+
+
+async def test_connect_to_a_dead_port_raises_broker_unavailable() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind((HOST, 0))
+        dead = f"{HOST}:{probe.getsockname()[1]}"
+    endpoints = dataclasses.replace(Endpoints.local(), kafka_bootstrap=dead)
+    adapter = KafkaBroker(endpoints=endpoints, connect_timeout=2.0)
+    # The outer bound only turns a hang into a failure; the adapter must answer by itself.
+    with pytest.raises(BrokerUnavailable) as raised:
+        await asyncio.wait_for(adapter.connect(), timeout=30.0)
+    message = str(raised.value)
+    assert dead in message
+    assert "mqlab lab up kafka" in message
+    assert "\n" not in message
+    await adapter.close()  # nothing to release, and it must not raise
+
+
+# --- Kafka's own tooling agrees with inspect() ----------------------------------------------
+
+
+async def describe_group_with_kafka_tools(bootstrap: str, group: str) -> list[dict[str, str]]:
+    """Rows of ``kafka-consumer-groups --describe`` (Kafka's ConsumerGroupCommand)."""
+    java = find_java()
+    lib = KafkaService().lib_dir(lab_paths())
+    if java is None or not lib.is_dir():
+        pytest.fail(
+            f"Kafka's tools are missing (java: {java}, jars: {lib}); run: mqlab lab up kafka"
+        )
+    process = await asyncio.create_subprocess_exec(
+        java,
+        "-Xmx256m",
+        "-XX:TieredStopAtLevel=1",  # a short-lived tool: start fast rather than optimise
+        "-cp",
+        f"{lib}/*",
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--bootstrap-server",
+        bootstrap,
+        "--describe",
+        "--group",
+        group,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Run as a subprocess of the event loop, not blocking it: the adapter's consumer keeps
+    # heartbeating meanwhile and stays in the group the tool describes.
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    lines = [line.split() for line in stdout.decode().splitlines() if line.strip()]
+    header_index = next(i for i, cells in enumerate(lines) if cells[:2] == ["GROUP", "TOPIC"])
+    header = lines[header_index]
+    return [dict(zip(header, cells, strict=True)) for cells in lines[header_index + 1 :]]
+
+
+@pytest.mark.kafka
+async def test_inspect_agrees_with_kafkas_consumer_group_command(endpoints: Endpoints) -> None:
+    async with make_broker(endpoints) as broker:
+        topic = await broker.create_topic(
+            broker.qualify("clicks"), partitions=3, replication_factor=3
+        )
+        producer = await broker.producer()
+        for partition, count in ((0, 7), (1, 4), (2, 2)):
+            for n in range(count):
+                await producer.send(topic.name, f"p{partition}-{n}".encode(), partition=partition)
+        group = broker.qualify("reporting")
+        consumer = await broker.consumer([topic.name], group_id=group, name="reporter")
+        await poll_until(consumer, 13)
+        await consumer.commit(
+            {TopicPartition(topic.name, 0): 5, TopicPartition(topic.name, 1): 4}
+        )  # partition 2 left uncommitted on purpose
+
+        snapshot = await broker.inspect()
+        rows = await describe_group_with_kafka_tools(broker.bootstrap, group)
+
+        (info,) = [g for g in snapshot.groups if g.group_id == group]
+        ours = {
+            o.partition: (
+                "-" if o.committed is None else str(o.committed),
+                str(o.high_watermark),
+                "-" if o.committed is None else str(o.lag),
+            )
+            for o in info.offsets
+        }
+        theirs = {
+            int(row["PARTITION"]): (row["CURRENT-OFFSET"], row["LOG-END-OFFSET"], row["LAG"])
+            for row in rows
+            if row["TOPIC"] == topic.name
+        }
+        assert theirs == ours
+        assert ours == {0: ("5", "7", "2"), 1: ("4", "4", "0"), 2: ("-", "2", "-")}
+        (member,) = info.members
+        assert {row["CONSUMER-ID"] for row in rows} == {member.member_id}
+        assert {row["CLIENT-ID"] for row in rows} == {"reporter"}
+
+
+# --- faults: a killed broker, a network toxic -----------------------------------------------
+
+
+@pytest.mark.kafka
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_killed_broker_is_reported_down_and_up_and_the_adapter_keeps_working(
+    endpoints: Endpoints,
+) -> None:
+    victim_id = 2
+    victim = f"kafka-broker-{victim_id}"
+    async with make_broker(endpoints) as broker:
+        recorder = record(broker)
+        topic = await broker.create_topic(
+            broker.qualify("orders"), partitions=6, replication_factor=3
+        )
+        led_by_victim = {p.partition for p in topic.partitions if p.leader == victim_id}
+        assert led_by_victim, f"broker {victim_id} leads none of {topic.partitions}"
+        producer = await broker.producer(acks="all", request_timeout=REQUEST_TIMEOUT)
+
+        await asyncio.to_thread(faults.kill, victim)
+        killed = True
+        try:
+            await wait_until(
+                lambda: bool(seen(recorder, BrokerDown, node=str(victim_id))),
+                f"BrokerDown for node {victim_id}",
+            )
+
+            def moved_away() -> set[int]:
+                return {
+                    o.partition
+                    for o in seen(recorder, LeaderChanged, topic=topic.name)
+                    if isinstance(o, LeaderChanged)
+                    and o.previous_leader == victim_id
+                    and o.leader not in (victim_id, -1)
+                }
+
+            await wait_until(
+                lambda: moved_away() == led_by_victim,
+                f"LeaderChanged away from {victim_id} for partitions {sorted(led_by_victim)}",
+            )
+            shrunk = await broker.describe_topic(topic.name)
+            assert all(victim_id not in p.isr for p in shrunk.partitions)
+            # ISR 2 >= min.insync.replicas 2: acks=all writes still succeed, on every partition.
+            for p in shrunk.partitions:
+                await producer.send(topic.name, b"while broker 2 is down", partition=p.partition)
+
+            await asyncio.to_thread(faults.restart, victim)
+            killed = False
+        finally:
+            if killed:
+                await asyncio.to_thread(faults.restart, victim)
+
+        await wait_until(
+            lambda: bool(seen(recorder, BrokerUp, node=str(victim_id))),
+            f"BrokerUp for node {victim_id}",
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE
+        while True:  # the restarted broker catches up and rejoins every ISR
+            healed = await broker.describe_topic(topic.name)
+            if all(sorted(p.isr) == sorted(KAFKA_BROKER_IDS) for p in healed.partitions):
+                break
+            assert loop.time() < deadline, f"ISR not back to 3: {healed.partitions}"
+            await asyncio.sleep(0.2)
+        assert any(
+            isinstance(o, LeaderChanged) and victim_id in o.isr and len(o.isr) == 3
+            for o in seen(recorder, LeaderChanged, topic=topic.name)
+        )
+        # The same adapter, never recreated, produces and consumes across the repaired cluster.
+        for partition in range(6):
+            await producer.send(topic.name, b"after the restart", partition=partition)
+        consumer = await broker.consumer([topic.name], group_id=broker.qualify("after"))
+        records = await poll_until(consumer, 12)
+        assert sorted(r.value for r in records) == sorted(
+            [b"while broker 2 is down"] * 6 + [b"after the restart"] * 6
+        )
+
+
+@pytest.mark.kafka
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+@pytest.mark.parametrize("toxic_kind", ["timeout", "reset_peer"])
+async def test_network_fault_on_the_leaders_proxy_fails_sends_clearly_then_recovers(
+    endpoints: Endpoints, toxic_kind: faults.ToxicKind
+) -> None:
+    toxics = faults.Toxics()
+    async with make_broker(endpoints) as broker:
+        recorder = record(broker)
+        topic = await broker.create_topic(
+            broker.qualify("payments"), partitions=1, replication_factor=3
+        )
+        leader = topic.partitions[0].leader
+        proxy = f"kafka-broker-{leader}"
+        # 3 s instead of 10: the fault makes the send wait this long; short keeps the test fast.
+        producer = await broker.producer(acks="all", request_timeout=3.0, name="payer")
+        await producer.send(topic.name, b"before the fault")
+
+        # timeout 0: hold every byte for ever / reset every connection at once.
+        toxic = await asyncio.to_thread(toxics.add, proxy, toxic_kind, timeout=0)
+        try:
+            with pytest.raises(ProduceTimedOut) as raised:
+                await producer.send(topic.name, b"during the fault")
+            message = str(raised.value)
+            assert "\n" not in message
+            assert topic.name in message
+            failed = seen(recorder, ProduceFailed, destination=topic.name, producer="payer")
+            assert len(failed) == 1
+            await wait_until(
+                lambda: bool(seen(recorder, BrokerDown, node=str(leader))),
+                f"BrokerDown for node {leader} (unreachable through its proxy)",
+            )
+        finally:
+            await asyncio.to_thread(toxics.remove, proxy, toxic)
+
+        await wait_until(
+            lambda: bool(seen(recorder, BrokerUp, node=str(leader))), f"BrokerUp for node {leader}"
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE
+        while True:  # aiokafka reconnects on its own; the same producer works again
+            try:
+                await producer.send(topic.name, b"after the fault")
+                break
+            except BrokerError:
+                assert loop.time() < deadline, "sends still fail after the toxic was removed"
+        consumer = await broker.consumer([topic.name], group_id=broker.qualify("auditors"))
+        values = [r.value for r in await poll_until(consumer, 2)]
+        assert values[0] == b"before the fault"
+        assert values[-1] == b"after the fault"
+
+
+@pytest.mark.kafka
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_connect_gives_up_when_every_broker_hangs(endpoints: Endpoints) -> None:
+    toxics = faults.Toxics()
+    proxies = [f"kafka-broker-{n}" for n in KAFKA_BROKER_IDS]
+    added: list[tuple[str, str]] = []
+    try:
+        for proxy in proxies:  # connections open, but no byte ever comes back
+            added.append((proxy, await asyncio.to_thread(toxics.add, proxy, "timeout", timeout=0)))
+        adapter = make_broker(endpoints, connect_timeout=2.0)
+        with pytest.raises(BrokerUnavailable) as raised:
+            await asyncio.wait_for(adapter.connect(), timeout=30.0)
+        assert "mqlab lab up kafka" in str(raised.value)
+    finally:
+        for proxy, toxic in added:
+            await asyncio.to_thread(toxics.remove, proxy, toxic)

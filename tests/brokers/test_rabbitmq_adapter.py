@@ -1,0 +1,346 @@
+"""The real RabbitMQ adapter against the lab's node: the contract, plus what only a real broker
+shows (its own tooling agreeing with inspect(), an unreachable port, a killed or cut-off node).
+
+Needs ``mqlab lab up rabbitmq`` (which also starts Toxiproxy in front of the AMQP port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from mqlab.brokers.api.rabbitmq import QueueInfo
+from mqlab.brokers.base import BrokerError, BrokerUnavailable
+from mqlab.brokers.rabbitmq import RabbitMQBroker
+from mqlab.brokers.registry import get_broker_class
+from mqlab.lab import faults
+from mqlab.lab.endpoints import HOST, Endpoints
+from mqlab.lab.supervisor import Lab
+from mqlab.observe.bus import Recorder
+from mqlab.observe.events import BrokerDown, BrokerUp, Observation
+from tests.contract.rabbitmq_contract import EXPECT, RabbitMQContract, next_delivery
+
+# Short on purpose: a healthy local node answers in milliseconds, so 3 s only matters when
+# something is broken, and the fault tests then fail fast instead of hanging.
+CONNECT_TIMEOUT = 3.0
+OPERATION_TIMEOUT = 3.0
+# Reconnect quickly after a fault so the fault tests do not wait on the 1 s default.
+RECONNECT_INTERVAL = 0.3
+# A restarted node needs ~5-10 s to come back; the robust connection keeps retrying meanwhile.
+RECOVERY = 60.0
+
+# The management API's counters refresh every collect_statistics_interval (0.5 s in the lab):
+# poll inspect() up to 15 s for a sample taken after the deliveries.
+STATISTICS_POLLS = 75
+
+RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+
+
+def make_broker(**overrides: object) -> RabbitMQBroker:
+    options: dict[str, object] = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "operation_timeout": OPERATION_TIMEOUT,
+        "reconnect_interval": RECONNECT_INTERVAL,
+        **overrides,
+    }
+    return RabbitMQBroker(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.rabbitmq
+class TestRealRabbitMQ(RabbitMQContract):
+    """The shared contract against the lab's RabbitMQ node."""
+
+    @pytest.fixture
+    async def broker(self) -> AsyncIterator[RabbitMQBroker]:
+        async with make_broker() as adapter:
+            yield adapter
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+async def wait_for(
+    recorder: Recorder, predicate: Callable[[Observation], bool], timeout: float
+) -> Observation:
+    """The first recorded observation matching ``predicate``, polling on the loop's clock."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for observation in recorder.observations:
+            if predicate(observation):
+                return observation
+        if loop.time() > deadline:
+            kinds = [o.kind for o in recorder.observations]
+            raise AssertionError(f"no matching observation within {timeout}s; saw {kinds}")
+        await asyncio.sleep(0.05)
+
+
+def rabbitmqctl_queues(prefix: str) -> dict[str, tuple[int, int]]:
+    """``rabbitmqctl list_queues name messages_ready messages_unacknowledged`` on the lab's node,
+    run with the node's own environment (node name, Erlang cookie in HOME, epmd port)."""
+    spec = Lab().process_spec("rabbitmq")
+    env = {**os.environ, **spec.env}
+    node = spec.env["RABBITMQ_NODENAME"]
+    ctl = str(RABBITMQCTL) if RABBITMQCTL.is_file() else (shutil.which("rabbitmqctl") or "")
+    result = subprocess.run(
+        [ctl, "-n", node, "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    queues = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].startswith(prefix):
+            queues[fields[0]] = (int(fields[1]), int(fields[2]))
+    return queues
+
+
+def depths(queues: tuple[QueueInfo, ...]) -> dict[str, tuple[int, int]]:
+    return {queue.name: (queue.ready, queue.unacked) for queue in queues}
+
+
+def dead_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+# --- real-only behaviour ----------------------------------------------------------------------
+
+
+def test_registry_resolves_the_real_adapter() -> None:
+    assert get_broker_class("rabbitmq") is RabbitMQBroker
+
+
+async def test_unreachable_port_raises_broker_unavailable() -> None:
+    port = dead_port()
+    endpoints = dataclasses.replace(
+        Endpoints.local(), rabbitmq_url=f"amqp://guest:guest@{HOST}:{port}/"
+    )
+    adapter = RabbitMQBroker(endpoints=endpoints, connect_timeout=CONNECT_TIMEOUT)
+    with pytest.raises(BrokerUnavailable) as raised:
+        await adapter.connect()
+    message = str(raised.value)
+    assert f"{HOST}:{port}" in message
+    assert "mqlab lab up rabbitmq" in message
+    assert "\n" not in message
+    await adapter.close()  # nothing to close; must not raise
+
+
+@pytest.mark.rabbitmq
+async def test_inspect_depths_match_rabbitmqctl() -> None:
+    async with make_broker() as broker:
+        await broker.declare_queue("backlog")
+        await broker.declare_queue("in-flight")
+        for number in range(7):
+            await broker.publish("", "backlog", f"b{number}".encode())
+        for number in range(5):
+            await broker.publish("", "in-flight", f"f{number}".encode())
+        consumer = await broker.consume("in-flight", prefetch=3)
+        held = [await next_delivery(consumer) for _ in range(3)]  # 3 unacked, 2 ready
+        expected = {
+            broker.qualify("backlog"): (7, 0),
+            broker.qualify("in-flight"): (2, 3),
+        }
+
+        # rabbitmqctl asks the queue processes directly: exact right away.
+        assert await asyncio.to_thread(rabbitmqctl_queues, broker.namespace) == expected
+        # The management API refreshes every collect_statistics_interval: wait for a sample
+        # taken after the deliveries, then compare.
+        for _ in range(STATISTICS_POLLS):
+            snapshot = await broker.inspect()
+            if depths(snapshot.queues) == expected:
+                break
+            await asyncio.sleep(0.2)
+        assert depths(snapshot.queues) == expected
+        assert {q.name: q.consumers for q in snapshot.queues} == {
+            broker.qualify("backlog"): 0,
+            broker.qualify("in-flight"): 1,
+        }
+        # queue_info: exact ready count and consumers from AMQP.
+        info = await broker.queue_info("in-flight")
+        assert (info.ready, info.consumers) == (2, 1)
+        for delivery in held:
+            await delivery.ack()
+        await consumer.close()
+
+
+@pytest.mark.rabbitmq
+async def test_close_deletes_everything_in_the_namespace_also_on_error() -> None:
+    broker = make_broker()
+
+    async def learner_code_that_fails() -> None:
+        async with broker:
+            await broker.declare_exchange("left", "topic")
+            await broker.declare_queue("behind")
+            await broker.bind_queue("behind", "left", "#")
+            await broker.publish("left", "x", b"pending")
+            await broker.consume("behind", prefetch=1)
+            raise RuntimeError("learner code failed")
+
+    with pytest.raises(RuntimeError, match="learner code failed"):
+        await learner_code_that_fails()
+    assert await asyncio.to_thread(rabbitmqctl_queues, broker.namespace) == {}
+    async with make_broker(namespace=broker.namespace) as observer:
+        snapshot = await observer.inspect()
+    assert snapshot.queues == ()
+    assert snapshot.exchanges == ()
+
+
+@pytest.mark.rabbitmq
+async def test_queue_declared_elsewhere_errors_are_one_line() -> None:
+    async with make_broker() as broker:
+        await broker.declare_queue("shape", max_priority=5)
+        with pytest.raises(BrokerError) as raised:
+            await broker.declare_queue("shape")  # different arguments: 406
+        assert "PRECONDITION_FAILED" in str(raised.value)
+        with pytest.raises(BrokerError) as missing:
+            await broker.bind_queue("shape", "no-such-exchange")
+        assert "NOT_FOUND" in str(missing.value)
+        # Errors closed only their scratch channels: the adapter keeps working.
+        await broker.publish("", "shape", b"still fine")
+        delivery = await broker.get("shape")
+        assert delivery is not None
+        await delivery.ack()
+
+
+# --- faults (start and stop lab processes / proxies) ----------------------------------------
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_cut_connection_reports_down_and_up_and_keeps_consuming() -> None:
+    toxics = faults.Toxics()
+    recorder = Recorder()
+    async with make_broker() as broker:
+        broker.bus.subscribe(recorder)
+        await broker.declare_queue("steady")
+        consumer = await broker.consume("steady", prefetch=5)
+        await broker.publish("", "steady", b"before")
+        unacked = await next_delivery(consumer)
+        try:
+            await asyncio.to_thread(toxics.disable, "rabbitmq")
+            await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
+            # While cut off, an operation fails within its bound with a BrokerError.
+            with pytest.raises(BrokerError):
+                await broker.publish("", "steady", b"during")
+            # Acking a delivery from the dead channel fails clearly; RabbitMQ requeues it.
+            with pytest.raises(BrokerError):
+                await unacked.ack()
+        finally:
+            await asyncio.to_thread(toxics.enable, "rabbitmq")
+        up = await wait_for(recorder, lambda o: isinstance(o, BrokerUp), RECOVERY)
+        assert isinstance(up, BrokerUp)
+
+        # The same adapter and the same consumer work again: the unacked message comes
+        # back redelivered, a new one arrives normally.
+        again = await next_delivery(consumer)
+        assert (again.body, again.redelivered) == (b"before", True)
+        await again.ack()
+        await broker.publish("", "steady", b"after")
+        fresh = await next_delivery(consumer)
+        assert (fresh.body, fresh.redelivered) == (b"after", False)
+        await fresh.ack()
+        await consumer.close()
+    downs = [o for o in recorder.observations if isinstance(o, BrokerDown)]
+    ups = [o for o in recorder.observations if isinstance(o, BrokerUp)]
+    assert (len(downs), len(ups)) == (1, 1)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_killed_node_durable_queue_survives_transient_queue_comes_back_empty() -> None:
+    recorder = Recorder()
+    async with make_broker() as broker:
+        broker.bus.subscribe(recorder)
+        await broker.declare_queue("durable-orders", durable=True)
+        await broker.declare_queue("transient-cache", durable=False)
+        kept = await broker.publish("", "durable-orders", b"persisted")
+        await broker.publish("", "transient-cache", b"in memory")
+        try:
+            await asyncio.to_thread(faults.kill, "rabbitmq")
+            await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
+        finally:
+            await asyncio.to_thread(faults.restart, "rabbitmq")
+        await wait_for(recorder, lambda o: isinstance(o, BrokerUp), RECOVERY)
+
+        # Durable queue + persistent message: still there after kill -9 and restart.
+        survivor = await broker.get("durable-orders")
+        assert survivor is not None
+        assert survivor.message_id == kept
+        await survivor.ack()
+        # The non-durable queue died with the node; the adapter's topology recovery declared
+        # it again, empty.
+        info = await broker.queue_info("transient-cache")
+        assert info.ready == 0
+        assert await broker.get("transient-cache") is None
+
+        # The same adapter publishes and consumes again.
+        await broker.publish("", "transient-cache", b"new life")
+        consumer = await broker.consume("transient-cache", prefetch=1)
+        delivery = await next_delivery(consumer)
+        assert delivery.body == b"new life"
+        await delivery.ack()
+        await consumer.close()
+
+
+@pytest.mark.rabbitmq
+async def test_bad_publish_input_is_a_one_line_broker_error() -> None:
+    async with make_broker() as broker:
+        await broker.declare_queue("inputs")
+        for bad in (
+            {"priority": 300},
+            {"expiration_ms": -1},
+            {"headers": {"tags": {"a", "b"}}},  # AMQP tables have no sets
+        ):
+            with pytest.raises(BrokerError) as raised:
+                await broker.publish("", "inputs", b"x", **bad)  # type: ignore[arg-type]
+            assert "\n" not in str(raised.value)
+        with pytest.raises(BrokerError):
+            await broker.publish("", "k" * 300, b"x")  # routing keys are at most 255 bytes
+        # Nothing was sent, and the publisher channel still works.
+        assert (await broker.queue_info("inputs")).ready == 0
+        await broker.publish("", "inputs", b"fine")
+        assert (await broker.queue_info("inputs")).ready == 1
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_close_while_cut_off_is_bounded_and_says_what_was_left() -> None:
+    toxics = faults.Toxics()
+    recorder = Recorder()
+    broker = make_broker()
+    await broker.connect()
+    broker.bus.subscribe(recorder)
+    await broker.declare_queue("stranded")
+    await broker.consume("stranded", prefetch=1)
+    try:
+        await asyncio.to_thread(toxics.disable, "rabbitmq")
+        await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
+        with pytest.raises(BrokerError) as raised:
+            await broker.close()
+        message = str(raised.value)
+        assert broker.namespace in message
+        assert "\n" not in message
+    finally:
+        await asyncio.to_thread(toxics.enable, "rabbitmq")
+    # The queue outlived the failed cleanup; a new adapter on the namespace removes it.
+    async with make_broker(namespace=broker.namespace) as janitor:
+        snapshot = await janitor.inspect()
+        assert [queue.name for queue in snapshot.queues] == [broker.qualify("stranded")]
+    assert await asyncio.to_thread(rabbitmqctl_queues, broker.namespace) == {}

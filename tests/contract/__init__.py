@@ -1,0 +1,1 @@
+"""Contract test suites shared by the real adapters and the simulator."""

@@ -1,0 +1,169 @@
+"""The supervisor's OS-level building blocks, on small real processes (``sleep``, ``sh``).
+
+These need no broker: they check that identity, signals, stopping and port ownership behave as
+the lab relies on, quickly and without touching anyone else's processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mqlab.lab import process as proc
+from mqlab.lab.endpoints import HOST
+from mqlab.lab.errors import LabError
+from mqlab.lab.process import ProcessRecord
+from mqlab.lab.spec import HealthCheck, ProcessSpec
+
+# Bound for waiting on a signal to take effect; the kernel acts in microseconds.
+SIGNAL_WAIT = 5.0
+
+
+def wait_for(condition: object, what: str) -> None:
+    deadline = time.monotonic() + SIGNAL_WAIT
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {SIGNAL_WAIT}s: {what}")
+        time.sleep(0.01)
+
+
+def spec(*argv: str, name: str = "sleeper") -> ProcessSpec:
+    return ProcessSpec(
+        name=name, service="test", argv=argv, health=HealthCheck(kind="tcp", port=1)
+    )
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[ProcessRecord]]:
+    """Records of processes a test started; whatever is left of them is killed afterwards."""
+    records: list[ProcessRecord] = []
+    yield records
+    for record in records:
+        proc.stop(record, signal.SIGKILL, 1.0)
+
+
+def test_pid_record_round_trips_and_bad_files_are_reported(tmp_path: Path) -> None:
+    record = ProcessRecord("nats", "nats", 123, 1700000000.25, ("nats-server", "-js"), 1.0, "l")
+    assert ProcessRecord.from_json(record.to_json()) == record
+    pid_file = tmp_path / "run" / "nats.json"
+    proc.write_atomically(pid_file, record.to_json())
+    assert proc.read_record(pid_file) == record
+    assert proc.read_record(tmp_path / "run" / "absent.json") is None
+    pid_file.write_text("{not json")
+    with pytest.raises(LabError, match="not a valid mqlab pid file"):
+        proc.read_record(pid_file)
+
+
+def test_start_pause_resume_stop(tmp_path: Path, started: list[ProcessRecord]) -> None:
+    record = proc.start_detached(spec("sleep", "60"), tmp_path / "sleeper.log")
+    started.append(record)
+    assert proc.live_process(record) is not None
+    assert os.getsid(record.pid) == record.pid  # its own session, out of reach of Ctrl-C
+    assert "starting sleep 60" in (tmp_path / "sleeper.log").read_text()
+
+    proc.signal_group(record, signal.SIGSTOP)
+    wait_for(lambda: proc.process_state(record) == "paused", "paused")
+    proc.signal_group(record, signal.SIGCONT)
+    wait_for(lambda: proc.process_state(record) == "running", "running again")
+
+    assert proc.stop(record, signal.SIGTERM, SIGNAL_WAIT) == "stopped"
+    assert proc.process_state(record) == "gone"
+    with pytest.raises(LabError, match="not running"):
+        proc.signal_group(record, signal.SIGCONT)
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(
+    tmp_path: Path, started: list[ProcessRecord]
+) -> None:
+    ignores_term = spec("sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
+    record = proc.start_detached(ignores_term, tmp_path / "stubborn.log")
+    started.append(record)
+    time.sleep(0.2)  # let sh install its trap before the SIGTERM arrives
+    outcome = proc.stop(record, signal.SIGTERM, 0.5)
+    assert outcome.startswith("killed after 0.5s")
+    assert proc.process_state(record) == "gone"
+    assert proc.session_members(record) == []
+
+
+def test_stop_also_kills_what_the_process_left_behind(
+    tmp_path: Path, started: list[ProcessRecord]
+) -> None:
+    # The shell dies on SIGTERM; its background child would live on without the lab's cleanup,
+    # like an Erlang VM behind RabbitMQ's start script.
+    record = proc.start_detached(spec("sh", "-c", "sleep 300 & wait"), tmp_path / "parent.log")
+    started.append(record)
+    wait_for(lambda: len(proc.family(record)) == 2, "shell and its child")
+    child = next(member for member in proc.family(record) if member.pid != record.pid)
+    proc.stop(record, signal.SIGTERM, SIGNAL_WAIT)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_reused_pid_is_never_treated_as_ours() -> None:
+    # Our own pid, but a start time that is not ours: what a pid file looks like after the
+    # server died and the pid went to another process.
+    me = psutil.Process()
+    impostor = ProcessRecord(
+        "redis", "redis", me.pid, me.create_time() - 1000.0, ("redis-server",), 0.0, "l"
+    )
+    assert proc.live_process(impostor) is None
+    assert proc.stop(impostor, signal.SIGKILL, 0.1) == "was not running"
+    assert me.is_running()  # still here: the lab did not kill a stranger
+
+
+def test_port_owner_and_port_is_free() -> None:
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        assert not proc.port_is_free(taken)
+        owner = proc.port_owner(taken)
+        assert owner is not None
+        assert owner.startswith(f"pid {os.getpid()} (")
+    assert proc.port_is_free(taken)
+    assert proc.port_owner(taken) is None
+
+
+def test_probe_kinds() -> None:
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        open_port = listener.getsockname()[1]
+        assert proc.probe(HealthCheck(kind="tcp", port=open_port)) is None
+    failure = proc.probe(HealthCheck(kind="tcp", port=open_port), timeout=0.5)
+    assert failure is not None
+    assert str(open_port) in failure
+    assert proc.probe(HealthCheck(kind="command", argv=("true",))) is None
+    assert proc.probe(HealthCheck(kind="command", argv=("false",))) == "false exited 1"
+    http_failure = proc.probe(
+        HealthCheck(kind="http", url=f"http://user:secret@{HOST}:{open_port}/"), timeout=0.5
+    )
+    assert http_failure is not None
+    assert "secret" not in http_failure  # never print credentials
+
+
+def test_tail_reads_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"line {number}\n" for number in range(20000)))
+    assert proc.tail(log, 3) == ["line 19997", "line 19998", "line 19999"]
+    assert proc.tail(tmp_path / "absent.log", 3) == []
+
+
+def test_missing_executable_is_a_lab_error(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="cannot start sleeper"):
+        proc.start_detached(spec(str(tmp_path / "no-such-server")), tmp_path / "x.log")
+
+
+def test_exit_code_of_a_process_that_died(tmp_path: Path, started: list[ProcessRecord]) -> None:
+    record = proc.start_detached(spec("sh", "-c", "exit 3"), tmp_path / "dies.log")
+    started.append(record)
+    wait_for(lambda: proc.live_process(record) is None, "exit")
+    assert proc.exit_code(record) == 3
+    subprocess.run(["true"], check=True)  # unrelated children do not confuse the bookkeeping

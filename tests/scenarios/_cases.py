@@ -1,0 +1,70 @@
+"""Parametrisation shared by the library tests: every (scenario, system) pair."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqlab.course.scenario import Scenario
+from mqlab.scenarios.library import load_all
+from mqlab.scenarios.runner import RunResult
+
+SCENARIOS = load_all()
+
+# Scenarios that inject process faults or toxics need the lab's fault control too.
+FAULT_ACTIONS = {"fault", "toxic", "heal"}
+
+CORE_NUMBERS = (
+    "produced",
+    "produce_failed",
+    "processed_once",
+    "duplicated",
+    "lost",
+    "dead_lettered",
+    "out_of_order",
+)
+
+
+def cases(*, real: bool) -> list[object]:
+    """One pytest param per scenario and system, marked with the system's marker when real."""
+    params: list[object] = []
+    for scenario in SCENARIOS:
+        for system in scenario.systems:
+            marks: list[pytest.MarkDecorator] = []
+            if real:
+                marks.append(getattr(pytest.mark, system))
+                if any(step.action in FAULT_ACTIONS for step in scenario.steps):
+                    marks += [pytest.mark.toxiproxy, pytest.mark.lab]
+                if any(s.consume is not None and s.consume.idempotent for s in scenario.steps):
+                    marks.append(pytest.mark.redis)
+            else:
+                marks.append(pytest.mark.sim)
+            params.append(pytest.param(scenario, system, id=f"{scenario.id}-{system}", marks=marks))
+    return params
+
+
+def explain_failure(result: RunResult) -> str:
+    """Everything needed to see why a run failed, in the assertion message."""
+    lines = [f"{result.scenario_id} on {result.broker}: error={result.error}"]
+    lines += [
+        f"  expect {e.name}: expected {e.expected}, got {e.actual}"
+        for e in result.expectations
+        if not e.holds
+    ]
+    lines += [
+        f"  check step {n}: {c.description}; observed {c.observed}"
+        for n, c in result.checks
+        if not c.holds
+    ]
+    lines += [
+        f"  broker view: {a.description}; observed {a.observed}"
+        for a in result.agreement
+        if not a.holds
+    ]
+    lines.append(f"  ledger: {result.summary}")
+    lines.append(f"  groups: {result.per_group}")
+    return "\n".join(lines)
+
+
+def deterministic_on(scenario: Scenario, system: str) -> bool:
+    """Whether the exact ledger must match between the real broker and the simulator."""
+    return system not in scenario.nondeterministic

@@ -1,0 +1,27 @@
+"""Every scenario runs on every real broker it lists, its verdict holds, and where the outcome
+is deterministic the simulator gives the same ledger (the simulator's fidelity test).
+
+The verdict includes the broker's own view at the end of the run (queue depths, committed
+offsets, DLQ depth), so the ledger numbers are checked against the brokers, not only against
+the runner's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mqlab.course.scenario import Scenario
+from mqlab.scenarios.runner import run_scenario
+from tests.scenarios._cases import CORE_NUMBERS, cases, deterministic_on, explain_failure
+
+
+@pytest.mark.parametrize(("scenario", "system"), cases(real=True))
+def test_scenario_verdict_holds_on_real_broker(scenario: Scenario, system: str) -> None:
+    result = run_scenario(scenario, system, seed=7)
+    assert result.restore_problem is None, result.restore_problem
+    assert result.passed, explain_failure(result)
+    if deterministic_on(scenario, system):
+        simulated = run_scenario(scenario, system, sim=True, seed=7)
+        real_numbers = {k: result.summary[k] for k in CORE_NUMBERS}
+        sim_numbers = {k: simulated.summary[k] for k in CORE_NUMBERS}
+        assert sim_numbers == real_numbers, f"sim and {system} disagree on {scenario.id}"
