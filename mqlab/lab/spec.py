@@ -10,6 +10,7 @@ health, and stops exactly what it started.
 
 from __future__ import annotations
 
+import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ class ProcessSpec:
         argv: the command; it must run in the foreground (the supervisor daemonises it).
         ports: every port it binds (checked free before start; their owner is reported).
         user: run as this OS user (PostgreSQL refuses to run as root).
+        stop_signal: what asks it to shut down cleanly (PostgreSQL: SIGINT, a "fast"
+            shutdown that does not wait for clients to disconnect).
     """
 
     name: str
@@ -73,6 +76,7 @@ class ProcessSpec:
     cwd: Path | None = None
     user: str | None = None
     stop_timeout: float = 15.0
+    stop_signal: int = signal.SIGTERM
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,15 @@ class Service(ABC):
     def proxies(self) -> list[ProxySpec]:
         """Toxiproxy proxies in front of this service's client listeners."""
         return []
+
+    def on_healthy(self, paths: LabPaths) -> None:
+        """Run once all processes answer their health checks, on every start (idempotent):
+        what needs the server running, such as creating PostgreSQL's role and database."""
+        return None
+
+    def data_dirs(self, paths: LabPaths) -> list[Path]:
+        """Everything ``mqlab lab down --wipe`` deletes (default: each process's data dir)."""
+        return [paths.data_dir(spec.name) for spec in self.processes(paths)]
 
     def version(self, paths: LabPaths) -> str:
         """The installed version, for ``lab status`` and trace headers ("" if unknown)."""

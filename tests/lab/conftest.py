@@ -93,18 +93,19 @@ class IsolatedLab:
         return self.state / "run" / f"{process}.json"
 
     def leftovers(self) -> list[psutil.Process]:
-        """Live processes that inherited this lab's state dir (started by it)."""
-        marker = f"MQLAB_STATE_DIR={self.state}"
+        """Live processes this lab started: they inherited its state dir in their environment,
+        or (redis-server overwrites its environment with its process title) work in it."""
         found = []
         for process in psutil.process_iter():
             try:
                 if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
                     continue
-                environment = process.environ()
+                if process.environ().get("MQLAB_STATE_DIR") == str(self.state) or Path(
+                    process.cwd()
+                ).is_relative_to(self.state):
+                    found.append(process)
             except psutil.Error:
                 continue
-            if f"MQLAB_STATE_DIR={environment.get('MQLAB_STATE_DIR')}" == marker:
-                found.append(process)
         return found
 
 

@@ -98,4 +98,3 @@ def test_compose_environment_carries_the_offset(monkeypatch: pytest.MonkeyPatch)
     environment = compose_environment()
     assert environment["MQLAB_PORT_NATS"] == str(DEFAULT_PORTS["nats"] + 7)
     assert len(environment) == len(DEFAULT_PORTS)
-

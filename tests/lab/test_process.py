@@ -36,9 +36,7 @@ def wait_for(condition: object, what: str) -> None:
 
 
 def spec(*argv: str, name: str = "sleeper") -> ProcessSpec:
-    return ProcessSpec(
-        name=name, service="test", argv=argv, health=HealthCheck(kind="tcp", port=1)
-    )
+    return ProcessSpec(name=name, service="test", argv=argv, health=HealthCheck(kind="tcp", port=1))
 
 
 @pytest.fixture

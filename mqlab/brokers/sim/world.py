@@ -1,45 +1,198 @@
-"""The simulated world one run shares: virtual clock, seeded randomness, faults, observations.
+"""The simulated world one run shares: virtual clock, seeded randomness, nodes, faults.
 
-Every simulated adapter of a run takes the same :class:`SimWorld`, so a Kafka model, a
-RabbitMQ model and the scenario runner agree on "now", draw random numbers from one seeded
-stream (same seed, same run) and see the same injected faults.
+Every simulated adapter of a run takes the same :class:`SimWorld`, so the Kafka model, the
+RabbitMQ/SQS/NATS models and the scenario runner agree on "now", draw random numbers from one
+seeded stream (same seed, same run) and see the same injected faults.
+
+How a model uses the world (the API other models rely on; it stays stable):
+
+* Time: run on :class:`mqlab.brokers.sim.clock.VirtualTimeLoop` (``run_virtual``). Wait only
+  with asyncio (``asyncio.sleep``, ``wait_for``, ``Event``, ``Condition``); :meth:`SimWorld.now`
+  is the loop's virtual clock, and the world's bus stamps observations with it.
+* Randomness and ids: only :attr:`SimWorld.rng`, :meth:`SimWorld.next_id` and
+  :meth:`SimWorld.new_namespace` (never ``uuid``, ``secrets``, ``time.time`` or ``random``):
+  that is what makes the same seed give a byte-identical trace.
+* Nodes: the lab's process names (:data:`LAB_NODES`: ``kafka-controller``,
+  ``kafka-broker-1``..``3``, ``rabbitmq``, ``nats``, ``sqs``). Each is ``up``, ``paused``
+  (SIGSTOP: connections stay open, nothing answers) or ``down`` (killed: connections refused).
+  A model reads :meth:`SimWorld.state` and subscribes with :meth:`SimWorld.watch` to react in
+  its own way (Kafka fences a broker after its session timeout, RabbitMQ requeues unacked
+  messages, ...). :meth:`SimWorld.register_node` adds nodes beyond the lab's.
+* Faults, with the same names as the lab: ``await world.kill(node)``, ``pause``, ``resume``,
+  ``restart``; network faults on the client path to a node with
+  ``await world.add_network_fault(node, kind, **params)`` / ``remove_network_fault(node)``
+  (kinds: :data:`NETWORK_FAULT_KINDS`; time parameters in seconds). Each emits
+  ``FaultInjected`` / ``FaultHealed`` and, for node state, ``BrokerDown`` / ``BrokerUp``
+  (``broker="lab"``, as the lab reports them).
+* Client traffic: a model awaits :meth:`SimWorld.transmit` for each leg of a request
+  (``"upstream"`` client -> node, ``"downstream"`` node -> client). It returns at once on a
+  healthy path and otherwise applies the node's state and network faults exactly as the lab's
+  Toxiproxy would (delay, hang, reset). :meth:`SimWorld.clear_path` is the allocation-free
+  check for hot paths. Replication between Kafka brokers does not use it: in the lab that
+  traffic never passes Toxiproxy.
+* Background work: start it with :meth:`SimWorld.spawn` so :meth:`SimWorld.aclose` can stop it
+  and an unexpected exception lands in :attr:`SimWorld.errors` instead of vanishing.
+* Shared models: :meth:`SimWorld.model` creates one instance per key and world (the Kafka
+  cluster is ``world.kafka_cluster()``), so two adapters of one run see the same brokers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
+import enum
 import random
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from mqlab.brokers.base import NAMESPACE_PREFIX, BrokerError
 from mqlab.observe.bus import ObservationBus
+from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
+
+if TYPE_CHECKING:
+    from mqlab.brokers.sim.kafka import SimKafkaCluster
+
+_M = TypeVar("_M")
+
+LAB_SOURCE = "lab"
+"""``broker`` field of the observations the world emits: the lab would report the same."""
+
+LAB_NODES: tuple[str, ...] = (
+    "kafka-controller",
+    "kafka-broker-1",
+    "kafka-broker-2",
+    "kafka-broker-3",
+    "rabbitmq",
+    "nats",
+    "sqs",
+)
+"""The lab's process names; fault methods accept these (and any registered node)."""
+
+STARTUP_SECONDS: dict[str, float] = {
+    "kafka-controller": 2.0,
+    "kafka-broker-1": 3.0,
+    "kafka-broker-2": 3.0,
+    "kafka-broker-3": 3.0,
+    "rabbitmq": 4.5,
+    "nats": 0.05,
+    "sqs": 0.5,
+}
+"""Virtual seconds a restarted node takes to come up, close to what the lab measures (a JVM
+broker needs seconds, nats-server milliseconds), so a sim timeline reads like a real one."""
+
+NETWORK_FAULT_KINDS = ("latency", "timeout", "reset_peer", "bandwidth", "partition")
+"""Toxiproxy's toxics as the lab uses them, plus ``partition`` (the lab disables the proxy)."""
+
+STREAMS = ("upstream", "downstream", "both")
+"""Direction a network fault applies to: client -> node, node -> client, or both."""
+
+# kind -> (allowed parameters, required parameters). Times are seconds, rate is KB/s.
+_FAULT_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "latency": (frozenset({"latency", "jitter"}), frozenset({"latency"})),
+    "timeout": (frozenset({"timeout"}), frozenset()),
+    "reset_peer": (frozenset({"timeout"}), frozenset()),
+    "bandwidth": (frozenset({"rate"}), frozenset({"rate"})),
+    "partition": (frozenset(), frozenset()),
+}
 
 
-@dataclass(slots=True)
+class NodeState(enum.StrEnum):
+    """What a node's process is doing, as its clients feel it."""
+
+    UP = "up"
+    PAUSED = "paused"  # SIGSTOP: TCP connections stay open, requests wait, nothing answers
+    DOWN = "down"  # killed: connections are refused or reset
+
+
+class SimFaultError(BrokerError):
+    """A fault the world cannot apply (unknown node, bad parameters, impossible transition)."""
+
+
+class NodeUnreachable(BrokerError):
+    """A request leg to or from ``node`` failed the way a socket does (``reason`` says how:
+    ``connection refused``, ``connection reset by peer``, ``connection closed``)."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(f"{node}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkFault:
-    """A fault on the path between a client and a simulated broker node."""
+    """A fault on the client path to a node (a Toxiproxy toxic in the lab).
 
-    kind: str  # latency | timeout | reset_peer | bandwidth | partition
+    Attributes:
+        kind: one of :data:`NETWORK_FAULT_KINDS`.
+        stream: ``upstream`` (requests), ``downstream`` (responses) or ``both``.
+        latency: added delay per leg in seconds (``latency`` kind).
+        params: the remaining parameters: ``jitter`` (s), ``timeout`` (s; 0 means never),
+            ``rate`` (KB/s).
+    """
+
+    kind: str
+    stream: str = "both"
     latency: float = 0.0
-    params: dict[str, float] = field(default_factory=dict)
+    params: Mapping[str, float] = field(default_factory=dict)
+
+    def applies_to(self, stream: str) -> bool:
+        """True when this fault affects traffic flowing in ``stream``."""
+        return self.stream in ("both", stream)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeChange:
+    """What :meth:`SimWorld.watch` callbacks receive: ``node`` went from ``previous`` to
+    ``state`` because of ``cause`` (``kill``, ``pause``, ``resume``, ``restart``, ``start``)."""
+
+    node: str
+    previous: NodeState
+    state: NodeState
+    cause: str
+
+
+NodeWatcher = Callable[[NodeChange], None]
 
 
 class SimWorld:
-    """Shared state of one simulated run.
+    """Shared state of one simulated run (see the module docstring for how models use it).
 
     Args:
-        seed: seeds :attr:`rng`; the only source of randomness the simulator may use.
+        seed: seeds :attr:`rng`, the only source of randomness the simulator may use.
         bus: observation bus; its clock is replaced by the virtual clock.
+        startup_seconds: per-node restart durations overriding :data:`STARTUP_SECONDS`.
     """
 
-    def __init__(self, seed: int = 0, bus: ObservationBus | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        bus: ObservationBus | None = None,
+        *,
+        startup_seconds: Mapping[str, float] | None = None,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.bus = bus if bus is not None else ObservationBus()
         self.bus.clock = self.now
-        self.paused_nodes: set[str] = set()
-        self.killed_nodes: set[str] = set()
-        self.network_faults: dict[str, NetworkFault] = {}
+        self.errors: list[BaseException] = []
+        """Unexpected exceptions of background tasks (a model bug); tests assert it is empty."""
         self._id_counter = 0
+        self._namespace_counter = 0
+        self._states: dict[str, NodeState] = {}
+        self._startup: dict[str, float] = {}
+        self._faults: dict[str, list[NetworkFault]] = {}
+        self._watchers: list[NodeWatcher] = []
+        self._changed: dict[str, asyncio.Event] = {}
+        self._tasks: dict[asyncio.Task[Any], None] = {}
+        self._models: dict[str, object] = {}
+        for node in LAB_NODES:
+            self.register_node(node, STARTUP_SECONDS[node])
+        for node, seconds in (startup_seconds or {}).items():
+            self._node(node)
+            self._startup[node] = seconds
+
+    # -- time, randomness, ids -------------------------------------------------------------
 
     def now(self) -> float:
         """Virtual seconds (the running loop's clock; 0.0 outside a loop)."""
@@ -52,3 +205,341 @@ class SimWorld:
         """A deterministic unique id (``prefix-000001``): no uuid4 in the simulator."""
         self._id_counter += 1
         return f"{prefix}-{self._id_counter:06d}"
+
+    def new_namespace(self) -> str:
+        """A namespace for a simulated adapter (``mq-sim001``): deterministic, unlike
+        :func:`mqlab.brokers.base.new_namespace`, because topic names end up in traces."""
+        self._namespace_counter += 1
+        return f"{NAMESPACE_PREFIX}-sim{self._namespace_counter:03d}"
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def register_node(self, node: str, startup_seconds: float = 1.0) -> None:
+        """Add a node (up) that faults can target; registering twice changes nothing."""
+        if node not in self._states:
+            self._states[node] = NodeState.UP
+            self._startup[node] = startup_seconds
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node faults can target, in registration order."""
+        return tuple(self._states)
+
+    def state(self, node: str) -> NodeState:
+        """``node``'s current state.
+
+        Raises:
+            SimFaultError: ``node`` is unknown (with a "did you mean").
+        """
+        return self._states[self._node(node)]
+
+    def is_up(self, node: str) -> bool:
+        """True when ``node``'s process runs (not paused, not killed)."""
+        return self._states.get(node) is NodeState.UP
+
+    @property
+    def paused_nodes(self) -> frozenset[str]:
+        """Nodes currently paused."""
+        return frozenset(n for n, s in self._states.items() if s is NodeState.PAUSED)
+
+    @property
+    def killed_nodes(self) -> frozenset[str]:
+        """Nodes currently down."""
+        return frozenset(n for n, s in self._states.items() if s is NodeState.DOWN)
+
+    def watch(self, watcher: NodeWatcher) -> Callable[[], None]:
+        """Call ``watcher`` (synchronously, in subscription order) on every node state change.
+
+        Returns:
+            A function that unsubscribes again.
+        """
+        self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unwatch
+
+    async def until_state(self, node: str, *states: NodeState) -> NodeState:
+        """Wait (virtual time) until ``node`` is in one of ``states``; returns that state."""
+        self._node(node)
+        while self._states[node] not in states:
+            await self._change_event(node).wait()
+        return self._states[node]
+
+    async def next_change(self, node: str) -> None:
+        """Wait (virtual time) for the next change of ``node``'s state *or* of the network
+        faults on its path (what a client's connection monitor reacts to: a proxy that cuts
+        the connection changes no node state)."""
+        self._node(node)
+        await self._change_event(node).wait()
+
+    # -- process faults (the lab's vocabulary) ---------------------------------------------
+
+    async def kill(self, node: str) -> None:
+        """SIGKILL ``node``: it stops at once, clients get connection refused. A node that is
+        already down stays down (nothing is emitted)."""
+        name = self._node(node)
+        if self._states[name] is NodeState.DOWN:
+            return
+        self._emit_fault("kill", name)
+        self._set_state(name, NodeState.DOWN, "kill", "killed (SIGKILL)")
+        await asyncio.sleep(0)
+
+    async def pause(self, node: str) -> None:
+        """SIGSTOP ``node``: connections stay open but nothing answers until :meth:`resume`.
+
+        Raises:
+            SimFaultError: ``node`` is down (restart it instead) or already paused.
+        """
+        name = self._node(node)
+        current = self._states[name]
+        if current is not NodeState.UP:
+            raise SimFaultError(f"cannot pause {name}: it is {current.value}")
+        self._emit_fault("pause", name)
+        self._set_state(name, NodeState.PAUSED, "pause", "paused (SIGSTOP)")
+        await asyncio.sleep(0)
+
+    async def resume(self, node: str) -> None:
+        """SIGCONT a paused ``node``: it carries on where it stopped.
+
+        Raises:
+            SimFaultError: ``node`` is not paused.
+        """
+        name = self._node(node)
+        current = self._states[name]
+        if current is not NodeState.PAUSED:
+            raise SimFaultError(f"cannot resume {name}: it is {current.value}, not paused")
+        self._emit_fault("resume", name)
+        self.bus.emit(FaultHealed(at=self.now(), broker=LAB_SOURCE, fault="pause", target=name))
+        self._set_state(name, NodeState.UP, "resume", "resumed (SIGCONT)")
+        await asyncio.sleep(0)
+
+    async def restart(self, node: str) -> None:
+        """Stop ``node`` (if it runs or is paused) and start it again; returns once it is up,
+        after its start-up time in virtual seconds (see :data:`STARTUP_SECONDS`)."""
+        name = self._node(node)
+        self._emit_fault("restart", name)
+        was_killed = self._states[name] is NodeState.DOWN
+        if not was_killed:
+            self._set_state(name, NodeState.DOWN, "restart", "stopped for restart")
+        await asyncio.sleep(self._startup[name])
+        if self._states[name] is not NodeState.DOWN:
+            return  # somebody else started it meanwhile
+        if was_killed:
+            self.bus.emit(FaultHealed(at=self.now(), broker=LAB_SOURCE, fault="kill", target=name))
+        self._set_state(name, NodeState.UP, "start", "started")
+        await asyncio.sleep(0)
+
+    # -- network faults --------------------------------------------------------------------
+
+    async def add_network_fault(
+        self, node: str, kind: str, *, stream: str = "both", **params: float
+    ) -> NetworkFault:
+        """Put a network fault on the client path to ``node`` (a toxic on its proxy).
+
+        Kinds and parameters (seconds unless noted):
+            ``latency``: ``latency``, optional ``jitter`` (uniform +-jitter) per leg.
+            ``timeout``: data stops; the connection closes after ``timeout`` (0: never, and
+            the data is dropped).
+            ``reset_peer``: the connection is reset after ``timeout`` (default at once).
+            ``bandwidth``: ``rate`` in KB/s.
+            ``partition``: the node is cut off (the lab disables its proxy): connections are
+            refused until the fault is removed.
+
+        Raises:
+            SimFaultError: unknown node, kind, stream or parameter.
+        """
+        name = self._node(node)
+        if kind not in _FAULT_PARAMS:
+            raise SimFaultError(
+                f"unknown network fault {kind!r} (known: {', '.join(NETWORK_FAULT_KINDS)})"
+            )
+        if stream not in STREAMS:
+            raise SimFaultError(f"unknown stream {stream!r} (known: {', '.join(STREAMS)})")
+        allowed, required = _FAULT_PARAMS[kind]
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise SimFaultError(f"{kind}: unexpected parameter(s) {unknown} (allowed: {known})")
+        missing = sorted(required - set(params))
+        if missing:
+            raise SimFaultError(f"{kind}: missing parameter(s) {missing}")
+        if any(value < 0 for value in params.values()):
+            raise SimFaultError(f"{kind}: parameters must not be negative")
+        fault = NetworkFault(
+            kind=kind,
+            stream=stream,
+            latency=float(params.get("latency", 0.0)),
+            params={k: float(v) for k, v in params.items() if k != "latency"},
+        )
+        self._faults.setdefault(name, []).append(fault)
+        shown = {"stream": stream, **{k: f"{v:g}" for k, v in sorted(params.items())}}
+        self.bus.emit(
+            FaultInjected(
+                at=self.now(),
+                broker=LAB_SOURCE,
+                fault=kind,
+                target=name,
+                params=tuple((k, str(v)) for k, v in shown.items()),
+            )
+        )
+        self._notify(name)
+        await asyncio.sleep(0)
+        return fault
+
+    async def remove_network_fault(self, node: str, kind: str | None = None) -> None:
+        """Remove the network faults on ``node`` (only those of ``kind`` when given)."""
+        name = self._node(node)
+        current = self._faults.get(name, [])
+        removed = [f for f in current if kind is None or f.kind == kind]
+        kept = [f for f in current if f not in removed]
+        if kept:
+            self._faults[name] = kept
+        else:
+            self._faults.pop(name, None)
+        for fault in removed:
+            self.bus.emit(
+                FaultHealed(at=self.now(), broker=LAB_SOURCE, fault=fault.kind, target=name)
+            )
+        if removed:
+            self._notify(name)
+        await asyncio.sleep(0)
+
+    @property
+    def network_faults(self) -> dict[str, tuple[NetworkFault, ...]]:
+        """Active network faults per node (a copy)."""
+        return {node: tuple(faults) for node, faults in self._faults.items()}
+
+    def faults_on(self, node: str) -> tuple[NetworkFault, ...]:
+        """Active network faults on the path to ``node``."""
+        return tuple(self._faults.get(node, ()))
+
+    # -- client traffic --------------------------------------------------------------------
+
+    def clear_path(self, node: str) -> bool:
+        """True when ``node`` is up and no network fault is on its path: a request leg would
+        pass at once, so a hot path may skip :meth:`transmit`."""
+        return self._states.get(node) is NodeState.UP and node not in self._faults
+
+    async def transmit(self, node: str, stream: str = "upstream", nbytes: int = 0) -> None:
+        """One leg of a client request to (``upstream``) or from (``downstream``) ``node``.
+
+        Returns when the bytes got through: at once on a clear path, later under latency,
+        bandwidth limits or a paused node. Wrap it in the client's own timeout: a ``timeout``
+        fault without timeout or a paused node can hold it indefinitely.
+
+        Raises:
+            NodeUnreachable: the node is down (refused) or a fault closed/reset the connection.
+        """
+        if self.clear_path(node):
+            return
+        if self._states[node] is NodeState.DOWN:
+            raise NodeUnreachable(node, "connection refused")
+        for fault in tuple(self._faults.get(node, ())):
+            if fault.applies_to(stream):
+                await self._suffer(node, fault, nbytes)
+        if self._states[node] is NodeState.PAUSED:
+            # The kernel buffers the bytes; the stopped process reads them once resumed.
+            await self.until_state(node, NodeState.UP, NodeState.DOWN)
+        if self._states[node] is NodeState.DOWN:
+            raise NodeUnreachable(node, "connection reset by peer")
+
+    async def _suffer(self, node: str, fault: NetworkFault, nbytes: int) -> None:
+        kind = fault.kind
+        if kind == "latency":
+            jitter = fault.params.get("jitter", 0.0)
+            delay = fault.latency + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
+            await asyncio.sleep(max(0.0, delay))
+        elif kind == "bandwidth":
+            rate = fault.params["rate"]
+            if rate <= 0:
+                await asyncio.Future()  # nothing flows: hang until the client gives up
+            await asyncio.sleep(nbytes / (rate * 1000.0))
+        elif kind == "reset_peer":
+            await asyncio.sleep(fault.params.get("timeout", 0.0))
+            raise NodeUnreachable(node, "connection reset by peer")
+        elif kind == "timeout" and fault.params.get("timeout", 0.0) > 0:
+            await asyncio.sleep(fault.params["timeout"])
+            raise NodeUnreachable(node, "connection closed")
+        elif kind == "partition":
+            # The lab cuts the node off by disabling its proxy: connections are refused.
+            raise NodeUnreachable(node, "connection refused")
+        else:  # a timeout toxic without timeout: data is dropped, and dropped data stays lost
+            await asyncio.Future()
+
+    # -- background tasks and shared models ------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, tracked so :meth:`aclose` can cancel it and its
+        unexpected exceptions are kept in :attr:`errors`."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks[task] = None
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            self.errors.append(task.exception())  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        """Cancel every background task the models started and wait for them to end."""
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def model(self, key: str, factory: Callable[[], _M]) -> _M:
+        """The world's one instance of a shared model, created by ``factory`` on first use."""
+        if key not in self._models:
+            self._models[key] = factory()
+        return self._models[key]  # type: ignore[return-value]
+
+    def kafka_cluster(self, **config: Any) -> SimKafkaCluster:
+        """The run's Kafka cluster (created on first call with ``config``; see
+        :class:`mqlab.brokers.sim.kafka.SimKafkaCluster`)."""
+        # Imported here: the Kafka model imports this module.
+        from mqlab.brokers.sim.kafka import SimKafkaCluster
+
+        return self.model("kafka", lambda: SimKafkaCluster(self, **config))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _node(self, node: str) -> str:
+        if node in self._states:
+            return node
+        close = difflib.get_close_matches(node, self._states, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SimFaultError(f"unknown node {node!r}{hint} (known: {', '.join(self._states)})")
+
+    def _change_event(self, node: str) -> asyncio.Event:
+        event = self._changed.get(node)
+        if event is None:
+            event = self._changed[node] = asyncio.Event()
+        return event
+
+    def _notify(self, node: str) -> None:
+        # Wake the waiters of this change, then give later waits a fresh event.
+        event = self._changed.pop(node, None)
+        if event is not None:
+            event.set()
+
+    def _emit_fault(self, fault: str, node: str) -> None:
+        self.bus.emit(FaultInjected(at=self.now(), broker=LAB_SOURCE, fault=fault, target=node))
+
+    def _set_state(self, node: str, state: NodeState, cause: str, detail: str) -> None:
+        previous = self._states[node]
+        if previous is state:
+            return
+        self._states[node] = state
+        if previous is NodeState.UP:
+            self.bus.emit(BrokerDown(at=self.now(), broker=LAB_SOURCE, node=node, detail=detail))
+        elif state is NodeState.UP:
+            self.bus.emit(BrokerUp(at=self.now(), broker=LAB_SOURCE, node=node, detail=detail))
+        self._notify(node)
+        change = NodeChange(node=node, previous=previous, state=state, cause=cause)
+        for watcher in tuple(self._watchers):
+            watcher(change)

@@ -1,0 +1,792 @@
+"""The real NATS JetStream adapter (nats-py) against the lab's nats-server.
+
+Why it looks the way it does:
+
+- The client reconnects forever (every half second) while the adapter is open, and its
+  ``disconnected`` / ``reconnected`` callbacks become ``BrokerDown`` / ``BrokerUp``
+  observations. Keep-alive pings every 2 s (two may be outstanding) notice a *paused* server
+  within seconds, not minutes. While the connection is down every call fails at once with
+  :class:`~mqlab.brokers.base.BrokerUnavailable`; after the server is back the same adapter
+  (and its pull consumers) works again.
+- The first connection attempt is bounded by ``connect_timeout``: a closed port is reported at
+  once (a plain TCP check), anything slower (a proxy in front of a dead server) when the
+  timeout runs out. nats-py's default error handler prints tracebacks; this adapter keeps the
+  last error instead, for its one-line message.
+- JetStream requests (stream/consumer management, publish acks, ``ack``) are bounded by
+  ``request_timeout`` and raise :class:`~mqlab.brokers.base.OperationTimedOut` when the server
+  stays silent. ``ack`` waits for the server's confirmation (``ack_sync``) so that an ``Acked``
+  observation means the server has it; ``nak``, ``term`` and ``in_progress`` are fire-and-forget
+  in the protocol, so the adapter flushes (a PING/PONG round trip) before reporting them.
+- Dead letters: JetStream has no DLQ. When a consumer gives up on a message (``max_deliver``
+  reached) the server publishes an advisory on
+  ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>``; the adapter listens
+  there and emits ``DeadLettered`` (target: that advisory subject, where a dead-letter handler
+  would subscribe; the message itself stays in the stream).
+- Names: stream names cannot contain dots, so streams are ``mq-3f2a9c-orders``
+  (:meth:`~mqlab.brokers.base.Broker.qualify`) and subjects ``mq-3f2a9c.orders.eu``
+  (:meth:`~mqlab.brokers.api.nats.NatsAPI.subject`). Every method accepts either the logical
+  name or the already namespaced one, and reports the namespaced one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from mqlab.brokers.api.nats import (
+    MESSAGE_ID_HEADER,
+    ConsumerInfo,
+    DeliverPolicy,
+    JsMessage,
+    NatsAPI,
+    NatsPullConsumer,
+    NatsSnapshot,
+    NatsSubscription,
+    PubAck,
+    Retention,
+    StreamInfo,
+)
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.lab.endpoints import Endpoints
+from mqlab.observe.bus import ObservationBus
+from mqlab.observe.events import (
+    Acked,
+    BrokerDown,
+    BrokerUp,
+    DeadLettered,
+    Delivered,
+    Nacked,
+    Produced,
+    ProduceFailed,
+)
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+"""Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
+MSG_ID_HEADER = "Nats-Msg-Id"
+"""JetStream's deduplication header."""
+_STREAM_EXISTS = 10058  # JetStream error code: stream name already in use (other config)
+_RECONNECT_WAIT = 0.5
+_PING_INTERVAL = 2
+_MAX_OUTSTANDING_PINGS = 2
+_FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
+_STREAM_PAGE = 256  # JetStream's page size for STREAM.LIST
+
+
+class JetStreamError(BrokerError):
+    """JetStream refused a request (bad configuration, unknown stream or consumer ...)."""
+
+
+class NoStreamForSubject(JetStreamError):
+    """A JetStream publish to a subject that no stream captures (nothing would store it)."""
+
+
+class NatsBroker(NatsAPI):
+    """NATS JetStream streams, durable pull consumers and core pub/sub (nats-py).
+
+    Args:
+        bus, namespace, endpoints, connect_timeout: see :class:`~mqlab.brokers.base.Broker`.
+        request_timeout: seconds a JetStream request may take (defaults to ``connect_timeout``).
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: ObservationBus | None = None,
+        namespace: str | None = None,
+        endpoints: Endpoints | None = None,
+        connect_timeout: float = 5.0,
+        request_timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
+        )
+        self.url = self.endpoints.nats_url
+        parts = urlsplit(self.url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 4222
+        self.address = f"{self.host}:{self.port}"
+        self.request_timeout = connect_timeout if request_timeout is None else request_timeout
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._closing = False
+        self._last_error = ""
+        self._message_counter = itertools.count(1)
+        self._pull_consumers: list[_PullConsumer] = []
+        self._subscriptions: list[_CoreSubscription] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        await self._check_port()
+        client = Client()
+        self._closing = False
+        try:
+            await asyncio.wait_for(
+                client.connect(
+                    servers=[self.url],
+                    name=f"mqlab-{self.namespace}",
+                    connect_timeout=max(1, round(self.connect_timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=_RECONNECT_WAIT,  # type: ignore[arg-type]
+                    ping_interval=_PING_INTERVAL,
+                    max_outstanding_pings=_MAX_OUTSTANDING_PINGS,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                ),
+                timeout=self.connect_timeout,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as error:
+            self._closing = True
+            with contextlib.suppress(Exception):
+                await client.close()
+            detail = self._last_error or _one_line(error) or "no answer"
+            raise BrokerUnavailable(self.system, self.address, detail) from None
+        self._nc = client
+        self._js = client.jetstream(timeout=self.request_timeout)
+        try:
+            with self._translate("account info", self.address):
+                await self._js.account_info()
+            await client.subscribe(f"{MAX_DELIVERIES_ADVISORY}.*.*", cb=self._on_max_deliveries)
+        except BrokerError as error:
+            await self._close()
+            if isinstance(error, BrokerUnavailable):
+                raise
+            raise BrokerUnavailable(
+                self.system, self.address, f"JetStream is not available: {error}"
+            ) from None
+
+    async def _check_port(self) -> None:
+        """Fail fast when nothing listens (the common "lab not started" case)."""
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), timeout=self.connect_timeout
+            )
+        except (TimeoutError, OSError) as error:
+            raise BrokerUnavailable(self.system, self.address, _one_line(error)) from None
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    async def _close(self) -> None:
+        self._closing = True
+        for consumer in list(self._pull_consumers):
+            await consumer.close()
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self._nc = None
+        self._js = None
+
+    async def cleanup(self) -> None:
+        """Delete every stream (with its consumers) of this namespace."""
+        if self._nc is None:
+            return
+        for stream in await self._namespace_streams():
+            await self.delete_stream(stream.config.name or "")
+
+    # --- connection events --------------------------------------------------------------
+
+    async def _on_disconnected(self) -> None:
+        if self._closing:
+            return
+        self.emit(
+            BrokerDown(
+                at=self.bus.now(),
+                broker=self.name,
+                node=self.system,
+                detail=f"connection to {self.address} lost{self._error_suffix()}",
+            )
+        )
+
+    async def _on_reconnected(self) -> None:
+        self._last_error = ""
+        self.emit(
+            BrokerUp(
+                at=self.bus.now(),
+                broker=self.name,
+                node=self.system,
+                detail=f"reconnected to {self.address}",
+            )
+        )
+
+    async def _on_error(self, error: Exception) -> None:
+        # nats-py reports every failed reconnect attempt here; keep the latest for messages.
+        self._last_error = _one_line(error)
+
+    def _error_suffix(self) -> str:
+        return f" ({self._last_error})" if self._last_error else ""
+
+    async def _on_max_deliveries(self, message: Msg) -> None:
+        """Turn JetStream's max-deliveries advisory into a DeadLettered observation."""
+        try:
+            advisory = json.loads(message.data)
+            stream = str(advisory["stream"])
+            consumer = str(advisory["consumer"])
+            sequence = int(advisory["stream_seq"])
+            deliveries = int(advisory.get("deliveries", 0))
+        except (ValueError, KeyError, TypeError):
+            return
+        if not stream.startswith(f"{self.namespace}-"):
+            return  # another adapter's stream
+        message_id = f"{stream}#{sequence}"
+        if self._js is not None:
+            with contextlib.suppress(Exception):
+                stored = await self._js.get_msg(stream, sequence)
+                message_id = (stored.headers or {}).get(MESSAGE_ID_HEADER) or message_id
+        self.emit(
+            DeadLettered(
+                at=self.bus.now(),
+                broker=self.name,
+                source=stream,
+                target=message.subject,
+                message_id=message_id,
+                reason=(
+                    f"consumer {consumer} reached max_deliver after {deliveries} deliveries "
+                    f"(stream sequence {sequence})"
+                ),
+            )
+        )
+
+    # --- streams ------------------------------------------------------------------------
+
+    async def add_stream(
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        retention: Retention = "limits",
+        max_msgs: int = -1,
+        max_age: float = 0.0,
+        duplicate_window: float = 120.0,
+        max_msgs_per_subject: int = -1,
+    ) -> StreamInfo:
+        """Create the stream, or update it when it exists with other settings.
+
+        Raises:
+            JetStreamError: a bad name or setting, or subjects that overlap another stream.
+        """
+        stream = self._stream_name(name)
+        config = js_api.StreamConfig(
+            name=stream,
+            subjects=[self._subject(subject) for subject in subjects],
+            retention=js_api.RetentionPolicy(retention),
+            max_msgs=max_msgs,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+            max_msgs_per_subject=max_msgs_per_subject,
+            storage=js_api.StorageType.FILE,
+        )
+        js = self._jetstream()
+        with self._translate("add stream", stream):
+            try:
+                info = await js.add_stream(config)
+            except nats.js.errors.BadRequestError as error:
+                if error.err_code != _STREAM_EXISTS:
+                    raise
+                info = await js.update_stream(config)
+        return _stream_info(info)
+
+    async def delete_stream(self, name: str) -> None:
+        """Delete the stream and its consumers; a stream that is already gone is fine."""
+        stream = self._stream_name(name)
+        js = self._jetstream()
+        with (
+            self._translate("delete stream", stream),
+            contextlib.suppress(nats.js.errors.NotFoundError),
+        ):
+            await js.delete_stream(stream)
+
+    async def stream_info(self, name: str) -> StreamInfo:
+        """A stream's subjects, limits and state, fresh from the server."""
+        stream = self._stream_name(name)
+        js = self._jetstream()
+        with self._translate("stream info", stream):
+            return _stream_info(await js.stream_info(stream))
+
+    # --- publishing ---------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> PubAck:
+        """JetStream publish, waiting for the stream's PubAck.
+
+        Raises:
+            NoStreamForSubject: no stream captures ``subject``.
+            OperationTimedOut: the PubAck did not come within ``request_timeout``.
+        """
+        target = self._subject(subject)
+        mqlab_id = message_id or self._new_message_id()
+        all_headers = {**(headers or {}), MESSAGE_ID_HEADER: mqlab_id}
+        if msg_id is not None:
+            all_headers[MSG_ID_HEADER] = msg_id
+        try:
+            js = self._jetstream()
+            with self._translate("publish", target):
+                ack = await js.publish(target, data, headers=all_headers)
+        except BrokerError as error:
+            self.emit(
+                ProduceFailed(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    destination=target,
+                    message_id=mqlab_id,
+                    error=str(error),
+                )
+            )
+            raise
+        result = PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
+        self.emit(
+            Produced(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=target,
+                message_id=mqlab_id,
+                position=result.sequence,
+                duplicate=result.duplicate,
+            )
+        )
+        return result
+
+    async def publish_core(self, subject: str, data: bytes) -> None:
+        """Core NATS publish: no stream, no ack; only current subscribers ever see it.
+
+        The adapter flushes (one PING/PONG) so ``Produced`` means the server has it.
+        """
+        target = self._subject(subject)
+        mqlab_id = self._new_message_id()
+        nc = self._client()
+        with self._translate("publish", target):
+            await nc.publish(target, data, headers={MESSAGE_ID_HEADER: mqlab_id})
+            await nc.flush(timeout=self._flush_timeout())
+        self.emit(
+            Produced(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=target,
+                message_id=mqlab_id,
+            )
+        )
+
+    # --- consumers ----------------------------------------------------------------------
+
+    async def pull_consumer(
+        self,
+        stream: str,
+        durable: str,
+        *,
+        filter_subject: str | None = None,
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
+        deliver_policy: DeliverPolicy = "all",
+        start_sequence: int | None = None,
+        start_time: float | None = None,
+    ) -> NatsPullConsumer:
+        """Create (or bind to an identical) durable pull consumer with explicit acks.
+
+        Raises:
+            JetStreamError: a missing start position for ``by_start_sequence`` /
+                ``by_start_time``, an unknown stream, or a durable that exists with other
+                settings.
+        """
+        stream_name = self._stream_name(stream)
+        _check_name("consumer", durable)
+        if deliver_policy == "by_start_sequence" and start_sequence is None:
+            raise JetStreamError("deliver_policy by_start_sequence needs start_sequence")
+        if deliver_policy == "by_start_time" and start_time is None:
+            raise JetStreamError("deliver_policy by_start_time needs start_time")
+        config = js_api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            deliver_policy=js_api.DeliverPolicy(deliver_policy),
+            opt_start_seq=start_sequence if deliver_policy == "by_start_sequence" else None,
+            opt_start_time=(
+                datetime.datetime.fromtimestamp(start_time, tz=datetime.UTC)
+                if deliver_policy == "by_start_time" and start_time is not None
+                else None
+            ),
+            filter_subject=self._subject(filter_subject) if filter_subject else None,
+        )
+        js = self._jetstream()
+        with self._translate("add consumer", f"{stream_name}/{durable}"):
+            await js.add_consumer(stream_name, config)
+            subscription = await js.pull_subscribe_bind(consumer=durable, stream=stream_name)
+        consumer = _PullConsumer(self, subscription, stream_name, durable)
+        self._pull_consumers.append(consumer)
+        return consumer
+
+    async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
+        """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
+        stream_name = self._stream_name(stream)
+        js = self._jetstream()
+        with self._translate("consumer info", f"{stream_name}/{durable}"):
+            return _consumer_info(await js.consumer_info(stream_name, durable))
+
+    async def delete_consumer(self, stream: str, durable: str) -> None:
+        """Delete a durable consumer; one that is already gone is fine."""
+        stream_name = self._stream_name(stream)
+        js = self._jetstream()
+        with (
+            self._translate("delete consumer", f"{stream_name}/{durable}"),
+            contextlib.suppress(nats.js.errors.NotFoundError),
+        ):
+            await js.delete_consumer(stream_name, durable)
+
+    async def subscribe(self, subject: str) -> NatsSubscription:
+        """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
+        target = self._subject(subject)
+        nc = self._client()
+        with self._translate("subscribe", target):
+            subscription = await nc.subscribe(target)
+            await nc.flush(timeout=self._flush_timeout())
+        wrapper = _CoreSubscription(self, subscription, target)
+        self._subscriptions.append(wrapper)
+        return wrapper
+
+    # --- inspection ---------------------------------------------------------------------
+
+    async def inspect(self) -> NatsSnapshot:
+        """Every stream of the namespace and every consumer on them."""
+        js = self._jetstream()
+        streams = await self._namespace_streams()
+        consumers: list[ConsumerInfo] = []
+        for stream in streams:
+            name = stream.config.name or ""
+            with self._translate("consumer list", name):
+                infos = await js.consumers_info(name)
+            consumers.extend(sorted((_consumer_info(i) for i in infos), key=lambda c: c.name))
+        return NatsSnapshot(
+            streams=tuple(_stream_info(stream) for stream in streams),
+            consumers=tuple(consumers),
+        )
+
+    async def _namespace_streams(self) -> list[js_api.StreamInfo]:
+        js = self._jetstream()
+        prefix = f"{self.namespace}-"
+        found: list[js_api.StreamInfo] = []
+        offset = 0
+        while True:
+            with self._translate("stream list", prefix):
+                page = await js.streams_info(offset=offset)
+            found.extend(s for s in page if (s.config.name or "").startswith(prefix))
+            offset += len(page)
+            if len(page) < _STREAM_PAGE:
+                break
+        return sorted(found, key=lambda s: s.config.name or "")
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _client(self) -> Client:
+        if self._nc is None:
+            raise BrokerError("the nats adapter is not connected (use: async with broker)")
+        if not self._nc.is_connected:
+            raise BrokerUnavailable(
+                self.system, self.address, f"connection lost, reconnecting{self._error_suffix()}"
+            )
+        return self._nc
+
+    def _jetstream(self) -> JetStreamContext:
+        self._client()
+        assert self._js is not None  # set together with _nc
+        return self._js
+
+    def _stream_name(self, name: str) -> str:
+        """Streams are ``<namespace>-<name>``; an already namespaced name is kept."""
+        stream = name if name.startswith(f"{self.namespace}-") else self.qualify(name)
+        _check_name("stream", stream)
+        return stream
+
+    def _subject(self, subject: str) -> str:
+        """Subjects are ``<namespace>.<subject>``; an already namespaced subject is kept."""
+        return subject if subject.startswith(f"{self.namespace}.") else self.subject(subject)
+
+    def _new_message_id(self) -> str:
+        return f"{self.namespace}-{next(self._message_counter):06d}"
+
+    @contextlib.contextmanager
+    def _translate(self, operation: str, target: str) -> Iterator[None]:
+        """Turn nats-py's exceptions into the adapter's one-line BrokerErrors."""
+        try:
+            yield
+        except BrokerError:
+            raise
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+            if operation == "publish":
+                raise NoStreamForSubject(
+                    f"no stream captures subject {target!r} (nothing would store it)"
+                ) from None
+            raise JetStreamError(f"{operation} {target}: JetStream did not respond") from None
+        except nats.js.errors.APIError as error:
+            description = error.description or "request refused"
+            raise JetStreamError(
+                f"{operation} {target}: {description} (JetStream error {error.err_code})"
+            ) from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            if self._nc is None or not self._nc.is_connected:
+                raise BrokerUnavailable(
+                    self.system, self.address, f"connection lost during {operation}"
+                ) from None
+            raise OperationTimedOut(
+                f"nats did not answer {operation} on {target} within "
+                f"{self.request_timeout:g} s at {self.address}"
+            ) from None
+        except nats.errors.MsgAlreadyAckdError:
+            raise JetStreamError(f"{operation}: the message was already acknowledged") from None
+        except (nats.errors.Error, OSError) as error:
+            raise BrokerUnavailable(
+                self.system, self.address, f"{operation} failed: {_one_line(error)}"
+            ) from None
+        except ValueError as error:  # nats-py's own validation (names, subjects)
+            raise JetStreamError(f"{operation} {target}: {_one_line(error)}") from None
+
+    def _flush_timeout(self) -> int:
+        return max(1, round(self.request_timeout))
+
+
+class _PullConsumer(NatsPullConsumer):
+    """A durable pull consumer bound through nats-py's PullSubscription."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        subscription: JetStreamContext.PullSubscription,
+        stream: str,
+        name: str,
+    ) -> None:
+        self.broker = broker
+        self.stream = stream
+        self.name = name
+        self._subscription = subscription
+        self._closed = False
+
+    async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[JsMessage]:
+        """Up to ``batch`` messages; ``[]`` when none arrive within ``timeout``.
+
+        Raises:
+            BrokerUnavailable: the connection is down (rather than "no messages").
+        """
+        if self._closed:
+            raise JetStreamError(f"consumer {self.name} on {self.stream} is closed")
+        broker = self.broker
+        broker._client()
+        try:
+            with broker._translate("fetch", f"{self.stream}/{self.name}"):
+                raw_messages = await self._subscription.fetch(batch=batch, timeout=timeout)
+        except OperationTimedOut:
+            return []  # the connection is fine: simply nothing to deliver in time
+        messages: list[JsMessage] = []
+        for raw in raw_messages:
+            message = _JsMessage(broker, raw, self.name)
+            messages.append(message)
+            broker.emit(
+                Delivered(
+                    at=broker.bus.now(),
+                    broker=broker.name,
+                    destination=message.subject,
+                    message_id=message.message_id,
+                    consumer=self.name,
+                    position=message.stream_sequence,
+                    delivery_count=message.num_delivered,
+                    redelivered=message.num_delivered > 1,
+                )
+            )
+        return messages
+
+    async def close(self) -> None:
+        """Stop fetching; the durable consumer stays on the server."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
+        if self in self.broker._pull_consumers:
+            self.broker._pull_consumers.remove(self)
+
+
+class _JsMessage(JsMessage):
+    """A fetched JetStream message; settling it emits Acked / Nacked."""
+
+    def __init__(self, broker: NatsBroker, raw: Msg, consumer: str) -> None:
+        metadata = raw.metadata
+        self._broker = broker
+        self._raw = raw
+        self._consumer = consumer
+        self.subject = raw.subject
+        self.stream = metadata.stream
+        self.stream_sequence = metadata.sequence.stream
+        self.consumer_sequence = metadata.sequence.consumer
+        self.num_delivered = metadata.num_delivered
+        self.data = raw.data
+        self.headers = dict(raw.headers or {})
+
+    async def ack(self) -> None:
+        """Acknowledge and wait for the server to confirm it."""
+        broker = self._broker
+        broker._client()
+        with broker._translate("ack", f"{self.stream}#{self.stream_sequence}"):
+            await self._raw.ack_sync(timeout=broker.request_timeout)
+        broker.emit(
+            Acked(
+                at=broker.bus.now(),
+                broker=broker.name,
+                destination=self.subject,
+                message_id=self.message_id,
+                consumer=self._consumer,
+            )
+        )
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Negative ack: JetStream redelivers (after ``delay`` seconds when given)."""
+        await self._settle("nak", self._raw.nak(delay=delay))
+        self._emit_nack(requeue=True)
+
+    async def term(self) -> None:
+        """Terminate: this consumer will never get the message again."""
+        await self._settle("term", self._raw.term())
+        self._emit_nack(requeue=False)
+
+    async def in_progress(self) -> None:
+        """Still working: restart the ack-wait timer."""
+        await self._settle("in_progress", self._raw.in_progress())
+
+    async def _settle(self, operation: str, send: Any) -> None:
+        broker = self._broker
+        try:
+            nc = broker._client()
+        except BrokerError:
+            send.close()  # the coroutine was never awaited
+            raise
+        with broker._translate(operation, f"{self.stream}#{self.stream_sequence}"):
+            await send
+            await nc.flush(timeout=broker._flush_timeout())
+
+    def _emit_nack(self, *, requeue: bool) -> None:
+        broker = self._broker
+        broker.emit(
+            Nacked(
+                at=broker.bus.now(),
+                broker=broker.name,
+                destination=self.subject,
+                message_id=self.message_id,
+                consumer=self._consumer,
+                requeue=requeue,
+            )
+        )
+
+
+class _CoreSubscription(NatsSubscription):
+    """A core NATS subscription read with :meth:`next`."""
+
+    def __init__(self, broker: NatsBroker, subscription: Subscription, subject: str) -> None:
+        self._broker = broker
+        self._subscription = subscription
+        self.subject = subject
+        self._closed = False
+
+    async def next(self, timeout: float = 1.0) -> tuple[str, bytes] | None:
+        """The next message, or None when nothing arrives within ``timeout``."""
+        broker = self._broker
+        if self._closed:
+            raise BrokerError(f"subscription to {self.subject} is closed")
+        try:
+            raw = await self._subscription.next_msg(timeout=timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return None
+        headers = raw.headers or {}
+        broker.emit(
+            Delivered(
+                at=broker.bus.now(),
+                broker=broker.name,
+                destination=raw.subject,
+                message_id=headers.get(MESSAGE_ID_HEADER) or f"{raw.subject}@core",
+                consumer=f"core:{self.subject}",
+            )
+        )
+        return raw.subject, raw.data
+
+    async def close(self) -> None:
+        """Unsubscribe (messages published afterwards are simply not delivered here)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
+        if self in self._broker._subscriptions:
+            self._broker._subscriptions.remove(self)
+
+
+def _stream_info(info: js_api.StreamInfo) -> StreamInfo:
+    config = info.config
+    state = info.state
+    return StreamInfo(
+        name=config.name or "",
+        subjects=tuple(config.subjects or ()),
+        messages=state.messages,
+        bytes=state.bytes,
+        first_sequence=state.first_seq,
+        last_sequence=state.last_seq,
+        retention=_enum_value(config.retention, "limits"),
+        max_msgs=config.max_msgs if config.max_msgs is not None else -1,
+        max_age_seconds=float(config.max_age or 0.0),
+        duplicate_window_seconds=float(config.duplicate_window or 0.0),
+    )
+
+
+def _consumer_info(info: js_api.ConsumerInfo) -> ConsumerInfo:
+    config = info.config
+    return ConsumerInfo(
+        stream=info.stream_name,
+        name=info.name,
+        ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0,
+        delivered=info.delivered.stream_seq if info.delivered else 0,
+        num_pending=info.num_pending or 0,
+        num_ack_pending=info.num_ack_pending or 0,
+        num_redelivered=info.num_redelivered or 0,
+        ack_wait_seconds=float(config.ack_wait or 0.0),
+        max_deliver=config.max_deliver if config.max_deliver is not None else -1,
+        filter_subject=config.filter_subject,
+        deliver_policy=_enum_value(config.deliver_policy, "all"),
+    )
+
+
+def _enum_value(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    return str(getattr(value, "value", value))
+
+
+def _check_name(kind: Literal["stream", "consumer"], name: str) -> None:
+    if not name or _FORBIDDEN_IN_NAMES & set(name):
+        raise JetStreamError(
+            f"{kind} name {name!r} is not allowed (no dots, spaces, '*' or '>'; "
+            "subjects use dots, stream and consumer names do not)"
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,1120 @@
+"""The real RabbitMQ adapter: aio-pika over AMQP 0-9-1, plus the management HTTP API.
+
+Layout (the same places as every adapter): errors, the delivery and consumer classes, then
+:class:`RabbitMQBroker` with lifecycle, topology, publish, get/consume, queue operations,
+inspect/cleanup, and the private helpers at the end.
+
+Names. Methods take *logical* names (``"work"``) and qualify them with the adapter's namespace
+(``"mq-3f2a9c-work"``); a name that already carries the namespace, the default exchange ``""``
+and the predefined ``amq.*`` exchanges are used as they are. Everything that comes back from the
+broker (deliveries, ``x-death`` entries, :class:`QueueInfo`, :class:`RabbitSnapshot`,
+observations) uses the broker-side name, exactly what ``rabbitmqctl`` and the management UI
+show; :meth:`Broker.unqualify` shortens it for display. When a routing key names a queue (the
+default exchange, or a dead-letter routing key towards the default exchange) it is qualified
+too.
+
+Channels. One robust connection (``connect_robust``) carries:
+
+* a publisher channel with confirms: ``publish`` returns only once RabbitMQ confirmed;
+* a ``basic.get`` channel (a fetched message must be settled on the channel it came from);
+* one robust channel per consumer with its own prefetch (aio-pika re-subscribes it after a
+  reconnect);
+* short-lived scratch channels for declarations, deletions and passive declares, because a
+  failing AMQP method (404, 406) closes the channel it ran on and must not take the others down.
+
+After a reconnect the adapter re-declares the exchanges, queues and bindings it declared
+(topology recovery, as the official clients do), then emits ``BrokerUp``. So after a broker
+restart a durable queue comes back with its persistent messages, while a non-durable queue comes
+back *empty*: its messages died with the broker process.
+
+Dead-letter observations. RabbitMQ dead-letters silently, so the adapter infers them from two
+sources and never reports the same death twice: (1) ``nack``/``reject`` without requeue on a
+queue this adapter declared with a dead-letter exchange is reported at once (reason
+``rejected``); (2) a delivery whose ``x-death`` header carries an entry with a higher count than
+this adapter has seen for that message is reported when it is delivered (this is how TTL
+expiry and max-length overflow show up; they are only seen once someone consumes from the
+dead-letter target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import struct
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aio_pika
+import aiormq
+import httpx
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
+from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
+from yarl import URL
+
+from mqlab.brokers.api.rabbitmq import (
+    MESSAGE_ID_HEADER,
+    BindingInfo,
+    ExchangeInfo,
+    ExchangeType,
+    QueueInfo,
+    RabbitConsumer,
+    RabbitDelivery,
+    RabbitMQAPI,
+    RabbitSnapshot,
+)
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.lab.endpoints import Endpoints
+from mqlab.observe.bus import ObservationBus
+from mqlab.observe.events import (
+    Acked,
+    BrokerDown,
+    BrokerUp,
+    DeadLettered,
+    Delivered,
+    Nacked,
+    Produced,
+    ProduceFailed,
+)
+
+_T = TypeVar("_T")
+
+# aio-pika and aiormq log every failed reconnect attempt (with tracebacks) at WARNING; with no
+# logging configured Python prints those to stderr, in the middle of a learner's terminal. The
+# adapter reports the same facts as BrokerDown/BrokerUp observations, so their records only go
+# where the application's own logging config sends them.
+for _client_logger in ("aio_pika", "aiormq"):
+    logging.getLogger(_client_logger).addHandler(logging.NullHandler())
+
+NODE = "rabbitmq"
+"""The node name in BrokerDown/BrokerUp observations (the lab's process name)."""
+
+PERSISTENT = 2
+"""AMQP delivery mode 2: written to disk in a durable queue, so it survives a broker restart."""
+
+GET_CONSUMER = "basic.get"
+"""The consumer name observations use for messages fetched with :meth:`RabbitMQBroker.get`."""
+
+_SEEN_DEATHS_LIMIT = 100_000  # bounded memory for x-death attribution on long runs
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class RabbitMQError(BrokerError):
+    """A RabbitMQ operation failed; the message is one line naming what and why."""
+
+
+class Unroutable(RabbitMQError):
+    """A ``mandatory`` publish matched no queue, so RabbitMQ returned it (basic.return)."""
+
+
+class PublishRejected(RabbitMQError):
+    """RabbitMQ answered a publish with a negative confirm (basic.nack)."""
+
+
+class NotFound(RabbitMQError):
+    """The exchange or queue does not exist (AMQP 404 NOT_FOUND)."""
+
+
+class PreconditionFailed(RabbitMQError):
+    """A declaration clashes with what exists, or a settle used a stale tag (AMQP 406)."""
+
+
+class ConnectionLost(RabbitMQError):
+    """The connection or channel closed under an operation; the adapter is reconnecting."""
+
+
+class AlreadySettled(RabbitMQError):
+    """A delivery was acked/nacked twice, or fetched with ``no_ack`` (nothing to settle)."""
+
+
+# --- deliveries and consumers ---------------------------------------------------------------
+
+
+class _Delivery(RabbitDelivery):
+    """One message handed to mqlab code, settled through the channel it arrived on."""
+
+    def __init__(
+        self,
+        broker: RabbitMQBroker,
+        message: AbstractIncomingMessage,
+        *,
+        queue: str,
+        consumer: str,
+        no_ack: bool,
+    ) -> None:
+        self._broker = broker
+        self._message = message
+        self._consumer = consumer
+        self._settled = no_ack
+        self._no_ack = no_ack
+        self.queue = queue
+        self.exchange = message.exchange or ""
+        self.routing_key = message.routing_key or ""
+        self.body = message.body
+        self.headers = dict(message.headers or {})
+        self.priority = message.priority
+        self.redelivered = bool(message.redelivered)
+        self.delivery_tag = int(message.delivery_tag or 0)
+
+    @property
+    def delivery_count(self) -> int:
+        """Quorum queues count deliveries (x-delivery-count); classic queues only flag a
+        redelivery, so 2 means "at least the second time"."""
+        counted = self.headers.get("x-delivery-count")
+        if isinstance(counted, int):
+            return counted + 1
+        return 2 if self.redelivered else 1
+
+    def _claim(self, verb: str) -> None:
+        if self._no_ack:
+            raise AlreadySettled(
+                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
+                "RabbitMQ already forgot it"
+            )
+        if self._settled:
+            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
+
+    async def ack(self) -> None:
+        """Settle positively on the delivery's channel; emits ``Acked``."""
+        self._claim("ack")
+        await self._broker._bounded(f"ack of {self.message_id}", self._message.ack())
+        self._settled = True
+        self._broker.emit(
+            Acked(
+                at=self._broker.bus.now(),
+                broker=self._broker.name,
+                destination=self.queue,
+                message_id=self.message_id,
+                consumer=self._consumer,
+            )
+        )
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Settle negatively; without requeue RabbitMQ dead-letters or drops the message."""
+        await self._settle_negatively(requeue=requeue, reject=False)
+
+    async def reject(self, *, requeue: bool = False) -> None:
+        """basic.reject: the single-message form of ``nack``, with the same effect."""
+        await self._settle_negatively(requeue=requeue, reject=True)
+
+    async def _settle_negatively(self, *, requeue: bool, reject: bool) -> None:
+        self._claim("reject" if reject else "nack")
+        settle = self._message.reject if reject else self._message.nack
+        verb = "reject" if reject else "nack"
+        await self._broker._bounded(f"{verb} of {self.message_id}", settle(requeue=requeue))
+        self._settled = True
+        now = self._broker.bus.now()
+        self._broker.emit(
+            Nacked(
+                at=now,
+                broker=self._broker.name,
+                destination=self.queue,
+                message_id=self.message_id,
+                consumer=self._consumer,
+                requeue=requeue,
+            )
+        )
+        if not requeue:
+            self._broker._report_rejection(self)
+
+
+class _Consumer(RabbitConsumer):
+    """A basic.consume subscription on its own robust channel.
+
+    RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
+    until :meth:`next` hands them out. After a reconnect the buffered messages are stale (their
+    channel died and RabbitMQ requeued them), so :meth:`next` skips them.
+    """
+
+    def __init__(
+        self,
+        broker: RabbitMQBroker,
+        *,
+        name: str,
+        queue: str,
+        channel: AbstractRobustChannel,
+    ) -> None:
+        self._broker = broker
+        self.name = name
+        self.queue = queue
+        self._channel = channel
+        self._amqp_queue: AbstractRobustQueue | None = None
+        self._tag: str | None = None
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._closed = False
+
+    async def _start(self, prefetch: int, declaration: _QueueDeclaration | None) -> None:
+        await self._channel.set_qos(prefetch_count=prefetch)
+        if declaration is None:
+            # Not declared by this adapter: only check it exists (a 404 surfaces here).
+            queue = await self._channel.declare_queue(self.queue, passive=True)
+        else:
+            # Same arguments as the declaration, so the robust channel can re-declare it
+            # after a broker restart before re-subscribing.
+            queue = await self._channel.declare_queue(
+                self.queue, durable=declaration.durable, arguments=dict(declaration.arguments)
+            )
+        self._amqp_queue = queue
+        self._tag = await queue.consume(
+            self._on_message, consumer_tag=self._broker.qualify(self.name)
+        )
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.put_nowait(message)
+
+    async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
+        """The next delivery, or None if none arrives within ``timeout`` seconds."""
+        if self._closed:
+            raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            try:
+                message = self._buffer.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    message = await asyncio.wait_for(self._buffer.get(), remaining)
+                except TimeoutError:
+                    return None
+            if _channel_is_closed(message):
+                continue  # RabbitMQ requeued it when the channel died; it comes back
+            return self._broker._delivered(message, queue=self.queue, consumer=self.name)
+
+    async def close(self) -> None:
+        """Cancel the subscription and close the channel; unacked messages are requeued
+        (redelivered=True), exactly what happens when a consumer process dies."""
+        if self._closed:
+            return
+        self._closed = True
+        self._broker._consumers.discard(self)
+        try:
+            # With the connection down there is nothing to cancel (RabbitMQ already dropped
+            # the subscription); waiting for a reconnect would only delay close().
+            if self._amqp_queue is not None and self._tag is not None and self._broker._link_up:
+                with contextlib.suppress(BrokerError):
+                    await self._broker._bounded(
+                        f"cancel of consumer {self.name!r}", self._amqp_queue.cancel(self._tag)
+                    )
+        finally:
+            while not self._buffer.empty():
+                self._buffer.get_nowait()
+            with contextlib.suppress(BrokerError):
+                await self._broker._bounded(
+                    f"close of consumer {self.name!r}", self._channel.close()
+                )
+
+
+def _channel_is_closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        return bool(message.channel.is_closed)
+    except aiormq.exceptions.ChannelInvalidStateError:
+        return True
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueDeclaration:
+    """What this adapter declared, to re-declare it identically after a reconnect."""
+
+    name: str
+    durable: bool
+    arguments: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    queue: str
+    exchange: str
+    routing_key: str
+    arguments: tuple[tuple[str, Any], ...]
+
+
+class RabbitMQBroker(RabbitMQAPI):
+    """RabbitMQ through aio-pika (AMQP) and the management HTTP API (inspect, cleanup).
+
+    Args:
+        bus, namespace, endpoints, connect_timeout: see :class:`mqlab.brokers.base.Broker`.
+        operation_timeout: seconds any single broker call may take (publish confirm, declare,
+            get, ack, management request) before :class:`OperationTimedOut`; also how long an
+            operation waits for a reconnect while the connection is down.
+        reconnect_interval: seconds between reconnection attempts after the connection drops.
+        heartbeat: AMQP heartbeat in seconds; a silent (not closed) connection is declared dead
+            after about three of them.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: ObservationBus | None = None,
+        namespace: str | None = None,
+        endpoints: Endpoints | None = None,
+        connect_timeout: float = 5.0,
+        operation_timeout: float = 10.0,
+        reconnect_interval: float = 1.0,
+        heartbeat: int = 5,
+    ) -> None:
+        super().__init__(
+            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
+        )
+        self.operation_timeout = operation_timeout
+        self.reconnect_interval = reconnect_interval
+        self.heartbeat = heartbeat
+        url = URL(self.endpoints.rabbitmq_url)
+        self.address = f"{url.host}:{url.port}"
+        self.vhost = url.path[1:] or "/"
+        self._url = url
+        self._connection: aio_pika.RobustConnection | None = None
+        self._publisher: aiormq.abc.AbstractChannel | None = None
+        self._getter: aiormq.abc.AbstractChannel | None = None
+        self._channel_lock = asyncio.Lock()
+        self._http: httpx.AsyncClient | None = None
+        self._consumers: set[_Consumer] = set()
+        self._exchanges: dict[str, tuple[str, bool]] = {}
+        self._queues: dict[str, _QueueDeclaration] = {}
+        self._bindings: dict[_Binding, None] = {}
+        self._message_ids = itertools.count(1)
+        self._consumer_ids = itertools.count(1)
+        self._seen_deaths: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._link_up = False
+        self._closing = False
+
+    # --- names --------------------------------------------------------------------------------
+
+    def qualify(self, logical_name: str) -> str:
+        """The broker-side name; the default exchange, ``amq.*`` and names that already carry
+        this namespace are left alone (so names read back from the broker can be passed in)."""
+        if (
+            not logical_name
+            or logical_name.startswith("amq.")
+            or logical_name.startswith(f"{self.namespace}-")
+        ):
+            return logical_name
+        return super().qualify(logical_name)
+
+    def _qualify_queue(self, name: str) -> str:
+        if not name:
+            raise RabbitMQError("rabbitmq: a queue name must not be empty")
+        return self.qualify(name)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        self._closing = False
+        connection = aio_pika.RobustConnection(
+            self._url.update_query(heartbeat=str(self.heartbeat)),
+            reconnect_interval=self.reconnect_interval,
+            client_properties={"connection_name": f"mqlab {self.namespace}"},
+        )
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await connection.connect(timeout=self.connect_timeout)
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise BrokerUnavailable(self.system, self.address, _describe(error)) from None
+        connection.close_callbacks.add(self._on_connection_lost)
+        connection.reconnect_callbacks.add(self._on_reconnected)
+        self._connection = connection
+        self._link_up = True
+        user, password = self._url.user or "guest", self._url.password or "guest"
+        self._http = httpx.AsyncClient(
+            base_url=self.endpoints.rabbitmq_management_url,
+            auth=(user, password),
+            timeout=httpx.Timeout(self.operation_timeout, connect=self.connect_timeout),
+        )
+
+    async def _close(self) -> None:
+        self._closing = True
+        for consumer in tuple(self._consumers):
+            with contextlib.suppress(Exception):
+                await consumer.close()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.operation_timeout):
+                    await connection.close()
+        self._publisher = self._getter = None
+        self._link_up = False
+
+    def _on_connection_lost(self, _sender: object, error: BaseException | None) -> None:
+        if self._closing or not self._link_up:
+            return
+        self._link_up = False
+        self.emit(
+            BrokerDown(
+                at=self.bus.now(),
+                broker=self.name,
+                node=NODE,
+                detail=f"connection to {self.address} lost: {_describe(error)}",
+            )
+        )
+
+    async def _on_reconnected(self, _sender: object) -> None:
+        if self._closing:
+            return
+        detail = f"reconnected to {self.address}"
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                recovered = await self._recover_topology()
+            detail += f"; re-declared {recovered}"
+        except Exception as error:  # never let a recovery problem break the reconnect loop
+            detail += f"; topology recovery failed: {_describe(error)}"
+        self._link_up = True
+        self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=NODE, detail=detail))
+
+    async def _recover_topology(self) -> str:
+        async with self._scratch() as channel:
+            for name, (kind, durable) in self._exchanges.items():
+                await channel.exchange_declare(name, exchange_type=kind, durable=durable)
+            for declaration in self._queues.values():
+                await channel.queue_declare(
+                    declaration.name,
+                    durable=declaration.durable,
+                    arguments=dict(declaration.arguments),
+                )
+            for binding in self._bindings:
+                await channel.queue_bind(
+                    binding.queue,
+                    binding.exchange,
+                    routing_key=binding.routing_key,
+                    arguments=dict(binding.arguments),
+                )
+        return (
+            f"{len(self._exchanges)} exchanges, {len(self._queues)} queues, "
+            f"{len(self._bindings)} bindings"
+        )
+
+    # --- topology -----------------------------------------------------------------------------
+
+    async def declare_exchange(
+        self, name: str, type: ExchangeType = "direct", *, durable: bool = True
+    ) -> None:
+        """Declare an exchange (idempotent for identical arguments).
+
+        Raises:
+            PreconditionFailed: it exists with another type or durability.
+        """
+        full = self.qualify(name)
+        if not full or full.startswith("amq."):
+            raise RabbitMQError(f"rabbitmq: {name!r} is predefined; declare your own exchange")
+        await self._admin(
+            f"declare exchange {full!r}",
+            lambda channel: channel.exchange_declare(full, exchange_type=type, durable=durable),
+        )
+        self._exchanges[full] = (type, durable)
+
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        max_priority: int | None = None,
+        message_ttl_ms: int | None = None,
+        dead_letter_exchange: str | None = None,
+        dead_letter_routing_key: str | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        """Declare a queue with the ``x-*`` arguments the course teaches.
+
+        ``dead_letter_exchange=""`` is the default exchange; then the dead-letter routing key
+        names a queue and is qualified like one.
+
+        Raises:
+            PreconditionFailed: the queue exists with other arguments (RabbitMQ never changes
+                a queue's arguments; delete it first).
+        """
+        full = self._qualify_queue(name)
+        arguments: dict[str, Any] = {}
+        if max_priority is not None:
+            if not 1 <= max_priority <= 255:
+                raise RabbitMQError(f"rabbitmq: max_priority must be 1..255, not {max_priority}")
+            arguments["x-max-priority"] = max_priority
+        if message_ttl_ms is not None:
+            arguments["x-message-ttl"] = message_ttl_ms
+        if dead_letter_exchange is not None:
+            arguments["x-dead-letter-exchange"] = self.qualify(dead_letter_exchange)
+        if dead_letter_routing_key is not None:
+            arguments["x-dead-letter-routing-key"] = (
+                self.qualify(dead_letter_routing_key)
+                if dead_letter_exchange == ""
+                else dead_letter_routing_key
+            )
+        if max_length is not None:
+            arguments["x-max-length"] = max_length
+        await self._admin(
+            f"declare queue {full!r}",
+            lambda channel: channel.queue_declare(full, durable=durable, arguments=arguments),
+        )
+        self._queues[full] = _QueueDeclaration(full, durable, tuple(sorted(arguments.items())))
+
+    async def bind_queue(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        *,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Bind ``queue`` to ``exchange`` (``arguments`` for headers exchanges: x-match ...).
+
+        Raises:
+            NotFound: the queue or the exchange does not exist.
+        """
+        full_queue = self._qualify_queue(queue)
+        full_exchange = self.qualify(exchange)
+        binding_arguments = dict(arguments or {})
+        await self._admin(
+            f"bind {full_queue!r} to {full_exchange!r}",
+            lambda channel: channel.queue_bind(
+                full_queue, full_exchange, routing_key=routing_key, arguments=binding_arguments
+            ),
+        )
+        binding = _Binding(
+            full_queue, full_exchange, routing_key, tuple(sorted(binding_arguments.items()))
+        )
+        self._bindings[binding] = None
+
+    # --- publish ------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        priority: int | None = None,
+        headers: Mapping[str, Any] | None = None,
+        expiration_ms: int | None = None,
+        message_id: str | None = None,
+        mandatory: bool = False,
+    ) -> str:
+        """Publish a persistent message and wait for RabbitMQ's confirm; returns its mqlab id.
+
+        Emits ``Produced`` on the confirm, ``ProduceFailed`` otherwise.
+
+        Raises:
+            Unroutable: ``mandatory`` and no queue matched.
+            NotFound: the exchange does not exist.
+            PublishRejected: RabbitMQ nacked it.
+            OperationTimedOut / ConnectionLost: no confirm within ``operation_timeout``.
+        """
+        if priority is not None and not 0 <= priority <= 255:
+            raise RabbitMQError(f"rabbitmq: priority must be 0..255, not {priority}")
+        if expiration_ms is not None and expiration_ms < 0:
+            raise RabbitMQError(f"rabbitmq: expiration_ms must be >= 0, not {expiration_ms}")
+        message_id = message_id or f"{self.namespace}-{next(self._message_ids)}"
+        full_exchange = self.qualify(exchange)
+        full_key = self.qualify(routing_key) if exchange == "" else routing_key
+        destination = full_exchange or full_key
+        properties = spec.Basic.Properties(
+            headers={**(headers or {}), MESSAGE_ID_HEADER: message_id},
+            priority=priority,
+            expiration=str(expiration_ms) if expiration_ms is not None else None,
+            message_id=message_id,
+            delivery_mode=PERSISTENT,
+        )
+
+        async def send() -> object:
+            channel = await self._channel("publisher")
+            try:
+                return await channel.basic_publish(
+                    body,
+                    exchange=full_exchange,
+                    routing_key=full_key,
+                    properties=properties,
+                    mandatory=mandatory,
+                )
+            except (TypeError, ValueError, struct.error) as error:
+                # Raised while encoding, before anything was sent (e.g. a set in headers).
+                raise RabbitMQError(
+                    f"rabbitmq: cannot encode message {message_id}: {_describe(error)}"
+                ) from None
+
+        try:
+            result = await self._bounded(f"publish to {destination!r}", send())
+            if isinstance(result, DeliveredMessage):
+                where = f"exchange {full_exchange!r}" if full_exchange else "the default exchange"
+                raise Unroutable(
+                    f"rabbitmq: no queue is bound to {where} for routing key {full_key!r} "
+                    "(mandatory publish returned)"
+                )
+        except BrokerError as error:
+            self.emit(
+                ProduceFailed(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    destination=destination,
+                    message_id=message_id,
+                    error=str(error),
+                    key=routing_key,
+                )
+            )
+            raise
+        self.emit(
+            Produced(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=destination,
+                message_id=message_id,
+                key=routing_key,
+            )
+        )
+        return message_id
+
+    # --- get and consume ----------------------------------------------------------------------
+
+    async def get(self, queue: str, *, no_ack: bool = False) -> RabbitDelivery | None:
+        """basic.get one message, or None if the queue has no ready message.
+
+        Raises:
+            NotFound: the queue does not exist.
+        """
+        full = self._qualify_queue(queue)
+
+        async def fetch() -> DeliveredMessage:
+            channel = await self._channel("getter")
+            return await channel.basic_get(full, no_ack=no_ack)
+
+        raw = await self._bounded(f"get from {full!r}", fetch())
+        if isinstance(raw.delivery, spec.Basic.GetEmpty):
+            return None
+        message = aio_pika.IncomingMessage(raw, no_ack=no_ack)
+        return self._delivered(message, queue=full, consumer=GET_CONSUMER, no_ack=no_ack)
+
+    async def consume(
+        self, queue: str, *, prefetch: int = 10, name: str | None = None
+    ) -> RabbitConsumer:
+        """Start a consumer on its own channel with at most ``prefetch`` unacked messages.
+
+        Raises:
+            NotFound: the queue does not exist.
+        """
+        full = self._qualify_queue(queue)
+        if prefetch < 1:
+            raise RabbitMQError("rabbitmq: prefetch must be at least 1")
+        consumer_name = name or f"consumer-{next(self._consumer_ids)}"
+        connection = self._require_connection()
+
+        async def start() -> _Consumer:
+            await connection.ready()
+            channel = connection.channel()
+            await channel.initialize()
+            consumer = _Consumer(self, name=consumer_name, queue=full, channel=channel)
+            try:
+                await consumer._start(prefetch, self._queues.get(full))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                raise
+            return consumer
+
+        consumer = await self._bounded(f"consume from {full!r}", start())
+        self._consumers.add(consumer)
+        return consumer
+
+    def _delivered(
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        queue: str,
+        consumer: str,
+        no_ack: bool = False,
+    ) -> _Delivery:
+        delivery = _Delivery(self, message, queue=queue, consumer=consumer, no_ack=no_ack)
+        self._report_deaths(delivery)
+        self.emit(
+            Delivered(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=queue,
+                message_id=delivery.message_id,
+                consumer=consumer,
+                key=delivery.routing_key,
+                delivery_count=delivery.delivery_count,
+                redelivered=delivery.redelivered,
+            )
+        )
+        return delivery
+
+    # --- queue operations ---------------------------------------------------------------------
+
+    async def purge_queue(self, name: str) -> int:
+        """Drop every ready message (unacked ones stay); returns how many."""
+        full = self._qualify_queue(name)
+        result = await self._admin(f"purge {full!r}", lambda channel: channel.queue_purge(full))
+        return int(result.message_count or 0)
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue (no error if gone); this adapter's consumers on it are closed first,
+        so that their automatic re-subscription cannot re-create it."""
+        full = self._qualify_queue(name)
+        for consumer in tuple(self._consumers):
+            if consumer.queue == full:
+                await consumer.close()
+        await self._admin(f"delete queue {full!r}", lambda channel: channel.queue_delete(full))
+        self._forget_queue(full)
+
+    async def delete_exchange(self, name: str) -> None:
+        """Delete an exchange and its bindings (no error if gone)."""
+        full = self.qualify(name)
+        if not full or full.startswith("amq."):
+            raise RabbitMQError(f"rabbitmq: {name!r} is predefined and cannot be deleted")
+        await self._admin(
+            f"delete exchange {full!r}", lambda channel: channel.exchange_delete(full)
+        )
+        self._exchanges.pop(full, None)
+        for binding in [b for b in self._bindings if b.exchange == full]:
+            del self._bindings[binding]
+
+    async def queue_info(self, name: str) -> QueueInfo:
+        """Depth of one queue. ``ready`` and ``consumers`` come from a passive declare (exact,
+        now); ``unacked`` and the arguments come from the management API, whose counters lag
+        by up to the node's ``collect_statistics_interval``.
+
+        Raises:
+            NotFound: the queue does not exist.
+        """
+        full = self._qualify_queue(name)
+        declared = await self._admin(
+            f"look up queue {full!r}",
+            lambda channel: channel.queue_declare(full, passive=True),
+        )
+        stats = await self._management(f"/api/queues/{quote(self.vhost, safe='')}/{quote(full)}")
+        if not isinstance(stats, dict):
+            raise RabbitMQError(f"rabbitmq: unexpected management answer for queue {full!r}")
+        info = _queue_info(stats)
+        return QueueInfo(
+            name=full,
+            ready=int(declared.message_count or 0),
+            unacked=info.unacked,
+            consumers=int(declared.consumer_count or 0),
+            max_priority=info.max_priority,
+            message_ttl_ms=info.message_ttl_ms,
+            dead_letter_exchange=info.dead_letter_exchange,
+            dead_letter_routing_key=info.dead_letter_routing_key,
+            max_length=info.max_length,
+            durable=info.durable,
+        )
+
+    # --- inspect and cleanup ------------------------------------------------------------------
+
+    async def inspect(self) -> RabbitSnapshot:
+        """Exchanges (with type), bindings and queues (ready / unacked / consumers and their
+        arguments) of this namespace, from the management API in one sample. Counters lag
+        the broker by up to ``collect_statistics_interval``; use :meth:`queue_info` for an
+        exact ready count."""
+        vhost = quote(self.vhost, safe="")
+        exchanges, bindings, queues = await asyncio.gather(
+            self._management(f"/api/exchanges/{vhost}?columns=name,type,durable"),
+            self._management(f"/api/bindings/{vhost}"),
+            self._management(
+                f"/api/queues/{vhost}?columns=name,durable,arguments,consumers,"
+                "messages_ready,messages_unacknowledged"
+            ),
+        )
+        prefix = f"{self.namespace}-"
+        return RabbitSnapshot(
+            exchanges=tuple(
+                sorted(
+                    (
+                        ExchangeInfo(
+                            name=str(item["name"]),
+                            type=str(item["type"]),
+                            durable=bool(item["durable"]),
+                        )
+                        for item in _items(exchanges)
+                        if str(item["name"]).startswith(prefix)
+                    ),
+                    key=lambda exchange: exchange.name,
+                )
+            ),
+            bindings=tuple(
+                BindingInfo(
+                    exchange=str(item["source"]),
+                    queue=str(item["destination"]),
+                    routing_key=str(item["routing_key"]),
+                    arguments=dict(item.get("arguments") or {}),
+                )
+                for item in _items(bindings)
+                # The default exchange's implicit binding to every queue is left out.
+                if item["source"]
+                and item.get("destination_type") == "queue"
+                and (
+                    str(item["source"]).startswith(prefix)
+                    or str(item["destination"]).startswith(prefix)
+                )
+            ),
+            queues=tuple(
+                sorted(
+                    (
+                        _queue_info(item)
+                        for item in _items(queues)
+                        if str(item["name"]).startswith(prefix)
+                    ),
+                    key=lambda queue: queue.name,
+                )
+            ),
+        )
+
+    async def cleanup(self) -> None:
+        """Delete every queue and exchange whose name starts with this namespace: those listed
+        by the management API plus those this adapter declared (so cleanup still works when
+        only the management API is down). Consumers are closed first."""
+        for consumer in tuple(self._consumers):
+            with contextlib.suppress(BrokerError):
+                await consumer.close()
+        queues = set(self._queues)
+        exchanges = set(self._exchanges)
+        with contextlib.suppress(BrokerError):
+            snapshot = await self.inspect()
+            queues.update(queue.name for queue in snapshot.queues)
+            exchanges.update(exchange.name for exchange in snapshot.exchanges)
+        failures: list[str] = []
+
+        async def delete_all(channel: aiormq.abc.AbstractChannel) -> None:
+            for queue in sorted(queues):
+                await channel.queue_delete(queue)
+                self._forget_queue(queue)
+            for exchange in sorted(exchanges):
+                await channel.exchange_delete(exchange)
+                self._exchanges.pop(exchange, None)
+
+        if queues or exchanges:
+            try:
+                await self._admin(f"clean up namespace {self.namespace!r}", delete_all)
+            except BrokerError as error:
+                failures.append(str(error))
+        self._bindings.clear()
+        if failures:
+            raise RabbitMQError(
+                f"rabbitmq: could not delete everything in {self.namespace!r}: {failures[0]}"
+            )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _require_connection(self) -> aio_pika.RobustConnection:
+        if self._connection is None:
+            raise RabbitMQError("rabbitmq: not connected (use `async with RabbitMQBroker()`)")
+        return self._connection
+
+    async def _bounded(self, what: str, operation: Awaitable[_T]) -> _T:
+        """Run one broker call within ``operation_timeout`` and translate client errors into
+        one-line :class:`BrokerError` subclasses."""
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                return await operation
+        except TimeoutError:
+            state = (
+                f"the connection to {self.address} is down, reconnecting"
+                if not self._link_up
+                else "no answer"
+            )
+            raise OperationTimedOut(
+                f"rabbitmq: {what} did not finish within {self.operation_timeout:g}s ({state})"
+            ) from None
+        except aiormq.exceptions.ChannelNotFoundEntity as error:
+            raise NotFound(f"rabbitmq: {what}: {_describe(error)}") from None
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            raise PreconditionFailed(f"rabbitmq: {what}: {_describe(error)}") from None
+        except aiormq.exceptions.DeliveryError as error:
+            raise PublishRejected(f"rabbitmq: {what}: broker refused it ({error})") from None
+        except aiormq.exceptions.ChannelInvalidStateError:
+            raise ConnectionLost(
+                f"rabbitmq: {what}: the channel closed (connection lost?); "
+                "unacked messages on it go back to their queue"
+            ) from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, OSError) as error:
+            raise ConnectionLost(f"rabbitmq: {what}: {_describe(error)}") from None
+
+    @contextlib.asynccontextmanager
+    async def _scratch(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A short-lived plain channel: an AMQP error closes it and nothing else."""
+        connection = self._require_connection()
+        await connection.ready()
+        transport = connection.transport
+        if transport is None:
+            raise aiormq.exceptions.ChannelInvalidStateError("no connection")
+        channel = await transport.connection.channel(publisher_confirms=False)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _admin(
+        self, what: str, action: Callable[[aiormq.abc.AbstractChannel], Awaitable[_T]]
+    ) -> _T:
+        """Run ``action(channel)`` on a scratch channel, bounded and with mapped errors."""
+
+        async def run() -> _T:
+            async with self._scratch() as channel:
+                return await action(channel)
+
+        return await self._bounded(what, run())
+
+    async def _channel(self, slot: str) -> aiormq.abc.AbstractChannel:
+        """The long-lived publisher or getter channel, reopened when an error or a reconnect
+        closed it."""
+        async with self._channel_lock:
+            current = self._publisher if slot == "publisher" else self._getter
+            if current is not None and not current.is_closed:
+                return current
+            connection = self._require_connection()
+            await connection.ready()
+            transport = connection.transport
+            if transport is None:
+                raise aiormq.exceptions.ChannelInvalidStateError("no connection")
+            # on_return_raises=False: a returned mandatory message comes back as the publish
+            # result, which publish() turns into Unroutable.
+            channel = await transport.connection.channel(
+                publisher_confirms=slot == "publisher", on_return_raises=False
+            )
+            if slot == "publisher":
+                self._publisher = channel
+            else:
+                self._getter = channel
+            return channel
+
+    async def _management(self, path: str) -> Any:
+        """GET a management API resource as JSON."""
+        if self._http is None:
+            raise RabbitMQError("rabbitmq: not connected (use `async with RabbitMQBroker()`)")
+        url = self.endpoints.rabbitmq_management_url
+        try:
+            response = await self._http.get(path)
+        except httpx.TimeoutException:
+            raise OperationTimedOut(
+                f"rabbitmq: management API at {url} did not answer within "
+                f"{self.operation_timeout:g}s"
+            ) from None
+        except httpx.HTTPError as error:
+            raise BrokerUnavailable(
+                self.system, url, f"management API: {_describe(error)}"
+            ) from None
+        if response.status_code == 404:
+            raise NotFound(f"rabbitmq: {path.split('?', maxsplit=1)[0]} does not exist")
+        if response.status_code >= 400:
+            raise RabbitMQError(
+                f"rabbitmq: management API answered {response.status_code} for {path}"
+            )
+        return response.json()
+
+    def _forget_queue(self, name: str) -> None:
+        self._queues.pop(name, None)
+        for binding in [b for b in self._bindings if b.queue == name]:
+            del self._bindings[binding]
+
+    def _dead_letter_target(self, source: str, fallback: str) -> str:
+        declaration = self._queues.get(source)
+        if declaration is None:
+            return fallback
+        arguments = dict(declaration.arguments)
+        exchange = arguments.get("x-dead-letter-exchange")
+        if exchange is None:
+            return fallback
+        if exchange == "":
+            return str(arguments.get("x-dead-letter-routing-key", fallback))
+        return str(exchange)
+
+    def _remember_death(self, key: tuple[str, str, str], count: int) -> None:
+        self._seen_deaths[key] = count
+        self._seen_deaths.move_to_end(key)
+        while len(self._seen_deaths) > _SEEN_DEATHS_LIMIT:
+            self._seen_deaths.popitem(last=False)
+
+    def _report_deaths(self, delivery: _Delivery) -> None:
+        """Emit DeadLettered for x-death entries newer than what this adapter has seen."""
+        for death in reversed(delivery.x_death):  # oldest first, as they happened
+            key = (delivery.message_id, death.queue, death.reason)
+            if death.count <= self._seen_deaths.get(key, 0):
+                continue
+            self._remember_death(key, death.count)
+            self.emit(
+                DeadLettered(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    source=death.queue,
+                    target=self._dead_letter_target(death.queue, delivery.queue),
+                    message_id=delivery.message_id,
+                    reason=death.reason,
+                )
+            )
+
+    def _report_rejection(self, delivery: _Delivery) -> None:
+        """A nack/reject without requeue on a queue declared with a dead-letter exchange."""
+        declaration = self._queues.get(delivery.queue)
+        if declaration is None or "x-dead-letter-exchange" not in dict(declaration.arguments):
+            return
+        previous = next(
+            (
+                death.count
+                for death in delivery.x_death
+                if death.queue == delivery.queue and death.reason == "rejected"
+            ),
+            0,
+        )
+        self._remember_death((delivery.message_id, delivery.queue, "rejected"), previous + 1)
+        self.emit(
+            DeadLettered(
+                at=self.bus.now(),
+                broker=self.name,
+                source=delivery.queue,
+                target=self._dead_letter_target(delivery.queue, delivery.queue),
+                message_id=delivery.message_id,
+                reason="rejected",
+            )
+        )
+
+
+def _items(payload: Any) -> list[dict[str, Any]]:
+    return [item for item in payload if isinstance(item, dict)] if isinstance(payload, list) else []
+
+
+def _optional_int(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _queue_info(item: Mapping[str, Any]) -> QueueInfo:
+    arguments = item.get("arguments") or {}
+    dead_letter_exchange = arguments.get("x-dead-letter-exchange")
+    dead_letter_key = arguments.get("x-dead-letter-routing-key")
+    return QueueInfo(
+        name=str(item["name"]),
+        ready=int(item.get("messages_ready") or 0),
+        unacked=int(item.get("messages_unacknowledged") or 0),
+        consumers=int(item.get("consumers") or 0),
+        max_priority=_optional_int(arguments.get("x-max-priority")),
+        message_ttl_ms=_optional_int(arguments.get("x-message-ttl")),
+        dead_letter_exchange=None if dead_letter_exchange is None else str(dead_letter_exchange),
+        dead_letter_routing_key=None if dead_letter_key is None else str(dead_letter_key),
+        max_length=_optional_int(arguments.get("x-max-length")),
+        durable=bool(item.get("durable", True)),
+    )
+
+
+def _describe(error: BaseException | None) -> str:
+    """One line for a client exception (aiormq puts the broker's reply text in args)."""
+    if error is None:
+        return "closed"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    return text.splitlines()[0]

@@ -1,0 +1,1010 @@
+"""The real SQS (+ SNS) adapter: boto3 against the lab's SQS-compatible server (moto).
+
+Why it looks the way it does:
+
+- boto3 is blocking, so every call runs in a worker thread (``asyncio.to_thread``) with bounded
+  connect/read timeouts and at most two attempts (botocore ``Config``): a stopped server turns
+  into :class:`~mqlab.brokers.base.BrokerUnavailable` within seconds instead of a hang. Long
+  polls use a second client whose read timeout covers the 20 s maximum wait.
+- HTTP has no connection to lose, so broker health is inferred from the calls themselves: the
+  first call that cannot reach the endpoint emits ``BrokerDown``; while down, a small probe
+  asks the endpoint twice a second and emits ``BrokerUp`` as soon as it answers (any call that
+  succeeds does the same).
+- Credentials are dummies set in code: the lab's server accepts any, and a learner's
+  ``~/.aws`` (or a real AWS account) is never touched.
+- Queue and topic names are namespaced: pass a logical name (``orders``) or one that already
+  starts with the namespace (``mq-3f2a9c-orders``); either way the broker-side name is
+  ``mq-3f2a9c-orders``, and that is what observations and :meth:`SqsBroker.inspect` report.
+
+Where the lab's moto server differs from AWS (and what this adapter does about it):
+
+- A deduplicated FIFO send returns a *new* MessageId (AWS returns the original one), so the
+  broker's answer cannot tell a duplicate apart. The adapter remembers the deduplication ids it
+  sent per queue for the 5-minute window (the SHA-256 of the body for content-based
+  deduplication, as SQS computes it) and flags ``Produced(duplicate=True)`` when it resends one
+  inside the window. A duplicate sent by *another* process is not flagged (SQS's answer to it
+  looks like any accepted send).
+- A stale receipt handle (from an earlier receive of a message that has since been received
+  again) is accepted by moto's DeleteMessage, which deletes the message anyway; AWS accepts
+  the call but may keep the message (standard) or rejects an expired handle (FIFO). A handle
+  the server never issued is rejected by both: that raises :class:`ReceiptHandleInvalid`, as
+  does AWS's "receipt handle has expired" answer.
+- SQS moves a message to its dead-letter queue silently, during some consumer's
+  ReceiveMessage on the source queue. Neither moto nor AWS tells anyone, so ``DeadLettered``
+  is emitted when this adapter receives the message from the dead-letter queue (it recognises
+  a DLQ through ListDeadLetterSourceQueues and the message by its ``mqlab-id`` attribute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from mqlab.brokers.api.sqs import (
+    MESSAGE_ID_ATTRIBUTE,
+    ReceiptHandleInvalid,
+    SendResult,
+    SnsTopicInfo,
+    SqsAPI,
+    SqsMessage,
+    SqsQueueInfo,
+    SqsSnapshot,
+)
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.lab.endpoints import Endpoints
+from mqlab.observe.bus import ObservationBus
+from mqlab.observe.events import (
+    Acked,
+    BrokerDown,
+    BrokerUp,
+    DeadLettered,
+    Delivered,
+    Nacked,
+    Produced,
+    ProduceFailed,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns.client import SNSClient
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+_T = TypeVar("_T")
+
+REGION = "us-east-1"
+DEDUP_WINDOW_SECONDS = 300.0
+"""SQS FIFO's deduplication interval (fixed at five minutes by AWS)."""
+MAX_LONG_POLL_SECONDS = 20
+"""The longest WaitTimeSeconds SQS accepts."""
+MAX_BATCH = 10
+"""The most messages one ReceiveMessage returns."""
+_PROBE_INTERVAL = 0.5
+_REMEMBERED_MESSAGES = 100_000
+"""How many receipt handles / message origins are kept for observations (oldest dropped)."""
+_RECEIPT_HANDLE_ERRORS = {"ReceiptHandleIsInvalid", "InvalidReceiptHandle"}
+_MISSING_QUEUE_ERRORS = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
+class SqsRequestRefused(BrokerError):
+    """SQS or SNS answered a request with an error (bad parameter, missing queue ...)."""
+
+
+@dataclass(slots=True)
+class _QueueSettings:
+    """What the adapter needs to know about a queue without asking again."""
+
+    url: str
+    fifo: bool
+    content_based_dedup: bool
+    arn: str | None = None  # fetched when first needed (redrive, SNS subscription)
+
+
+@dataclass(slots=True)
+class _Receipt:
+    """Who received a message under a receipt handle (to name it in Acked/Nacked)."""
+
+    queue: str
+    message_id: str
+    consumer: str
+
+
+class _Bounded(OrderedDict[str, _T]):
+    """A dict that forgets its oldest entries beyond ``limit`` (memory stays flat in long runs)."""
+
+    def __init__(self, limit: int = _REMEMBERED_MESSAGES) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: str, value: _T) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class SqsBroker(SqsAPI):
+    """SQS standard and FIFO queues plus SNS fan-out on the lab's moto server (boto3).
+
+    Args:
+        bus, namespace, endpoints, connect_timeout: see :class:`~mqlab.brokers.base.Broker`.
+        request_timeout: seconds a single request may take to answer (read timeout; long
+            polls get their wait time on top). Defaults to ``connect_timeout``.
+        region: the AWS region name the server is addressed as (moto accepts any).
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: ObservationBus | None = None,
+        namespace: str | None = None,
+        endpoints: Endpoints | None = None,
+        connect_timeout: float = 5.0,
+        request_timeout: float | None = None,
+        region: str = REGION,
+    ) -> None:
+        super().__init__(
+            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
+        )
+        self.endpoint_url = self.endpoints.sqs_endpoint
+        self.address = self.endpoint_url.removeprefix("http://").removeprefix("https://")
+        self.request_timeout = connect_timeout if request_timeout is None else request_timeout
+        self.region = region
+        self._sqs_client: SQSClient | None = None
+        self._polling_client: SQSClient | None = None
+        self._probe_client: SQSClient | None = None
+        self._sns_client: SNSClient | None = None
+        self._queues: dict[str, _QueueSettings] = {}
+        self._topics: dict[str, str] = {}
+        self._dlq_sources: dict[str, tuple[str, ...]] = {}
+        self._max_receive_counts: dict[str, int] = {}
+        self._sent_dedup_ids: dict[str, dict[str, float]] = {}
+        self._receipts: _Bounded[_Receipt] = _Bounded()
+        self._last_source: _Bounded[str] = _Bounded()
+        self._dead_lettered: _Bounded[bool] = _Bounded()
+        self._message_counter = itertools.count(1)
+        self._reachable = True
+        self._probe_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        (
+            self._sqs_client,
+            self._polling_client,
+            self._probe_client,
+            self._sns_client,
+        ) = await asyncio.to_thread(self._make_clients)
+        try:
+            await self._call(
+                "ListQueues",
+                self.address,
+                lambda: self._sqs.list_queues(QueueNamePrefix=self.namespace, MaxResults=1),
+            )
+        except BrokerError as error:
+            self._close_clients()
+            if isinstance(error, BrokerUnavailable):
+                raise
+            raise BrokerUnavailable(self.system, self.address, str(error)) from None
+
+    def _make_clients(self) -> tuple[SQSClient, SQSClient, SQSClient, SNSClient]:
+        # A session of our own, with dummy credentials, so no ~/.aws file or AWS_* variable
+        # of the learner can point these calls at a real account.
+        session = boto3.session.Session(
+            aws_access_key_id="mqlab",
+            aws_secret_access_key="mqlab",
+            region_name=self.region,
+        )
+        # Two attempts: one retry rides out a hiccup, more would only delay the learner's
+        # "broker down" message. Timeouts are short on purpose (the server is local).
+        regular = Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.request_timeout,
+            retries={"total_max_attempts": 2, "mode": "standard"},
+            max_pool_connections=32,
+        )
+        polling = regular.merge(
+            Config(
+                read_timeout=self.request_timeout + MAX_LONG_POLL_SECONDS,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+            )
+        )
+        probe = Config(connect_timeout=1.0, read_timeout=2.0, retries={"total_max_attempts": 1})
+        url = self.endpoint_url
+        return (
+            session.client("sqs", endpoint_url=url, config=regular),
+            session.client("sqs", endpoint_url=url, config=polling),
+            session.client("sqs", endpoint_url=url, config=probe),
+            session.client("sns", endpoint_url=url, config=regular),
+        )
+
+    async def _close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        for client in (self._sqs_client, self._polling_client, self._probe_client):
+            if client is not None:
+                client.close()
+        if self._sns_client is not None:
+            self._sns_client.close()
+        self._sqs_client = self._polling_client = self._probe_client = None
+        self._sns_client = None
+
+    async def cleanup(self) -> None:
+        """Delete every queue and SNS topic (with its subscriptions) of this namespace."""
+        if self._sqs_client is None:
+            return
+        for url in await self._list_queue_urls():
+            name = url.rsplit("/", 1)[-1]
+            await self._delete_queue_url(name, url)
+        for name, arn in (await self._list_topics()).items():
+            await self._call("DeleteTopic", name, partial(self._sns.delete_topic, TopicArn=arn))
+        self._queues.clear()
+        self._topics.clear()
+
+    # --- queues -------------------------------------------------------------------------
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        visibility_timeout: int = 30,
+        delay_seconds: int = 0,
+        content_based_dedup: bool = False,
+        receive_wait_time: int = 0,
+        dead_letter_queue: str | None = None,
+        max_receive_count: int | None = None,
+    ) -> str:
+        """CreateQueue (FIFO when the name ends in ``.fifo``); returns the queue URL.
+
+        Raises:
+            SqsRequestRefused: a setting SQS does not accept for this queue type.
+        """
+        queue = self._queue_name(name)
+        fifo = queue.endswith(".fifo")
+        if content_based_dedup and not fifo:
+            raise SqsRequestRefused(
+                f"content-based deduplication needs a FIFO queue (a name ending in .fifo), "
+                f"not {queue!r}"
+            )
+        if (dead_letter_queue is None) != (max_receive_count is None):
+            raise SqsRequestRefused(
+                "a redrive policy needs both dead_letter_queue and max_receive_count"
+            )
+        attributes: dict[QueueAttributeNameType, str] = {
+            "VisibilityTimeout": str(visibility_timeout),
+            "DelaySeconds": str(delay_seconds),
+            "ReceiveMessageWaitTimeSeconds": str(receive_wait_time),
+        }
+        if fifo:
+            attributes["FifoQueue"] = "true"
+            attributes["ContentBasedDeduplication"] = "true" if content_based_dedup else "false"
+        dlq = None
+        if dead_letter_queue is not None and max_receive_count is not None:
+            dlq = self._queue_name(dead_letter_queue)
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": await self._arn(dlq), "maxReceiveCount": max_receive_count}
+            )
+        response = await self._call(
+            "CreateQueue",
+            queue,
+            lambda: self._sqs.create_queue(QueueName=queue, Attributes=attributes),
+        )
+        url = response["QueueUrl"]
+        # CreateQueue only succeeds when the queue is new or has exactly these attributes.
+        self._queues[queue] = _QueueSettings(
+            url=url, fifo=fifo, content_based_dedup=fifo and content_based_dedup
+        )
+        if dlq is not None and max_receive_count is not None:
+            self._max_receive_counts[queue] = max_receive_count
+            self._dlq_sources.pop(dlq, None)  # learn the new source on the next receive
+        return url
+
+    async def delete_queue(self, name: str) -> None:
+        """DeleteQueue; a queue that is already gone is not an error."""
+        queue = self._queue_name(name)
+        try:
+            settings = await self._settings(queue)
+        except _QueueMissing:
+            return
+        await self._delete_queue_url(queue, settings.url)
+
+    async def _delete_queue_url(self, queue: str, url: str) -> None:
+        with contextlib.suppress(_QueueMissing):
+            await self._call("DeleteQueue", queue, lambda: self._sqs.delete_queue(QueueUrl=url))
+        self._queues.pop(queue, None)
+        self._sent_dedup_ids.pop(queue, None)
+        self._dlq_sources.pop(queue, None)
+
+    async def purge_queue(self, name: str) -> None:
+        """PurgeQueue: drop every message, visible or in flight."""
+        queue = self._queue_name(name)
+        settings = await self._settings(queue)
+        await self._call("PurgeQueue", queue, lambda: self._sqs.purge_queue(QueueUrl=settings.url))
+
+    async def queue_info(self, name: str) -> SqsQueueInfo:
+        """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
+        queue = self._queue_name(name)
+        settings = await self._settings(queue)
+        attributes = await self._attributes(queue, settings.url)
+        dlq_attributes = None
+        dlq_name = _redrive_target(attributes)
+        if dlq_name is not None:
+            with contextlib.suppress(_QueueMissing):
+                dlq_settings = await self._settings(dlq_name)
+                dlq_attributes = await self._attributes(dlq_name, dlq_settings.url)
+        return _queue_info(queue, settings.url, attributes, dlq_attributes)
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def send(
+        self,
+        queue: str,
+        body: str,
+        *,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+        delay_seconds: int | None = None,
+        message_id: str | None = None,
+    ) -> SendResult:
+        """SendMessage with mqlab's id in the ``mqlab-id`` message attribute.
+
+        Raises:
+            SqsRequestRefused: e.g. a FIFO send without ``group_id``, or without ``dedup_id``
+                on a queue without content-based deduplication.
+        """
+        name = self._queue_name(queue)
+        mqlab_id = message_id or self._new_message_id()
+        try:
+            settings = await self._settings(name)
+            request: dict[str, Any] = {
+                "QueueUrl": settings.url,
+                "MessageBody": body,
+                "MessageAttributes": {
+                    MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": mqlab_id}
+                },
+            }
+            if group_id is not None:
+                request["MessageGroupId"] = group_id
+            if dedup_id is not None:
+                request["MessageDeduplicationId"] = dedup_id
+            if delay_seconds is not None:
+                request["DelaySeconds"] = delay_seconds
+            response = await self._call(
+                "SendMessage", name, lambda: self._sqs.send_message(**request)
+            )
+        except BrokerError as error:
+            self.emit(
+                ProduceFailed(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    destination=name,
+                    message_id=mqlab_id,
+                    error=str(error),
+                    key=group_id,
+                )
+            )
+            raise
+        sqs_message_id = response["MessageId"]
+        duplicate = False
+        if settings.fifo:
+            dedup_key = dedup_id
+            if dedup_key is None and settings.content_based_dedup:
+                dedup_key = hashlib.sha256(body.encode()).hexdigest()
+            if dedup_key is not None:
+                duplicate = self._seen_dedup_id(name, dedup_key)
+        self.emit(
+            Produced(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=name,
+                message_id=mqlab_id,
+                key=group_id,
+                duplicate=duplicate,
+            )
+        )
+        return SendResult(
+            sqs_message_id=sqs_message_id,
+            message_id=mqlab_id,
+            sequence_number=response.get("SequenceNumber"),
+        )
+
+    def _seen_dedup_id(self, queue: str, dedup_key: str) -> bool:
+        """Whether this adapter already sent ``dedup_key`` to ``queue`` inside the window.
+
+        The window starts at the first accepted send and is not extended by duplicates,
+        which is how SQS counts it (see the module docstring for why this is remembered here).
+        """
+        now = time.monotonic()
+        sent = self._sent_dedup_ids.setdefault(queue, {})
+        for key in [k for k, at in sent.items() if now - at >= DEDUP_WINDOW_SECONDS]:
+            del sent[key]
+        if dedup_key in sent:
+            return True
+        sent[dedup_key] = now
+        return False
+
+    async def receive(
+        self,
+        queue: str,
+        *,
+        max_messages: int = 1,
+        wait_time: float = 0,
+        visibility_timeout: int | None = None,
+        consumer: str = "consumer",
+    ) -> list[SqsMessage]:
+        """ReceiveMessage; ``wait_time`` > 0 long-polls (SQS counts whole seconds, rounded up).
+
+        Raises:
+            SqsRequestRefused: ``max_messages`` outside 1..10 or ``wait_time`` above 20.
+        """
+        name = self._queue_name(queue)
+        if not 1 <= max_messages <= MAX_BATCH:
+            raise SqsRequestRefused(f"max_messages must be 1..{MAX_BATCH} (SQS limit)")
+        wait_seconds = math.ceil(wait_time) if wait_time > 0 else 0
+        if wait_seconds > MAX_LONG_POLL_SECONDS:
+            raise SqsRequestRefused(f"wait_time must be at most {MAX_LONG_POLL_SECONDS} s")
+        settings = await self._settings(name)
+        request: dict[str, Any] = {
+            "QueueUrl": settings.url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_seconds,
+            "MessageSystemAttributeNames": ["All"],
+            "MessageAttributeNames": ["All"],
+        }
+        if visibility_timeout is not None:
+            request["VisibilityTimeout"] = visibility_timeout
+        client = self._polling if wait_seconds > 0 else self._sqs
+        response = await self._call(
+            "ReceiveMessage", name, lambda: client.receive_message(**request)
+        )
+        raw_messages = response.get("Messages", [])
+        sources = await self._dead_letter_sources(name) if raw_messages else ()
+        messages = [self._to_message(name, raw) for raw in raw_messages]
+        for message in messages:
+            if sources:
+                self._note_dead_lettered(name, sources, message)
+            self._receipts.remember(
+                message.receipt_handle, _Receipt(name, message.message_id, consumer)
+            )
+            self._last_source.remember(message.message_id, name)
+            self.emit(
+                Delivered(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    destination=name,
+                    message_id=message.message_id,
+                    consumer=consumer,
+                    key=message.group_id,
+                    delivery_count=message.receive_count,
+                    redelivered=message.receive_count > 1,
+                )
+            )
+        return messages
+
+    def _to_message(self, queue: str, raw: MessageTypeDef) -> SqsMessage:
+        system = raw.get("Attributes", {})
+        custom = {
+            key: value.get("StringValue", "")
+            for key, value in raw.get("MessageAttributes", {}).items()
+        }
+        sqs_message_id = raw.get("MessageId", "")
+        return SqsMessage(
+            queue=queue,
+            sqs_message_id=sqs_message_id,
+            receipt_handle=raw.get("ReceiptHandle", ""),
+            body=raw.get("Body", ""),
+            message_id=custom.get(MESSAGE_ID_ATTRIBUTE) or sqs_message_id,
+            receive_count=int(system.get("ApproximateReceiveCount", "1")),
+            group_id=system.get("MessageGroupId"),
+            dedup_id=system.get("MessageDeduplicationId"),
+            sequence_number=system.get("SequenceNumber"),
+            attributes=custom,
+        )
+
+    def _note_dead_lettered(self, dlq: str, sources: tuple[str, ...], message: SqsMessage) -> None:
+        """Emit DeadLettered the first time a message is seen on a dead-letter queue."""
+        if message.message_id in self._dead_lettered:
+            return
+        self._dead_lettered.remember(message.message_id, True)
+        last_seen = self._last_source.get(message.message_id)
+        source = last_seen if last_seen in sources else sources[0]
+        limit = self._max_receive_counts.get(source)
+        reason = (
+            f"received {limit} times without being deleted (maxReceiveCount {limit})"
+            if limit is not None
+            else "maxReceiveCount reached"
+        )
+        self.emit(
+            DeadLettered(
+                at=self.bus.now(),
+                broker=self.name,
+                source=source,
+                target=dlq,
+                message_id=message.message_id,
+                reason=reason,
+            )
+        )
+
+    async def _dead_letter_sources(self, queue: str) -> tuple[str, ...]:
+        """Queues whose redrive policy points at ``queue`` (ListDeadLetterSourceQueues, cached)."""
+        if queue in self._dlq_sources:
+            return self._dlq_sources[queue]
+        settings = await self._settings(queue)
+        response = await self._call(
+            "ListDeadLetterSourceQueues",
+            queue,
+            lambda: self._sqs.list_dead_letter_source_queues(QueueUrl=settings.url),
+        )
+        sources = tuple(url.rsplit("/", 1)[-1] for url in response.get("queueUrls", []))
+        for source in sources:
+            if source not in self._max_receive_counts:
+                source_settings = await self._settings(source)
+                attributes = await self._attributes(source, source_settings.url)
+                count = _max_receive_count(attributes)
+                if count is not None:
+                    self._max_receive_counts[source] = count
+        self._dlq_sources[queue] = sources
+        return sources
+
+    async def delete_message(self, queue: str, receipt_handle: str, *, consumer: str = "") -> None:
+        """DeleteMessage: the acknowledgement.
+
+        Raises:
+            ReceiptHandleInvalid: SQS rejected the handle (see the module docstring for what
+                moto accepts).
+        """
+        name = self._queue_name(queue)
+        settings = await self._settings(name)
+        await self._call(
+            "DeleteMessage",
+            name,
+            lambda: self._sqs.delete_message(QueueUrl=settings.url, ReceiptHandle=receipt_handle),
+        )
+        receipt = self._receipts.pop(receipt_handle, None)
+        self.emit(
+            Acked(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=name,
+                message_id=receipt.message_id if receipt else receipt_handle,
+                consumer=consumer or (receipt.consumer if receipt else ""),
+            )
+        )
+
+    async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
+        """ChangeMessageVisibility; 0 hands the message back at once (emits ``Nacked``).
+
+        Raises:
+            ReceiptHandleInvalid: SQS rejected the handle.
+        """
+        name = self._queue_name(queue)
+        settings = await self._settings(name)
+        await self._call(
+            "ChangeMessageVisibility",
+            name,
+            lambda: self._sqs.change_message_visibility(
+                QueueUrl=settings.url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout
+            ),
+        )
+        if timeout == 0:
+            receipt = self._receipts.get(receipt_handle)
+            self.emit(
+                Nacked(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    destination=name,
+                    message_id=receipt.message_id if receipt else receipt_handle,
+                    consumer=receipt.consumer if receipt else "",
+                    requeue=True,
+                )
+            )
+
+    # --- SNS ----------------------------------------------------------------------------
+
+    async def create_topic(self, name: str) -> str:
+        """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
+        topic = self._queue_name(name)
+        attributes = {"FifoTopic": "true"} if topic.endswith(".fifo") else {}
+        response = await self._call(
+            "CreateTopic",
+            topic,
+            lambda: self._sns.create_topic(Name=topic, Attributes=attributes),
+        )
+        arn = response["TopicArn"]
+        self._topics[topic] = arn
+        return arn
+
+    async def subscribe_queue(self, topic_arn: str, queue: str, *, raw: bool = True) -> str:
+        """Subscribe ``queue`` to the topic and allow the topic to send to it.
+
+        The queue policy is what AWS requires before SNS may deliver (moto does not check
+        it); setting it keeps the same code working against a real account. Returns the
+        SubscriptionArn.
+        """
+        arn = await self._topic_arn(topic_arn)
+        name = self._queue_name(queue)
+        settings = await self._settings(name)
+        queue_arn = await self._arn(name)
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": arn}},
+                }
+            ],
+        }
+        await self._call(
+            "SetQueueAttributes",
+            name,
+            lambda: self._sqs.set_queue_attributes(
+                QueueUrl=settings.url, Attributes={"Policy": json.dumps(policy)}
+            ),
+        )
+        response = await self._call(
+            "Subscribe",
+            _arn_name(arn),
+            lambda: self._sns.subscribe(
+                TopicArn=arn,
+                Protocol="sqs",
+                Endpoint=queue_arn,
+                Attributes={"RawMessageDelivery": "true" if raw else "false"},
+                ReturnSubscriptionArn=True,
+            ),
+        )
+        return response.get("SubscriptionArn", "")
+
+    async def publish(
+        self,
+        topic_arn: str,
+        body: str,
+        *,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """SNS Publish with mqlab's id as a message attribute (raw delivery keeps it)."""
+        mqlab_id = message_id or self._new_message_id()
+        topic = (
+            _arn_name(topic_arn) if topic_arn.startswith("arn:") else self._queue_name(topic_arn)
+        )
+        try:
+            arn = await self._topic_arn(topic_arn)
+            request: dict[str, Any] = {
+                "TopicArn": arn,
+                "Message": body,
+                "MessageAttributes": {
+                    MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": mqlab_id}
+                },
+            }
+            if group_id is not None:
+                request["MessageGroupId"] = group_id
+            if dedup_id is not None:
+                request["MessageDeduplicationId"] = dedup_id
+            await self._call("Publish", topic, lambda: self._sns.publish(**request))
+        except BrokerError as error:
+            self.emit(
+                ProduceFailed(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    destination=topic,
+                    message_id=mqlab_id,
+                    error=str(error),
+                    key=group_id,
+                )
+            )
+            raise
+        self.emit(
+            Produced(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=topic,
+                message_id=mqlab_id,
+                key=group_id,
+            )
+        )
+        return mqlab_id
+
+    async def _topic_arn(self, topic: str) -> str:
+        if topic.startswith("arn:"):
+            return topic
+        name = self._queue_name(topic)
+        if name not in self._topics:
+            self._topics.update(await self._list_topics())
+        if name not in self._topics:
+            raise SqsRequestRefused(f"SNS topic {name!r} does not exist")
+        return self._topics[name]
+
+    # --- inspection ---------------------------------------------------------------------
+
+    async def inspect(self) -> SqsSnapshot:
+        """Every queue (depths, FIFO settings, redrive, DLQ depth) and topic of the namespace."""
+        urls = await self._list_queue_urls()
+        names = [url.rsplit("/", 1)[-1] for url in urls]
+        all_attributes = await asyncio.gather(
+            *(self._attributes(name, url) for name, url in zip(names, urls, strict=True))
+        )
+        by_name = dict(zip(names, all_attributes, strict=True))
+        queues = []
+        for name, url in zip(names, urls, strict=True):
+            attributes = by_name[name]
+            dlq_name = _redrive_target(attributes)
+            dlq_attributes = by_name.get(dlq_name) if dlq_name else None
+            if dlq_name is not None and dlq_attributes is None:
+                with contextlib.suppress(_QueueMissing):
+                    dlq_settings = await self._settings(dlq_name)
+                    dlq_attributes = await self._attributes(dlq_name, dlq_settings.url)
+            queues.append(_queue_info(name, url, attributes, dlq_attributes))
+        topics = []
+        for topic, arn in sorted((await self._list_topics()).items()):
+            response = await self._call(
+                "ListSubscriptionsByTopic",
+                topic,
+                partial(self._sns.list_subscriptions_by_topic, TopicArn=arn),
+            )
+            subscribed = tuple(
+                sorted(
+                    _arn_name(sub.get("Endpoint", ""))
+                    for sub in response.get("Subscriptions", [])
+                    if sub.get("Protocol") == "sqs"
+                )
+            )
+            topics.append(SnsTopicInfo(name=topic, arn=arn, subscribed_queues=subscribed))
+        return SqsSnapshot(queues=tuple(queues), topics=tuple(topics))
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @property
+    def _sqs(self) -> SQSClient:
+        if self._sqs_client is None:
+            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+        return self._sqs_client
+
+    @property
+    def _polling(self) -> SQSClient:
+        if self._polling_client is None:
+            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+        return self._polling_client
+
+    @property
+    def _sns(self) -> SNSClient:
+        if self._sns_client is None:
+            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+        return self._sns_client
+
+    def _queue_name(self, name: str) -> str:
+        """The broker-side name: already namespaced names are kept, others are qualified."""
+        return name if name.startswith(f"{self.namespace}-") else self.qualify(name)
+
+    def _new_message_id(self) -> str:
+        return f"{self.namespace}-{next(self._message_counter):06d}"
+
+    async def _settings(self, queue: str) -> _QueueSettings:
+        settings = self._queues.get(queue)
+        if settings is not None:
+            return settings
+        url_response = await self._call(
+            "GetQueueUrl", queue, lambda: self._sqs.get_queue_url(QueueName=queue)
+        )
+        url = url_response["QueueUrl"]
+        attributes = await self._attributes(queue, url)
+        settings = _QueueSettings(
+            url=url,
+            fifo=attributes.get("FifoQueue") == "true",
+            content_based_dedup=attributes.get("ContentBasedDeduplication") == "true",
+            arn=attributes.get("QueueArn"),
+        )
+        self._queues[queue] = settings
+        return settings
+
+    async def _arn(self, queue: str) -> str:
+        settings = await self._settings(queue)
+        if settings.arn is None:
+            response = await self._call(
+                "GetQueueAttributes",
+                queue,
+                lambda: self._sqs.get_queue_attributes(
+                    QueueUrl=settings.url, AttributeNames=["QueueArn"]
+                ),
+            )
+            settings.arn = response.get("Attributes", {}).get("QueueArn", "")
+        return settings.arn
+
+    async def _attributes(self, queue: str, url: str) -> dict[str, str]:
+        response = await self._call(
+            "GetQueueAttributes",
+            queue,
+            lambda: self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]),
+        )
+        return {str(key): value for key, value in response.get("Attributes", {}).items()}
+
+    async def _list_queue_urls(self) -> list[str]:
+        urls: list[str] = []
+        token: str | None = None
+        prefix = f"{self.namespace}-"
+        while True:
+            request: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
+            if token:
+                request["NextToken"] = token
+            response = await self._call(
+                "ListQueues", prefix, partial(self._sqs.list_queues, **request)
+            )
+            urls.extend(response.get("QueueUrls", []))
+            token = response.get("NextToken")
+            if not token:
+                break
+        return [url for url in urls if url.rsplit("/", 1)[-1].startswith(prefix)]
+
+    async def _list_topics(self) -> dict[str, str]:
+        topics: dict[str, str] = {}
+        token: str | None = None
+        prefix = f"{self.namespace}-"
+        while True:
+            request: dict[str, Any] = {"NextToken": token} if token else {}
+            response = await self._call(
+                "ListTopics", prefix, partial(self._sns.list_topics, **request)
+            )
+            for topic in response.get("Topics", []):
+                arn = topic.get("TopicArn", "")
+                if _arn_name(arn).startswith(prefix):
+                    topics[_arn_name(arn)] = arn
+            token = response.get("NextToken")
+            if not token:
+                break
+        return topics
+
+    async def _call(self, operation: str, target: str, request: Callable[[], _T]) -> _T:
+        """Run one blocking boto3 call in a thread and translate what can go wrong.
+
+        Every outcome also updates the broker's reachability (BrokerDown / BrokerUp).
+        """
+        try:
+            result = await asyncio.to_thread(request)
+        except ClientError as error:
+            self._mark_reachable()  # the server answered, even if with an error
+            raise self._translate(operation, target, error) from None
+        except ReadTimeoutError:
+            self._mark_unreachable(f"{operation} got no answer within {self.request_timeout:g} s")
+            raise OperationTimedOut(
+                f"sqs did not answer {operation} on {target} within "
+                f"{self.request_timeout:g} s at {self.address}"
+            ) from None
+        except (BotoConnectionError, HTTPClientError) as error:
+            detail = _one_line(error)
+            self._mark_unreachable(detail)
+            raise BrokerUnavailable(self.system, self.address, detail) from None
+        except BotoCoreError as error:
+            raise BrokerError(f"sqs {operation} on {target} failed: {_one_line(error)}") from None
+        self._mark_reachable()
+        return result
+
+    def _translate(self, operation: str, target: str, error: ClientError) -> BrokerError:
+        info = error.response.get("Error", {})
+        code = str(info.get("Code", ""))
+        message = str(info.get("Message", "")).strip() or code
+        if code in _RECEIPT_HANDLE_ERRORS or (
+            code == "InvalidParameterValue" and "receipt handle" in message.lower()
+        ):
+            return ReceiptHandleInvalid(f"{operation} on {target}: {message}")
+        if code in _MISSING_QUEUE_ERRORS:
+            return _QueueMissing(f"queue {target!r} does not exist ({operation})")
+        return SqsRequestRefused(f"{operation} on {target} refused: {code}: {message}")
+
+    def _mark_unreachable(self, detail: str) -> None:
+        if not self._reachable:
+            return
+        self._reachable = False
+        self.emit(BrokerDown(at=self.bus.now(), broker=self.name, node=self.system, detail=detail))
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    def _mark_reachable(self) -> None:
+        if self._reachable:
+            return
+        self._reachable = True
+        self.emit(
+            BrokerUp(
+                at=self.bus.now(),
+                broker=self.name,
+                node=self.system,
+                detail=f"answering again at {self.address}",
+            )
+        )
+
+    async def _probe_until_up(self) -> None:
+        """While the endpoint is down, ask it twice a second so BrokerUp shows without calls."""
+        while not self._reachable and self._probe_client is not None:
+            client = self._probe_client
+            try:
+                await asyncio.to_thread(client.list_queues, QueueNamePrefix=self.namespace)
+            except (BotoCoreError, ClientError):
+                await asyncio.sleep(_PROBE_INTERVAL)
+                continue
+            self._mark_reachable()
+
+
+class _QueueMissing(SqsRequestRefused):
+    """The queue does not exist (deleted, or never created in this namespace)."""
+
+
+def _queue_info(
+    name: str, url: str, attributes: dict[str, str], dlq_attributes: dict[str, str] | None
+) -> SqsQueueInfo:
+    dlq_depth = None
+    if dlq_attributes is not None:
+        dlq_depth = sum(_depths(dlq_attributes))
+    visible, in_flight, delayed = _depths(attributes)
+    return SqsQueueInfo(
+        name=name,
+        url=url,
+        fifo=attributes.get("FifoQueue") == "true",
+        visible=visible,
+        in_flight=in_flight,
+        delayed=delayed,
+        visibility_timeout=int(attributes.get("VisibilityTimeout", "30")),
+        delay_seconds=int(attributes.get("DelaySeconds", "0")),
+        content_based_dedup=attributes.get("ContentBasedDeduplication") == "true",
+        dead_letter_queue=_redrive_target(attributes),
+        max_receive_count=_max_receive_count(attributes),
+        dead_letter_depth=dlq_depth,
+    )
+
+
+def _depths(attributes: dict[str, str]) -> tuple[int, int, int]:
+    """(visible, in flight, delayed) from ApproximateNumberOfMessages*."""
+    return (
+        int(attributes.get("ApproximateNumberOfMessages", "0")),
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
+        int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
+    )
+
+
+def _redrive(attributes: dict[str, str]) -> dict[str, Any] | None:
+    raw = attributes.get("RedrivePolicy")
+    if not raw:
+        return None
+    policy = json.loads(raw)
+    return policy if isinstance(policy, dict) else None
+
+
+def _redrive_target(attributes: dict[str, str]) -> str | None:
+    policy = _redrive(attributes)
+    return _arn_name(str(policy["deadLetterTargetArn"])) if policy else None
+
+
+def _max_receive_count(attributes: dict[str, str]) -> int | None:
+    policy = _redrive(attributes)
+    return int(policy["maxReceiveCount"]) if policy else None
+
+
+def _arn_name(arn: str) -> str:
+    """The resource name at the end of an SQS queue or SNS topic ARN."""
+    return arn.rsplit(":", 1)[-1]
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,168 @@
+"""Faults on the main lab, seen by real clients: a paused broker stops answering and recovers,
+a latency toxic slows a round trip by at least the injected delay, reset_peer breaks
+connections until it is removed, a killed server comes back with ``restart``.
+
+Needs the main lab (``mqlab lab up``). Every test undoes its fault in ``finally``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+
+import boto3
+import nats
+import pytest
+import redis
+from botocore.config import Config
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+from nats.errors import TimeoutError as NatsTimeout
+
+from mqlab.lab import faults
+from mqlab.lab.endpoints import HOST, Endpoints, port
+from mqlab.lab.errors import LabError
+from mqlab.lab.faults import Toxics
+from mqlab.lab.supervisor import Lab
+
+# Short on purpose: the lab answers in milliseconds, so one second only passes when a fault
+# holds the request; a paused server then fails the call fast instead of hanging the test.
+REQUEST_TIMEOUT = 1.0
+LATENCY_MS = 300
+
+
+@pytest.fixture
+def toxics() -> Iterator[Toxics]:
+    """The Toxiproxy client; every toxic a test leaves is removed afterwards."""
+    client = Toxics()
+    yield client
+    client.clear()
+
+
+@pytest.mark.nats
+@pytest.mark.lab
+async def test_paused_nats_times_out_and_answers_after_resume(endpoints: Endpoints) -> None:
+    client = await nats.connect(endpoints.nats_url, connect_timeout=5)
+    stream = f"mqlab_test_pause_{secrets.token_hex(3)}"
+    jetstream = client.jetstream()
+    paused = False
+    try:
+        await jetstream.add_stream(name=stream, subjects=[f"{stream}.>"])
+        await jetstream.publish(f"{stream}.a", b"before", timeout=REQUEST_TIMEOUT)
+
+        faults.pause("nats")
+        paused = True
+        assert _health("nats") == "paused"
+        with pytest.raises(NatsTimeout):
+            await jetstream.publish(f"{stream}.a", b"while paused", timeout=REQUEST_TIMEOUT)
+
+        faults.resume("nats")
+        paused = False
+        ack = await jetstream.publish(f"{stream}.a", b"after", timeout=5)
+        assert ack.stream == stream
+        assert _health("nats") == "healthy"
+    finally:
+        if paused:
+            faults.resume("nats")
+        await jetstream.delete_stream(stream)
+        await client.close()
+
+
+@pytest.mark.nats
+@pytest.mark.toxiproxy
+async def test_latency_toxic_slows_the_round_trip(endpoints: Endpoints, toxics: Toxics) -> None:
+    client = await nats.connect(endpoints.nats_url, connect_timeout=5)
+    try:
+        await client.flush(timeout=5)  # connected and answering
+        name = toxics.add("nats", "latency", latency=LATENCY_MS)
+        assert name == "latency_downstream"
+        started = time.monotonic()
+        await client.flush(timeout=10)  # PING -> PONG, the PONG comes back through the toxic
+        elapsed = time.monotonic() - started
+        # A lower bound (the toxic holds every reply at least this long), not a speed goal.
+        assert elapsed >= LATENCY_MS / 1000
+        toxics.remove("nats", name)
+        assert toxics.list("nats") == []
+    finally:
+        await client.close()
+
+
+def _sqs_without_retries(endpoints: Endpoints) -> object:
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoints.sqs_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="mqlab",
+        aws_secret_access_key="mqlab",
+        # One attempt, short timeouts: the test wants to see the failure, not botocore's retries.
+        config=Config(
+            retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=2
+        ),
+    )
+
+
+@pytest.mark.sqs
+@pytest.mark.toxiproxy
+def test_reset_peer_breaks_connections_until_removed(endpoints: Endpoints, toxics: Toxics) -> None:
+    sqs = _sqs_without_retries(endpoints)
+    sqs.list_queues()  # type: ignore[attr-defined]
+    name = toxics.add("sqs", "reset_peer", timeout=0)
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError)):
+        _sqs_without_retries(endpoints).list_queues()  # type: ignore[attr-defined]
+    toxics.remove("sqs", name)
+    _sqs_without_retries(endpoints).list_queues()  # type: ignore[attr-defined]
+
+
+@pytest.mark.nats
+@pytest.mark.toxiproxy
+def test_disabled_proxy_refuses_connections_until_enabled(toxics: Toxics) -> None:
+    toxics.disable("nats")
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((HOST, port("nats")), timeout=2).close()
+    finally:
+        toxics.enable("nats")
+    with socket.create_connection((HOST, port("nats")), timeout=2) as connection:
+        assert connection.recv(4) == b"INFO"
+
+
+@pytest.mark.toxiproxy
+def test_toxics_reject_unknown_names(toxics: Toxics) -> None:
+    with pytest.raises(LabError, match="unknown proxy 'natz'; did you mean 'nats'"):
+        toxics.add("natz", "latency", latency=10)
+    with pytest.raises(LabError, match="unknown toxic kind 'lag'"):
+        toxics.add("nats", "lag")  # type: ignore[arg-type]
+    with pytest.raises(LabError, match="a bandwidth toxic has no 'latency' setting"):
+        toxics.add("nats", "bandwidth", latency=10)
+    with pytest.raises(LabError, match="proxy 'nats' has no toxic 'nope' \\(toxics: none\\)"):
+        toxics.remove("nats", "nope")
+
+
+@pytest.mark.redis
+@pytest.mark.lab
+def test_killed_redis_comes_back_with_restart(endpoints: Endpoints) -> None:
+    client = redis.Redis.from_url(endpoints.redis_url, socket_timeout=REQUEST_TIMEOUT)
+    try:
+        assert client.ping()
+        faults.kill("redis")
+        assert _health("redis") == "killed"
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    finally:
+        faults.restart("redis")
+    assert _health("redis") == "healthy"
+    assert client.ping()
+    client.close()
+
+
+def test_faults_reject_unknown_processes() -> None:
+    with pytest.raises(LabError, match="unknown process 'kafka-broker-7'; did you mean"):
+        faults.kill("kafka-broker-7")
+    with pytest.raises(LabError, match="unknown process 'rabit'; did you mean 'rabbitmq'"):
+        faults.pause("rabit")
+
+
+def _health(process: str) -> str:
+    rows = {row.process: row for row in Lab().status()}
+    return rows[process].health
