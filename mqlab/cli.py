@@ -121,28 +121,42 @@ def _health_style(health: str) -> str:
     return "red"
 
 
-def _print_status_table(rows: list[ProcessStatus], *, with_action: bool = False) -> None:
+def _print_table(columns: tuple[str, ...], rows: list[list[str | tuple[str, str]]]) -> None:
+    """A plain table; a cell is text or (text, style). Cells are never read as rich markup:
+    ``moto[server]`` in a fix command must print as it is."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("service", "process", "address", "pid", "version", "health", "uptime"):
+    for column in columns:
         table.add_column(column)
-    if with_action:
-        table.add_column("this run")
     for row in rows:
-        cells = [
-            row.service,
-            row.process,
-            row.address,
-            str(row.pid) if row.pid else "",
-            row.version,
-            f"[{_health_style(row.health)}]{row.health}[/]",
-            _format_uptime(row.uptime),
-        ]
-        if with_action:
-            cells.append(row.action)
-        table.add_row(*cells)
+        table.add_row(
+            *(
+                Text(cell[0], style=cell[1]) if isinstance(cell, tuple) else Text(cell)
+                for cell in row
+            )
+        )
     _console().print(table)
+
+
+def _print_status_table(rows: list[ProcessStatus], *, with_action: bool = False) -> None:
+    columns = ("service", "process", "address", "pid", "version", "health", "uptime")
+    cells: list[list[str | tuple[str, str]]] = []
+    for row in rows:
+        cells.append(
+            [
+                row.service,
+                row.process,
+                row.address,
+                str(row.pid) if row.pid else "",
+                row.version,
+                (row.health, _health_style(row.health)),
+                _format_uptime(row.uptime),
+                *([row.action] if with_action else []),
+            ]
+        )
+    _print_table((*columns, "this run") if with_action else columns, cells)
 
 
 # ============================================================================ root app
@@ -458,25 +472,23 @@ def toxic_clear(
 @user_errors
 def toxic_list() -> None:
     """Every proxy with its upstream, state and toxics."""
-    from rich.table import Table
-
     from mqlab.lab.faults import Toxics
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("proxy", "listen", "upstream", "enabled", "toxics"):
-        table.add_column(column)
+    rows: list[list[str | tuple[str, str]]] = []
     for name, proxy in sorted(Toxics().proxies().items()):
         toxics = ", ".join(
             f"{toxic['name']} {toxic.get('attributes', {})}" for toxic in proxy.get("toxics", [])
         )
-        table.add_row(
-            name,
-            proxy.get("listen", ""),
-            proxy.get("upstream", ""),
-            str(proxy.get("enabled")),
-            toxics,
+        rows.append(
+            [
+                name,
+                str(proxy.get("listen", "")),
+                str(proxy.get("upstream", "")),
+                str(proxy.get("enabled")),
+                toxics,
+            ]
         )
-    _console().print(table)
+    _print_table(("proxy", "listen", "upstream", "enabled", "toxics"), rows)
 
 
 # ============================================================================ doctor
@@ -489,15 +501,14 @@ def doctor() -> None:
     from mqlab.lab.doctor import diagnose
 
     report = diagnose()
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("check", "state", "detail", "fix"):
-        table.add_column(column)
-    for finding in report:
-        style = {"ok": "green", "missing": "red", "down": "yellow", "info": "dim"}[finding.state]
-        table.add_row(finding.check, f"[{style}]{finding.state}[/]", finding.detail, finding.fix)
-    _console().print(table)
+    styles = {"ok": "green", "missing": "red", "down": "yellow", "info": "dim"}
+    _print_table(
+        ("check", "state", "detail", "fix"),
+        [
+            [finding.check, (finding.state, styles[finding.state]), finding.detail, finding.fix]
+            for finding in report
+        ],
+    )
     if any(finding.state == "missing" for finding in report):
         raise typer.Exit(EXIT_USER_ERROR)
 

@@ -103,7 +103,9 @@ async def fetch_metadata(
     Returns the parsed view and the raw response (the caller may feed it to aiokafka's own
     cluster cache so later requests go to the right nodes).
     """
-    response = await client.send(node_id, MetadataRequest(topics))
+    # Never auto-create: on a cluster with auto.create.topics.enable (Kafka's default), asking
+    # about a topic that was just deleted would otherwise bring it back.
+    response = await client.send(node_id, MetadataRequest(topics, allow_auto_topic_creation=False))
     return parse_metadata(response), response
 
 

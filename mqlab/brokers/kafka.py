@@ -19,10 +19,14 @@ What it adds on top of aiokafka, and why:
   ``watch_interval`` seconds for as long as the adapter is connected, whether or not anyone
   listens yet: a change can only be reported against the state seen before it, and the cost
   (one small request per broker per half second) is nothing next to a learner's missed
-  "broker 2 is down". It emits BrokerDown / BrokerUp when a node leaves or rejoins the
-  cluster's metadata (killed, or fenced by the controller) or stops answering this client
-  (a network toxic), and LeaderChanged when a partition of this namespace gets a new leader
-  or ISR.
+  "broker 2 is down". It emits BrokerDown / BrokerUp (``node="kafka-broker-<id>"``, the lab's
+  process and proxy names) when a node leaves or rejoins the cluster's metadata (killed, or
+  fenced by the controller) or stops answering this client (a network toxic), and
+  LeaderChanged when a partition of this namespace gets a new leader or ISR.
+* **The controller.** In KRaft the metadata answer names a random broker as "controller"; the
+  snapshot's ``controller_id`` is the leader of the KRaft quorum instead (DescribeQuorum,
+  which brokers forward to the controllers), so with the lab's dedicated controller it is 0
+  and no broker is flagged as controller.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -116,6 +120,10 @@ acks=all lessons hinge on min.insync.replicas, whatever set it."""
 
 def _error_text(error: BaseException) -> str:
     """A short, one-line description of an aiokafka (or OS) error."""
+    if isinstance(error, NodeNotReadyError):  # aiokafka's wording is long and says less
+        return "broker not reachable"
+    if isinstance(error, RequestTimedOutError | TimeoutError):
+        return "no answer in time"
     name = type(error).__name__
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if not text:
@@ -126,6 +134,16 @@ def _error_text(error: BaseException) -> str:
 def _key_text(key: bytes | None) -> str | None:
     """A record key as observations carry it (text; undecodable bytes replaced)."""
     return None if key is None else key.decode("utf-8", errors="replace")
+
+
+def _node_name(node_id: int) -> str:
+    """How observations name a broker: ``kafka-broker-<node id>``.
+
+    The lab names its broker processes and their Toxiproxy proxies the same way (node id N is
+    ``kafka-broker-N``), and so does the simulator, so a BrokerDown lines up with the fault
+    that caused it (FaultInjected targets those names) on a real cluster and on ``sim``.
+    """
+    return f"kafka-broker-{node_id}"
 
 
 def _ours(tp: AioTopicPartition) -> TopicPartition:
@@ -187,6 +205,8 @@ class _Producer(KafkaProducer):
         headers: Sequence[tuple[str, bytes]] = (),
         message_id: str | None = None,
     ) -> RecordMetadata:
+        if self._closed:
+            raise BrokerError(f"kafka: producer {self.name} is closed")
         message_id = message_id or self._broker.new_message_id()
         all_headers = [(MESSAGE_ID_HEADER, message_id.encode()), *headers]
         broker = self._broker
@@ -230,9 +250,11 @@ class _Producer(KafkaProducer):
         loop = asyncio.get_running_loop()
         # One deadline for the whole send: waiting for metadata and buffer space, then for the
         # acknowledgement. The extra second lets aiokafka's own expiry (request_timeout after
-        # the batch was created) report its more precise error first.
+        # the batch was created) report its more precise error first; an idempotent producer
+        # has no such expiry (it retries until it succeeds), so there the deadline decides.
         deadline = loop.time() + self._request_timeout + 1.0
         where = f"{topic}[{partition}]" if partition is not None else topic
+        future = None
         try:
             async with asyncio.timeout_at(deadline):
                 if partition is not None:
@@ -242,26 +264,22 @@ class _Producer(KafkaProducer):
                             f"topic {topic} has no partition {partition} "
                             f"(it has {len(known)}: 0..{len(known) - 1})"
                         )
-                # Cancelling this coroutine (the timeout) withdraws the record: it is not sent.
+                # Cancelling send() while it queues withdraws the record. Once queued, the
+                # timeout only cancels this wait: the record may still be written later (a
+                # lost acknowledgement is how duplicates happen, which lessons show).
                 future = await self._producer.send(
                     topic, value, key=key, partition=partition, headers=headers
                 )
+                record = await future
         except TimeoutError:
-            raise ProduceTimedOut(
-                f"kafka: could not even queue a record for {where} within "
-                f"{self._request_timeout:g}s (no metadata for the topic: is the cluster up?)"
-            ) from None
+            if future is None:
+                raise ProduceTimedOut(
+                    f"kafka: could not even queue a record for {where} within "
+                    f"{self._request_timeout:g}s (no metadata for the topic: is the cluster up?)"
+                ) from None
+            raise await self._diagnose_timeout(topic, key, partition) from None
         except UnknownTopicOrPartitionError:
             raise BrokerError(f"kafka: topic {topic} does not exist") from None
-        except KafkaError as error:
-            raise self._translate(error, where) from error
-        # asyncio.wait does not cancel the future on timeout: an idempotent producer keeps
-        # retrying in the background, as Kafka's own client would until delivery.timeout.ms.
-        done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - loop.time()))
-        if not done:
-            raise await self._diagnose_timeout(topic, key, partition)
-        try:
-            record = future.result()
         except KafkaError as error:
             raise self._translate(error, where) from error
         return RecordMetadata(topic=record.topic, partition=record.partition, offset=record.offset)
@@ -467,6 +485,8 @@ class _Consumer(KafkaConsumer):
         )
 
     async def poll(self, *, max_records: int = 100, timeout: float = 1.0) -> list[KafkaRecord]:
+        if self._closed:
+            raise BrokerError(f"kafka: consumer {self.name} is closed")
         batches = await self._broker.bounded(
             self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records),
             f"poll by {self.name}",
@@ -677,7 +697,7 @@ class KafkaBroker(KafkaAPI):
 
     async def _ask_any(self, what: str, ask: Any) -> Any:
         """Run ``ask(node_id)`` against the first node that answers (bounded)."""
-        errors: list[str] = []
+        failures: dict[str, list[str]] = {}
 
         async def first_answer() -> Any:
             for node_id in self._node_order():
@@ -685,10 +705,12 @@ class KafkaBroker(KafkaAPI):
                     async with asyncio.timeout(min(self.request_timeout, 3.0)):
                         return await ask(node_id)
                 except (KafkaError, OSError, TimeoutError) as error:
-                    errors.append(f"node {node_id}: {_error_text(error)}")
-            raise BrokerError(
-                f"kafka: {what}: no broker answered ({'; '.join(errors) or 'none known'})"
+                    failures.setdefault(_error_text(error), []).append(str(node_id))
+            why = "; ".join(
+                f"node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)}: {text}"
+                for text, nodes in failures.items()
             )
+            raise BrokerError(f"kafka: {what}: no broker answered ({why or 'none known'})")
 
         return await self.bounded(first_answer(), what)
 
@@ -793,33 +815,40 @@ class KafkaBroker(KafkaAPI):
         return await self.describe_topic(name)
 
     async def _wait_for_leaders(self, name: str, partitions: int) -> None:
-        """Poll metadata until every partition of ``name`` has a leader (bounded).
-
-        Every live broker is asked, not just one: each learns about a new topic from the
-        controller on its own schedule, and a client that asks a broker that has not yet heard
-        of it would be told the topic does not exist.
-        """
+        """Wait until every live broker reports a leader for every partition of ``name``."""
 
         def complete(view: wire.ClusterView) -> bool:
             states = view.partitions(name)
             return len(states) == partitions and all(s.leader >= 0 for s in states.values())
 
-        async def every_partition_led() -> None:
+        await self._until_every_broker_agrees([name], complete, f"wait for leaders of {name}")
+
+    async def _until_every_broker_agrees(
+        self, topics: list[str], condition: Callable[[wire.ClusterView], bool], what: str
+    ) -> None:
+        """Poll every live broker's metadata for ``topics`` until ``condition`` holds for all.
+
+        Each broker learns about topic changes from the controller on its own schedule; a
+        client asking one that has not caught up would be told a new topic does not exist
+        (or see a deleted one), so creation and deletion wait for all of them (bounded).
+        """
+
+        async def agreed() -> None:
             while True:
-                view = await self._metadata([name])
-                if complete(view):
+                view = await self._metadata(topics)
+                if condition(view):
                     answers = await asyncio.gather(
-                        *(wire.fetch_metadata(self._client, node, [name]) for node in view.brokers),
+                        *(wire.fetch_metadata(self._client, node, topics) for node in view.brokers),
                         return_exceptions=True,
                     )
                     if all(
-                        not isinstance(answer, BaseException) and complete(answer[0])
+                        not isinstance(answer, BaseException) and condition(answer[0])
                         for answer in answers
                     ):
                         return
                 await asyncio.sleep(0.05)
 
-        await self.bounded(every_partition_led(), f"wait for leaders of {name}")
+        await self.bounded(agreed(), what)
 
     async def delete_topic(self, name: str) -> None:
         await self._delete_topics([name])
@@ -840,16 +869,11 @@ class KafkaBroker(KafkaAPI):
                     f"kafka: cannot delete topic {topic}: {for_code(error_code).__name__}"
                 )
 
-        # Deletion is asynchronous in the cluster: wait until metadata forgets the topics, so
-        # that creating one again right away does not fail with "already exists".
-        async def gone() -> None:
-            while True:
-                view = await self._metadata(None)
-                if not any(name in view.topics for name in names):
-                    return
-                await asyncio.sleep(0.1)
-
-        await self.bounded(gone(), f"wait for deletion of {', '.join(names)}")
+        await self._until_every_broker_agrees(
+            names,
+            lambda view: not any(name in view.topics for name in names),
+            f"wait for deletion of {', '.join(names)}",
+        )
 
     async def describe_topic(self, name: str) -> TopicInfo:
         view = await self._metadata([name])
@@ -1228,7 +1252,7 @@ class KafkaBroker(KafkaAPI):
                     BrokerDown(
                         at=self.bus.now(),
                         broker=self.name,
-                        node=str(node_id),
+                        node=_node_name(node_id),
                         detail=f"{state.host}:{state.port} {detail}",
                     )
                 )
@@ -1237,7 +1261,7 @@ class KafkaBroker(KafkaAPI):
                     BrokerUp(
                         at=self.bus.now(),
                         broker=self.name,
-                        node=str(node_id),
+                        node=_node_name(node_id),
                         detail=f"{state.host}:{state.port} is registered and answering again",
                     )
                 )
@@ -1284,15 +1308,23 @@ class KafkaBroker(KafkaAPI):
             await producer.close()
         if self._admin is None:
             return
+        try:
+            await self._delete_namespace()
+        except BrokerError as error:
+            raise BrokerError(
+                f"{error} (namespace {self.namespace} not cleaned up; a later "
+                f"KafkaBroker(namespace={self.namespace!r}) cleans it up on close)"
+            ) from error
+
+    async def _delete_namespace(self) -> None:
         problems: list[str] = []
         view = await self._metadata(None)
-        groups = sorted(
-            group
-            for group in await self.bounded(
-                wire.list_groups(self._client, view.brokers), "list consumer groups"
-            )
-            if self._in_namespace(group) or group in self._used_groups
+        listed = await self.bounded(
+            wire.list_groups(self._client, view.brokers), "list consumer groups"
         )
+        # The groups this adapter used are deleted even when unlisted (their coordinator may
+        # be the broker that did not answer); deleting a group that is gone is fine.
+        groups = sorted({g for g in listed if self._in_namespace(g)} | self._used_groups)
         for group_id in groups:
             problem = await self._delete_group(group_id)
             if problem:

@@ -13,17 +13,20 @@ show; :meth:`Broker.unqualify` shortens it for display. When a routing key names
 default exchange, or a dead-letter routing key towards the default exchange) it is qualified
 too.
 
-Channels. One robust connection (``connect_robust``) carries:
+Channels. One aio-pika robust connection (what ``connect_robust`` builds; created directly so
+that a connect timeout can close it) reconnects by itself and carries plain channels:
 
 * a publisher channel with confirms: ``publish`` returns only once RabbitMQ confirmed;
 * a ``basic.get`` channel (a fetched message must be settled on the channel it came from);
-* one robust channel per consumer with its own prefetch (aio-pika re-subscribes it after a
-  reconnect);
+* one channel per consumer with its own prefetch;
 * short-lived scratch channels for declarations, deletions and passive declares, because a
   failing AMQP method (404, 406) closes the channel it ran on and must not take the others down.
 
 After a reconnect the adapter re-declares the exchanges, queues and bindings it declared
-(topology recovery, as the official clients do), then emits ``BrokerUp``. So after a broker
+(topology recovery, as the official clients do), re-subscribes its consumers, then emits
+``BrokerUp``. Doing this itself rather than through aio-pika's robust channels keeps the order
+right (queues before consumers) and lets a consumer whose queue is gone end with a clear error
+instead of the connection retrying forever. So after a broker
 restart a durable queue comes back with its persistent messages, while a non-durable queue comes
 back *empty*: its messages died with the broker process.
 
@@ -52,7 +55,7 @@ from urllib.parse import quote
 import aio_pika
 import aiormq
 import httpx
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
+from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from yarl import URL
@@ -226,59 +229,72 @@ class _Delivery(RabbitDelivery):
 
 
 class _Consumer(RabbitConsumer):
-    """A basic.consume subscription on its own robust channel.
+    """A basic.consume subscription on its own channel with its own prefetch window.
 
     RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
-    until :meth:`next` hands them out. After a reconnect the buffered messages are stale (their
-    channel died and RabbitMQ requeued them), so :meth:`next` skips them.
+    until :meth:`next` hands them out. After a reconnect the adapter subscribes again on a new
+    channel; messages still buffered from the dead channel are skipped, because RabbitMQ
+    requeued them when that channel died and delivers them again.
     """
 
-    def __init__(
-        self,
-        broker: RabbitMQBroker,
-        *,
-        name: str,
-        queue: str,
-        channel: AbstractRobustChannel,
-    ) -> None:
+    def __init__(self, broker: RabbitMQBroker, *, name: str, queue: str, prefetch: int) -> None:
         self._broker = broker
         self.name = name
         self.queue = queue
-        self._channel = channel
-        self._amqp_queue: AbstractRobustQueue | None = None
-        self._tag: str | None = None
+        self.prefetch = prefetch
+        self._tag = broker.qualify(name)
+        self._channel: aiormq.abc.AbstractChannel | None = None
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._subscribe_lock = asyncio.Lock()
         self._closed = False
+        self._lost: str | None = None
 
-    async def _start(self, prefetch: int, declaration: _QueueDeclaration | None) -> None:
-        await self._channel.set_qos(prefetch_count=prefetch)
-        if declaration is None:
-            # Not declared by this adapter: only check it exists (a 404 surfaces here).
-            queue = await self._channel.declare_queue(self.queue, passive=True)
-        else:
-            # Same arguments as the declaration, so the robust channel can re-declare it
-            # after a broker restart before re-subscribing.
-            queue = await self._channel.declare_queue(
-                self.queue, durable=declaration.durable, arguments=dict(declaration.arguments)
-            )
-        self._amqp_queue = queue
-        self._tag = await queue.consume(
-            self._on_message, consumer_tag=self._broker.qualify(self.name)
+    async def _subscribe(self) -> None:
+        """Open a channel, set the prefetch and basic.consume (again after a reconnect)."""
+        async with self._subscribe_lock:
+            if self._channel is not None and not self._channel.is_closed:
+                return
+            connection = await self._broker._transport()
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                await channel.basic_qos(prefetch_count=self.prefetch)
+                channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
+                await channel.basic_consume(self.queue, self._on_message, consumer_tag=self._tag)
+            except BaseException:
+                if not channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+                raise
+            self._channel = channel
+            self._lost = None
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        self._buffer.put_nowait(aio_pika.IncomingMessage(message, no_ack=False))
+
+    async def _on_cancelled(self, _frame: object) -> None:
+        self._lost = (
+            f"rabbitmq: RabbitMQ cancelled consumer {self.name!r} "
+            f"(queue {self.queue!r} was deleted)"
         )
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._buffer.put_nowait(message)
-
     async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
-        """The next delivery, or None if none arrives within ``timeout`` seconds."""
+        """The next delivery, or None if none arrives within ``timeout`` seconds.
+
+        Raises:
+            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
+                queue was deleted, or is gone after a reconnect).
+        """
         if self._closed:
             raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
+        await self._resubscribe_if_channel_died()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while True:
             try:
                 message = self._buffer.get_nowait()
             except asyncio.QueueEmpty:
+                if self._lost is not None:
+                    raise RabbitMQError(self._lost) from None
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -290,6 +306,21 @@ class _Consumer(RabbitConsumer):
                 continue  # RabbitMQ requeued it when the channel died; it comes back
             return self._broker._delivered(message, queue=self.queue, consumer=self.name)
 
+    async def _resubscribe_if_channel_died(self) -> None:
+        """A channel error (not a lost connection, which the reconnect handles) closed the
+        channel: subscribe again so one bad settle does not end the consumer for good."""
+        channel = self._channel
+        if channel is None or not channel.is_closed or self._lost is not None:
+            return
+        if not self._broker._link_up or not self._broker._transport_is_open():
+            return  # the connection itself is down: the reconnect re-subscribes
+        try:
+            await self._broker._bounded(f"re-subscribe {self.name!r}", self._subscribe())
+        except NotFound:
+            self._lost = f"rabbitmq: queue {self.queue!r} no longer exists"
+        except BrokerError:
+            return  # the connection went down meanwhile: the reconnect re-subscribes
+
     async def close(self) -> None:
         """Cancel the subscription and close the channel; unacked messages are requeued
         (redelivered=True), exactly what happens when a consumer process dies."""
@@ -297,21 +328,19 @@ class _Consumer(RabbitConsumer):
             return
         self._closed = True
         self._broker._consumers.discard(self)
-        try:
-            # With the connection down there is nothing to cancel (RabbitMQ already dropped
-            # the subscription); waiting for a reconnect would only delay close().
-            if self._amqp_queue is not None and self._tag is not None and self._broker._link_up:
-                with contextlib.suppress(BrokerError):
-                    await self._broker._bounded(
-                        f"cancel of consumer {self.name!r}", self._amqp_queue.cancel(self._tag)
-                    )
-        finally:
-            while not self._buffer.empty():
-                self._buffer.get_nowait()
-            with contextlib.suppress(BrokerError):
-                await self._broker._bounded(
-                    f"close of consumer {self.name!r}", self._channel.close()
-                )
+        channel, self._channel = self._channel, None
+        while not self._buffer.empty():
+            self._buffer.get_nowait()
+        # With the connection down there is nothing to cancel or close (RabbitMQ already
+        # dropped the subscription and requeued its messages).
+        if channel is None or channel.is_closed or not self._broker._link_up:
+            return
+        with contextlib.suppress(BrokerError):
+            await self._broker._bounded(
+                f"cancel of consumer {self.name!r}", channel.basic_cancel(self._tag)
+            )
+        with contextlib.suppress(BrokerError):
+            await self._broker._bounded(f"close of consumer {self.name!r}", channel.close())
 
 
 def _channel_is_closed(message: AbstractIncomingMessage) -> bool:
@@ -494,9 +523,18 @@ class RabbitMQBroker(RabbitMQAPI):
                     routing_key=binding.routing_key,
                     arguments=dict(binding.arguments),
                 )
+        resubscribed = 0
+        for consumer in tuple(self._consumers):
+            try:
+                await consumer._subscribe()
+                resubscribed += 1
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                # Its queue did not survive and this adapter did not declare it: end this
+                # consumer (next() says why) instead of retrying forever.
+                consumer._lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
         return (
             f"{len(self._exchanges)} exchanges, {len(self._queues)} queues, "
-            f"{len(self._bindings)} bindings"
+            f"{len(self._bindings)} bindings, re-subscribed {resubscribed} consumers"
         )
 
     # --- topology -----------------------------------------------------------------------------
@@ -708,22 +746,8 @@ class RabbitMQBroker(RabbitMQAPI):
         if prefetch < 1:
             raise RabbitMQError("rabbitmq: prefetch must be at least 1")
         consumer_name = name or f"consumer-{next(self._consumer_ids)}"
-        connection = self._require_connection()
-
-        async def start() -> _Consumer:
-            await connection.ready()
-            channel = connection.channel()
-            await channel.initialize()
-            consumer = _Consumer(self, name=consumer_name, queue=full, channel=channel)
-            try:
-                await consumer._start(prefetch, self._queues.get(full))
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await channel.close()
-                raise
-            return consumer
-
-        consumer = await self._bounded(f"consume from {full!r}", start())
+        consumer = _Consumer(self, name=consumer_name, queue=full, prefetch=prefetch)
+        await self._bounded(f"consume from {full!r}", consumer._subscribe())
         self._consumers.add(consumer)
         return consumer
 
@@ -941,15 +965,24 @@ class RabbitMQBroker(RabbitMQAPI):
         except (aiormq.exceptions.AMQPError, ConnectionError, OSError) as error:
             raise ConnectionLost(f"rabbitmq: {what}: {_describe(error)}") from None
 
-    @contextlib.asynccontextmanager
-    async def _scratch(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
-        """A short-lived plain channel: an AMQP error closes it and nothing else."""
+    def _transport_is_open(self) -> bool:
+        connection = self._connection
+        transport = connection.transport if connection is not None else None
+        return transport is not None and not transport.connection.is_closed
+
+    async def _transport(self) -> aiormq.abc.AbstractConnection:
+        """The live AMQP connection under the robust one (waits while it reconnects)."""
         connection = self._require_connection()
         await connection.ready()
         transport = connection.transport
         if transport is None:
             raise aiormq.exceptions.ChannelInvalidStateError("no connection")
-        channel = await transport.connection.channel(publisher_confirms=False)
+        return transport.connection
+
+    @contextlib.asynccontextmanager
+    async def _scratch(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A short-lived plain channel: an AMQP error closes it and nothing else."""
+        channel = await (await self._transport()).channel(publisher_confirms=False)
         try:
             yield channel
         finally:
@@ -975,14 +1008,10 @@ class RabbitMQBroker(RabbitMQAPI):
             current = self._publisher if slot == "publisher" else self._getter
             if current is not None and not current.is_closed:
                 return current
-            connection = self._require_connection()
-            await connection.ready()
-            transport = connection.transport
-            if transport is None:
-                raise aiormq.exceptions.ChannelInvalidStateError("no connection")
+            transport = await self._transport()
             # on_return_raises=False: a returned mandatory message comes back as the publish
             # result, which publish() turns into Unroutable.
-            channel = await transport.connection.channel(
+            channel = await transport.channel(
                 publisher_confirms=slot == "publisher", on_return_raises=False
             )
             if slot == "publisher":

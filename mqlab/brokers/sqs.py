@@ -95,6 +95,7 @@ MAX_LONG_POLL_SECONDS = 20
 MAX_BATCH = 10
 """The most messages one ReceiveMessage returns."""
 _PROBE_INTERVAL = 0.5
+_RETRY_INTERVAL = 0.25
 _REMEMBERED_MESSAGES = 100_000
 """How many receipt handles / message origins are kept for observations (oldest dropped)."""
 _RECEIPT_HANDLE_ERRORS = {"ReceiptHandleIsInvalid", "InvalidReceiptHandle"}
@@ -195,6 +196,7 @@ class SqsBroker(SqsAPI):
                 "ListQueues",
                 self.address,
                 lambda: self._sqs.list_queues(QueueNamePrefix=self.namespace, MaxResults=1),
+                patience=self.connect_timeout,
             )
         except BrokerError as error:
             self._close_clients()
@@ -877,30 +879,51 @@ class SqsBroker(SqsAPI):
                 break
         return topics
 
-    async def _call(self, operation: str, target: str, request: Callable[[], _T]) -> _T:
+    async def _call(
+        self,
+        operation: str,
+        target: str,
+        request: Callable[[], _T],
+        *,
+        patience: float | None = None,
+    ) -> _T:
         """Run one blocking boto3 call in a thread and translate what can go wrong.
 
+        When the endpoint cannot be reached, the call is tried again every quarter second for
+        up to ``patience`` seconds (``request_timeout`` by default), so a short network cut
+        delays a call instead of failing it; then it raises BrokerUnavailable. A request that
+        reached the server but got no answer is not repeated (it may have been carried out).
         Every outcome also updates the broker's reachability (BrokerDown / BrokerUp).
         """
-        try:
-            result = await asyncio.to_thread(request)
-        except ClientError as error:
-            self._mark_reachable()  # the server answered, even if with an error
-            raise self._translate(operation, target, error) from None
-        except ReadTimeoutError:
-            self._mark_unreachable(f"{operation} got no answer within {self.request_timeout:g} s")
-            raise OperationTimedOut(
-                f"sqs did not answer {operation} on {target} within "
-                f"{self.request_timeout:g} s at {self.address}"
-            ) from None
-        except (BotoConnectionError, HTTPClientError) as error:
-            detail = _one_line(error)
-            self._mark_unreachable(detail)
-            raise BrokerUnavailable(self.system, self.address, detail) from None
-        except BotoCoreError as error:
-            raise BrokerError(f"sqs {operation} on {target} failed: {_one_line(error)}") from None
-        self._mark_reachable()
-        return result
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.request_timeout if patience is None else patience)
+        while True:
+            try:
+                result = await asyncio.to_thread(request)
+            except ClientError as error:
+                self._mark_reachable()  # the server answered, even if with an error
+                raise self._translate(operation, target, error) from None
+            except ReadTimeoutError:
+                self._mark_unreachable(
+                    f"{operation} got no answer within {self.request_timeout:g} s"
+                )
+                raise OperationTimedOut(
+                    f"sqs did not answer {operation} on {target} within "
+                    f"{self.request_timeout:g} s at {self.address}"
+                ) from None
+            except (BotoConnectionError, HTTPClientError) as error:
+                detail = _one_line(error)
+                self._mark_unreachable(detail)
+                if loop.time() + _RETRY_INTERVAL > deadline:
+                    raise BrokerUnavailable(self.system, self.address, detail) from None
+                await asyncio.sleep(_RETRY_INTERVAL)
+                continue
+            except BotoCoreError as error:
+                raise BrokerError(
+                    f"sqs {operation} on {target} failed: {_one_line(error)}"
+                ) from None
+            self._mark_reachable()
+            return result
 
     def _translate(self, operation: str, target: str, error: ClientError) -> BrokerError:
         info = error.response.get("Error", {})

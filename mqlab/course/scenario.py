@@ -50,8 +50,9 @@ class KafkaChannel(_Strict):
 
     partitions: int = Field(1, ge=1, le=64)
     """Number of partitions."""
-    replication_factor: int = Field(1, ge=1, le=3)
-    """Copies of each partition (the lab has three brokers)."""
+    replication_factor: int = Field(3, ge=1, le=3)
+    """Copies of each partition (the lab has three brokers, whose default
+    min.insync.replicas is 2: a topic with fewer than 2 replicas refuses acks=all writes)."""
     config: dict[str, str] = Field(default_factory=dict)
     """Topic configs, e.g. ``min.insync.replicas: "2"`` (values are strings, as in Kafka)."""
 
@@ -301,9 +302,13 @@ class Check(_Strict):
     online: bool | None = None
     """Kafka: every partition of the channel has a live leader (true) or some has none."""
 
+    group: str | None = None
+    """Not a fact but a qualifier: the consumer group ``lag`` is about (default: the
+    channel's default group, ``<channel>-group``)."""
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Check:
-        chosen = [name for name, value in self if value is not None]
+        chosen = [name for name, value in self if value is not None and name != "group"]
         if len(chosen) != 1:
             raise ValueError("a check names exactly one fact (isr_size, lag, depth ...)")
         return self

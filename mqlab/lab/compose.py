@@ -71,14 +71,48 @@ def compose_services(services: Sequence[str]) -> list[str]:
     return result
 
 
+NATIVE_HINT = "run `mqlab lab up` without --compose to use local processes"
+
+
 def _docker() -> str:
+    """The docker CLI, once its compose plugin and its engine answer.
+
+    Raises:
+        LabError: docker missing, no compose plugin, or no engine running (one line each).
+    """
     docker = shutil.which("docker")
     if docker is None:
-        raise LabError(
-            "--compose needs Docker with the compose plugin, and `docker` is not installed; "
-            "run `mqlab lab up` without --compose to use local processes"
-        )
+        raise LabError(f"--compose needs Docker, and `docker` is not installed; {NATIVE_HINT}")
+    problem = _docker_problem(docker)
+    if problem:
+        raise LabError(f"--compose needs Docker, but {problem}; {NATIVE_HINT}")
     return docker
+
+
+def _docker_problem(docker: str) -> str:
+    """Why ``docker compose`` cannot work here ("" when it can)."""
+    checks = (
+        ([docker, "compose", "version"], "the docker compose plugin is not installed"),
+        ([docker, "info", "--format", "{{.ServerVersion}}"], "no Docker engine is running"),
+    )
+    for argv, problem in checks:
+        try:
+            completed = subprocess.run(
+                argv, capture_output=True, text=True, timeout=15, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return problem
+        if completed.returncode != 0:
+            return problem
+    return ""
+
+
+def docker_state() -> str:
+    """One line for ``mqlab doctor``: can ``--compose`` work here?"""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "not installed"
+    return _docker_problem(docker) or f"ready ({docker})"
 
 
 def _run(arguments: list[str]) -> None:

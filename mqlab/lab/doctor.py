@@ -5,12 +5,12 @@ It only looks; it never installs or starts anything.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import sys
 from dataclasses import dataclass
 from typing import Literal
 
+from mqlab.lab.compose import docker_state
 from mqlab.lab.endpoints import HOST
 from mqlab.lab.errors import LabError
 from mqlab.lab.install import apt_command, find_go, go_version
@@ -101,12 +101,11 @@ def diagnose(lab: Lab | None = None) -> list[Finding]:
             findings.append(Finding("go (builds toxiproxy)", "ok", f"{go} (go{major}.{minor})"))
     rows = lab.status()
     findings.extend(_service_running(name, rows) for name in installed)
-    docker = shutil.which("docker")
     findings.append(
         Finding(
             "docker (only for --compose)",
             "info",
-            docker if docker else "not installed; the native lab does not need it",
+            f"{docker_state()}; the native lab does not need it",
         )
     )
     return findings

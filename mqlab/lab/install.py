@@ -9,6 +9,7 @@ normal user) it raises :class:`LabError` naming the command to run instead.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import platform
@@ -98,6 +99,8 @@ def apt_install(packages: Sequence[str]) -> None:
 def pip_install(requirements: Sequence[str]) -> None:
     """Install Python ``requirements`` into the interpreter that runs mqlab."""
     run([sys.executable, "-m", "pip", "install", *requirements])
+    # This process looks for the new packages right away (missing() after install).
+    importlib.invalidate_caches()
 
 
 def find_go() -> Path | None:
@@ -135,9 +138,14 @@ def _fetched_toolchain(go: Path) -> Path:
     match = re.search(r'"Dir":\s*"([^"]+)"', output)
     if not match:
         raise LabError(f"`go mod download {module}` did not report where it put the toolchain")
-    new_go = Path(match.group(1)) / "bin" / "go"
-    new_go.chmod(new_go.stat().st_mode | 0o111)
-    return new_go
+    toolchain = Path(match.group(1))
+    # Module zips carry no file modes; make the toolchain's programs executable again (Go
+    # does the same when it switches toolchains by itself).
+    for programs in (toolchain / "bin", toolchain / "pkg" / "tool"):
+        for program in programs.rglob("*"):
+            if program.is_file():
+                program.chmod(program.stat().st_mode | 0o111)
+    return toolchain / "bin" / "go"
 
 
 def go_install(package: str, binary: str, destination: Path) -> Path:

@@ -8,9 +8,11 @@ data. Clients reach each broker through its Toxiproxy proxy (the address the bro
 the brokers replicate over an INTERNAL listener that is never proxied, so a network toxic hits
 one broker's clients and not the replication between brokers.
 
-Why Kafka 3.9.1 (see docs/kafka-lab.md): aiokafka 0.14, the asyncio client mqlab uses, still
-speaks the old protocol versions (``InitProducerId`` v0 for idempotent and transactional
-producers) that Kafka 4.x removed; 3.9 is the last line that keeps them and runs KRaft alone.
+Why Kafka 3.9.1 (details and measurements in docs/kafka-lab.md): the lab's tests verify it with
+aiokafka 0.14, the asyncio client mqlab uses, including its idempotent and transactional
+producer (which sends the old ``InitProducerId`` v0). Kafka 4.x removed the client protocol
+versions older than Kafka 2.1's; 3.9 is the last line that still accepts every client while
+running KRaft alone.
 
 Where it comes from: no Debian or PyPI package ships the broker, but its jars are on Maven
 Central. ``install()`` resolves ``kafka-pom.xml`` (next to this module) with
@@ -42,6 +44,7 @@ from pathlib import Path
 from mqlab.lab.endpoints import HOST, KAFKA_BROKER_IDS, KAFKA_CONTROLLER_ID, port
 from mqlab.lab.errors import LabError
 from mqlab.lab.install import apt_command, apt_install, run
+from mqlab.lab.process import write_atomically
 from mqlab.lab.spec import HealthCheck, LabPaths, Missing, ProcessSpec, ProxySpec, Service
 
 KAFKA_VERSION = "3.9.1"
@@ -153,17 +156,6 @@ def new_cluster_id() -> str:
             return text
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    ) as handle:
-        handle.write(text)
-        temp = Path(handle.name)
-    os.replace(temp, path)
-
-
 def _read_properties(path: Path) -> dict[str, str]:
     """Parse the simple ``key=value`` files Kafka writes (meta.properties)."""
     values: dict[str, str] = {}
@@ -243,7 +235,12 @@ class KafkaService(Service):
             packages.append(JAVA_PACKAGE)
         elif major is None or major < MIN_JAVA_MAJOR:
             found = "of unknown version" if major is None else f"Java {major}"
-            what.append(f"Java {MIN_JAVA_MAJOR}+ ({java} is {found})")
+            source = (
+                ", from JAVA_HOME: point it at Java 17+ or unset it"
+                if (os.environ.get("JAVA_HOME") and java.startswith(os.environ["JAVA_HOME"]))
+                else ""
+            )
+            what.append(f"Java {MIN_JAVA_MAJOR}+ ({java} is {found}{source})")
             packages.append(JAVA_PACKAGE)
         # Maven only downloads the jars: once they are in the cache it is not needed.
         if not self.lib_complete(paths) and shutil.which("mvn") is None:
@@ -343,7 +340,7 @@ class KafkaService(Service):
             if (meta := paths.data_dir(node.process) / "meta.properties").is_file()
         ]
         cluster_id = next((found for found in existing if found), new_cluster_id())
-        _write_atomically(stored, cluster_id + "\n")
+        write_atomically(stored, cluster_id + "\n")
         return cluster_id
 
     def prepare(self, paths: LabPaths) -> None:
@@ -357,9 +354,9 @@ class KafkaService(Service):
             LabError: a data dir belongs to another cluster, or formatting failed.
         """
         cluster_id = self.cluster_id(paths)
-        _write_atomically(self.log4j_properties(paths), LOG4J_PROPERTIES)
+        write_atomically(self.log4j_properties(paths), LOG4J_PROPERTIES)
         for node in NODES:
-            _write_atomically(
+            write_atomically(
                 self.server_properties(paths, node.process), self.render_config(paths, node)
             )
         to_format: list[KafkaNode] = []
@@ -400,9 +397,19 @@ class KafkaService(Service):
                     str(self.server_properties(paths, node.process)),
                     "--ignore-formatted",
                 ]
-                process = subprocess.Popen(
-                    argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-                )
+                try:
+                    process = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
+                except OSError as error:
+                    raise LabError(
+                        f"cannot run {java} to format Kafka storage: {error.strerror}; "
+                        "run: mqlab lab install kafka"
+                    ) from None
                 running.append((node, process))
             failures = []
             for node, process in running:

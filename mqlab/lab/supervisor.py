@@ -129,8 +129,11 @@ class Lab:
                 descriptor, depth = _held_locks[lock_path]
                 _held_locks[lock_path] = (descriptor, depth - 1)
             return
-        self.paths.state.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.paths.state.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise LabError(f"cannot use the lab's state dir {self.paths.state}: {error}") from None
         try:
             self._acquire(descriptor, lock_path, purpose, timeout)
             os.ftruncate(descriptor, 0)
@@ -316,7 +319,8 @@ class Lab:
             try:
                 return self._up_all(names, started)
             except KeyboardInterrupt:
-                stopped = self._stop_all(list(reversed(started)))
+                with _interrupt_deferred(reraise=False):  # a second Ctrl-C must not cut this short
+                    stopped = self._stop_all(list(reversed(started)))
                 what = ", ".join(stopped) if stopped else "nothing had started yet"
                 raise LabInterrupted(
                     f"interrupted; stopped what this command started: {what}"
@@ -352,9 +356,10 @@ class Lab:
                             results[futures[future]] = future.result()
             except BaseException:
                 self._cancel.set()  # the workers stop waiting; the caller stops what started
+                with _interrupt_deferred(reraise=False):
+                    pool.shutdown(wait=True)
                 raise
-            finally:
-                pool.shutdown(wait=True)
+            pool.shutdown(wait=True)
         if errors:
             others = "; ".join(str(error) for error in errors[1:])
             details = "\n".join(
@@ -376,7 +381,12 @@ class Lab:
         )
 
     def _up_service(self, service: Service, started: list[ProcessRecord]) -> list[ProcessStatus]:
-        service.prepare(self.paths)
+        try:
+            service.prepare(self.paths)
+        except OSError as error:
+            raise LabError(
+                f"{service.name}: cannot write its config or data dir: {error}"
+            ) from None
         results = []
         started_here: list[ProcessRecord] = []
         version = service.version(self.paths)
@@ -765,8 +775,9 @@ class Lab:
 
 
 @contextlib.contextmanager
-def _interrupt_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt.
+def _interrupt_deferred(*, reraise: bool = True) -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt (or,
+    with ``reraise=False``, drop it: for clean-up that is already answering a Ctrl-C).
 
     Only the main thread can install signal handlers; elsewhere this does nothing. Started
     servers do not inherit the handler (exec resets caught signals to their default).
@@ -780,7 +791,7 @@ def _interrupt_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
+    if received and reraise:
         raise KeyboardInterrupt
 
 

@@ -94,14 +94,16 @@ async def consume_loop(
         if stop is not None and stop.is_set():
             outcome.stopped_by = "stop"
             break
-        if now >= deadline:
+        if now >= deadline - 1e-3:
             outcome.stopped_by = "max_time"
             break
         if step.count is not None and outcome.processed >= step.count:
             outcome.stopped_by = "count"
             break
         idle_left = step.idle - (now - last_activity)
-        if idle_left <= 0:
+        # Below a millisecond counts as idle: float rounding must not turn the last sliver of
+        # the idle window into an endless series of zero-length polls.
+        if idle_left <= 1e-3 or deadline - now <= 1e-3:
             outcome.stopped_by = "idle"
             break
         try:
@@ -112,6 +114,8 @@ async def consume_loop(
             await _report_and_pause(bus, broker_name, session, error)
             continue
         if not batch:
+            if session.settling():
+                last_activity = loop.time()
             continue
         last_activity = loop.time()
         for message in batch:
@@ -130,9 +134,12 @@ async def consume_loop(
             if message.fails_on(attempt):
                 outcome.failed += 1
                 try:
-                    await _handle_failure(session, step, message, attempt)
+                    settled = await _handle_failure(session, step, message, attempt)
                 except BrokerError as error:
                     await _report_and_pause(bus, broker_name, session, error)
+                    settled = False
+                if not settled and session.rewinds_on_requeue:
+                    break  # the position was rewound: the rest of this batch comes again
                 continue
             await _process(session, step, message, bus, broker_name, dedup)
             outcome.processed += 1
@@ -194,16 +201,22 @@ async def _process(
 
 async def _handle_failure(
     session: ConsumerSession, step: Consume, message: Incoming, attempt: int
-) -> None:
+) -> bool:
+    """Apply the step's error policy; True when the message is settled (it will not come
+    back to this consumer), False when it will be delivered again."""
     if step.ack == "before":
         # Already acknowledged: the failure cannot be retried. This is the at-most-once trade.
-        return
+        return True
     match step.on_error:
         case "requeue":
             await session.nack(message, requeue=True)
+            return False
         case "drop":
             await session.nack(message, requeue=False)
+            return True
         case "dead_letter":
-            await session.dead_letter(message, attempt)
+            return await session.dead_letter(message, attempt)
         case "ignore":
             await session.ack(message)
+            return True
+    return True

@@ -21,6 +21,10 @@ from mqlab.observe.events import FaultHealed, FaultInjected
 class FaultInjector(ABC):
     """Applies and undoes faults; subclasses talk to the lab or to the simulated world."""
 
+    reports_faults = True
+    """Whether this injector emits FaultInjected / FaultHealed itself (the simulated world
+    reports its own faults, exactly as the lab would, so the sim injector does not)."""
+
     def __init__(self, bus: ObservationBus, source: str) -> None:
         self.bus = bus
         self.source = source
@@ -40,9 +44,10 @@ class FaultInjector(ABC):
         elif action == "restart":
             self.killed.discard(target)
             self.paused.discard(target)
-        self.bus.emit(
-            FaultInjected(at=self.bus.now(), broker=self.source, fault=action, target=target)
-        )
+        if self.reports_faults:
+            self.bus.emit(
+                FaultInjected(at=self.bus.now(), broker=self.source, fault=action, target=target)
+            )
 
     async def add_toxic(self, toxic: Toxic) -> None:
         """Add a network fault in front of ``toxic.target``."""
@@ -58,6 +63,8 @@ class FaultInjector(ABC):
             )
             if value
         )
+        if not self.reports_faults:
+            return
         self.bus.emit(
             FaultInjected(
                 at=self.bus.now(),
@@ -72,9 +79,10 @@ class FaultInjector(ABC):
         """Remove every network fault in front of ``target``."""
         await self._heal(target)
         self.toxic_targets.discard(target)
-        self.bus.emit(
-            FaultHealed(at=self.bus.now(), broker=self.source, fault="network", target=target)
-        )
+        if self.reports_faults:
+            self.bus.emit(
+                FaultHealed(at=self.bus.now(), broker=self.source, fault="network", target=target)
+            )
 
     async def restore_all(self) -> list[str]:
         """Resume, restart and heal everything this injector broke; returns what it fixed.
@@ -163,6 +171,8 @@ class LabFaultInjector(FaultInjector):
 class SimFaultInjector(FaultInjector):
     """Faults on the simulated world (same names, virtual time)."""
 
+    reports_faults = False
+
     def __init__(self, bus: ObservationBus, world: Any) -> None:
         super().__init__(bus, "sim")
         self.world = world
@@ -173,15 +183,17 @@ class SimFaultInjector(FaultInjector):
             await result
 
     async def _toxic(self, toxic: Toxic) -> None:
-        kind = "partition" if toxic.kind == "cut" else toxic.kind
-        result = self.world.add_network_fault(
-            toxic.target,
-            kind,
-            latency=toxic.latency_ms / 1000.0,
-            jitter=toxic.jitter_ms / 1000.0,
-            timeout=toxic.timeout_ms / 1000.0,
-            rate_kb=float(toxic.rate_kb),
-        )
+        params: dict[str, float] = {}
+        kind: str = toxic.kind
+        if kind == "cut":
+            kind = "partition"
+        elif kind == "latency":
+            params = {"latency": toxic.latency_ms / 1000.0, "jitter": toxic.jitter_ms / 1000.0}
+        elif kind in ("timeout", "reset_peer"):
+            params = {"timeout": toxic.timeout_ms / 1000.0}
+        elif kind == "bandwidth":
+            params = {"rate": float(toxic.rate_kb)}
+        result = self.world.add_network_fault(toxic.target, kind, **params)
         if asyncio.iscoroutine(result):
             await result
 

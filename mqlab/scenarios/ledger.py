@@ -68,6 +68,9 @@ class Ledger:
     committed: dict[tuple[str, str, int], int] = field(default_factory=dict)
     """Last committed offset per (group, topic, partition), from Committed observations."""
     groups: dict[str, GroupLedger] = field(default_factory=dict)
+    consumers_ran: bool = False
+    """Set by the runner when a consume step starts: from then on an acknowledged message
+    that nobody processed counts as lost, even if no group processed anything at all."""
     _rebalance_state: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
         default_factory=dict
     )
@@ -108,6 +111,9 @@ class Ledger:
 
     def _processed(self, event: Processed) -> None:
         group = self.groups.setdefault(event.group, GroupLedger(event.group))
+        # A message that came back from a dead-letter hop (RabbitMQ's DLX + TTL retry loop)
+        # and was then processed is not dead-lettered: only a message's last fate counts.
+        self.dead_lettered.discard(event.message_id)
         if event.skipped_duplicate:
             group.skipped_duplicates += 1
             return
@@ -143,7 +149,7 @@ class Ledger:
         group never sees messages that were not routed to it, which is not loss. Whether each
         group got what it should is checked per group (``expect.groups``).
         """
-        if not self.groups:
+        if not self.groups and not self.consumers_ran:
             return set()
         processed_somewhere = {
             m for g in self.groups.values() for m, n in g.processed.items() if n > 0

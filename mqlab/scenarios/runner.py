@@ -234,6 +234,8 @@ class ScenarioRunner:
             result.agreement = await driver.broker_agreement(self.ledger)
         except (BrokerError, ScenarioError, CrashNow, OSError, RuntimeError) as error:
             result.error = _one_line(error)
+        except Exception as error:  # a bug must still end as a result, never half-cleaned
+            result.error = f"internal error: {type(error).__name__}: {_one_line(error)}"
         finally:
             await self._teardown(broker, driver, faults, result)
         result.summary = self.ledger.summary()
@@ -384,6 +386,7 @@ class ScenarioRunner:
     async def _consume(self, step: Consume, broker: Broker, driver: Driver) -> None:
         if step.name in self._consumers and not self._consumers[step.name].task.done():
             raise ScenarioError(f"consumer {step.name!r} is already running")
+        self.ledger.consumers_ran = True
         dedup = await self._dedup_store(broker) if step.idempotent else None
         background = _BackgroundConsumer(step.name, asyncio.create_task(asyncio.sleep(0)))
         if self.in_process:
@@ -410,7 +413,7 @@ class ScenarioRunner:
             )
         except CrashNow as crash:
             await session.crash()
-            self._crashed(step.name, crash.point)
+            self._crashed(step.name, crash.point, unless_reported=True)
             return None
         except asyncio.CancelledError:
             await session.crash()
@@ -434,7 +437,10 @@ class ScenarioRunner:
             raise ScenarioError(f"consumer {step.name!r} failed: {outcome}")
         return None
 
-    def _crashed(self, name: str, point: str) -> None:
+    def _crashed(self, name: str, point: str, *, unless_reported: bool = False) -> None:
+        last = self.recorder.observations[-1] if self.recorder.observations else None
+        if unless_reported and isinstance(last, ConsumerCrashed) and last.consumer == name:
+            return  # the simulated consumer already reported its own crash
         self.bus.emit(
             ConsumerCrashed(at=self.bus.now(), broker=self.broker_name, consumer=name, point=point)
         )

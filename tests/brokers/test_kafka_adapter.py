@@ -196,7 +196,7 @@ async def test_killed_broker_is_reported_down_and_up_and_the_adapter_keeps_worki
         killed = True
         try:
             await wait_until(
-                lambda: bool(seen(recorder, BrokerDown, node=str(victim_id))),
+                lambda: bool(seen(recorder, BrokerDown, node=victim)),
                 f"BrokerDown for node {victim_id}",
             )
 
@@ -226,7 +226,7 @@ async def test_killed_broker_is_reported_down_and_up_and_the_adapter_keeps_worki
                 await asyncio.to_thread(faults.restart, victim)
 
         await wait_until(
-            lambda: bool(seen(recorder, BrokerUp, node=str(victim_id))),
+            lambda: bool(seen(recorder, BrokerUp, node=victim)),
             f"BrokerUp for node {victim_id}",
         )
         loop = asyncio.get_running_loop()
@@ -281,14 +281,14 @@ async def test_network_fault_on_the_leaders_proxy_fails_sends_clearly_then_recov
             failed = seen(recorder, ProduceFailed, destination=topic.name, producer="payer")
             assert len(failed) == 1
             await wait_until(
-                lambda: bool(seen(recorder, BrokerDown, node=str(leader))),
+                lambda: bool(seen(recorder, BrokerDown, node=proxy)),
                 f"BrokerDown for node {leader} (unreachable through its proxy)",
             )
         finally:
             await asyncio.to_thread(toxics.remove, proxy, toxic)
 
         await wait_until(
-            lambda: bool(seen(recorder, BrokerUp, node=str(leader))), f"BrokerUp for node {leader}"
+            lambda: bool(seen(recorder, BrokerUp, node=proxy)), f"BrokerUp for node {leader}"
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE

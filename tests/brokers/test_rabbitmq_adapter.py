@@ -357,3 +357,23 @@ async def test_close_while_cut_off_is_bounded_and_says_what_was_left() -> None:
         snapshot = await janitor.inspect()
         assert [queue.name for queue in snapshot.queues] == [broker.qualify("stranded")]
     assert await asyncio.to_thread(rabbitmqctl_queues, broker.namespace) == {}
+
+
+@pytest.mark.rabbitmq
+async def test_consumer_whose_queue_is_deleted_elsewhere_says_so() -> None:
+    async with make_broker() as broker:
+        await broker.declare_queue("doomed")
+        consumer = await broker.consume("doomed", prefetch=1)
+        # Another client (here: a second adapter on the same namespace) deletes the queue;
+        # RabbitMQ cancels the subscription with basic.cancel.
+        async with make_broker(namespace=broker.namespace) as other:
+            await other.delete_queue("doomed")
+
+        async def next_until_error() -> None:
+            for _ in range(40):
+                await consumer.next(timeout=0.25)
+
+        with pytest.raises(BrokerError, match="deleted") as raised:
+            await next_until_error()
+        assert "\n" not in str(raised.value)
+        await consumer.close()

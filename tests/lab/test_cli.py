@@ -133,6 +133,36 @@ def test_compose_without_docker_says_what_to_do(tmp_path: Path) -> None:
     assert "without --compose" in completed.stderr
 
 
+@pytest.mark.parametrize(
+    ("failing", "expected"),
+    [
+        ("compose", "the docker compose plugin is not installed"),
+        ("info", "no Docker engine is running"),
+    ],
+)
+def test_compose_with_an_unusable_docker_says_why(
+    failing: str, expected: str, tmp_path: Path
+) -> None:
+    # A docker CLI whose `compose` plugin or engine is missing, as on machines with the CLI only.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(f'#!/bin/sh\n[ "$1" = "{failing}" ] && exit 1\nexit 0\n')
+    docker.chmod(0o755)
+    completed = run_mqlab(
+        "lab",
+        "down",
+        "--compose",
+        tmp_path=tmp_path,
+        extra_env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        f"error: --compose needs Docker, but {expected}; "
+        "run `mqlab lab up` without --compose to use local processes"
+    )
+
+
 def test_status_of_an_empty_lab_lists_every_service_as_stopped(tmp_path: Path) -> None:
     completed = run_mqlab("lab", "status", "--json", tmp_path=tmp_path)
     assert completed.returncode == 0, completed.stderr

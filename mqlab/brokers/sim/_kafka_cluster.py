@@ -303,8 +303,8 @@ class Partition:
         self.high_watermark = 0
         self.ack_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.listeners: list[Callable[[], None]] = []
-        # idempotence: producer id -> recent (sequence, offset), newest last
-        self.producer_state: dict[int, deque[tuple[int, int]]] = {}
+        # idempotence: producer id -> recent (producer epoch, sequence, offset), newest last
+        self.producer_state: dict[int, deque[tuple[int, int, int]]] = {}
         # transactions: producer id -> first offset of its open transaction here
         self.ongoing: dict[int, int] = {}
         self.aborted: dict[int, list[tuple[int, int]]] = {}
@@ -541,6 +541,17 @@ class Group:
         _release(member)
         if self.leader_id == member_id:
             self.leader_id = ""
+        if not self.members:
+            # The last member left: the group is empty now (as the LeaveGroup answer says).
+            if self.state != GROUP_PREPARING:
+                self._prepare(reason)
+            else:
+                self._reason = f"{self._reason}; {reason}"
+            if self._completion is not None:
+                self._completion.cancel()
+                self._completion = None
+            self._complete(False)
+            return
         if self.state == GROUP_PREPARING:
             self._reason = f"{self._reason}; {reason}"
             self._schedule_completion()
@@ -992,7 +1003,7 @@ class SimKafkaCluster:
     def _forget_beyond(self, partition: Partition, end: int) -> None:
         """Producer and transaction state of entries the new leader does not have."""
         for producer_id, recent in list(partition.producer_state.items()):
-            kept = deque((s, o) for s, o in recent if o < end)
+            kept = deque(((e, s, o) for e, s, o in recent if o < end), maxlen=5)
             if kept:
                 partition.producer_state[producer_id] = kept
             else:
@@ -1223,6 +1234,7 @@ class SimKafkaCluster:
         *,
         acks_all: bool,
         producer_id: int = -1,
+        producer_epoch: int = 0,
         sequence: int = -1,
         txn: bool = False,
         key_text: str | None = None,
@@ -1243,10 +1255,12 @@ class SimKafkaCluster:
             raise LeaderNotAvailable(f"{partition.tp} has no leader")
         leader = partition.replica[leader_id]
         if sequence >= 0:
+            # Sequence numbers count per producer epoch: a new epoch (a new producer with the
+            # same transactional id) starts again at 0 and is not a duplicate of the old one.
             recent = partition.producer_state.get(producer_id)
             if recent is not None:
-                for seq, offset in recent:
-                    if seq == sequence and offset < leader.log_end:
+                for epoch, seq, offset in recent:
+                    if epoch == producer_epoch and seq == sequence and offset < leader.log_end:
                         entry = leader.log[offset]
                         if entry.producer_id == producer_id and entry.sequence == sequence:
                             return offset, True
@@ -1282,7 +1296,7 @@ class SimKafkaCluster:
             recent = partition.producer_state.get(producer_id)
             if recent is None:
                 recent = partition.producer_state[producer_id] = deque(maxlen=5)
-            recent.append((sequence, offset))
+            recent.append((producer_epoch, sequence, offset))
         if txn and producer_id not in partition.ongoing:
             partition.ongoing[producer_id] = offset
         if len(partition.isr) == 1:

@@ -13,6 +13,7 @@ simulator itself never does any.
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -29,14 +30,14 @@ class _VirtualSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
-        if ready or self.loop is None:
+        loop = self.loop
+        if ready or loop is None:
             return ready
         if timeout is None:
             # Nothing scheduled at all: only real I/O (e.g. a thread's wake-up) can make
             # progress, so wait for it for real.
             return super().select(None)
-        if timeout > 0:
-            self.loop.advance(timeout)
+        loop.advance_to_next_timer(jump=timeout > 0)
         return ready
 
 
@@ -54,9 +55,32 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return self._virtual_now
 
     def advance(self, seconds: float) -> None:
-        """Move the virtual clock forward (never backward)."""
+        """Move the virtual clock forward (never backward, and always by at least one float
+        step, so a timer a rounding error away can never stall the loop)."""
         if seconds > 0:
-            self._virtual_now += seconds
+            target = self._virtual_now + seconds
+            if target <= self._virtual_now:
+                target = math.nextafter(self._virtual_now, math.inf)
+            self._virtual_now = target
+
+    def advance_to_next_timer(self, *, jump: bool) -> None:
+        """Set the clock to the earliest timer's exact deadline: always when ``jump`` (the
+        loop would sleep until then), otherwise only if the loop is about to run it anyway.
+
+        asyncio runs a timer whose deadline is less than ``clock_resolution`` ahead, so
+        without this a timer could run while ``time()`` is still a rounding error short of
+        its deadline, and code comparing ``time()`` with the deadline it computed would
+        loop forever at the same virtual instant. Setting the clock to the deadline itself
+        (not ``now + timeout``) also keeps float rounding out of the jump.
+        """
+        # asyncio's timer heap (private, stable since 3.4); cancelled heads are gone here.
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        if not scheduled:
+            return
+        deadline = scheduled[0].when()
+        resolution: float = self._clock_resolution  # type: ignore[attr-defined]
+        if jump or deadline < self._virtual_now + resolution:
+            self._virtual_now = max(self._virtual_now, deadline)
 
 
 def run_virtual(coro: Coroutine[Any, Any, _T], *, start: float = 0.0) -> _T:

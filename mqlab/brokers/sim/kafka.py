@@ -390,12 +390,15 @@ class SimKafkaBroker(KafkaAPI):
     # -- snapshot --------------------------------------------------------------------------
 
     async def inspect(self) -> KafkaSnapshot:
-        """Brokers as the controller sees them, this namespace's topics and groups."""
+        """Brokers as the controller sees them (fenced ones not alive), this namespace's
+        topics and groups. The controller is not a broker (KRaft, node 0 in the lab): it shows
+        as ``controller_id`` (None while it is down)."""
         cluster = self.cluster
         controller_alive = cluster.controller_up
-        nodes = [KafkaNode(CONTROLLER_ID, "sim", 0, controller_alive, controller=True)]
-        for broker_id, broker in cluster.brokers.items():
-            nodes.append(KafkaNode(broker_id, "sim", 0, alive=not broker.fenced))
+        nodes = [
+            KafkaNode(broker_id, "sim", 0, alive=not broker.fenced)
+            for broker_id, broker in cluster.brokers.items()
+        ]
         prefix = f"{self.namespace}-"
         topics = tuple(self._topic_info(t) for t in cluster.topics_with_prefix(prefix))
         groups = tuple(self._group_info(g) for g in cluster.groups_with_prefix(prefix))
@@ -707,6 +710,7 @@ class SimKafkaProducer(KafkaProducer):
                 headers,
                 acks_all=self._acks_all,
                 producer_id=self._producer_id,
+                producer_epoch=self._epoch,
                 sequence=sequence,
                 txn=self._txn is not None,
                 key_text=key_text,
@@ -1279,15 +1283,18 @@ class SimKafkaConsumer(KafkaConsumer):
         for tp, offset in chosen.items():
             if offset < 0:
                 raise BrokerError(f"commit: offset for {tp} must not be negative ({offset})")
-        if not chosen:
-            return
+        out_of_group = self._needs_join or self._member_id is None
+        if not chosen and not (out_of_group and self._generation >= 0):
+            return  # nothing consumed yet: nothing to commit
         await coordinator_round_trip(
             self._cluster, OFFSETS_TOPIC, self.group_id, self._session_timeout, "OffsetCommit"
         )
         if self._needs_join or self._member_id is None:
+            # It was a member and is not now: its partitions were revoked (a rebalance, or it
+            # left after max.poll.interval), so its progress may belong to another member.
             raise CommitFailed(
-                f"commit failed for group {self.group_id}: {self.name} is rejoining the group "
-                "(a rebalance is in progress)"
+                f"commit failed for group {self.group_id}: {self.name} is not a member of the "
+                "current generation (the group rebalanced; poll again to rejoin)"
             )
         try:
             self._group().commit(self._member_id, self._generation, chosen, self.name)

@@ -1538,10 +1538,12 @@ class SimRabbitMQBroker(RabbitMQAPI):
 
         While the connection is down the call waits for the reconnect (as aio-pika's robust
         connection does). A request already sent when the caller gives up still reaches the
-        node (a paused node acts on it when resumed); one sent on a connection that then
-        breaks is lost and retried on the new connection. A connection that breaks after the
-        node acted raises :class:`ConnectionLost` (the effect happened, the answer is lost).
+        node (a paused node acts on it when resumed); one that a reset or a killed node loses
+        on the way is retried on the new connection. A connection that breaks after the node
+        acted raises :class:`ConnectionLost` (the effect happened, the answer is lost).
         """
+        if self._link_up and self.world.clear_path(NODE):
+            return action()  # nothing on the way: the round trip takes no virtual time
         try:
             async with asyncio.timeout(self.operation_timeout):
                 while True:

@@ -44,7 +44,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -421,11 +421,16 @@ class SimSqsServer:
         queue = self.queue(name, "ReceiveMessage")
         now = self.world.now()
         self._forget_old_dedup_ids(queue, now)
+        candidates: Iterable[_Stored]
         if queue.fifo:
             candidates = self._fifo_candidates(queue, now)
         else:
-            candidates = [m for m in queue.messages.values() if m.visible(now)]
-            self._shuffle_a_little(candidates, max_messages)
+            # Look only as far as needed: a snapshot (redrive and duplicates change the
+            # queue while we go), the visible ones lazily, the first few maybe shuffled.
+            visible = (m for m in list(queue.messages.values()) if m.visible(now))
+            window = list(itertools.islice(visible, max_messages + 1))
+            self._shuffle_a_little(window, max_messages)
+            candidates = itertools.chain(window, visible)
         received: list[_Stored] = []
         for message in candidates:
             if len(received) >= max_messages:
@@ -1215,9 +1220,12 @@ class SimSqsBroker(SqsAPI):
 
         try:
             async with asyncio.timeout(self.request_timeout + extra):
-                # A request the client stops waiting for still reaches the server (a paused
-                # one acts on it when resumed): a timed-out send may well have been stored.
-                result = await outlive_caller(world, request(), f"sqs {operation}")
+                if world.clear_path(NODE):
+                    result = await action()  # nothing on the way (a long poll may still wait)
+                else:
+                    # A request the client stops waiting for still reaches the server (a
+                    # paused one acts on it when resumed): a timed-out send may be stored.
+                    result = await outlive_caller(world, request(), f"sqs {operation}")
                 await world.transmit(NODE, "downstream")
         except TimeoutError:
             self._mark_unreachable(f"{operation} got no answer within {self.request_timeout:g} s")

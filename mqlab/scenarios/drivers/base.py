@@ -89,6 +89,10 @@ class ConsumerSession(ABC):
 
     name: str
     group: str
+    rewinds_on_requeue: bool = False
+    """True where giving a message back means rewinding the position (Kafka): the rest of
+    the fetched batch will be fetched again, so the loop must drop it, or those messages
+    would be processed twice."""
 
     @abstractmethod
     async def receive(self, max_messages: int, wait: float) -> list[Incoming]:
@@ -117,6 +121,12 @@ class ConsumerSession(ABC):
     async def crash(self) -> None:
         """Vanish without closing (in-process runs only; a worker process is SIGKILLed)."""
         await self.close()
+
+    def settling(self) -> bool:
+        """True while the consumer cannot receive yet for a reason that is not an empty
+        channel (a Kafka member waiting for its group to assign partitions). The consume loop
+        does not count that time as idle."""
+        return False
 
 
 class Driver(ABC):

@@ -9,6 +9,8 @@ is fetched again, and dead-lettering is the consumer's own job: it writes the re
 
 from __future__ import annotations
 
+import asyncio
+
 from mqlab.brokers.api.kafka import (
     KafkaAPI,
     KafkaConsumer,
@@ -34,6 +36,8 @@ from mqlab.scenarios.ledger import Ledger
 
 class KafkaSession(ConsumerSession):
     """A Kafka group member driven by the consume loop."""
+
+    rewinds_on_requeue = True
 
     def __init__(self, driver: KafkaDriver, consumer: KafkaConsumer, step: Consume) -> None:
         self.driver = driver
@@ -112,12 +116,19 @@ class KafkaSession(ConsumerSession):
     async def close(self) -> None:
         await self.consumer.close()
 
+    def settling(self) -> bool:
+        # A new member gets partitions only when the group has rebalanced, which can take a
+        # session timeout if a crashed member still holds them.
+        return not self.consumer.assignment()
+
     async def crash(self) -> None:
         crash = getattr(self.consumer, "crash", None)
         if crash is not None:
             # The simulator's consumer can vanish without leaving the group: the group only
             # notices after the session timeout, exactly like a kill -9.
-            await crash()
+            result = crash()
+            if asyncio.iscoroutine(result):
+                await result
         else:
             await self.consumer.close()
 
@@ -239,8 +250,9 @@ class KafkaDriver(Driver):
                 wanted = f"every ISR has at least {check.min_isr_size} replicas"
             return CheckResult(holds, f"ISR sizes {sizes}", wanted)
         if check.lag is not None:
-            lag = await self.group_lag(self.kafka.qualify(self.default_group))
-            return CheckResult(lag == check.lag, f"lag {lag}", f"lag is {check.lag}")
+            group = check.group or self.default_group
+            lag = await self.group_lag(self.kafka.qualify(group))
+            return CheckResult(lag == check.lag, f"lag {lag}", f"{group} lag is {check.lag}")
         if check.online is not None:
             info = await self._topic()
             snapshot = await self.kafka.inspect()

@@ -1,0 +1,310 @@
+"""The simulator's core: virtual time, the world's fault vocabulary and simulated network."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from mqlab.brokers.sim.clock import VirtualTimeLoop, run_virtual
+from mqlab.brokers.sim.world import (
+    LAB_NODES,
+    NodeChange,
+    NodeState,
+    NodeUnreachable,
+    SimFaultError,
+    SimWorld,
+)
+from mqlab.observe.bus import Recorder
+from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
+
+# --- virtual time -------------------------------------------------------------------------
+
+
+async def test_tests_here_run_on_virtual_time() -> None:
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    start = loop.time()
+    await asyncio.sleep(3600)  # an hour of virtual time: instant, or the suite would time out
+    assert loop.time() - start == pytest.approx(3600)
+
+
+async def test_timers_fire_in_deadline_order_at_their_virtual_time() -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    fired: list[tuple[str, float]] = []
+    for name, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
+        loop.call_later(delay, lambda n=name: fired.append((n, loop.time() - start)))
+    await asyncio.sleep(5)
+    assert fired == [("a", pytest.approx(1.0)), ("b", pytest.approx(2.0)), ("c", 3.0)]
+
+
+def test_a_deadline_computed_by_hand_is_reached_despite_float_rounding() -> None:
+    """Regression: asyncio runs a timer up to ``clock_resolution`` early when other work is
+    ready. The clock must then stand at the timer's deadline, or tasks comparing ``time()``
+    with a deadline they computed spin forever at one virtual instant (two heartbeat loops
+    did, at 9.049999999999997, waiting for 9.049999999999999)."""
+
+    async def wait_until_due(event: asyncio.Event, deadline: float) -> int:
+        loop = asyncio.get_running_loop()
+        rounds = 0
+        while loop.time() < deadline:
+            rounds += 1
+            if rounds > 100:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), max(0.0, deadline - loop.time()))
+        return rounds
+
+    async def two_heartbeats() -> list[int]:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        due = loop.time() + 3e-15  # a couple of float steps ahead: inside clock_resolution
+        return await asyncio.gather(wait_until_due(event, due), wait_until_due(event, due))
+
+    assert run_virtual(two_heartbeats(), start=9.049999999999997) == [1, 1]
+
+
+def test_run_virtual_returns_the_result_and_closes_its_loop() -> None:
+    async def answer() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        await asyncio.sleep(60)
+        return before, loop.time()
+
+    assert run_virtual(answer(), start=100.0) == (100.0, 160.0)
+
+
+# --- ids, namespaces and randomness ---------------------------------------------------------
+
+
+def test_ids_namespaces_and_random_numbers_repeat_with_the_seed() -> None:
+    def draw(seed: int) -> tuple[list[str], list[str], list[float]]:
+        world = SimWorld(seed=seed)
+        ids = [world.next_id("producer-1"), world.next_id("consumer-1")]
+        namespaces = [world.new_namespace(), world.new_namespace()]
+        return ids, namespaces, [world.rng.random() for _ in range(3)]
+
+    assert draw(5) == draw(5)
+    assert draw(5)[0] == ["producer-1-000001", "consumer-1-000002"]
+    assert draw(5)[1] == ["mq-sim001", "mq-sim002"]
+    assert draw(5)[2] != draw(6)[2]
+
+
+# --- process faults -------------------------------------------------------------------------
+
+
+async def test_kill_pause_resume_restart_change_state_and_report_like_the_lab(
+    world: SimWorld, recorder: Recorder
+) -> None:
+    changes: list[tuple[str, str, str, str]] = []
+    world.watch(lambda c: changes.append((c.node, c.previous, c.state, c.cause)))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    await world.pause("rabbitmq")
+    assert world.state("rabbitmq") is NodeState.PAUSED
+    await world.resume("rabbitmq")
+    await world.kill("kafka-broker-2")
+    assert world.state("kafka-broker-2") is NodeState.DOWN
+    assert world.killed_nodes == {"kafka-broker-2"}
+    await world.kill("kafka-broker-2")  # already down: nothing happens, nothing is reported
+    await world.restart("kafka-broker-2")
+    assert world.is_up("kafka-broker-2")
+    # A restart takes the node's start-up time (a Kafka broker: seconds, virtual).
+    assert loop.time() - start == pytest.approx(3.0)
+
+    assert changes == [
+        ("rabbitmq", "up", "paused", "pause"),
+        ("rabbitmq", "paused", "up", "resume"),
+        ("kafka-broker-2", "up", "down", "kill"),
+        ("kafka-broker-2", "down", "up", "start"),
+    ]
+    reported = [
+        (type(o).__name__, getattr(o, "fault", ""), getattr(o, "target", getattr(o, "node", "")))
+        for o in recorder.observations
+    ]
+    assert reported == [
+        ("FaultInjected", "pause", "rabbitmq"),
+        ("BrokerDown", "", "rabbitmq"),
+        ("FaultInjected", "resume", "rabbitmq"),
+        ("FaultHealed", "pause", "rabbitmq"),
+        ("BrokerUp", "", "rabbitmq"),
+        ("FaultInjected", "kill", "kafka-broker-2"),
+        ("BrokerDown", "", "kafka-broker-2"),
+        ("FaultInjected", "restart", "kafka-broker-2"),
+        ("FaultHealed", "kill", "kafka-broker-2"),
+        ("BrokerUp", "", "kafka-broker-2"),
+    ]
+    assert all(o.broker == "lab" for o in recorder.observations)
+
+
+async def test_restarting_a_running_node_stops_it_first(
+    world: SimWorld, recorder: Recorder
+) -> None:
+    seen: list[NodeChange] = []
+    world.watch(seen.append)
+    await world.restart("nats")
+    assert [(c.previous, c.state, c.cause) for c in seen] == [
+        ("up", "down", "restart"),
+        ("down", "up", "start"),
+    ]
+    assert [type(o) for o in recorder.observations] == [FaultInjected, BrokerDown, BrokerUp]
+
+
+async def test_impossible_faults_say_why(world: SimWorld) -> None:
+    with pytest.raises(SimFaultError, match=r"unknown node 'kafka-broker-9'.*did you mean"):
+        await world.kill("kafka-broker-9")
+    with pytest.raises(SimFaultError, match="cannot resume sqs: it is up"):
+        await world.resume("sqs")
+    await world.kill("sqs")
+    with pytest.raises(SimFaultError, match="cannot pause sqs: it is down"):
+        await world.pause("sqs")
+    with pytest.raises(SimFaultError, match="unknown network fault 'slow'"):
+        await world.add_network_fault("nats", "slow")
+    with pytest.raises(SimFaultError, match=r"latency: missing parameter\(s\) \['latency'\]"):
+        await world.add_network_fault("nats", "latency")
+    with pytest.raises(SimFaultError, match="unexpected parameter"):
+        await world.add_network_fault("nats", "partition", latency=1.0)
+    assert set(LAB_NODES) <= set(world.nodes)
+
+
+# --- the simulated network -----------------------------------------------------------------
+
+
+async def test_a_healthy_path_costs_no_time(world: SimWorld) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert world.clear_path("nats")
+    await world.transmit("nats", "upstream", 10_000)
+    assert loop.time() == start
+
+
+async def test_a_killed_node_refuses_and_a_paused_one_answers_after_resume(
+    world: SimWorld,
+) -> None:
+    loop = asyncio.get_running_loop()
+    await world.kill("sqs")
+    with pytest.raises(NodeUnreachable, match="sqs: connection refused"):
+        await world.transmit("sqs")
+
+    await world.pause("nats")
+    request = asyncio.ensure_future(world.transmit("nats"))
+    await asyncio.sleep(5)
+    assert not request.done()  # a frozen process: the request just waits
+    await world.resume("nats")
+    await request
+    assert loop.time() == pytest.approx(5)
+
+    await world.pause("rabbitmq")
+    hanging = asyncio.ensure_future(world.transmit("rabbitmq"))
+    await asyncio.sleep(1)
+    await world.kill("rabbitmq")
+    with pytest.raises(NodeUnreachable, match="connection reset by peer"):
+        await hanging
+
+
+async def test_network_faults_delay_reset_or_cut_only_their_stream(
+    world: SimWorld, recorder: Recorder
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    await world.add_network_fault("kafka-broker-1", "latency", latency=0.25, stream="downstream")
+    start = loop.time()
+    await world.transmit("kafka-broker-1", "upstream")
+    assert loop.time() == start  # requests are not delayed...
+    await world.transmit("kafka-broker-1", "downstream")
+    assert loop.time() - start == pytest.approx(0.25)  # ... responses are
+    await world.remove_network_fault("kafka-broker-1")
+    assert world.clear_path("kafka-broker-1")
+
+    await world.add_network_fault("kafka-broker-2", "bandwidth", rate=100)  # KB/s
+    start = loop.time()
+    await world.transmit("kafka-broker-2", "upstream", 50_000)
+    assert loop.time() - start == pytest.approx(0.5)
+
+    await world.add_network_fault("kafka-broker-3", "reset_peer", timeout=2.0)
+    start = loop.time()
+    with pytest.raises(NodeUnreachable, match="connection reset by peer"):
+        await world.transmit("kafka-broker-3")
+    assert loop.time() - start == pytest.approx(2.0)
+
+    await world.add_network_fault("nats", "timeout", timeout=1.5)
+    with pytest.raises(NodeUnreachable, match="connection closed"):
+        await world.transmit("nats")
+
+    await world.add_network_fault("sqs", "timeout")  # no timeout: data is silently dropped
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(world.transmit("sqs"), 30)
+
+    await world.add_network_fault("rabbitmq", "partition")
+    with pytest.raises(NodeUnreachable, match="connection refused"):
+        await world.transmit("rabbitmq")
+    await world.remove_network_fault("rabbitmq", "partition")
+    await world.transmit("rabbitmq")
+
+    injected = [(o.fault, o.target) for o in recorder.observations if isinstance(o, FaultInjected)]
+    assert injected == [
+        ("latency", "kafka-broker-1"),
+        ("bandwidth", "kafka-broker-2"),
+        ("reset_peer", "kafka-broker-3"),
+        ("timeout", "nats"),
+        ("timeout", "sqs"),
+        ("partition", "rabbitmq"),
+    ]
+    healed = [(o.fault, o.target) for o in recorder.observations if isinstance(o, FaultHealed)]
+    assert healed == [("latency", "kafka-broker-1"), ("partition", "rabbitmq")]
+    (latency,) = [
+        o for o in recorder.observations if isinstance(o, FaultInjected) and o.fault == "latency"
+    ]
+    assert dict(latency.params) == {"stream": "downstream", "latency": "0.25"}
+
+
+async def test_latency_jitter_comes_from_the_seeded_rng() -> None:
+    async def delays(seed: int) -> list[float]:
+        world = SimWorld(seed=seed)
+        await world.add_network_fault("nats", "latency", latency=0.1, jitter=0.05)
+        loop = asyncio.get_running_loop()
+        measured = []
+        for _ in range(5):
+            start = loop.time()
+            await world.transmit("nats")
+            measured.append(round(loop.time() - start, 9))
+        return measured
+
+    first = await delays(3)
+    assert first == await delays(3)
+    assert first != await delays(4)
+    assert all(0.05 <= d <= 0.15 for d in first)
+    assert len(set(first)) > 1
+
+
+# --- background work -----------------------------------------------------------------------
+
+
+async def test_spawned_tasks_are_cancelled_on_close_and_their_errors_kept() -> None:
+    world = SimWorld()
+
+    async def forever() -> None:
+        await asyncio.sleep(10**9)
+
+    async def broken() -> None:
+        raise RuntimeError("model bug")
+
+    sleeper = world.spawn(forever())
+    world.spawn(broken())
+    await asyncio.sleep(0)
+    await world.aclose()
+    assert sleeper.cancelled()
+    assert [str(e) for e in world.errors] == ["model bug"]
+
+
+async def test_until_state_waits_for_the_node(world: SimWorld) -> None:
+    loop = asyncio.get_running_loop()
+    await world.kill("kafka-controller")
+    waiter = asyncio.ensure_future(world.until_state("kafka-controller", NodeState.UP))
+    restart = asyncio.ensure_future(world.restart("kafka-controller"))
+    assert await waiter is NodeState.UP
+    await restart
+    assert loop.time() == pytest.approx(2.0)  # the controller's start-up time
