@@ -179,7 +179,8 @@ class SqsBroker(SqsAPI):
         self._last_source: _Bounded[str] = _Bounded()
         self._dead_lettered: _Bounded[bool] = _Bounded()
         self._message_counter = itertools.count(1)
-        self._reachable = True
+        # None until connected: connection attempts are not "the broker went down".
+        self._reachable: bool | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -938,7 +939,7 @@ class SqsBroker(SqsAPI):
         return SqsRequestRefused(f"{operation} on {target} refused: {code}: {message}")
 
     def _mark_unreachable(self, detail: str) -> None:
-        if not self._reachable:
+        if self._reachable is not True:
             return
         self._reachable = False
         self.emit(BrokerDown(at=self.bus.now(), broker=self.name, node=self.system, detail=detail))
@@ -946,7 +947,8 @@ class SqsBroker(SqsAPI):
             self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_up())
 
     def _mark_reachable(self) -> None:
-        if self._reachable:
+        if self._reachable is not False:
+            self._reachable = True
             return
         self._reachable = True
         self.emit(

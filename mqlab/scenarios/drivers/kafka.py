@@ -256,20 +256,20 @@ class KafkaDriver(Driver):
         if check.online is not None:
             info = await self._topic()
             snapshot = await self.kafka.inspect()
-            alive = {node.node_id for node in snapshot.brokers if node.alive}
+            alive_ids = {node.node_id for node in snapshot.brokers if node.alive}
             leaders = [p.leader for p in info.partitions]
-            online = all(leader in alive for leader in leaders)
+            online = all(leader in alive_ids for leader in leaders)
             return CheckResult(
                 online == check.online,
-                f"leaders {leaders}, alive brokers {sorted(alive)}",
+                f"leaders {leaders}, alive brokers {sorted(alive_ids)}",
                 "every partition has a live leader" if check.online else "a partition is offline",
             )
         if check.alive_brokers is not None:
             snapshot = await self.kafka.inspect()
-            alive = sum(1 for node in snapshot.brokers if node.alive)
+            alive_count = sum(1 for node in snapshot.brokers if node.alive)
             return CheckResult(
-                alive == check.alive_brokers,
-                f"{alive} brokers alive",
+                alive_count == check.alive_brokers,
+                f"{alive_count} brokers alive",
                 f"{check.alive_brokers} brokers alive",
             )
         if check.dead_letter_depth is not None:
