@@ -5,13 +5,14 @@ Why it looks the way it does:
 - The client reconnects forever (every half second) while the adapter is open, and its
   ``disconnected`` / ``reconnected`` callbacks become ``BrokerDown`` / ``BrokerUp``
   observations. Keep-alive pings every 2 s (two may be outstanding) notice a *paused* server
-  within seconds, not minutes. While the connection is down every call fails at once with
-  :class:`~mqlab.brokers.base.BrokerUnavailable`; after the server is back the same adapter
-  (and its pull consumers) works again.
-- The first connection attempt is bounded by ``connect_timeout``: a closed port is reported at
-  once (a plain TCP check), anything slower (a proxy in front of a dead server) when the
-  timeout runs out. nats-py's default error handler prints tracebacks; this adapter keeps the
-  last error instead, for its one-line message.
+  within seconds, not minutes. While the connection is down a call waits up to
+  ``request_timeout`` for the reconnect (so a short cut delays an ack instead of losing it) and
+  then raises :class:`~mqlab.brokers.base.BrokerUnavailable`; after the server is back the same
+  adapter (and its pull consumers) works again.
+- The first connection attempt is bounded by ``connect_timeout``: a refused port is retried
+  every quarter second (a plain TCP check) until then, and the NATS handshake gets what is
+  left. nats-py's default error handler prints tracebacks; this adapter keeps the last error
+  instead, for its one-line message.
 - JetStream requests (stream/consumer management, publish acks, ``ack``) are bounded by
   ``request_timeout`` and raise :class:`~mqlab.brokers.base.OperationTimedOut` when the server
   stays silent. ``ack`` waits for the server's confirmation (``ack_sync``) so that an ``Acked``
@@ -35,7 +36,8 @@ import contextlib
 import datetime
 import itertools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -80,6 +82,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 """JetStream's deduplication header."""
 _STREAM_EXISTS = 10058  # JetStream error code: stream name already in use (other config)
 _RECONNECT_WAIT = 0.5
+_RETRY_INTERVAL = 0.25
 _PING_INTERVAL = 2
 _MAX_OUTSTANDING_PINGS = 2
 _FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
@@ -126,12 +129,15 @@ class NatsBroker(NatsAPI):
         self._last_error = ""
         self._message_counter = itertools.count(1)
         self._pull_consumers: list[_PullConsumer] = []
+        self._link_up = asyncio.Event()  # set while the client is connected
         self._subscriptions: list[_CoreSubscription] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        await self._check_port()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        await self._check_port(deadline)
         client = Client()
         self._closing = False
         try:
@@ -149,7 +155,7 @@ class NatsBroker(NatsAPI):
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
                 ),
-                timeout=self.connect_timeout,
+                timeout=max(0.5, deadline - loop.time()),
             )
         except (TimeoutError, OSError, nats.errors.Error) as error:
             self._closing = True
@@ -159,6 +165,7 @@ class NatsBroker(NatsAPI):
             raise BrokerUnavailable(self.system, self.address, detail) from None
         self._nc = client
         self._js = client.jetstream(timeout=self.request_timeout)
+        self._link_up.set()
         try:
             with self._translate("account info", self.address):
                 await self._js.account_info()
@@ -171,17 +178,29 @@ class NatsBroker(NatsAPI):
                 self.system, self.address, f"JetStream is not available: {error}"
             ) from None
 
-    async def _check_port(self) -> None:
-        """Fail fast when nothing listens (the common "lab not started" case)."""
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), timeout=self.connect_timeout
-            )
-        except (TimeoutError, OSError) as error:
-            raise BrokerUnavailable(self.system, self.address, _one_line(error)) from None
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    async def _check_port(self, deadline: float) -> None:
+        """Wait (until ``deadline``) for the port to accept connections.
+
+        A refused connection is retried every quarter second, so a lab that is still
+        starting, or a short network cut, does not fail the connect; nats-py on its own would
+        keep retrying without a bound.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port),
+                    timeout=max(0.1, deadline - loop.time()),
+                )
+            except (TimeoutError, OSError) as error:
+                if loop.time() + _RETRY_INTERVAL > deadline:
+                    raise BrokerUnavailable(self.system, self.address, _one_line(error)) from None
+                await asyncio.sleep(_RETRY_INTERVAL)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
 
     async def _close(self) -> None:
         self._closing = True
@@ -205,6 +224,7 @@ class NatsBroker(NatsAPI):
     # --- connection events --------------------------------------------------------------
 
     async def _on_disconnected(self) -> None:
+        self._link_up.clear()
         if self._closing:
             return
         self.emit(
@@ -218,6 +238,7 @@ class NatsBroker(NatsAPI):
 
     async def _on_reconnected(self) -> None:
         self._last_error = ""
+        self._link_up.set()
         self.emit(
             BrokerUp(
                 at=self.bus.now(),
@@ -294,7 +315,7 @@ class NatsBroker(NatsAPI):
             max_msgs_per_subject=max_msgs_per_subject,
             storage=js_api.StorageType.FILE,
         )
-        js = self._jetstream()
+        js = await self._jetstream()
         with self._translate("add stream", stream):
             try:
                 info = await js.add_stream(config)
@@ -307,7 +328,7 @@ class NatsBroker(NatsAPI):
     async def delete_stream(self, name: str) -> None:
         """Delete the stream and its consumers; a stream that is already gone is fine."""
         stream = self._stream_name(name)
-        js = self._jetstream()
+        js = await self._jetstream()
         with (
             self._translate("delete stream", stream),
             contextlib.suppress(nats.js.errors.NotFoundError),
@@ -317,7 +338,7 @@ class NatsBroker(NatsAPI):
     async def stream_info(self, name: str) -> StreamInfo:
         """A stream's subjects, limits and state, fresh from the server."""
         stream = self._stream_name(name)
-        js = self._jetstream()
+        js = await self._jetstream()
         with self._translate("stream info", stream):
             return _stream_info(await js.stream_info(stream))
 
@@ -344,7 +365,7 @@ class NatsBroker(NatsAPI):
         if msg_id is not None:
             all_headers[MSG_ID_HEADER] = msg_id
         try:
-            js = self._jetstream()
+            js = await self._jetstream()
             with self._translate("publish", target):
                 ack = await js.publish(target, data, headers=all_headers)
         except BrokerError as error:
@@ -378,7 +399,7 @@ class NatsBroker(NatsAPI):
         """
         target = self._subject(subject)
         mqlab_id = self._new_message_id()
-        nc = self._client()
+        nc = await self._client()
         with self._translate("publish", target):
             await nc.publish(target, data, headers={MESSAGE_ID_HEADER: mqlab_id})
             await nc.flush(timeout=self._flush_timeout())
@@ -432,7 +453,7 @@ class NatsBroker(NatsAPI):
             ),
             filter_subject=self._subject(filter_subject) if filter_subject else None,
         )
-        js = self._jetstream()
+        js = await self._jetstream()
         with self._translate("add consumer", f"{stream_name}/{durable}"):
             await js.add_consumer(stream_name, config)
             subscription = await js.pull_subscribe_bind(consumer=durable, stream=stream_name)
@@ -443,14 +464,14 @@ class NatsBroker(NatsAPI):
     async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
         stream_name = self._stream_name(stream)
-        js = self._jetstream()
+        js = await self._jetstream()
         with self._translate("consumer info", f"{stream_name}/{durable}"):
             return _consumer_info(await js.consumer_info(stream_name, durable))
 
     async def delete_consumer(self, stream: str, durable: str) -> None:
         """Delete a durable consumer; one that is already gone is fine."""
         stream_name = self._stream_name(stream)
-        js = self._jetstream()
+        js = await self._jetstream()
         with (
             self._translate("delete consumer", f"{stream_name}/{durable}"),
             contextlib.suppress(nats.js.errors.NotFoundError),
@@ -460,7 +481,7 @@ class NatsBroker(NatsAPI):
     async def subscribe(self, subject: str) -> NatsSubscription:
         """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
         target = self._subject(subject)
-        nc = self._client()
+        nc = await self._client()
         with self._translate("subscribe", target):
             subscription = await nc.subscribe(target)
             await nc.flush(timeout=self._flush_timeout())
@@ -472,7 +493,7 @@ class NatsBroker(NatsAPI):
 
     async def inspect(self) -> NatsSnapshot:
         """Every stream of the namespace and every consumer on them."""
-        js = self._jetstream()
+        js = await self._jetstream()
         streams = await self._namespace_streams()
         consumers: list[ConsumerInfo] = []
         for stream in streams:
@@ -486,7 +507,7 @@ class NatsBroker(NatsAPI):
         )
 
     async def _namespace_streams(self) -> list[js_api.StreamInfo]:
-        js = self._jetstream()
+        js = await self._jetstream()
         prefix = f"{self.namespace}-"
         found: list[js_api.StreamInfo] = []
         offset = 0
@@ -501,17 +522,29 @@ class NatsBroker(NatsAPI):
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _client(self) -> Client:
+    async def _client(self) -> Client:
+        """The connection, waiting up to ``request_timeout`` for a reconnect when it is down.
+
+        Waiting (rather than failing at once) lets a short network cut delay an operation,
+        an ack for instance, instead of losing it; nats-py itself buffers what is sent while
+        it reconnects.
+
+        Raises:
+            BrokerUnavailable: still disconnected when the time is up.
+        """
         if self._nc is None:
             raise BrokerError("the nats adapter is not connected (use: async with broker)")
-        if not self._nc.is_connected:
+        if not self._nc.is_connected and not self._nc.is_closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._link_up.wait(), timeout=self.request_timeout)
+        if self._nc is None or not self._nc.is_connected:
             raise BrokerUnavailable(
                 self.system, self.address, f"connection lost, reconnecting{self._error_suffix()}"
             )
         return self._nc
 
-    def _jetstream(self) -> JetStreamContext:
-        self._client()
+    async def _jetstream(self) -> JetStreamContext:
+        await self._client()
         assert self._js is not None  # set together with _nc
         return self._js
 
@@ -593,7 +626,7 @@ class _PullConsumer(NatsPullConsumer):
         if self._closed:
             raise JetStreamError(f"consumer {self.name} on {self.stream} is closed")
         broker = self.broker
-        broker._client()
+        await broker._client()
         try:
             with broker._translate("fetch", f"{self.stream}/{self.name}"):
                 raw_messages = await self._subscription.fetch(batch=batch, timeout=timeout)
@@ -647,7 +680,7 @@ class _JsMessage(JsMessage):
     async def ack(self) -> None:
         """Acknowledge and wait for the server to confirm it."""
         broker = self._broker
-        broker._client()
+        await broker._client()
         with broker._translate("ack", f"{self.stream}#{self.stream_sequence}"):
             await self._raw.ack_sync(timeout=broker.request_timeout)
         broker.emit(
@@ -662,27 +695,23 @@ class _JsMessage(JsMessage):
 
     async def nak(self, delay: float | None = None) -> None:
         """Negative ack: JetStream redelivers (after ``delay`` seconds when given)."""
-        await self._settle("nak", self._raw.nak(delay=delay))
+        await self._settle("nak", partial(self._raw.nak, delay=delay))
         self._emit_nack(requeue=True)
 
     async def term(self) -> None:
         """Terminate: this consumer will never get the message again."""
-        await self._settle("term", self._raw.term())
+        await self._settle("term", self._raw.term)
         self._emit_nack(requeue=False)
 
     async def in_progress(self) -> None:
         """Still working: restart the ack-wait timer."""
-        await self._settle("in_progress", self._raw.in_progress())
+        await self._settle("in_progress", self._raw.in_progress)
 
-    async def _settle(self, operation: str, send: Any) -> None:
+    async def _settle(self, operation: str, send: Callable[[], Awaitable[None]]) -> None:
         broker = self._broker
-        try:
-            nc = broker._client()
-        except BrokerError:
-            send.close()  # the coroutine was never awaited
-            raise
+        nc = await broker._client()
         with broker._translate(operation, f"{self.stream}#{self.stream_sequence}"):
-            await send
+            await send()
             await nc.flush(timeout=broker._flush_timeout())
 
     def _emit_nack(self, *, requeue: bool) -> None:

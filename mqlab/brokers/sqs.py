@@ -3,9 +3,14 @@
 Why it looks the way it does:
 
 - boto3 is blocking, so every call runs in a worker thread (``asyncio.to_thread``) with bounded
-  connect/read timeouts and at most two attempts (botocore ``Config``): a stopped server turns
-  into :class:`~mqlab.brokers.base.BrokerUnavailable` within seconds instead of a hang. Long
-  polls use a second client whose read timeout covers the 20 s maximum wait.
+  connect/read timeouts and at most two attempts (botocore ``Config``). Long polls use a second
+  client whose read timeout covers the 20 s maximum wait.
+- An endpoint that cannot be reached is asked again every quarter second for up to
+  ``request_timeout`` (``connect_timeout`` while connecting), so a short network cut delays a
+  call instead of failing it (the RabbitMQ and NATS adapters wait for their reconnect the same
+  way); after that the call raises :class:`~mqlab.brokers.base.BrokerUnavailable`. A request
+  that reached the server but got no answer is not repeated (it may have been carried out): it
+  raises :class:`~mqlab.brokers.base.OperationTimedOut`.
 - HTTP has no connection to lose, so broker health is inferred from the calls themselves: the
   first call that cannot reach the endpoint emits ``BrokerDown``; while down, a small probe
   asks the endpoint twice a second and emits ``BrokerUp`` as soon as it answers (any call that
@@ -252,6 +257,7 @@ class SqsBroker(SqsAPI):
             self._sns_client.close()
         self._sqs_client = self._polling_client = self._probe_client = None
         self._sns_client = None
+        self._reachable = None
 
     async def cleanup(self) -> None:
         """Delete every queue and SNS topic (with its subscriptions) of this namespace."""

@@ -86,6 +86,12 @@ class SqsChannel(_Strict):
     """FIFO: deduplicate by a hash of the body when no dedup id is given."""
     delay_seconds: int = Field(0, ge=0, le=900)
     """Queue-level delivery delay."""
+    duplicate_rate: float = Field(0.0, ge=0, le=1)
+    """Simulator only: share of standard-queue receives that leave a duplicate behind, as
+    AWS occasionally does. 0 by default so lessons are deterministic (and moto, the lab's SQS
+    server, never duplicates); set it to show why consumers must be idempotent anyway."""
+    reorder_rate: float = Field(0.0, ge=0, le=1)
+    """Simulator only: chance that neighbouring messages swap in a standard-queue receive."""
 
 
 class NatsChannel(_Strict):

@@ -21,7 +21,7 @@ Central. ``install()`` resolves ``kafka-pom.xml`` (next to this module) with
 
 ``python -m mqlab.lab.kafka registered PORT NODE_ID`` is the brokers' health check: it exits 0
 once the broker on PORT answers a metadata request that lists NODE_ID, that is once it has
-registered with the controller and been unfenced (an open port alone comes earlier).
+registered with the controller and been unfenced, which is what clients need.
 """
 
 from __future__ import annotations

@@ -318,25 +318,39 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def port_owner(port: int) -> str | None:
-    """Who listens on ``port`` (on any address), e.g. ``pid 4242 (nats-server)``; None if
-    nobody does. "an unknown process" when the owner is not visible to us."""
+    """Who holds ``port``, e.g. ``pid 4242 (nats-server)``; None if nobody does.
+
+    A listener is preferred; otherwise the port may be the local end of someone's outgoing
+    connection (ports in the OS's ephemeral range are handed out for those), which is said so.
+    "an unknown process" when the owner is not visible to us.
+    """
     try:
         connections = psutil.net_connections(kind="inet")
     except psutil.Error:
         connections = []
-    for connection in connections:
-        if connection.status != psutil.CONN_LISTEN or not connection.laddr:
-            continue
-        if connection.laddr.port != port:
-            continue
+    holders = [c for c in connections if c.laddr and c.laddr.port == port]
+    holders.sort(key=lambda connection: connection.status != psutil.CONN_LISTEN)
+    for connection in holders:
+        if connection.status == psutil.CONN_TIME_WAIT:
+            continue  # owned by nobody any more, and SO_REUSEADDR binds over it
+        how = "" if connection.status == psutil.CONN_LISTEN else " as an outgoing connection"
         if connection.pid is None:
-            return "an unknown process"
+            return f"an unknown process{how}"
         try:
             name = psutil.Process(connection.pid).name()
         except psutil.Error:
             name = "?"
-        return f"pid {connection.pid} ({name})"
+        return f"pid {connection.pid} ({name}){how}"
     return None
+
+
+def ephemeral_port_range() -> tuple[int, int] | None:
+    """The range the OS picks local ports of outgoing connections from (Linux), if known."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(low), int(high)
 
 
 def port_is_free(port: int) -> bool:

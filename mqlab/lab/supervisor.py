@@ -315,6 +315,7 @@ class Lab:
         started: list[ProcessRecord] = []
         with self.locked("up"):
             self._require_installed(names)
+            self._warn_about_ephemeral_ports(names)
             self._cancel.clear()
             try:
                 return self._up_all(names, started)
@@ -367,6 +368,31 @@ class Lab:
             )
             raise LabError(str(errors[0]), details)
         return [row for name in names for row in results.get(name, [])]
+
+    def _warn_about_ephemeral_ports(self, names: list[str]) -> None:
+        """Ports in the OS's ephemeral range can be taken at any moment by some outgoing
+        connection (the lab's own servers make many); say so before it bites."""
+        ephemeral = proc.ephemeral_port_range()
+        if ephemeral is None:
+            return
+        low, high = ephemeral
+        risky = sorted(
+            {
+                port_number
+                for name in names
+                for spec in SERVICES[name].processes(self.paths)
+                for port_number in spec.ports
+                if low <= port_number <= high
+            }
+        )
+        if risky:
+            log.warning(
+                "lab ports in the range the OS gives to outgoing connections (%d-%d) may be "
+                "taken at any time: %s; use a smaller MQLAB_PORT_OFFSET",
+                low,
+                high,
+                ", ".join(map(str, risky[:4])) + (" ..." if len(risky) > 4 else ""),
+            )
 
     def _require_installed(self, names: list[str]) -> None:
         gaps = [(name, gap) for name in names for gap in SERVICES[name].missing(self.paths)]

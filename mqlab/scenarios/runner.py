@@ -186,7 +186,11 @@ class ScenarioRunner:
             from mqlab.brokers.sim.world import SimWorld
 
             self.world = SimWorld(seed=self.seed, bus=self.bus)
-            broker: Broker = cls(bus=self.bus, world=self.world)  # type: ignore[call-arg]
+            options: dict[str, Any] = {}
+            if self.system == "sqs":
+                sqs = self.scenario.channel.sqs
+                options = {"duplicate_rate": sqs.duplicate_rate, "reorder_rate": sqs.reorder_rate}
+            broker: Broker = cls(bus=self.bus, world=self.world, **options)  # type: ignore[call-arg]
             return broker
         return cls(bus=self.bus)
 

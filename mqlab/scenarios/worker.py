@@ -80,7 +80,7 @@ async def _work(order: dict[str, Any]) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     dedup = None
     try:
-        await broker.connect()
+        await _connect_patiently(broker, bus, step)
         if step.idempotent:
             dedup = RedisDedupStore(broker.endpoints.redis_url, order["namespace"])
         driver = driver_for(broker, scenario)
@@ -101,6 +101,28 @@ async def _work(order: dict[str, Any]) -> int:
         # keep=True: the runner owns the namespace and deletes it at the end of the run.
         await broker.close(keep=True)
     return 0
+
+
+async def _connect_patiently(broker: Any, bus: Any, step: Consume) -> None:
+    """Connect, retrying while the broker is unreachable, as a real consumer process does
+    when it starts during an outage; gives up after the step's idle window (plus one connect
+    timeout), so a broker that is simply not there still fails the step promptly."""
+    from mqlab.brokers.base import BrokerUnavailable
+    from mqlab.observe.events import Note
+
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + min(step.idle, step.max_time)
+    while True:
+        try:
+            await broker.connect()
+            return
+        except BrokerUnavailable as error:
+            if loop.time() >= give_up:
+                raise
+            bus.emit(
+                Note(at=bus.now(), broker=broker.name, text=f"{step.name}: {error}; retrying")
+            )
+            await asyncio.sleep(0.5)
 
 
 def main() -> int:

@@ -218,7 +218,8 @@ async def test_bad_requests_are_one_line_errors() -> None:
 @pytest.mark.lab
 async def test_killed_server_reports_down_and_up_and_keeps_the_stream() -> None:
     recorder = Recorder()
-    async with make_broker() as broker:
+    # A call waits up to request_timeout for the reconnect; 1 s keeps this test short.
+    async with make_broker(request_timeout=1.0) as broker:
         broker.bus.subscribe(recorder)
         await broker.add_stream("durable", [broker.subject("durable.>")])
         kept = await broker.publish(broker.subject("durable.x"), b"persisted")
@@ -228,7 +229,7 @@ async def test_killed_server_reports_down_and_up_and_keeps_the_stream() -> None:
             down = await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
             assert isinstance(down, BrokerDown)
             assert down.node == "nats"
-            # While the server is gone every call fails at once, clearly.
+            # While the server is gone every call fails, clearly, after request_timeout.
             with pytest.raises(BrokerUnavailable) as raised:
                 await broker.publish(broker.subject("durable.x"), b"during")
             assert "mqlab lab up nats" in str(raised.value)
@@ -252,3 +253,32 @@ async def test_killed_server_reports_down_and_up_and_keeps_the_stream() -> None:
     downs = [o for o in recorder.observations if isinstance(o, BrokerDown)]
     ups = [o for o in recorder.observations if isinstance(o, BrokerUp)]
     assert (len(downs), len(ups)) == (1, 1)
+
+
+@pytest.mark.nats
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_an_ack_during_a_short_cut_is_delivered_after_the_reconnect() -> None:
+    toxics = faults.Toxics()
+    recorder = Recorder()
+    # request_timeout far longer than the cut: the ack has to wait for the reconnect, not fail.
+    async with make_broker(request_timeout=15.0) as broker:
+        broker.bus.subscribe(recorder)
+        await broker.add_stream("blip", [broker.subject("blip.>")])
+        await broker.publish(broker.subject("blip.x"), b"job")
+        consumer = await broker.pull_consumer("blip", "worker", ack_wait=30)
+        message = await fetch_one(consumer)
+        try:
+            await asyncio.to_thread(toxics.disable, "nats")
+            await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
+            acking = asyncio.create_task(message.ack())
+            await asyncio.sleep(0.5)
+            assert not acking.done()
+        finally:
+            await asyncio.to_thread(toxics.enable, "nats")
+        await acking
+        info = await broker.consumer_info("blip", "worker")
+        assert (info.ack_floor, info.num_ack_pending, info.num_redelivered) == (1, 0, 0)
+        assert await consumer.fetch(1, timeout=0.5) == []
+    kinds = [o.kind for o in recorder.observations if o.kind in {"broker_down", "broker_up"}]
+    assert kinds == ["broker_down", "broker_up"]

@@ -240,10 +240,11 @@ async def test_bad_requests_are_one_line_errors() -> None:
 @pytest.mark.sqs
 @pytest.mark.toxiproxy
 @pytest.mark.lab
-async def test_cut_connection_fails_fast_reports_down_and_up_and_works_again() -> None:
+async def test_cut_connection_fails_in_bounded_time_reports_down_and_up_and_works_again() -> None:
     toxics = faults.Toxics()
     recorder = Recorder()
-    async with make_broker() as broker:
+    # A call waits up to request_timeout for the endpoint to come back; 1 s keeps this short.
+    async with make_broker(request_timeout=1.0) as broker:
         broker.bus.subscribe(recorder)
         await broker.create_queue("steady")
         before = await broker.send("steady", "before")
@@ -274,3 +275,29 @@ async def test_cut_connection_fails_fast_reports_down_and_up_and_works_again() -
     downs = [o for o in recorder.observations if isinstance(o, BrokerDown)]
     ups = [o for o in recorder.observations if isinstance(o, BrokerUp)]
     assert (len(downs), len(ups)) == (1, 1)
+
+
+@pytest.mark.sqs
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_a_short_cut_delays_a_call_instead_of_failing_it() -> None:
+    toxics = faults.Toxics()
+    recorder = Recorder()
+    # request_timeout far longer than the cut: the delete has to wait, not fail.
+    async with make_broker(request_timeout=15.0) as broker:
+        broker.bus.subscribe(recorder)
+        await broker.create_queue("blip")
+        await broker.send("blip", "job")
+        message = await receive_one(broker, "blip")
+        try:
+            await asyncio.to_thread(toxics.disable, "sqs")
+            deleting = asyncio.create_task(broker.delete_message("blip", message.receipt_handle))
+            await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
+            assert not deleting.done()
+        finally:
+            await asyncio.to_thread(toxics.enable, "sqs")
+        await deleting  # completes once the endpoint answers again
+        info = await broker.queue_info("blip")
+        assert (info.visible, info.in_flight) == (0, 0)
+    kinds = [o.kind for o in recorder.observations if o.kind in {"broker_down", "broker_up"}]
+    assert kinds == ["broker_down", "broker_up"]

@@ -19,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from mqlab.brokers.api.kafka import (
+    AssignmentStrategy,
     KafkaAPI,
     KafkaConsumer,
     KafkaRecord,
@@ -290,7 +291,11 @@ class KafkaContract:
         [("range", {0, 1}, {2, 3}), ("roundrobin", {0, 2}, {1, 3})],
     )
     async def test_assignment_strategies_for_two_members(
-        self, broker: KafkaAPI, strategy: str, expected_a: set[int], expected_b: set[int]
+        self,
+        broker: KafkaAPI,
+        strategy: AssignmentStrategy,
+        expected_a: set[int],
+        expected_b: set[int],
     ) -> None:
         recorder = record(broker)
         topic = await broker.create_topic(
@@ -302,13 +307,13 @@ class KafkaContract:
             [topic.name],
             group_id=group,
             name="a",
-            assignment_strategy="range" if strategy == "range" else "roundrobin",
+            assignment_strategy=strategy,
         )
         b = await broker.consumer(
             [topic.name],
             group_id=group,
             name="b",
-            assignment_strategy="range" if strategy == "range" else "roundrobin",
+            assignment_strategy=strategy,
         )
 
         def partitions(consumer: KafkaConsumer) -> set[int]:

@@ -127,7 +127,9 @@ async def produce_until_acknowledged(
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         try:
-            return (await producer.send_and_wait(topic, value, partition=partition)).offset
+            metadata = await producer.send_and_wait(topic, value, partition=partition)
+            offset: int = metadata.offset
+            return offset
         except KafkaError as error:
             if time.monotonic() > deadline:
                 pytest.fail(f"produce to {topic}:{partition} kept failing: {error!r}")

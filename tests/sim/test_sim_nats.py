@@ -15,19 +15,13 @@ from mqlab.brokers.api.nats import ConsumerInfo
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.registry import get_broker_class
 from mqlab.brokers.sim import _subjects
-from mqlab.brokers.sim.clock import VirtualTimeLoopPolicy, run_virtual
+from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.nats import JetStreamError, NoStreamForSubject, SimNatsBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, DeadLettered, Expired
 
 pytestmark = pytest.mark.sim
-
-
-@pytest.fixture(scope="module")
-def event_loop_policy() -> VirtualTimeLoopPolicy:
-    """Every test here runs on the simulator's virtual clock."""
-    return VirtualTimeLoopPolicy()
 
 
 @pytest.fixture
@@ -437,7 +431,7 @@ async def test_paused_server_times_out_then_the_client_gives_the_connection_up(
         await asyncio.sleep(5)  # three pings without a PONG: the client disconnects
         assert len([o for o in recorder.of_kind(BrokerDown) if o.broker == nats.name]) == 1
         with pytest.raises(BrokerUnavailable):
-            await nats.publish(nats.subject("s.x"), b"refused at once")
+            await nats.publish(nats.subject("s.x"), b"no reconnect in time")
         await world.resume("nats")
         await asyncio.sleep(1)
         # The publish that timed out was in the socket: the server stored it on resume.

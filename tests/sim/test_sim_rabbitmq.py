@@ -14,7 +14,7 @@ import pytest
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.registry import get_broker_class
-from mqlab.brokers.sim.clock import VirtualTimeLoopPolicy, run_virtual
+from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.rabbitmq import (
     AlreadySettled,
     ConnectionLost,
@@ -37,12 +37,6 @@ from mqlab.observe.events import (
 )
 
 pytestmark = pytest.mark.sim
-
-
-@pytest.fixture(scope="module")
-def event_loop_policy() -> VirtualTimeLoopPolicy:
-    """Every test here runs on the simulator's virtual clock."""
-    return VirtualTimeLoopPolicy()
 
 
 @pytest.fixture
@@ -401,6 +395,20 @@ async def test_nack_without_dead_letter_exchange_loses_the_message(
     await delivery.nack(requeue=False)
     assert (await broker.queue_info("fragile")).ready == 0
     assert of(recorder, DeadLettered) == []
+
+
+async def test_a_consumer_whose_queue_is_deleted_ends_with_a_clear_error(
+    world: SimWorld, broker: SimRabbitMQBroker
+) -> None:
+    await broker.declare_queue("doomed")
+    consumer = await broker.consume("doomed", prefetch=1)
+    # Another client (same namespace) deletes the queue under it.
+    other = await SimRabbitMQBroker(world=world, namespace=broker.namespace).connect()
+    await other.delete_queue("doomed")
+    await other.close(keep=True)
+    with pytest.raises(BrokerError, match="cancelled consumer"):
+        await consumer.next(timeout=1)
+    await consumer.close()
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -6,18 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.sim.clock import VirtualTimeLoopPolicy
 from mqlab.brokers.sim.rabbitmq import SimRabbitMQBroker
 from mqlab.brokers.sim.world import SimWorld
 from tests.contract.rabbitmq_contract import RabbitMQContract
 
 pytestmark = pytest.mark.sim
-
-
-@pytest.fixture(scope="module")
-def event_loop_policy() -> VirtualTimeLoopPolicy:
-    """Every test here runs on the simulator's virtual clock."""
-    return VirtualTimeLoopPolicy()
 
 
 class TestSimRabbitMQ(RabbitMQContract):

@@ -11,18 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.sim.clock import VirtualTimeLoopPolicy
 from mqlab.brokers.sim.sqs import SimSqsBroker
 from mqlab.brokers.sim.world import SimWorld
 from tests.contract.sqs_contract import SqsContract
 
 pytestmark = pytest.mark.sim
-
-
-@pytest.fixture(scope="module")
-def event_loop_policy() -> VirtualTimeLoopPolicy:
-    """Every test here runs on the simulator's virtual clock."""
-    return VirtualTimeLoopPolicy()
 
 
 class TestSimSqs(SqsContract):

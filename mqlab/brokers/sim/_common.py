@@ -82,3 +82,15 @@ async def outlive_caller(world: SimWorld, work: Awaitable[_T], name: str) -> _T:
     if outcome.error is not None:
         raise outcome.error
     return cast(_T, outcome.value)
+
+
+async def first_of(timeout: float, *waits: Awaitable[object]) -> None:
+    """Wait until one of ``waits`` completes or ``timeout`` (virtual) seconds pass, whichever
+    comes first; the others are cancelled. (A server-side wait that must also notice a node
+    being killed or paused waits for its own event *and* the node's next change.)"""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

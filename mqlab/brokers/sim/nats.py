@@ -61,6 +61,7 @@ from mqlab.brokers.sim._common import (
     SIM_ADDRESS,
     connection_refused,
     connection_silent,
+    first_of,
     outlive_caller,
     within,
 )
@@ -93,7 +94,11 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 MSG_ID_HEADER = "Nats-Msg-Id"
 """JetStream's deduplication header."""
 
+DEFAULT_DUPLICATE_WINDOW = 120.0
+"""nats-server's duplicate window when a stream asks for none."""
+
 _RECONNECT_WAIT = 0.5
+_RETRY_INTERVAL = 0.25
 _PING_INTERVAL = 2.0
 _MAX_OUTSTANDING_PINGS = 2
 _FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
@@ -313,12 +318,15 @@ class SimNatsServer:
             raise _refused(
                 operation, name, "duplicates window can not be larger then max age", 10052
             )
+        window = config.duplicate_window
+        if window <= 0:  # the server's default: two minutes, or max_age when that is shorter
+            window = min(DEFAULT_DUPLICATE_WINDOW, config.max_age or DEFAULT_DUPLICATE_WINDOW)
         settings = {
             "subjects": list(config.subjects),
             "retention": config.retention,
             "max_msgs": config.max_msgs,
             "max_age": config.max_age,
-            "duplicate_window": config.duplicate_window,
+            "duplicate_window": window,
             "max_msgs_per_subject": config.max_msgs_per_subject,
         }
         stream = self.streams.get(name)
@@ -391,7 +399,7 @@ class SimNatsServer:
                 return stream, known[0], True
         stream.last_sequence += 1
         sequence = stream.last_sequence
-        if msg_id is not None and window > 0:
+        if msg_id is not None:
             stream.dedup[msg_id] = (sequence, now)
         if stream.retention == "interest" and not any(
             c.wants(subject) for c in stream.consumers.values()
@@ -873,7 +881,7 @@ class _SimPullConsumer(NatsPullConsumer):
             raise JetStreamError("fetch: batch must be at least 1")
         broker = self.broker
         server = broker._require_server()
-        broker._require_link("fetch")
+        await broker._await_link("fetch")
         world = broker.world
 
         loop = asyncio.get_running_loop()
@@ -884,15 +892,20 @@ class _SimPullConsumer(NatsPullConsumer):
             # later (paused meanwhile) hands out nothing.
             await world.transmit(NODE, "upstream")
             while True:
-                consumer = server.consumer(self.stream, self.name, "fetch")
+                state = world.state(NODE)
+                if state is NodeState.DOWN:
+                    raise NodeUnreachable(NODE, "connection reset by peer")
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
+                if state is NodeState.PAUSED:  # a stopped server hands nothing out
+                    await first_of(remaining, world.next_change(NODE))
+                    continue
+                consumer = server.consumer(self.stream, self.name, "fetch")
                 handouts = server.pull(consumer, batch)
                 if handouts:
                     return [(consumer, handout) for handout in handouts]
-                with contextlib.suppress(TimeoutError):
-                    await within(remaining, consumer.changed())
+                await first_of(remaining, consumer.changed(), world.next_change(NODE))
 
         try:
             async with asyncio.timeout(max(timeout, 0.0) + _EPSILON):
@@ -1038,6 +1051,7 @@ class SimNatsBroker(NatsAPI):
         self._pull_consumers: list[_SimPullConsumer] = []
         self._subscriptions: list[_SimSubscription] = []
         self._link_up = False
+        self._link_ready = asyncio.Event()  # set while the client is connected
         self._closing = False
         self._monitor: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
@@ -1047,11 +1061,16 @@ class SimNatsBroker(NatsAPI):
     async def _connect(self) -> None:
         world = self.world
         server = world.model("nats", lambda: SimNatsServer(world))
-        refused = connection_refused(world, NODE)
-        if refused is not None:
-            raise BrokerUnavailable(self.system, self.address, refused)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        # A refused port is tried again every quarter second until connect_timeout (a lab
+        # still starting, a short cut), as the real adapter does.
+        while (refused := connection_refused(world, NODE)) is not None:
+            if loop.time() + _RETRY_INTERVAL > deadline:
+                raise BrokerUnavailable(self.system, self.address, refused)
+            await asyncio.sleep(_RETRY_INTERVAL)
         try:
-            await within(self.connect_timeout, self._handshake())
+            await within(max(0.5, deadline - loop.time()), self._handshake())
         except TimeoutError:
             raise BrokerUnavailable(self.system, self.address, "no answer") from None
         except NodeUnreachable as error:
@@ -1059,6 +1078,7 @@ class SimNatsBroker(NatsAPI):
         self._closing = False
         self._server = server
         self._link_up = True
+        self._link_ready.set()
         self._monitor = world.spawn(self._watch_link(), name=f"nats link {self.namespace}")
 
     async def _handshake(self) -> None:
@@ -1079,6 +1099,7 @@ class SimNatsBroker(NatsAPI):
         self._monitor = self._reconnector = None
         self._server = None
         self._link_up = False
+        self._link_ready.clear()
         if self._owns_world:
             await self.world.aclose()
 
@@ -1114,6 +1135,7 @@ class SimNatsBroker(NatsAPI):
         if not self._link_up or self._closing:
             return
         self._link_up = False
+        self._link_ready.clear()
         self.emit(
             BrokerDown(
                 at=self.world.now(),
@@ -1138,6 +1160,7 @@ class SimNatsBroker(NatsAPI):
             except (TimeoutError, NodeUnreachable):
                 continue
             self._link_up = True
+            self._link_ready.set()
             self.emit(
                 BrokerUp(
                     at=world.now(),
@@ -1377,7 +1400,17 @@ class SimNatsBroker(NatsAPI):
             raise BrokerError("the nats adapter is not connected (use: async with broker)")
         return self._server
 
-    def _require_link(self, operation: str) -> None:
+    async def _await_link(self, operation: str) -> None:
+        """Wait up to ``request_timeout`` for a reconnect while the connection is down (so a
+        short cut delays an ack instead of losing it), as the real adapter does.
+
+        Raises:
+            BrokerUnavailable: still disconnected when the time is up.
+        """
+        if self._link_up:
+            return
+        with contextlib.suppress(TimeoutError):
+            await within(self.request_timeout, self._link_ready.wait())
         if not self._link_up:
             raise BrokerUnavailable(
                 self.system, self.address, f"connection lost, reconnecting ({operation})"
@@ -1408,7 +1441,7 @@ class SimNatsBroker(NatsAPI):
         """One request over the simulated network: refused at once while disconnected,
         bounded by ``request_timeout``."""
         self._require_server()
-        self._require_link(operation)
+        await self._await_link(operation)
         world = self.world
 
         async def request() -> _T:

@@ -280,6 +280,8 @@ class _Subscription:
     channel: _Channel
     prefetch: int
     sink: Callable[[_Handout], None]
+    on_cancel: Callable[[str], None] | None = None
+    """Told when RabbitMQ itself ends the subscription (basic.cancel: its queue was deleted)."""
 
     def has_credit(self) -> bool:
         return self.channel.open and len(self.channel.unacked) < self.prefetch
@@ -376,6 +378,8 @@ class SimRabbitMQServer:
         self._cancel_timer(queue)
         for subscription in tuple(queue.subscriptions):
             self.cancel(subscription)
+            if subscription.on_cancel is not None:
+                subscription.on_cancel(name)
         for exchange in self.exchanges.values():
             exchange.bindings = [b for b in exchange.bindings if b.queue != name]
 
@@ -454,10 +458,15 @@ class SimRabbitMQServer:
         return channel.untracked(queue, message) if no_ack else channel.track(queue, message)
 
     def subscribe(
-        self, name: str, channel: _Channel, prefetch: int, sink: Callable[[_Handout], None]
+        self,
+        name: str,
+        channel: _Channel,
+        prefetch: int,
+        sink: Callable[[_Handout], None],
+        on_cancel: Callable[[str], None] | None = None,
     ) -> _Subscription:
         queue = self._queue(name, f"consume from {name!r}")
-        subscription = _Subscription(queue, channel, prefetch, sink)
+        subscription = _Subscription(queue, channel, prefetch, sink, on_cancel)
         queue.subscriptions.append(subscription)
         channel.subscriptions.append(subscription)
         self._dispatch(queue)
@@ -942,11 +951,23 @@ class _SimConsumer(RabbitConsumer):
         self._arrived = asyncio.Event()
         self._channel: _Channel | None = None
         self._closed = False
+        self._lost: str | None = None
 
     def _subscribe(self, server: SimRabbitMQServer) -> None:
         channel = server.open_channel(self._broker)
+        try:
+            server.subscribe(self.queue, channel, self.prefetch, self._push, self._cancelled)
+        except BrokerError:
+            server.close_channel(channel)
+            raise
         self._channel = channel
-        server.subscribe(self.queue, channel, self.prefetch, self._push)
+        self._lost = None
+
+    def _cancelled(self, queue: str) -> None:
+        self._lost = (
+            f"rabbitmq: RabbitMQ cancelled consumer {self.name!r} (queue {queue!r} was deleted)"
+        )
+        self._arrived.set()
 
     def _push(self, handout: _Handout) -> None:
         world = self._broker.world
@@ -980,7 +1001,12 @@ class _SimConsumer(RabbitConsumer):
             self._courier = None
 
     async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
-        """The next delivery, or None if none arrives within ``timeout`` seconds."""
+        """The next delivery, or None if none arrives within ``timeout`` seconds.
+
+        Raises:
+            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
+                queue was deleted, or is gone after a reconnect).
+        """
         if self._closed:
             raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
         loop = asyncio.get_running_loop()
@@ -990,6 +1016,8 @@ class _SimConsumer(RabbitConsumer):
                 handout = self._buffer.popleft()
                 if handout.channel.open:  # stale ones were requeued by RabbitMQ
                     return self._broker._delivered(handout, consumer=self.name)
+            if self._lost is not None:
+                raise RabbitMQError(self._lost)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
@@ -1228,8 +1256,12 @@ class SimRabbitMQBroker(RabbitMQAPI):
                     binding.queue, binding.exchange, binding.routing_key, dict(binding.arguments)
                 )
         for consumer in self._consumers:
-            with contextlib.suppress(BrokerError):
+            try:
                 consumer._subscribe(server)
+            except NotFound:
+                # Its queue did not survive and this adapter did not declare it: end this
+                # consumer (next() says why), as the real adapter does.
+                consumer._lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
         return (
             f"{len(self._exchanges)} exchanges, {len(self._queues)} queues, "
             f"{len(self._bindings)} bindings"

@@ -59,7 +59,13 @@ from mqlab.brokers.api.sqs import (
     SqsSnapshot,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.sim._common import SIM_ADDRESS, connection_refused, outlive_caller, within
+from mqlab.brokers.sim._common import (
+    SIM_ADDRESS,
+    connection_refused,
+    first_of,
+    outlive_caller,
+    within,
+)
 from mqlab.brokers.sim.world import NodeChange, NodeState, NodeUnreachable, SimWorld
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
@@ -99,6 +105,7 @@ DEFAULT_REORDER_RATE = 0.05
 
 _DUPLICATE_DELAY = (0.2, 2.0)  # seconds until a left-behind copy shows up again
 _PROBE_INTERVAL = 0.5
+_RETRY_INTERVAL = 0.25  # how often a call asks an unreachable endpoint again
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _FIFO_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
 
@@ -784,7 +791,8 @@ class SimSqsBroker(SqsAPI):
         self._server: SimSqsServer | None = None
         self._receipts: dict[str, _Receipt] = {}
         self._message_counter = itertools.count(1)
-        self._reachable = True
+        # None until connected: failed connection attempts are not "the broker went down".
+        self._reachable: bool | None = None
         self._probe: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -795,7 +803,9 @@ class SimSqsBroker(SqsAPI):
         )
         self._server = server
         try:
-            await self._call("ListQueues", self.address, lambda: None)
+            await self._call(
+                "ListQueues", self.address, lambda: None, patience=self.connect_timeout
+            )
         except BrokerError as error:
             self._server = None
             if isinstance(error, BrokerUnavailable):
@@ -809,6 +819,7 @@ class SimSqsBroker(SqsAPI):
                 await self._probe
             self._probe = None
         self._server = None
+        self._reachable = None
         if self._owns_world:
             await self.world.aclose()
 
@@ -991,7 +1002,10 @@ class SimSqsBroker(SqsAPI):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_seconds
             while True:
-                if self.world.state(NODE) is NodeState.PAUSED:
+                state = self.world.state(NODE)
+                if state is NodeState.DOWN:
+                    raise NodeUnreachable(NODE, "connection reset by peer")
+                if state is NodeState.PAUSED:
                     await self.world.next_change(NODE)  # a stopped server answers nothing
                     continue
                 target = server.queue(name, "ReceiveMessage")
@@ -1005,19 +1019,7 @@ class SimSqsBroker(SqsAPI):
                 wake = target.next_visibility(loop.time())
                 if wake is not None:
                     remaining = min(remaining, wake - loop.time())
-                changed = asyncio.ensure_future(target.changed())
-                node = asyncio.ensure_future(self.world.next_change(NODE))
-                try:
-                    await asyncio.wait(
-                        {changed, node},
-                        timeout=max(remaining, 0.0),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    changed.cancel()
-                    node.cancel()
-                if self.world.state(NODE) is NodeState.DOWN:
-                    raise NodeUnreachable(NODE, "connection reset by peer")
+                await first_of(remaining, target.changed(), self.world.next_change(NODE))
 
         stored = await self._call_async("ReceiveMessage", name, poll, extra=wait_seconds)
         messages: list[SqsMessage] = []
@@ -1195,11 +1197,18 @@ class SimSqsBroker(SqsAPI):
     def _new_message_id(self) -> str:
         return f"{self.namespace}-{next(self._message_counter):06d}"
 
-    async def _call(self, operation: str, target: str, action: Callable[[], _T]) -> _T:
+    async def _call(
+        self,
+        operation: str,
+        target: str,
+        action: Callable[[], _T],
+        *,
+        patience: float | None = None,
+    ) -> _T:
         async def run() -> _T:
             return action()
 
-        return await self._call_async(operation, target, run)
+        return await self._call_async(operation, target, run, patience=patience)
 
     async def _call_async(
         self,
@@ -1208,39 +1217,52 @@ class SimSqsBroker(SqsAPI):
         action: Callable[[], Awaitable[_T]],
         *,
         extra: float = 0.0,
+        patience: float | None = None,
     ) -> _T:
-        """One HTTP request over the simulated network: refused at once when the endpoint is
-        down, bounded by ``request_timeout`` (+ the long-poll wait) when it is silent. HTTP
-        has no connection to lose between requests, so nothing is retried here."""
+        """One HTTP request over the simulated network, as the real adapter makes it.
+
+        An endpoint that cannot be reached is asked again every quarter second for up to
+        ``patience`` (``request_timeout`` by default), then the call raises
+        BrokerUnavailable. A request that reached the server but got no answer within
+        ``request_timeout`` (+ the long-poll wait) raises OperationTimedOut and is not
+        repeated: it may have been carried out (the server acts on it even after the client
+        gave up, e.g. once a paused server is resumed).
+        """
         world = self.world
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.request_timeout if patience is None else patience)
 
         async def request() -> _T:
             await world.transmit(NODE, "upstream")
             return await action()
 
-        try:
-            async with asyncio.timeout(self.request_timeout + extra):
-                if world.clear_path(NODE):
-                    result = await action()  # nothing on the way (a long poll may still wait)
-                else:
-                    # A request the client stops waiting for still reaches the server (a
-                    # paused one acts on it when resumed): a timed-out send may be stored.
-                    result = await outlive_caller(world, request(), f"sqs {operation}")
-                await world.transmit(NODE, "downstream")
-        except TimeoutError:
-            self._mark_unreachable(f"{operation} got no answer within {self.request_timeout:g} s")
-            raise OperationTimedOut(
-                f"sqs did not answer {operation} on {target} within "
-                f"{self.request_timeout:g} s at {self.address}"
-            ) from None
-        except NodeUnreachable as error:
-            self._mark_unreachable(error.reason)
-            raise BrokerUnavailable(self.system, self.address, error.reason) from None
-        self._mark_reachable()
-        return result
+        while True:
+            try:
+                async with asyncio.timeout(self.request_timeout + extra):
+                    if world.clear_path(NODE):
+                        result = await action()  # nothing on the way (a long poll may wait)
+                    else:
+                        result = await outlive_caller(world, request(), f"sqs {operation}")
+                    await world.transmit(NODE, "downstream")
+            except TimeoutError:
+                self._mark_unreachable(
+                    f"{operation} got no answer within {self.request_timeout:g} s"
+                )
+                raise OperationTimedOut(
+                    f"sqs did not answer {operation} on {target} within "
+                    f"{self.request_timeout:g} s at {self.address}"
+                ) from None
+            except NodeUnreachable as error:
+                self._mark_unreachable(error.reason)
+                if loop.time() + _RETRY_INTERVAL > deadline:
+                    raise BrokerUnavailable(self.system, self.address, error.reason) from None
+                await asyncio.sleep(_RETRY_INTERVAL)
+                continue
+            self._mark_reachable()
+            return result
 
     def _mark_unreachable(self, detail: str) -> None:
-        if not self._reachable:
+        if self._reachable is not True:  # not connected yet: not "the broker went down"
             return
         self._reachable = False
         self.emit(BrokerDown(at=self.world.now(), broker=self.name, node=NODE, detail=detail))
@@ -1248,7 +1270,8 @@ class SimSqsBroker(SqsAPI):
             self._probe = self.world.spawn(self._probe_until_up(), name="sqs probe")
 
     def _mark_reachable(self) -> None:
-        if self._reachable:
+        if self._reachable is not False:
+            self._reachable = True
             return
         self._reachable = True
         self.emit(
@@ -1262,7 +1285,7 @@ class SimSqsBroker(SqsAPI):
 
     async def _probe_until_up(self) -> None:
         """While the endpoint is down, ask it twice a second so BrokerUp shows without calls."""
-        while not self._reachable:
+        while self._reachable is False:
             await asyncio.sleep(_PROBE_INTERVAL)
             if connection_refused(self.world, NODE) is not None:
                 continue
