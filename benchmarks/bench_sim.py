@@ -76,7 +76,10 @@ async def throughput_run(messages: int, acks: Acks, in_flight: int, size: int) -
             nonlocal received
             consumer = consumers[consumer_index]
             while received < messages:
-                received += len(await consumer.poll(max_records=500, timeout=0.05))
+                # Await first: "received += len(await ...)" would read the total before the
+                # await and overwrite what the other consumer added meanwhile.
+                batch = await consumer.poll(max_records=500, timeout=0.05)
+                received += len(batch)
 
         loop = asyncio.get_running_loop()
         virtual_start = loop.time()

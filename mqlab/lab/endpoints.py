@@ -29,9 +29,11 @@ DEFAULT_PORTS: dict[str, int] = {
     "kafka_broker_1_upstream": 29091,
     "kafka_broker_2_upstream": 29092,
     "kafka_broker_3_upstream": 29093,
-    "kafka_broker_1_internal": 29191,  # broker-to-broker replication, never proxied
-    "kafka_broker_2_internal": 29192,
-    "kafka_broker_3_internal": 29193,
+    # Broker-to-broker replication, never proxied. 28xxx rather than 291xx so that two labs
+    # whose MQLAB_PORT_OFFSETs differ by 100 do not collide (upstream 29091+100 = 29191).
+    "kafka_broker_1_internal": 28091,
+    "kafka_broker_2_internal": 28092,
+    "kafka_broker_3_internal": 28093,
     "rabbitmq": 15682,
     "rabbitmq_upstream": 25682,
     "rabbitmq_management": 15683,

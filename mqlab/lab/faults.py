@@ -113,7 +113,7 @@ def restart(process: str, lab: Lab | None = None) -> None:
         LabError: unknown, or it does not come back healthy (its log tail in ``details``).
     """
     lab = lab or Lab()
-    record = lab.restart_process(process)
+    record = lab.restart_process(process, lock_timeout=LOCK_TIMEOUT)
     log.info("%s: restarted (pid %d)", process, record.pid)
 
 

@@ -776,7 +776,7 @@ class Lab:
 
     # ------------------------------------------------------------------ restart
 
-    def restart_process(self, process: str) -> ProcessRecord:
+    def restart_process(self, process: str, lock_timeout: float | None = None) -> ProcessRecord:
         """Stop ``process`` if it runs (cleanly), start it again with the same data dir, wait
         until healthy. Restarting Toxiproxy re-creates the proxies of running services.
 
@@ -785,7 +785,7 @@ class Lab:
         """
         spec = self.process_spec(process)
         service = SERVICES[spec.service]
-        with self.locked(f"fault restart {process}"):
+        with self.locked(f"fault restart {process}", timeout=lock_timeout):
             record = self.record(process)
             if record is not None:
                 if proc.live_process(record) is not None:

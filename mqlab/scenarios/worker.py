@@ -119,9 +119,7 @@ async def _connect_patiently(broker: Any, bus: Any, step: Consume) -> None:
         except BrokerUnavailable as error:
             if loop.time() >= give_up:
                 raise
-            bus.emit(
-                Note(at=bus.now(), broker=broker.name, text=f"{step.name}: {error}; retrying")
-            )
+            bus.emit(Note(at=bus.now(), broker=broker.name, text=f"{step.name}: {error}; retrying"))
             await asyncio.sleep(0.5)
 
 

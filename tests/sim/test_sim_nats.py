@@ -234,6 +234,19 @@ async def test_in_progress_restarts_the_ack_wait(nats: SimNatsBroker) -> None:
     assert [m.num_delivered for m in again] == [2]
 
 
+async def test_at_most_max_ack_pending_unacked_messages(nats: SimNatsBroker) -> None:
+    await nats.add_stream("bulk", [nats.subject("bulk.>")])
+    for _ in range(1005):
+        await nats.publish(nats.subject("bulk.x"), b"x")
+    consumer = await nats.pull_consumer("bulk", "greedy")
+    held = []
+    while batch := await consumer.fetch(100, timeout=0.2):
+        held.extend(batch)
+    assert len(held) == 1000  # the server's default max_ack_pending
+    await held[0].ack()
+    assert [m.stream_sequence for m in await consumer.fetch(100, timeout=0.2)] == [1001]
+
+
 async def test_nak_with_delay_and_term(world: SimWorld, nats: SimNatsBroker) -> None:
     loop = asyncio.get_running_loop()
     await nats.add_stream("tasks", [nats.subject("tasks.>")])

@@ -521,6 +521,11 @@ async def test_latency_slows_every_call_and_partition_cuts_the_connection(
         await broker.publish("", "q", b"slow")
         assert round(world.now() - started, 6) == 0.5  # one leg each way
         await world.remove_network_fault("rabbitmq")
+        await world.add_network_fault("rabbitmq", "bandwidth", rate=1.0)  # 1 KB/s
+        started = world.now()
+        await broker.publish("", "q", b"x" * 2_000)
+        assert round(world.now() - started, 6) == 2.0  # 2,000 bytes through the pipe
+        await world.remove_network_fault("rabbitmq")
 
         await world.add_network_fault("rabbitmq", "partition")
         await asyncio.sleep(0)
@@ -530,7 +535,7 @@ async def test_latency_slows_every_call_and_partition_cuts_the_connection(
         await world.remove_network_fault("rabbitmq")
         await asyncio.sleep(0.5)
         assert len([o for o in of(recorder, BrokerUp) if o.broker == broker.name]) == 1
-        assert await bodies(broker, "q") == [b"slow"]
+        assert await bodies(broker, "q") == [b"slow", b"x" * 2_000]
 
 
 def test_connect_to_a_killed_node_is_refused_with_one_line() -> None:

@@ -274,7 +274,7 @@ async def test_fifo_rules_are_enforced(sqs: SimSqsBroker) -> None:
     with pytest.raises(SqsRequestRefused):
         await sqs.create_queue("standard", content_based_dedup=True)
     await sqs.create_queue("standard-dlq")
-    with pytest.raises(SqsRequestRefused, match="(?i)fifo"):
+    with pytest.raises(SqsRequestRefused, match=r"(?i)fifo"):
         await sqs.create_queue(
             "needs-fifo-dlq.fifo", dead_letter_queue="standard-dlq", max_receive_count=2
         )

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from mqlab.brokers.api.kafka import KafkaRecord, TopicPartition
 from mqlab.brokers.base import BrokerError
+from mqlab.brokers.sim._fast import slot_builder
 from mqlab.brokers.sim._kafka_algorithms import ASSIGNORS, assign_replicas, coordinator_partition
 from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
 from mqlab.observe.events import (
@@ -51,6 +52,10 @@ from mqlab.observe.events import (
 
 if TYPE_CHECKING:
     from mqlab.observe.events import Observation
+
+_new_record = slot_builder(
+    KafkaRecord, ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms")
+)
 
 SOURCE = "sim:kafka"
 """``broker`` field of the observations the cluster emits (the adapter's registry name)."""
@@ -1137,8 +1142,10 @@ class SimKafkaCluster:
             if start < end:
                 copied = leader.log[start:end]
                 follower.log.extend(copied)
-                last_epoch = follower.epochs[-1][0] if follower.epochs else -1
-                if copied[0].epoch != last_epoch or copied[-1].epoch != last_epoch:
+                # Epochs only grow along a log: one look at both ends usually settles it.
+                if copied[0].epoch == copied[-1].epoch:
+                    follower.note_epoch(copied[0].epoch, start)
+                else:
                     for offset, entry in enumerate(copied, start):
                         follower.note_epoch(entry.epoch, offset)
             follower.last_caught_up = now
@@ -1239,8 +1246,10 @@ class SimKafkaCluster:
         txn: bool = False,
         key_text: str | None = None,
         message_id: str = "",
+        timestamp_ms: int = -1,
     ) -> tuple[int, bool]:
         """Append one record on the leader (the caller checked the leader is reachable).
+        ``timestamp_ms`` is the record's CreateTime, set by the producer (now when omitted).
 
         Returns:
             (offset, duplicate): ``duplicate`` when an idempotent retry was recognised and
@@ -1271,14 +1280,14 @@ class SimKafkaCluster:
             )
         log = leader.log
         offset = len(log)
-        record = KafkaRecord(
+        record = _new_record(
             partition.tp.topic,
             partition.index,
             offset,
             key,
             value,
             headers,
-            int(self.world.now() * 1000),
+            timestamp_ms if timestamp_ms >= 0 else int(self.world.now() * 1000),
         )
         log.append(
             Entry(

@@ -64,18 +64,3 @@ def overlap(first: str, second: str) -> bool:
         if left != right and "*" not in (left, right):
             return False
     return True
-
-
-def subset(inner: str, outer: str) -> bool:
-    """Whether every subject matching ``inner`` also matches ``outer``."""
-    a, b = tokens(inner), tokens(outer)
-    for index, part in enumerate(b):
-        if part == ">":
-            return len(a) > index
-        if index >= len(a):
-            return False
-        if a[index] == ">":
-            return False
-        if part != "*" and (a[index] == "*" or a[index] != part):
-            return False
-    return len(a) == len(b)

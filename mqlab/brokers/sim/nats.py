@@ -94,6 +94,8 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 MSG_ID_HEADER = "Nats-Msg-Id"
 """JetStream's deduplication header."""
 
+MAX_ACK_PENDING = 1000
+"""nats-server's default max_ack_pending for a consumer that sets none (the adapters do not)."""
 DEFAULT_DUPLICATE_WINDOW = 120.0
 """nats-server's duplicate window when a stream asks for none."""
 
@@ -637,6 +639,8 @@ class SimNatsServer:
                 continue
             consumer.redelivery_counts[sequence] = delivered + 1
             return self._hand_out(consumer, message, delivered + 1)
+        if len(consumer.pending) >= MAX_ACK_PENDING:
+            return None  # the server stops handing out new messages until some are acked
         start = max(consumer.next_sequence, stream.first_sequence)
         for sequence in range(start, stream.last_sequence + 1):
             consumer.next_sequence = sequence + 1
@@ -911,7 +915,8 @@ class _SimPullConsumer(NatsPullConsumer):
             async with asyncio.timeout(max(timeout, 0.0) + _EPSILON):
                 pulled = await outlive_caller(world, pull(), f"nats fetch {self.name}")
                 if pulled:
-                    await world.transmit(NODE, "downstream")
+                    size = sum(len(handout.message.data) for _, handout in pulled)
+                    await world.transmit(NODE, "downstream", size)
         except TimeoutError:
             if not broker._link_up:
                 raise BrokerUnavailable(
@@ -1254,7 +1259,10 @@ class SimNatsBroker(NatsAPI):
                 raise JetStreamError(f"publish {target}: invalid subject")
             server = self._require_server()
             stream, sequence, duplicate = await self._request(
-                "publish", target, lambda: server.publish(target, data, all_headers, acked=True)
+                "publish",
+                target,
+                lambda: server.publish(target, data, all_headers, acked=True),
+                nbytes=len(data),
             )
         except BrokerError as error:
             self.emit(
@@ -1293,6 +1301,7 @@ class SimNatsBroker(NatsAPI):
             "publish",
             target,
             lambda: server.publish(target, data, {MESSAGE_ID_HEADER: mqlab_id}, acked=False),
+            nbytes=len(data),
         )
         self.emit(
             Produced(
@@ -1429,14 +1438,21 @@ class SimNatsBroker(NatsAPI):
     def _new_message_id(self) -> str:
         return f"{self.namespace}-{next(self._message_counter):06d}"
 
-    async def _request(self, operation: str, target: str, action: Callable[[], _T]) -> _T:
+    async def _request(
+        self, operation: str, target: str, action: Callable[[], _T], *, nbytes: int = 0
+    ) -> _T:
         async def run() -> _T:
             return action()
 
-        return await self._request_async(operation, target, run)
+        return await self._request_async(operation, target, run, nbytes=nbytes)
 
     async def _request_async(
-        self, operation: str, target: str, action: Callable[[], Awaitable[_T]]
+        self,
+        operation: str,
+        target: str,
+        action: Callable[[], Awaitable[_T]],
+        *,
+        nbytes: int = 0,
     ) -> _T:
         """One request over the simulated network: refused at once while disconnected,
         bounded by ``request_timeout``."""
@@ -1445,7 +1461,7 @@ class SimNatsBroker(NatsAPI):
         world = self.world
 
         async def request() -> _T:
-            await world.transmit(NODE, "upstream")
+            await world.transmit(NODE, "upstream", nbytes)
             return await action()
 
         if world.clear_path(NODE):

@@ -985,7 +985,7 @@ class _SimConsumer(RabbitConsumer):
         while self._in_transit:
             handout = self._in_transit[0]
             try:
-                await world.transmit(NODE, "downstream")
+                await world.transmit(NODE, "downstream", len(handout.message.body))
             except NodeUnreachable as error:
                 self._broker._lose_link(error.reason)  # drops what is still in transit
                 return
@@ -1404,6 +1404,7 @@ class SimRabbitMQBroker(RabbitMQAPI):
             await self._rpc(
                 f"publish to {destination!r}",
                 lambda: server.publish(full_exchange, full_key, message, mandatory),
+                nbytes=len(message.body),
             )
         except BrokerError as error:
             self.emit(
@@ -1565,7 +1566,7 @@ class SimRabbitMQBroker(RabbitMQAPI):
             self._getter = self._require_server().open_channel(self)
         return self._getter
 
-    async def _rpc(self, what: str, action: Callable[[], _T]) -> _T:
+    async def _rpc(self, what: str, action: Callable[[], _T], *, nbytes: int = 0) -> _T:
         """One request/response over the simulated network, bounded by ``operation_timeout``.
 
         While the connection is down the call waits for the reconnect (as aio-pika's robust
@@ -1582,7 +1583,7 @@ class SimRabbitMQBroker(RabbitMQAPI):
                     await self._link_ready.wait()
                     try:
                         result = await outlive_caller(
-                            self.world, self._send(action), f"rabbitmq {what}"
+                            self.world, self._send(action, nbytes), f"rabbitmq {what}"
                         )
                     except NodeUnreachable as error:
                         self._lose_link(error.reason)
@@ -1603,10 +1604,10 @@ class SimRabbitMQBroker(RabbitMQAPI):
                 f"rabbitmq: {what} did not finish within {self.operation_timeout:g}s ({state})"
             ) from None
 
-    async def _send(self, action: Callable[[], _T]) -> _T:
-        """The request leg: travel to the node (a reset or killed node loses it on the way),
-        then let the node act."""
-        await self.world.transmit(NODE, "upstream")
+    async def _send(self, action: Callable[[], _T], nbytes: int) -> _T:
+        """The request leg (``nbytes`` of payload): travel to the node (a reset or killed node
+        loses it on the way), then let the node act."""
+        await self.world.transmit(NODE, "upstream", nbytes)
         return action()
 
     def _forget_queue(self, name: str) -> None:

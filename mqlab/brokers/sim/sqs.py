@@ -944,6 +944,7 @@ class SimSqsBroker(SqsAPI):
                     dedup_id=dedup_id,
                     delay_seconds=delay_seconds,
                 ),
+                nbytes=len(body.encode()),
             )
         except BrokerError as error:
             self.emit(
@@ -1021,7 +1022,13 @@ class SimSqsBroker(SqsAPI):
                     remaining = min(remaining, wake - loop.time())
                 await first_of(remaining, target.changed(), self.world.next_change(NODE))
 
-        stored = await self._call_async("ReceiveMessage", name, poll, extra=wait_seconds)
+        stored = await self._call_async(
+            "ReceiveMessage",
+            name,
+            poll,
+            extra=wait_seconds,
+            answer_size=lambda found: sum(len(m.body.encode()) for m in found),
+        )
         messages: list[SqsMessage] = []
         for item in stored:
             message = SqsMessage(
@@ -1204,11 +1211,12 @@ class SimSqsBroker(SqsAPI):
         action: Callable[[], _T],
         *,
         patience: float | None = None,
+        nbytes: int = 0,
     ) -> _T:
         async def run() -> _T:
             return action()
 
-        return await self._call_async(operation, target, run, patience=patience)
+        return await self._call_async(operation, target, run, patience=patience, nbytes=nbytes)
 
     async def _call_async(
         self,
@@ -1218,6 +1226,8 @@ class SimSqsBroker(SqsAPI):
         *,
         extra: float = 0.0,
         patience: float | None = None,
+        nbytes: int = 0,
+        answer_size: Callable[[_T], int] | None = None,
     ) -> _T:
         """One HTTP request over the simulated network, as the real adapter makes it.
 
@@ -1226,14 +1236,15 @@ class SimSqsBroker(SqsAPI):
         BrokerUnavailable. A request that reached the server but got no answer within
         ``request_timeout`` (+ the long-poll wait) raises OperationTimedOut and is not
         repeated: it may have been carried out (the server acts on it even after the client
-        gave up, e.g. once a paused server is resumed).
+        gave up, e.g. once a paused server is resumed). ``nbytes`` / ``answer_size`` are the
+        payload sizes of the two legs (what a bandwidth limit slows down).
         """
         world = self.world
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.request_timeout if patience is None else patience)
 
         async def request() -> _T:
-            await world.transmit(NODE, "upstream")
+            await world.transmit(NODE, "upstream", nbytes)
             return await action()
 
         while True:
@@ -1243,7 +1254,8 @@ class SimSqsBroker(SqsAPI):
                         result = await action()  # nothing on the way (a long poll may wait)
                     else:
                         result = await outlive_caller(world, request(), f"sqs {operation}")
-                    await world.transmit(NODE, "downstream")
+                    size = answer_size(result) if answer_size is not None else 0
+                    await world.transmit(NODE, "downstream", size)
             except TimeoutError:
                 self._mark_unreachable(
                     f"{operation} got no answer within {self.request_timeout:g} s"

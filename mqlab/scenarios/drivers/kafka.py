@@ -146,6 +146,7 @@ class KafkaDriver(Driver):
         self.dlq_topic = broker.qualify(f"{self.channel.name}-dlq")
         self._dlq_producer: KafkaProducer | None = None
         self._transaction_count = 0
+        self._producers: dict[tuple[object, bool], KafkaProducer] = {}
         self.groups_used: set[str] = set()
 
     async def setup(self) -> None:
@@ -167,23 +168,43 @@ class KafkaDriver(Driver):
             self._dlq_producer = await self.kafka.producer(acks="all", name="dlq-producer")
         return self._dlq_producer
 
-    async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
+    async def _producer(self, step: Produce) -> tuple[KafkaProducer, bool]:
+        """The producer for a step, and whether the caller must close it.
+
+        Plain producers are kept for the whole run, as an application keeps its producer: a
+        new one would have to bootstrap again, which fails while brokers are paused even
+        though the partition leader is fine. Transactional producers are per step (each
+        step is one transaction with its own transactional id).
+        """
         settings = step.producer
-        transactional_id = None
         if settings.transaction is not None:
             self._transaction_count += 1
-            transactional_id = self.kafka.qualify(f"tx-{self._transaction_count}")
-        producer = await self.kafka.producer(
-            acks=settings.acks,
-            idempotent=settings.idempotent or transactional_id is not None,
-            transactional_id=transactional_id,
-            name=step.label or "producer",
-            request_timeout=5.0,
-        )
+            producer = await self.kafka.producer(
+                acks="all",
+                idempotent=True,
+                transactional_id=self.kafka.qualify(f"tx-{self._transaction_count}"),
+                name=step.label or "producer",
+                request_timeout=5.0,
+            )
+            return producer, True
+        key = (settings.acks, settings.idempotent)
+        if key not in self._producers:
+            self._producers[key] = await self.kafka.producer(
+                acks=settings.acks,
+                idempotent=settings.idempotent,
+                name=f"producer-acks-{settings.acks}"
+                + ("-idempotent" if settings.idempotent else ""),
+                request_timeout=5.0,
+            )
+        return self._producers[key], False
+
+    async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
+        settings = step.producer
+        producer, owned = await self._producer(step)
         acknowledged = 0
         destination = self.kafka.qualify(step.to) if step.to else self.topic
         try:
-            if transactional_id is not None:
+            if settings.transaction is not None:
                 await producer.begin_transaction()
             for message in messages:
                 try:
@@ -204,7 +225,8 @@ class KafkaDriver(Driver):
             elif settings.transaction == "abort":
                 await producer.abort_transaction()
         finally:
-            await producer.close()
+            if owned:
+                await producer.close()
         return acknowledged
 
     def _failed(self, destination: str, message: OutgoingMessage, error: Exception) -> None:
@@ -335,7 +357,11 @@ class KafkaDriver(Driver):
         return f"kafka-broker-{followers[int(number) - 1]}"
 
     async def close(self) -> None:
-        """Release the dead-letter producer."""
+        """Release the producers the driver kept for the run."""
+        producers = list(self._producers.values())
         if self._dlq_producer is not None:
-            await self._dlq_producer.close()
-            self._dlq_producer = None
+            producers.append(self._dlq_producer)
+        self._producers.clear()
+        self._dlq_producer = None
+        for producer in producers:
+            await producer.close()
