@@ -47,6 +47,7 @@ from mqlab.brokers.api.kafka import (
     default_partition,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.sim._fast import slot_builder
 from mqlab.brokers.sim._kafka_cluster import (
     CONTROLLER_ID,
     CONTROLLER_NODE,
@@ -102,12 +103,41 @@ TRANSACTION_TIMEOUT = 60.0
 _KEY_CACHE_LIMIT = 65536
 
 
-def _key_text(key: bytes | None) -> str | None:
-    return None if key is None else key.decode("utf-8", "replace")
+_new_produced = slot_builder(
+    Produced,
+    (
+        "at",
+        "broker",
+        "destination",
+        "message_id",
+        "key",
+        "partition",
+        "position",
+        "producer",
+        "duplicate",
+    ),
+)
+_new_delivered = slot_builder(
+    Delivered,
+    (
+        "at",
+        "broker",
+        "destination",
+        "message_id",
+        "consumer",
+        "key",
+        "partition",
+        "position",
+        "delivery_count",
+        "redelivered",
+    ),
+)
+_new_metadata = slot_builder(RecordMetadata, ("topic", "partition", "offset"))
 
 
-def _retriable(error: BaseException) -> bool:
-    return isinstance(error, RetriableError | NodeUnreachable)
+def _time_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class _Closed(BrokerError):
@@ -503,6 +533,7 @@ class SimKafkaProducer(KafkaProducer):
         self._request_timeout = request_timeout
         self._linger = linger_ms / 1000.0
         self._transaction_timeout = transaction_timeout
+        self._clock = asyncio.get_running_loop().time  # == world.now(), without the lookup
         self._producer_id = -1
         self._epoch = 0
         self._sequences: dict[TopicPartition, int] = {}
@@ -588,24 +619,26 @@ class SimKafkaProducer(KafkaProducer):
             and not self._linger
             and self._world.clear_path(self._cluster.brokers[leader].node)
         ):
-            # Healthy path with acks 0/1: the leader appends and answers at once.
+            # Healthy path with acks 0/1: the leader appends and answers at once, nothing
+            # suspends (this is the simulator's hot path).
+            now = self._clock()
             offset, _ = self._cluster.append(
-                target, key, value, all_headers, acks_all=False, key_text=key_text, message_id=mid
+                target,
+                key,
+                value,
+                all_headers,
+                acks_all=False,
+                key_text=key_text,
+                message_id=mid,
+                timestamp_ms=int(now * 1000),
             )
-            acked = self._acks == 1
+            position = offset if self._acks == 1 else None
             self._bus.emit(
-                Produced(
-                    at=self._world.now(),
-                    broker=self._source,
-                    destination=topic,
-                    message_id=mid,
-                    key=key_text,
-                    partition=partition,
-                    position=offset if acked else None,
-                    producer=self.name,
+                _new_produced(
+                    now, self._source, topic, mid, key_text, partition, position, self.name, False
                 )
             )
-            return RecordMetadata(topic, partition, offset if acked else -1)
+            return _new_metadata(topic, partition, -1 if position is None else offset)
         return await self._send_with_retries(target, key, value, all_headers, mid, key_text)
 
     def _sticky_partition(self, topic: Topic, size: int) -> int:
@@ -657,13 +690,17 @@ class SimKafkaProducer(KafkaProducer):
             remaining = deadline - world.now()
             if remaining <= 0:
                 raise self._give_up(tp, message_id, key_text, last_error)
+            attempt = self._attempt(
+                partition, key, value, headers, sequence, message_id, key_text, nbytes, deadline
+            )
+            leader = partition.leader
             try:
-                offset, duplicate = await asyncio.wait_for(
-                    self._attempt(
-                        partition, key, value, headers, sequence, message_id, key_text, nbytes
-                    ),
-                    remaining,
-                )
+                if leader >= 0 and world.clear_path(self._cluster.node_of(leader)):
+                    # No network leg can hang: only the replication wait can take long, and
+                    # it has its own deadline (cheaper than wait_for, which makes a task).
+                    offset, duplicate = await attempt
+                else:
+                    offset, duplicate = await asyncio.wait_for(attempt, remaining)
             except TimeoutError:
                 raise self._give_up(tp, message_id, key_text, last_error) from None
             except (RetriableError, NodeUnreachable) as error:
@@ -673,7 +710,7 @@ class SimKafkaProducer(KafkaProducer):
                 raise
             else:
                 self._emit_produced(tp, message_id, key_text, offset, duplicate=duplicate)
-                return RecordMetadata(tp.topic, tp.partition, offset)
+                return _new_metadata(tp.topic, tp.partition, offset)
             if partition.topic.deleted:
                 error_text = f"UnknownTopicOrPartition: topic {tp.topic!r} was deleted"
                 self._emit_failed(tp, message_id, key_text, error_text)
@@ -690,8 +727,13 @@ class SimKafkaProducer(KafkaProducer):
         message_id: str,
         key_text: str | None,
         nbytes: int,
+        deadline: float,
     ) -> tuple[int, bool]:
-        """One produce request to the current leader and its answer."""
+        """One produce request to the current leader and its answer.
+
+        Raises:
+            TimeoutError: still waiting for replication at ``deadline``.
+        """
         if partition.topic.deleted:
             raise BrokerError(f"UnknownTopicOrPartition: topic {partition.tp.topic!r} was deleted")
         leader = partition.leader
@@ -715,14 +757,27 @@ class SimKafkaProducer(KafkaProducer):
                 txn=self._txn is not None,
                 key_text=key_text,
                 message_id=message_id,
+                timestamp_ms=int(self._clock() * 1000),
             )
             if self._acks_all:
-                await self._cluster.wait_replicated(partition, offset)
+                await self._replicated(partition, offset, deadline)
         except KafkaServerError:
             await world.transmit(node, "downstream")  # the error answer travels back too
             raise
         await world.transmit(node, "downstream")
         return offset, duplicate
+
+    async def _replicated(self, partition: Partition, offset: int, deadline: float) -> None:
+        """Wait until the ISR has ``offset`` (acks=all), at most until ``deadline``."""
+        future = self._cluster.wait_replicated(partition, offset)
+        if future.done():
+            future.result()
+            return
+        timer = asyncio.get_running_loop().call_at(deadline, _time_out, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
 
     def _fire_and_forget(
         self,
@@ -786,16 +841,16 @@ class SimKafkaProducer(KafkaProducer):
         duplicate: bool,
     ) -> None:
         self._bus.emit(
-            Produced(
-                at=self._world.now(),
-                broker=self._source,
-                destination=tp.topic,
-                message_id=message_id,
-                key=key_text,
-                partition=tp.partition,
-                position=offset,
-                producer=self.name,
-                duplicate=duplicate,
+            _new_produced(
+                self._clock(),
+                self._source,
+                tp.topic,
+                message_id,
+                key_text,
+                tp.partition,
+                offset,
+                self.name,
+                duplicate,
             )
         )
 
@@ -1207,17 +1262,17 @@ class SimKafkaConsumer(KafkaConsumer):
                     times = 1
                     redelivered = False
                 emit(
-                    Delivered(
-                        at=now,
-                        broker=source,
-                        destination=topic,
-                        message_id=entry.message_id,
-                        consumer=name,
-                        key=entry.key_text,
-                        partition=index,
-                        position=offset,
-                        delivery_count=times,
-                        redelivered=redelivered,
+                    _new_delivered(
+                        now,
+                        source,
+                        topic,
+                        entry.message_id,
+                        name,
+                        entry.key_text,
+                        index,
+                        offset,
+                        times,
+                        redelivered,
                     )
                 )
                 out.append(record)

@@ -323,7 +323,10 @@ class KafkaDriver(Driver):
     async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
         results: list[CheckResult] = []
         committed = ledger.committed
-        for group in sorted(self.groups_used):
+        # Consumers may have run in worker processes: the groups are the ones the ledger saw
+        # committing, not only the ones this driver opened.
+        groups = self.groups_used | {group for group, _, _ in committed}
+        for group in sorted(groups):
             broker_offsets = await self.kafka.group_offsets(group)
             for (ledger_group, topic, partition), offset in committed.items():
                 if ledger_group != group:
