@@ -167,7 +167,7 @@ def _print_status_table(rows: list[ProcessStatus], *, with_action: bool = False)
 app = typer.Typer(
     name="mqlab",
     help="Learn message queues and event-driven architecture against real brokers.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -181,6 +181,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def root(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -188,7 +189,12 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """mqlab: message queues and event-driven architecture, hands-on."""
+    """mqlab: message queues and event-driven architecture, hands-on.
+
+    Without a command, opens the course (on the simulator).
+    """
+    if context.invoked_subcommand is None:
+        course(broker="sim")
 
 
 # ============================================================================ lab

@@ -23,13 +23,21 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 
 
+def _slot(cls: type, name: str) -> object:
+    """The class attribute ``name`` as defined (a base class may hold an inherited slot)."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
+
+
 def shortcut_applies(cls: type, names: Sequence[str]) -> bool:
     """True when ``cls`` can safely be built slot by slot from ``names``."""
     if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return False
     if [f.name for f in dataclasses.fields(cls)] != list(names):
         return False
-    return all(isinstance(cls.__dict__.get(n), types.MemberDescriptorType) for n in names)
+    return all(isinstance(_slot(cls, n), types.MemberDescriptorType) for n in names)
 
 
 def slot_builder(cls: type[_T], names: Sequence[str]) -> Callable[..., _T]:
@@ -44,7 +52,7 @@ def slot_builder(cls: type[_T], names: Sequence[str]) -> Callable[..., _T]:
     arguments = ", ".join(f"v{i}" for i in range(len(names)))
     lines = [f"def build({arguments}):", "    o = _new(_cls)"]
     for i, name in enumerate(names):
-        namespace[f"_set{i}"] = cls.__dict__[name].__set__
+        namespace[f"_set{i}"] = _slot(cls, name).__set__  # type: ignore[attr-defined]
         lines.append(f"    _set{i}(o, v{i})")
     lines.append("    return o")
     # The same technique dataclasses uses for __init__: generated source, compiled once.
