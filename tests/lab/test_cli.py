@@ -175,10 +175,11 @@ def test_status_of_an_empty_lab_lists_every_service_as_stopped(tmp_path: Path) -
             assert row["pid"] is None
 
 
-def test_no_arguments_prints_help() -> None:
+def test_no_arguments_opens_the_course() -> None:
+    # Without a terminal the course lists the scenarios and says how to run one.
     result = CliRunner().invoke(app, [])
-    assert "Usage" in result.output
-    assert "lab" in result.output
+    assert result.exit_code == 0, result.output
+    assert "mqlab run <id> --broker sim" in result.output
 
 
 def test_version() -> None:
