@@ -303,6 +303,8 @@ class Partition:
         self.replicas = replicas
         self.replica: dict[int, Replica] = {b: Replica(b) for b in replicas}
         self.leader = -1
+        self.leader_node = ""  # the leader's world node ("" while offline), for clear_path()
+        self.followers: tuple[BrokerState, ...] = ()  # the other replicas' brokers
         self.leader_epoch = -1
         self.isr: list[int] = []
         self.high_watermark = 0
@@ -971,6 +973,8 @@ class SimKafkaCluster:
             return
         longest = max((r.log_end for r in partition.replica.values()), default=0)
         partition.leader = leader
+        partition.leader_node = self.brokers[leader].node if leader >= 0 else ""
+        partition.followers = tuple(self.brokers[b] for b in partition.replicas if b != leader)
         partition.leader_epoch += 1
         self._fail_waiters(partition, NotLeaderOrFollower(f"{partition.tp} has a new leader"))
         if leader == -1:
@@ -1238,7 +1242,6 @@ class SimKafkaCluster:
         key: bytes | None,
         value: bytes,
         headers: tuple[tuple[str, bytes], ...],
-        *,
         acks_all: bool,
         producer_id: int = -1,
         producer_epoch: int = 0,
@@ -1311,9 +1314,9 @@ class SimKafkaCluster:
         if len(partition.isr) == 1:
             self._advance_high_watermark(partition)
         else:
-            for broker_id in partition.replicas:
-                if broker_id != leader_id and not self.brokers[broker_id].fetch_scheduled:
-                    self._schedule_fetch(broker_id)
+            for follower in partition.followers:
+                if not follower.fetch_scheduled:
+                    self._schedule_fetch(follower.broker_id)
         return offset, False
 
     def wait_replicated(self, partition: Partition, offset: int) -> asyncio.Future[None]:

@@ -538,7 +538,7 @@ class SimKafkaProducer(KafkaProducer):
         self._epoch = 0
         self._sequences: dict[TopicPartition, int] = {}
         self._sticky: dict[str, list[int]] = {}
-        self._key_partitions: dict[tuple[bytes, int], int] = {}
+        self._key_partitions: dict[int, dict[bytes, int]] = {}
         self._txn: Transaction | None = None
         self._in_transaction = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -602,11 +602,13 @@ class SimKafkaProducer(KafkaProducer):
                 size = len(value) + RECORD_OVERHEAD + sum(len(h) + len(v) for h, v in headers)
                 partition = self._sticky_partition(topic_state, size)
             else:
-                cached = self._key_partitions.get((key, count))
+                # murmur2 in Python costs microseconds: remember it per partition count.
+                by_key = self._key_partitions.get(count)
+                if by_key is None or len(by_key) >= _KEY_CACHE_LIMIT:
+                    by_key = self._key_partitions[count] = {}
+                cached = by_key.get(key)
                 if cached is None:
-                    if len(self._key_partitions) >= _KEY_CACHE_LIMIT:
-                        self._key_partitions.clear()
-                    cached = self._key_partitions[(key, count)] = default_partition(key, count)
+                    cached = by_key[key] = default_partition(key, count)
                 partition = cached
         elif not 0 <= partition < count:
             raise BrokerError(f"UnknownTopicOrPartition: {topic} has no partition {partition}")
@@ -617,20 +619,13 @@ class SimKafkaProducer(KafkaProducer):
             not self._acks_all
             and leader >= 0
             and not self._linger
-            and self._world.clear_path(self._cluster.brokers[leader].node)
+            and self._world.clear_path(target.leader_node)
         ):
             # Healthy path with acks 0/1: the leader appends and answers at once, nothing
             # suspends (this is the simulator's hot path).
             now = self._clock()
             offset, _ = self._cluster.append(
-                target,
-                key,
-                value,
-                all_headers,
-                acks_all=False,
-                key_text=key_text,
-                message_id=mid,
-                timestamp_ms=int(now * 1000),
+                target, key, value, all_headers, False, -1, 0, -1, False, key_text, mid, int(now * 1000)
             )
             position = offset if self._acks == 1 else None
             self._bus.emit(
