@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import time
 from collections.abc import Callable
@@ -180,7 +181,11 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=None, help="concurrent sends")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    wrap = profiled if args.profile else (lambda run: run())
+    measure = profiled if args.profile else (lambda run: run())
+
+    def wrap(run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        gc.collect()  # start each measurement without the previous run's garbage
+        return measure(run)
 
     if args.which in ("throughput", "all"):
         ack_levels: list[Acks] = (

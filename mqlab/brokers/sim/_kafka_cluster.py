@@ -308,7 +308,10 @@ class Partition:
         self.leader_epoch = -1
         self.isr: list[int] = []
         self.high_watermark = 0
-        self.ack_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # acks=all produce requests waiting for the HW: (offset, future, deadline), in offset
+        # order; one timer per partition (``ack_timer``) expires those past their deadline.
+        self.ack_waiters: deque[tuple[int, asyncio.Future[None], float]] = deque()
+        self.ack_timer: asyncio.TimerHandle | None = None
         self.listeners: list[Callable[[], None]] = []
         # idempotence: producer id -> recent (producer epoch, sequence, offset), newest last
         self.producer_state: dict[int, deque[tuple[int, int, int]]] = {}
@@ -1214,7 +1217,7 @@ class SimKafkaCluster:
         if waiters:
             short = len(partition.isr) < partition.min_insync_replicas
             while waiters and waiters[0][0] < high_watermark:
-                _, future = waiters.popleft()
+                _, future, _ = waiters.popleft()
                 if future.done():
                     continue
                 if short:
@@ -1230,7 +1233,7 @@ class SimKafkaCluster:
 
     def _fail_waiters(self, partition: Partition, error: BrokerError) -> None:
         while partition.ack_waiters:
-            _, future = partition.ack_waiters.popleft()
+            _, future, _ = partition.ack_waiters.popleft()
             if not future.done():
                 future.set_exception(error)
 
@@ -1242,6 +1245,7 @@ class SimKafkaCluster:
         key: bytes | None,
         value: bytes,
         headers: tuple[tuple[str, bytes], ...],
+        *,
         acks_all: bool,
         producer_id: int = -1,
         producer_epoch: int = 0,
@@ -1311,23 +1315,74 @@ class SimKafkaCluster:
             recent.append((producer_epoch, sequence, offset))
         if txn and producer_id not in partition.ongoing:
             partition.ongoing[producer_id] = offset
+        self._replicate(partition)
+        return offset, False
+
+    def append_plain(
+        self,
+        partition: Partition,
+        key: bytes | None,
+        value: bytes,
+        headers: tuple[tuple[str, bytes], ...],
+        key_text: str | None,
+        message_id: str,
+        timestamp_ms: int,
+    ) -> int:
+        """:meth:`append` for the common case, kept lean because it is the simulator's hot
+        path: no idempotence, no transaction, acks 0 or 1, and a leader the caller checked.
+        Returns the offset."""
+        leader = partition.replica[partition.leader]
+        log = leader.log
+        offset = len(log)
+        record = _new_record(
+            partition.tp.topic, partition.index, offset, key, value, headers, timestamp_ms
+        )
+        log.append(Entry(record, partition.leader_epoch, -1, -1, False, "", key_text, message_id))
+        self._replicate(partition)
+        return offset
+
+    def _replicate(self, partition: Partition) -> None:
+        """After an append: followers fetch soon (a lone leader commits at once)."""
         if len(partition.isr) == 1:
             self._advance_high_watermark(partition)
         else:
             for follower in partition.followers:
                 if not follower.fetch_scheduled:
                     self._schedule_fetch(follower.broker_id)
-        return offset, False
 
-    def wait_replicated(self, partition: Partition, offset: int) -> asyncio.Future[None]:
-        """A future resolved when the high watermark passes ``offset`` (acks=all); it fails
-        when the leader changes or dies first, or the ISR shrinks below the minimum."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def wait_replicated(
+        self, partition: Partition, offset: int, deadline: float
+    ) -> asyncio.Future[None]:
+        """A future resolved when the high watermark passes ``offset`` (acks=all). It fails
+        when the leader changes or dies first, when the ISR shrinks below the minimum
+        (NotEnoughReplicasAfterAppend) and with ``TimeoutError`` at ``deadline``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         if partition.high_watermark > offset:
             future.set_result(None)
-        else:
-            partition.ack_waiters.append((offset, future))
+            return future
+        partition.ack_waiters.append((offset, future, deadline))
+        if partition.ack_timer is None:
+            partition.ack_timer = loop.call_at(deadline, self._expire_waiters, partition)
         return future
+
+    def _expire_waiters(self, partition: Partition) -> None:
+        """Time out the acks=all waiters past their deadline; come back for the next one."""
+        partition.ack_timer = None
+        now = self.world.now()
+        waiting: deque[tuple[int, asyncio.Future[None], float]] = deque()
+        for offset, future, deadline in partition.ack_waiters:
+            if future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(TimeoutError())
+            else:
+                waiting.append((offset, future, deadline))
+        partition.ack_waiters = waiting
+        if waiting:
+            partition.ack_timer = asyncio.get_running_loop().call_at(
+                min(d for _, _, d in waiting), self._expire_waiters, partition
+            )
 
     # -- topics --------------------------------------------------------------------------
 

@@ -135,11 +135,6 @@ _new_delivered = slot_builder(
 _new_metadata = slot_builder(RecordMetadata, ("topic", "partition", "offset"))
 
 
-def _time_out(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
-
-
 class _Closed(BrokerError):
     """A client was used after close() or crash()."""
 
@@ -624,8 +619,8 @@ class SimKafkaProducer(KafkaProducer):
             # Healthy path with acks 0/1: the leader appends and answers at once, nothing
             # suspends (this is the simulator's hot path).
             now = self._clock()
-            offset, _ = self._cluster.append(
-                target, key, value, all_headers, False, -1, 0, -1, False, key_text, mid, int(now * 1000)
+            offset = self._cluster.append_plain(
+                target, key, value, all_headers, key_text, mid, int(now * 1000)
             )
             position = offset if self._acks == 1 else None
             self._bus.emit(
@@ -666,7 +661,7 @@ class SimKafkaProducer(KafkaProducer):
     ) -> RecordMetadata:
         world = self._world
         tp = partition.tp
-        deadline = world.now() + self._request_timeout
+        deadline = self._clock() + self._request_timeout
         sequence = -1
         if self._producer_id >= 0:
             sequence = self._sequences.get(tp, 0)
@@ -682,7 +677,7 @@ class SimKafkaProducer(KafkaProducer):
             return RecordMetadata(tp.topic, tp.partition, -1)
         last_error: BaseException | None = None
         while True:
-            remaining = deadline - world.now()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 raise self._give_up(tp, message_id, key_text, last_error)
             attempt = self._attempt(
@@ -755,24 +750,12 @@ class SimKafkaProducer(KafkaProducer):
                 timestamp_ms=int(self._clock() * 1000),
             )
             if self._acks_all:
-                await self._replicated(partition, offset, deadline)
+                await self._cluster.wait_replicated(partition, offset, deadline)
         except KafkaServerError:
             await world.transmit(node, "downstream")  # the error answer travels back too
             raise
         await world.transmit(node, "downstream")
         return offset, duplicate
-
-    async def _replicated(self, partition: Partition, offset: int, deadline: float) -> None:
-        """Wait until the ISR has ``offset`` (acks=all), at most until ``deadline``."""
-        future = self._cluster.wait_replicated(partition, offset)
-        if future.done():
-            future.result()
-            return
-        timer = asyncio.get_running_loop().call_at(deadline, _time_out, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
 
     def _fire_and_forget(
         self,
@@ -1238,6 +1221,31 @@ class SimKafkaConsumer(KafkaConsumer):
             upto = delivered_upto.get(tp, 0)
             topic = tp.topic
             index = tp.partition
+            if position >= upto and not read_committed:
+                # The common case, kept lean: first deliveries, nothing to filter but markers.
+                for entry in leader.log[position:stop]:
+                    record = entry.record
+                    if record is not None:
+                        emit(
+                            _new_delivered(
+                                now,
+                                source,
+                                topic,
+                                entry.message_id,
+                                name,
+                                entry.key_text,
+                                index,
+                                record.offset,
+                                1,
+                                False,
+                            )
+                        )
+                        out.append(record)
+                positions[tp] = delivered_upto[tp] = stop
+                room = limit - len(out)
+                if room <= 0:
+                    break
+                continue
             for entry in leader.log[position:stop]:
                 record = entry.record
                 if record is None:
