@@ -53,11 +53,13 @@ from mqlab.brokers.api.nats import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
     DeliverPolicy,
+    JetStreamError,
     JsMessage,
     NatsAPI,
     NatsPullConsumer,
     NatsSnapshot,
     NatsSubscription,
+    NoStreamForSubject,
     PubAck,
     Retention,
     StreamInfo,
@@ -87,14 +89,6 @@ _PING_INTERVAL = 2
 _MAX_OUTSTANDING_PINGS = 2
 _FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
 _STREAM_PAGE = 256  # JetStream's page size for STREAM.LIST
-
-
-class JetStreamError(BrokerError):
-    """JetStream refused a request (bad configuration, unknown stream or consumer ...)."""
-
-
-class NoStreamForSubject(JetStreamError):
-    """A JetStream publish to a subject that no stream captures (nothing would store it)."""
 
 
 class NatsBroker(NatsAPI):

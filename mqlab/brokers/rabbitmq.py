@@ -62,14 +62,21 @@ from yarl import URL
 
 from mqlab.brokers.api.rabbitmq import (
     MESSAGE_ID_HEADER,
+    AlreadySettled,
     BindingInfo,
+    ConnectionLost,
     ExchangeInfo,
     ExchangeType,
+    NotFound,
+    PreconditionFailed,
+    PublishRejected,
     QueueInfo,
     RabbitConsumer,
     RabbitDelivery,
     RabbitMQAPI,
+    RabbitMQError,
     RabbitSnapshot,
+    Unroutable,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
@@ -107,34 +114,6 @@ _SEEN_DEATHS_LIMIT = 100_000  # bounded memory for x-death attribution on long r
 
 
 # --- errors -------------------------------------------------------------------------------
-
-
-class RabbitMQError(BrokerError):
-    """A RabbitMQ operation failed; the message is one line naming what and why."""
-
-
-class Unroutable(RabbitMQError):
-    """A ``mandatory`` publish matched no queue, so RabbitMQ returned it (basic.return)."""
-
-
-class PublishRejected(RabbitMQError):
-    """RabbitMQ answered a publish with a negative confirm (basic.nack)."""
-
-
-class NotFound(RabbitMQError):
-    """The exchange or queue does not exist (AMQP 404 NOT_FOUND)."""
-
-
-class PreconditionFailed(RabbitMQError):
-    """A declaration clashes with what exists, or a settle used a stale tag (AMQP 406)."""
-
-
-class ConnectionLost(RabbitMQError):
-    """The connection or channel closed under an operation; the adapter is reconnecting."""
-
-
-class AlreadySettled(RabbitMQError):
-    """A delivery was acked/nacked twice, or fetched with ``no_ack`` (nothing to settle)."""
 
 
 # --- deliveries and consumers ---------------------------------------------------------------

@@ -68,6 +68,7 @@ from mqlab.brokers.api.sqs import (
     SqsAPI,
     SqsMessage,
     SqsQueueInfo,
+    SqsRequestRefused,
     SqsSnapshot,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
@@ -105,10 +106,6 @@ _REMEMBERED_MESSAGES = 100_000
 """How many receipt handles / message origins are kept for observations (oldest dropped)."""
 _RECEIPT_HANDLE_ERRORS = {"ReceiptHandleIsInvalid", "InvalidReceiptHandle"}
 _MISSING_QUEUE_ERRORS = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-
-
-class SqsRequestRefused(BrokerError):
-    """SQS or SNS answered a request with an error (bad parameter, missing queue ...)."""
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from mqlab.brokers.base import Broker, Capabilities
+from mqlab.brokers.base import Broker, BrokerError, Capabilities
 
 MESSAGE_ID_HEADER = "mqlab-id"
 
@@ -41,6 +41,17 @@ class PubAck:
     stream: str
     sequence: int
     duplicate: bool = False
+
+
+class JetStreamError(BrokerError):
+    """JetStream refused a request (bad configuration, unknown stream or consumer ...).
+
+    Defined in the interface so callers catch it whichever backend raised it.
+    """
+
+
+class NoStreamForSubject(JetStreamError):
+    """A JetStream publish to a subject that no stream captures (nothing would store it)."""
 
 
 class JsMessage(ABC):

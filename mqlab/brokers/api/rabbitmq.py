@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mqlab.brokers.base import Broker, Capabilities
+from mqlab.brokers.base import Broker, BrokerError, Capabilities
 
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
 
@@ -42,6 +42,38 @@ class XDeath:
     count: int
     exchange: str = ""
     routing_keys: tuple[str, ...] = ()
+
+
+class RabbitMQError(BrokerError):
+    """A RabbitMQ operation failed; the message is one line naming what and why.
+
+    These error classes live in the interface so that code written against it can catch
+    them whichever backend (the real node or the simulator) raised them.
+    """
+
+
+class Unroutable(RabbitMQError):
+    """A ``mandatory`` publish matched no queue, so RabbitMQ returned it (basic.return)."""
+
+
+class PublishRejected(RabbitMQError):
+    """RabbitMQ answered a publish with a negative confirm (basic.nack)."""
+
+
+class NotFound(RabbitMQError):
+    """The exchange or queue does not exist (AMQP 404 NOT_FOUND)."""
+
+
+class PreconditionFailed(RabbitMQError):
+    """A declaration clashes with what exists, or a settle used a stale tag (AMQP 406)."""
+
+
+class ConnectionLost(RabbitMQError):
+    """The connection or channel closed under an operation; the adapter is reconnecting."""
+
+
+class AlreadySettled(RabbitMQError):
+    """A delivery was acked/nacked twice, or fetched with ``no_ack`` (nothing to settle)."""
 
 
 class RabbitDelivery(ABC):

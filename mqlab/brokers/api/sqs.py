@@ -44,6 +44,13 @@ SQS_FIFO_CAPABILITIES = Capabilities(
 )
 
 
+class SqsRequestRefused(BrokerError):
+    """SQS or SNS answered a request with an error (bad parameter, missing queue ...).
+
+    Defined in the interface so callers catch it whichever backend raised it.
+    """
+
+
 class ReceiptHandleInvalid(BrokerError):
     """The receipt handle is stale: the visibility timeout expired and someone else got it."""
 

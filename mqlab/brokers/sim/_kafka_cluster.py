@@ -53,7 +53,7 @@ from mqlab.observe.events import (
 if TYPE_CHECKING:
     from mqlab.observe.events import Observation
 
-_new_record = slot_builder(
+new_record = slot_builder(
     KafkaRecord, ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms")
 )
 
@@ -216,22 +216,34 @@ class ClusterConfig:
 
 
 class Entry:
-    """One entry of a partition log: a record, or a transaction marker (``record`` None)."""
+    """One entry of a partition log: a record's content, or a transaction marker
+    (``control`` "commit" / "abort"). Its offset is its index in the log.
+
+    Consumers get a :class:`KafkaRecord` built from the entry when they fetch it, so the log
+    keeps one object per record (every object kept alive makes Python's garbage collector
+    slower, and the log keeps everything).
+    """
 
     __slots__ = (
         "control",
         "epoch",
+        "headers",
+        "key",
         "key_text",
         "message_id",
         "producer_id",
-        "record",
         "sequence",
+        "timestamp_ms",
         "txn",
+        "value",
     )
 
     def __init__(
         self,
-        record: KafkaRecord | None,
+        key: bytes | None,
+        value: bytes,
+        headers: tuple[tuple[str, bytes], ...],
+        timestamp_ms: int,
         epoch: int,
         producer_id: int = -1,
         sequence: int = -1,
@@ -240,7 +252,10 @@ class Entry:
         key_text: str | None = None,
         message_id: str = "",
     ) -> None:
-        self.record = record
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp_ms = timestamp_ms
         self.epoch = epoch
         self.producer_id = producer_id
         self.sequence = sequence
@@ -248,6 +263,12 @@ class Entry:
         self.control = control  # "" for data, "commit" / "abort" for a transaction marker
         self.key_text = key_text  # the key as observations show it (decoded once)
         self.message_id = message_id
+
+    def to_record(self, tp: TopicPartition, offset: int) -> KafkaRecord:
+        """The record as a consumer of ``tp`` sees it at ``offset``."""
+        return new_record(
+            tp.topic, tp.partition, offset, self.key, self.value, self.headers, self.timestamp_ms
+        )
 
 
 class Replica:
@@ -1175,7 +1196,7 @@ class SimKafkaCluster:
         if cut >= follower.log_end:
             return
         removed = follower.truncate(cut)
-        records = [e for e in removed if e.record is not None]
+        records = [e for e in removed if not e.control]
         if records and not partition.topic.internal:
             self.emit(
                 Note(
@@ -1287,18 +1308,12 @@ class SimKafkaCluster:
             )
         log = leader.log
         offset = len(log)
-        record = _new_record(
-            partition.tp.topic,
-            partition.index,
-            offset,
-            key,
-            value,
-            headers,
-            timestamp_ms if timestamp_ms >= 0 else int(self.world.now() * 1000),
-        )
         log.append(
             Entry(
-                record,
+                key,
+                value,
+                headers,
+                timestamp_ms if timestamp_ms >= 0 else int(self.world.now() * 1000),
                 partition.leader_epoch,
                 producer_id,
                 sequence,
@@ -1331,13 +1346,23 @@ class SimKafkaCluster:
         """:meth:`append` for the common case, kept lean because it is the simulator's hot
         path: no idempotence, no transaction, acks 0 or 1, and a leader the caller checked.
         Returns the offset."""
-        leader = partition.replica[partition.leader]
-        log = leader.log
+        log = partition.replica[partition.leader].log
         offset = len(log)
-        record = _new_record(
-            partition.tp.topic, partition.index, offset, key, value, headers, timestamp_ms
+        log.append(
+            Entry(
+                key,
+                value,
+                headers,
+                timestamp_ms,
+                partition.leader_epoch,
+                -1,
+                -1,
+                False,
+                "",
+                key_text,
+                message_id,
+            )
         )
-        log.append(Entry(record, partition.leader_epoch, -1, -1, False, "", key_text, message_id))
         self._replicate(partition)
         return offset
 
@@ -1587,11 +1612,18 @@ class SimKafkaCluster:
             self._retry_marker_later(partition, producer_id, commit)
             return
         offset = leader.log_end
-        leader.log.append(
-            Entry(
-                None, partition.leader_epoch, producer_id, -1, True, "commit" if commit else "abort"
-            )
+        marker = Entry(
+            None,
+            b"",
+            (),
+            int(self.world.now() * 1000),
+            partition.leader_epoch,
+            producer_id,
+            -1,
+            True,
+            "commit" if commit else "abort",
         )
+        leader.log.append(marker)
         if not commit and first is not None:
             partition.aborted.setdefault(producer_id, []).append((first, offset - 1))
         if first is not None:

@@ -67,6 +67,7 @@ from mqlab.brokers.sim._kafka_cluster import (
     SimKafkaCluster,
     Topic,
     Transaction,
+    new_record,
 )
 from mqlab.brokers.sim.world import NodeState, NodeUnreachable, SimWorld
 from mqlab.lab.endpoints import Endpoints
@@ -1223,9 +1224,8 @@ class SimKafkaConsumer(KafkaConsumer):
             index = tp.partition
             if position >= upto and not read_committed:
                 # The common case, kept lean: first deliveries, nothing to filter but markers.
-                for entry in leader.log[position:stop]:
-                    record = entry.record
-                    if record is not None:
+                for offset, entry in enumerate(leader.log[position:stop], position):
+                    if not entry.control:
                         emit(
                             _new_delivered(
                                 now,
@@ -1235,28 +1235,32 @@ class SimKafkaConsumer(KafkaConsumer):
                                 name,
                                 entry.key_text,
                                 index,
-                                record.offset,
+                                offset,
                                 1,
                                 False,
                             )
                         )
-                        out.append(record)
+                        out.append(
+                            new_record(
+                                topic,
+                                index,
+                                offset,
+                                entry.key,
+                                entry.value,
+                                entry.headers,
+                                entry.timestamp_ms,
+                            )
+                        )
                 positions[tp] = delivered_upto[tp] = stop
                 room = limit - len(out)
                 if room <= 0:
                     break
                 continue
-            for entry in leader.log[position:stop]:
-                record = entry.record
-                if record is None:
+            for offset, entry in enumerate(leader.log[position:stop], position):
+                if entry.control:
                     continue
-                if (
-                    read_committed
-                    and entry.txn
-                    and partition.is_aborted(entry.producer_id, record.offset)
-                ):
+                if read_committed and entry.txn and partition.is_aborted(entry.producer_id, offset):
                     continue
-                offset = record.offset
                 if offset < upto:
                     times = redeliveries.get((tp, offset), 1) + 1
                     redeliveries[(tp, offset)] = times
@@ -1278,7 +1282,7 @@ class SimKafkaConsumer(KafkaConsumer):
                         redelivered,
                     )
                 )
-                out.append(record)
+                out.append(entry.to_record(tp, offset))
             positions[tp] = stop
             if stop > upto:
                 delivered_upto[tp] = stop

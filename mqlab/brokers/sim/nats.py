@@ -46,11 +46,13 @@ from mqlab.brokers.api.nats import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
     DeliverPolicy,
+    JetStreamError,
     JsMessage,
     NatsAPI,
     NatsPullConsumer,
     NatsSnapshot,
     NatsSubscription,
+    NoStreamForSubject,
     PubAck,
     Retention,
     StreamInfo,
@@ -109,14 +111,6 @@ _EPSILON = 1e-6
 
 
 # --- errors -------------------------------------------------------------------------------
-
-
-class JetStreamError(BrokerError):
-    """JetStream refused a request (bad configuration, unknown stream or consumer ...)."""
-
-
-class NoStreamForSubject(JetStreamError):
-    """A JetStream publish to a subject that no stream captures (nothing would store it)."""
 
 
 def _refused(operation: str, target: str, description: str, code: int) -> JetStreamError:

@@ -44,14 +44,20 @@ from typing import Any, TypeVar
 
 from mqlab.brokers.api.rabbitmq import (
     MESSAGE_ID_HEADER,
+    AlreadySettled,
     BindingInfo,
+    ConnectionLost,
     ExchangeInfo,
     ExchangeType,
+    NotFound,
+    PreconditionFailed,
     QueueInfo,
     RabbitConsumer,
     RabbitDelivery,
     RabbitMQAPI,
+    RabbitMQError,
     RabbitSnapshot,
+    Unroutable,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.sim._common import (
@@ -102,30 +108,6 @@ _HEARTBEAT_MISSES = 3  # silent heartbeats after which a client gives a connecti
 
 
 # --- errors -------------------------------------------------------------------------------
-
-
-class RabbitMQError(BrokerError):
-    """A RabbitMQ operation failed; the message is one line naming what and why."""
-
-
-class Unroutable(RabbitMQError):
-    """A ``mandatory`` publish matched no queue, so RabbitMQ returned it (basic.return)."""
-
-
-class NotFound(RabbitMQError):
-    """The exchange or queue does not exist (AMQP 404 NOT_FOUND)."""
-
-
-class PreconditionFailed(RabbitMQError):
-    """A declaration clashes with what exists, or a settle used an unknown tag (AMQP 406)."""
-
-
-class ConnectionLost(RabbitMQError):
-    """The connection or channel closed under an operation; the adapter is reconnecting."""
-
-
-class AlreadySettled(RabbitMQError):
-    """A delivery was acked/nacked twice, or fetched with ``no_ack`` (nothing to settle)."""
 
 
 # --- the server model -----------------------------------------------------------------------

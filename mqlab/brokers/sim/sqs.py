@@ -56,6 +56,7 @@ from mqlab.brokers.api.sqs import (
     SqsAPI,
     SqsMessage,
     SqsQueueInfo,
+    SqsRequestRefused,
     SqsSnapshot,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
@@ -111,10 +112,6 @@ _FIFO_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
 
 
 # --- errors -------------------------------------------------------------------------------
-
-
-class SqsRequestRefused(BrokerError):
-    """SQS or SNS answered a request with an error (bad parameter, missing queue ...)."""
 
 
 class _QueueMissing(SqsRequestRefused):
