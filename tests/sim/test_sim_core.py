@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 import pytest
 
+from mqlab.brokers.sim._fast import shortcut_applies, slot_builder
 from mqlab.brokers.sim.clock import VirtualTimeLoop, run_virtual
 from mqlab.brokers.sim.world import (
     LAB_NODES,
@@ -17,7 +19,14 @@ from mqlab.brokers.sim.world import (
     SimWorld,
 )
 from mqlab.observe.bus import Recorder
-from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
+from mqlab.observe.events import (
+    BrokerDown,
+    BrokerUp,
+    Delivered,
+    FaultHealed,
+    FaultInjected,
+    Produced,
+)
 
 # --- virtual time -------------------------------------------------------------------------
 
@@ -34,8 +43,12 @@ async def test_timers_fire_in_deadline_order_at_their_virtual_time() -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
     fired: list[tuple[str, float]] = []
+
+    def fire(name: str) -> None:
+        fired.append((name, loop.time() - start))
+
     for name, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
-        loop.call_later(delay, lambda n=name: fired.append((n, loop.time() - start)))
+        loop.call_later(delay, fire, name)
     await asyncio.sleep(5)
     assert fired == [("a", pytest.approx(1.0)), ("b", pytest.approx(2.0)), ("c", 3.0)]
 
@@ -61,7 +74,7 @@ def test_a_deadline_computed_by_hand_is_reached_despite_float_rounding() -> None
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         due = loop.time() + 3e-15  # a couple of float steps ahead: inside clock_resolution
-        return await asyncio.gather(wait_until_due(event, due), wait_until_due(event, due))
+        return list(await asyncio.gather(wait_until_due(event, due), wait_until_due(event, due)))
 
     assert run_virtual(two_heartbeats(), start=9.049999999999997) == [1, 1]
 
@@ -308,3 +321,75 @@ async def test_until_state_waits_for_the_node(world: SimWorld) -> None:
     assert await waiter is NodeState.UP
     await restart
     assert loop.time() == pytest.approx(2.0)  # the controller's start-up time
+
+
+# --- fast construction of per-message dataclasses ------------------------------------------
+
+
+def test_slot_builders_build_what_the_constructor_builds() -> None:
+    build = slot_builder(
+        Delivered,
+        (
+            "at",
+            "broker",
+            "destination",
+            "message_id",
+            "consumer",
+            "key",
+            "partition",
+            "position",
+            "delivery_count",
+            "redelivered",
+        ),
+    )
+    assert shortcut_applies(Delivered, [f.name for f in dataclasses.fields(Delivered)])
+    fast = build(1.5, "sim:kafka", "t", "m-1", "c", None, 2, 7, 3, True)
+    normal = Delivered(
+        at=1.5,
+        broker="sim:kafka",
+        destination="t",
+        message_id="m-1",
+        consumer="c",
+        key=None,
+        partition=2,
+        position=7,
+        delivery_count=3,
+        redelivered=True,
+    )
+    assert fast == normal
+    assert hash(fast) == hash(normal)
+    assert repr(fast) == repr(normal)
+    assert fast.to_dict() == normal.to_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.position = 8  # type: ignore[misc]
+
+
+def test_slot_builders_fall_back_when_the_class_is_not_what_they_expect() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Grown:
+        a: int
+        b: int = 0  # a field the builder does not know about: it must get its default
+
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    build_grown = slot_builder(Grown, ("a",))
+    assert not shortcut_applies(Grown, ("a",))
+    assert build_grown(1) == Grown(1, 0)
+    assert not shortcut_applies(NoSlots, ("a",))
+    assert slot_builder(NoSlots, ("a",))(5) == NoSlots(5)
+
+
+def test_the_simulator_builds_its_per_message_objects_the_fast_way() -> None:
+    """If an observation or record class changes shape, this says the simulator lost its
+    shortcut (it still works, just slower): update the field lists in kafka.py."""
+    from mqlab.brokers.api.kafka import KafkaRecord, RecordMetadata
+
+    for cls in (Produced, Delivered, KafkaRecord, RecordMetadata):
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert shortcut_applies(cls, names), cls.__name__
+    from mqlab.brokers.sim import _kafka_cluster, kafka
+
+    builders = (kafka._new_produced, kafka._new_delivered, kafka._new_metadata)
+    assert all(b.__name__ == "build" for b in (*builders, _kafka_cluster.new_record))

@@ -9,6 +9,7 @@ broker takes 3 virtual seconds to start, followers fetch 5 ms after a leader app
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 import pytest
 
@@ -29,9 +30,11 @@ from mqlab.observe.events import (
     LeaderChanged,
     Note,
     Observation,
-    ProduceFailed,
     Produced,
+    ProduceFailed,
 )
+
+_O = TypeVar("_O", bound=Observation)
 
 # Fencing happens 3 s after a broker goes silent; waiting a little longer sees it done.
 AFTER_FENCING = 3.5
@@ -43,8 +46,9 @@ def node(broker_id: int) -> str:
     return f"kafka-broker-{broker_id}"
 
 
-def of_kind(recorder: Recorder, kind: type[Observation]) -> list[Observation]:
-    return recorder.of_kind(kind)
+def of_kind(recorder: Recorder, kind: type[_O]) -> list[_O]:
+    """The recorded observations of one kind, typed."""
+    return [o for o in recorder.observations if isinstance(o, kind)]
 
 
 async def single_partition(
@@ -103,8 +107,7 @@ async def test_keyed_sends_land_on_the_java_partition(kafka: SimKafkaBroker) -> 
     topic = await kafka.create_topic(kafka.qualify("orders"), partitions=4, replication_factor=3)
     producer = await kafka.producer(acks=1)
     landed = {
-        key: (await producer.send(topic.name, b"x", key=key)).partition
-        for key, *_ in JAVA_MURMUR2
+        key: (await producer.send(topic.name, b"x", key=key)).partition for key, *_ in JAVA_MURMUR2
     }
     assert landed == {key: of4 for key, _, _, of4, _ in JAVA_MURMUR2}
 
@@ -115,9 +118,7 @@ async def test_null_keys_stick_to_a_partition_for_a_batch_then_move(
     topic = await kafka.create_topic(kafka.qualify("clicks"), partitions=6, replication_factor=3)
     producer = await kafka.producer(acks=1)
     # 1000-byte values count 1010 bytes each: 17 of them fill batch.size (16384 bytes).
-    partitions = [
-        (await producer.send(topic.name, bytes(1000))).partition for _ in range(17 * 12)
-    ]
+    partitions = [(await producer.send(topic.name, bytes(1000))).partition for _ in range(17 * 12)]
     batches = [partitions[i : i + 17] for i in range(0, len(partitions), 17)]
     assert all(len(set(batch)) == 1 for batch in batches)
     assert len({batch[0] for batch in batches}) > 2  # it does move on, at random
@@ -126,9 +127,7 @@ async def test_null_keys_stick_to_a_partition_for_a_batch_then_move(
 async def test_sticky_choices_repeat_with_the_seed() -> None:
     async def choices(seed: int) -> list[int]:
         async with SimKafkaBroker(world=SimWorld(seed=seed)) as kafka:
-            topic = await kafka.create_topic(
-                kafka.qualify("t"), partitions=8, replication_factor=3
-            )
+            topic = await kafka.create_topic(kafka.qualify("t"), partitions=8, replication_factor=3)
             producer = await kafka.producer(acks=1)
             return [(await producer.send(topic.name, bytes(4000))).partition for _ in range(60)]
 
@@ -146,9 +145,9 @@ async def test_replicas_are_placed_round_robin_with_leaders_spread(kafka: SimKaf
     assert sorted(leaders) == [1, 1, 2, 2, 3, 3]
     assert all(sorted(p.replicas) == [1, 2, 3] and p.isr == p.replicas for p in topic.partitions)
     # Consecutive partitions start on consecutive brokers.
-    assert all(
-        leaders[i + 1] == leaders[i] % 3 + 1 for i in range(2)
-    ), f"first replicas {leaders} do not go round-robin"
+    assert all(leaders[i + 1] == leaders[i] % 3 + 1 for i in range(2)), (
+        f"first replicas {leaders} do not go round-robin"
+    )
 
 
 async def test_topic_errors_are_one_clear_line(kafka: SimKafkaBroker) -> None:
@@ -156,7 +155,7 @@ async def test_topic_errors_are_one_clear_line(kafka: SimKafkaBroker) -> None:
     await kafka.create_topic(name, partitions=1, replication_factor=3)
     with pytest.raises(BrokerError, match="already exists"):
         await kafka.create_topic(name)
-    with pytest.raises(BrokerError, match="InvalidReplicationFactor.*4 replicas.*3 broker"):
+    with pytest.raises(BrokerError, match=r"InvalidReplicationFactor.*4 replicas.*3 broker"):
         await kafka.create_topic(kafka.qualify("big"), replication_factor=4)
     with pytest.raises(BrokerError, match="invalid topic name"):
         await kafka.create_topic(kafka.qualify("no spaces"))
@@ -208,7 +207,7 @@ async def test_a_killed_follower_leaves_the_isr_when_fenced_and_returns_after_re
     assert isinstance(change, LeaderChanged)
     assert (change.leader, change.isr, change.previous_isr) == (leader, shrunk, info.isr)
     fenced = [o for o in of_kind(recorder, BrokerDown) if o.broker == "sim:kafka"]
-    assert [o.node for o in fenced] == [node(follower)]  # type: ignore[attr-defined]
+    assert [o.node for o in fenced] == [node(follower)]
     alive = {b.node_id: b.alive for b in (await kafka.inspect()).brokers}
     assert alive[follower] is False
 
@@ -221,7 +220,7 @@ async def test_a_killed_follower_leaves_the_isr_when_fenced_and_returns_after_re
     leader_now, isr_now = await partition_state(kafka, topic.name)
     assert leader_now == leader
     assert sorted(isr_now) == sorted(info.isr)
-    assert of_kind(recorder, LeaderChanged)[-1].isr == isr_now  # type: ignore[attr-defined]
+    assert of_kind(recorder, LeaderChanged)[-1].isr == isr_now
     # The returning follower copied what it missed: it could lead with all six records.
     replica = kafka.cluster.topics[topic.name].partitions[0].replica[follower]
     assert replica.log_end == 6
@@ -299,7 +298,7 @@ async def test_not_enough_replicas_with_two_brokers_down(
         await strict.send(topic.name, b"refused", message_id="refused")
     assert loop.time() - start == pytest.approx(2.0, abs=0.11)  # retried until the timeout
     (failed,) = of_kind(recorder, ProduceFailed)
-    assert failed.message_id == "refused"  # type: ignore[attr-defined]
+    assert failed.message_id == "refused"
 
     # acks=1 only needs the leader: accepted (and at risk, see the acks=1 loss test).
     relaxed = await kafka.producer(acks=1)
@@ -346,7 +345,7 @@ async def test_acks_1_loses_acknowledged_writes_when_the_leader_dies_first(
     assert (await producer.send(topic.name, b"next")).offset == 0
     await world.restart(node(info.leader))
     await asyncio.sleep(AFTER_RESTART_CATCH_UP)
-    notes = [o.text for o in of_kind(recorder, Note)]  # type: ignore[attr-defined]
+    notes = [o.text for o in of_kind(recorder, Note)]
     assert any(f"broker {info.leader} truncated" in t and "10 record(s)" in t for t in notes)
     assert await read_all(kafka, topic.name, "later") == [b"next"]
 
@@ -413,7 +412,7 @@ async def test_clean_election_waits_for_the_last_in_sync_replica(
     expected = [f"shared-{n}".encode() for n in range(4)]
     expected += [f"leader-only-{n}".encode() for n in range(3)]
     assert await read_all(kafka, topic, "readers") == expected
-    assert not [o for o in of_kind(recorder, Note) if "unclean" in o.text]  # type: ignore[attr-defined]
+    assert not [o for o in of_kind(recorder, Note) if "unclean" in o.text]
 
 
 async def test_unclean_election_makes_the_lost_records_visible(
@@ -425,15 +424,15 @@ async def test_unclean_election_makes_the_lost_records_visible(
     (state,) = (await kafka.describe_topic(topic)).partitions
     # The high watermark went backwards: 7 committed records, 4 left.
     assert (state.high_watermark, state.log_end) == (4, 4)
-    (note,) = [o for o in of_kind(recorder, Note) if "unclean" in o.text]  # type: ignore[attr-defined]
-    assert f"broker {follower} became leader with log end 4" in note.text  # type: ignore[attr-defined]
-    assert "offsets 4..6" in note.text  # type: ignore[attr-defined]
+    (note,) = [o for o in of_kind(recorder, Note) if "unclean" in o.text]
+    assert f"broker {follower} became leader with log end 4" in note.text
+    assert "offsets 4..6" in note.text
 
     producer = await kafka.producer(acks=1)
     assert (await producer.send(topic, b"after")).offset == 4  # offset 4 now means this
     await world.restart(node(leader))
     await asyncio.sleep(AFTER_RESTART_CATCH_UP)
-    truncated = [o.text for o in of_kind(recorder, Note) if "truncated" in o.text]  # type: ignore[attr-defined]
+    truncated = [o.text for o in of_kind(recorder, Note) if "truncated" in o.text]
     assert truncated == [
         f"broker {leader} truncated {topic}:0 to offset 4: 3 record(s) it held are not in "
         "the leader's log (offsets 4..6)"
@@ -469,7 +468,7 @@ async def test_a_retry_after_a_lost_ack_duplicates_unless_idempotent(
     assert metadata.offset == copies - 1
     assert await read_all(kafka, topic.name, "accounting") == [b"pay 10 EUR"] * copies
     (produced,) = of_kind(recorder, Produced)
-    assert produced.duplicate is idempotent  # type: ignore[attr-defined]
+    assert produced.duplicate is idempotent
 
 
 async def test_idempotent_producers_need_acks_all(kafka: SimKafkaBroker) -> None:
@@ -545,12 +544,12 @@ async def test_a_partitioned_leader_times_producers_out(
     (info,) = topic.partitions
     await world.add_network_fault(node(info.leader), "partition")
     producer = await kafka.producer(acks=1, request_timeout=1.0)
-    with pytest.raises(ProduceTimedOut, match="within 1s.*connection refused"):
+    with pytest.raises(ProduceTimedOut, match=r"within 1s.*connection refused"):
         await producer.send(topic.name, b"x", message_id="cut-1")
     # Only clients are cut off: the broker stays in the cluster and keeps its leadership.
     await asyncio.sleep(AFTER_FENCING)
     assert await partition_state(kafka, topic.name) == (info.leader, info.isr)
-    assert [o.message_id for o in of_kind(recorder, ProduceFailed)] == ["cut-1"]  # type: ignore[attr-defined]
+    assert [o.message_id for o in of_kind(recorder, ProduceFailed)] == ["cut-1"]
 
 
 async def test_acks_0_is_fire_and_forget(kafka: SimKafkaBroker, world: SimWorld) -> None:
@@ -575,3 +574,22 @@ async def test_tp_partition_info_matches_the_cluster(kafka: SimKafkaBroker) -> N
     assert await consumer.position(TopicPartition(topic.name, 1)) == 1
     described = await kafka.describe_topic(topic.name)
     assert [(p.high_watermark, p.log_end) for p in described.partitions] == [(0, 0), (1, 1)]
+
+
+async def test_an_answer_dropped_during_replication_times_the_send_out(
+    kafka: SimKafkaBroker, world: SimWorld
+) -> None:
+    topic = await single_partition(kafka, "dropped")
+    (info,) = topic.partitions
+    producer = await kafka.producer(acks="all", request_timeout=2.0)
+    send = asyncio.ensure_future(producer.send(topic.name, b"written, never confirmed"))
+    await asyncio.sleep(0.001)  # the leader has it; its followers fetch 5 ms after the append
+    # From now on the leader's answers are silently dropped (a timeout toxic without timeout).
+    await world.add_network_fault(node(info.leader), "timeout", stream="downstream")
+    loop = asyncio.get_running_loop()
+    with pytest.raises(ProduceTimedOut, match="within 2s"):
+        await send
+    assert loop.time() == pytest.approx(2.0)
+    await world.remove_network_fault(node(info.leader))
+    # The producer gave up, yet the record was written: "failed" is not "not written".
+    assert await read_all(kafka, topic.name, "readers") == [b"written, never confirmed"]

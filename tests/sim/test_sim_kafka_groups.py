@@ -7,6 +7,12 @@ session timeout 6 s (virtual seconds, so waiting them out costs nothing).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -32,9 +38,17 @@ from mqlab.observe.events import (
     ConsumerCrashed,
     Delivered,
     Note,
+    Observation,
     Rebalanced,
 )
 from mqlab.observe.trace import TraceHeader, dumps
+
+_O = TypeVar("_O", bound=Observation)
+
+
+def of_kind(recorder: Recorder, kind: type[_O]) -> list[_O]:
+    """The recorded observations of one kind, typed."""
+    return [o for o in recorder.observations if isinstance(o, kind)]
 
 
 def tps(topic: str, *partitions: int) -> list[TopicPartition]:
@@ -143,15 +157,15 @@ async def test_a_crashed_member_keeps_its_partitions_until_the_session_times_out
     await settle([b], 1.0)
     assert owned(b) == [0, 1, 2, 3]
     assert b.generation == generation + 1
-    last = recorder.of_kind(Rebalanced)[-1]
+    last = of_kind(recorder, Rebalanced)[-1]
     assert isinstance(last, Rebalanced)
     assert last.reason == "a session timed out"
     assert dict(last.assignment) == {"b": tuple(f"{topic.name}:{p}" for p in range(4))}
     # The session runs from a's last heartbeat (up to one interval before the crash) and the
     # survivor hears of the rebalance at its next heartbeat.
     assert 6.0 - 0.3 <= last.at - crashed_at <= 6.0 + 0.3
-    (crash,) = recorder.of_kind(ConsumerCrashed)
-    assert crash.point == "while processing"  # type: ignore[attr-defined]
+    (crash,) = of_kind(recorder, ConsumerCrashed)
+    assert crash.point == "while processing"
     with pytest.raises(BrokerError, match="crashed"):
         await a.poll()
 
@@ -167,8 +181,8 @@ async def test_a_clean_close_rebalances_at_once(kafka: SimKafkaBroker, recorder:
     await a.close()
     await settle([b], 0.5)  # one heartbeat tells b to rejoin
     assert owned(b) == [0, 1, 2, 3]
-    last = recorder.of_kind(Rebalanced)[-1]
-    assert last.reason == "a left the group"  # type: ignore[attr-defined]
+    last = of_kind(recorder, Rebalanced)[-1]
+    assert last.reason == "a left the group"
     assert last.at - closed_at <= 0.31
 
 
@@ -184,10 +198,7 @@ async def test_generations_count_rebalances_and_the_group_empties(
     await first.close()
     await settle([second], 1.0)
     await second.close()
-    rebalances = [
-        (o.generation, dict(o.assignment))  # type: ignore[attr-defined]
-        for o in recorder.of_kind(Rebalanced)
-    ]
+    rebalances = [(o.generation, dict(o.assignment)) for o in of_kind(recorder, Rebalanced)]
     t = topic.name
     assert rebalances == [
         (1, {"first": (f"{t}:0", f"{t}:1")}),
@@ -255,7 +266,7 @@ async def test_auto_commit_is_at_least_once_when_the_crash_comes_before_the_comm
     second = await kafka.consumer([topic.name], group_id=group)
     again = await second.poll(timeout=10.0)
     assert [r.offset for r in again] == [0, 1, 2, 3, 4]  # processed twice
-    redelivered = [o for o in recorder.of_kind(Delivered) if o.redelivered]  # type: ignore[attr-defined]
+    redelivered = [o for o in of_kind(recorder, Delivered) if o.redelivered]
     assert len(redelivered) == 5
 
 
@@ -295,7 +306,7 @@ async def test_seek_replays_and_a_new_group_reads_from_the_start_or_the_end(
     assert len(await reader.poll(timeout=1.0)) == 3
     await reader.seek(tp, 1)
     assert [r.offset for r in await reader.poll(timeout=1.0)] == [1, 2]
-    counts = [(o.position, o.delivery_count) for o in recorder.of_kind(Delivered)]  # type: ignore[attr-defined]
+    counts = [(o.position, o.delivery_count) for o in of_kind(recorder, Delivered)]
     assert counts == [(0, 1), (1, 1), (2, 1), (1, 2), (2, 2)]
 
     latest = await kafka.consumer(
@@ -386,7 +397,7 @@ async def test_a_hung_transaction_is_aborted_by_its_timeout(
     assert [r.value for r in await reader.poll(timeout=2.0)] == [
         b"visible once the transaction is gone"
     ]
-    assert any("timed out" in o.text for o in recorder.of_kind(Note))  # type: ignore[attr-defined]
+    assert any("timed out" in o.text for o in of_kind(recorder, Note))
     with pytest.raises(ProducerFenced):
         await txn.commit_transaction()
 
@@ -449,6 +460,34 @@ async def scripted_run(seed: int) -> str:
         await b.commit()
     await world.aclose()
     return dumps(TraceHeader(broker="sim:kafka", seed=seed), recorder.observations)
+
+
+def trace_digest_in_a_fresh_process(seed: int, hash_seed: str) -> str:
+    """The trace's sha256 from another interpreter with its own string-hash seed."""
+    code = (
+        "import hashlib; from mqlab.brokers.sim.clock import run_virtual; "
+        "from tests.sim.test_sim_kafka_groups import scripted_run; "
+        f"print(hashlib.sha256(run_virtual(scripted_run({seed})).encode()).hexdigest())"
+    )
+    environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,  # a few seconds at most; this only catches a hang
+    )
+    return result.stdout.strip()
+
+
+def test_the_same_seed_gives_the_same_trace_in_any_process() -> None:
+    """Set iteration order changes with the interpreter's string-hash seed; a simulator that
+    let it leak into scheduling would give different traces on different runs."""
+    expected = hashlib.sha256(run_virtual(scripted_run(7)).encode()).hexdigest()
+    assert trace_digest_in_a_fresh_process(7, "1") == expected
+    assert trace_digest_in_a_fresh_process(7, "2") == expected
 
 
 def test_the_same_seed_gives_a_byte_identical_trace() -> None:

@@ -731,8 +731,7 @@ class SimKafkaProducer(KafkaProducer):
         if leader < 0:
             raise LeaderNotAvailable(f"{partition.tp} has no leader")
         node = self._cluster.node_of(leader)
-        world = self._world
-        await world.transmit(node, "upstream", nbytes)
+        await self._leg(node, "upstream", deadline, nbytes)
         try:
             if partition.leader != leader:
                 raise NotLeaderOrFollower(f"broker {leader} no longer leads {partition.tp}")
@@ -753,10 +752,18 @@ class SimKafkaProducer(KafkaProducer):
             if self._acks_all:
                 await self._cluster.wait_replicated(partition, offset, deadline)
         except KafkaServerError:
-            await world.transmit(node, "downstream")  # the error answer travels back too
+            await self._leg(node, "downstream", deadline)  # the error answer travels back too
             raise
-        await world.transmit(node, "downstream")
+        await self._leg(node, "downstream", deadline)
         return offset, duplicate
+
+    async def _leg(self, node: str, stream: str, deadline: float, nbytes: int = 0) -> None:
+        """One network leg of a produce request, never past the send's deadline (a fault
+        can appear while the request waits for replication)."""
+        world = self._world
+        if world.clear_path(node):
+            return
+        await world.transmit(node, stream, nbytes)
 
     def _fire_and_forget(
         self,
@@ -849,9 +856,15 @@ class SimKafkaProducer(KafkaProducer):
         )
 
     async def flush(self) -> None:
-        """Wait until every record sent so far has been handed over (acks=0 in flight)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Wait until every acks=0 record in flight has arrived or is lost, at most the
+        request timeout (a frozen leader must not hang the producer's close)."""
+        if not self._background:
+            return
+        _, pending = await asyncio.wait(list(self._background), timeout=self._request_timeout)
+        for task in pending:
+            task.cancel()  # still in a dead or frozen connection: lost, as acks=0 allows
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # -- transactions ----------------------------------------------------------------------
 
