@@ -46,6 +46,16 @@ class ProduceTimedOut(BrokerError):
     """A send was not acknowledged in time (leader gone, no ISR, network fault)."""
 
 
+class CommitFailed(BrokerError):
+    """An offset commit was refused because the group rebalanced since this member joined:
+    its partitions may belong to another member now (poll to rejoin, then reprocess)."""
+
+
+class ProducerFenced(BrokerError):
+    """A newer producer with the same transactional id (or the transaction's timeout) fenced
+    this one: it is a zombie and must not write."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class TopicPartition:
     """One partition of one topic."""

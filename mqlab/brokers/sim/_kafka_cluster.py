@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mqlab.brokers.api.kafka import KafkaRecord, TopicPartition
+from mqlab.brokers.api.kafka import CommitFailed, KafkaRecord, TopicPartition
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.sim._fast import slot_builder
 from mqlab.brokers.sim._kafka_algorithms import ASSIGNORS, assign_replicas, coordinator_partition
@@ -132,15 +132,6 @@ class CoordinatorNotAvailable(RetriableError):
 
 class ConnectionLost(RetriableError):
     """The broker died while the request was in flight."""
-
-
-class CommitFailed(BrokerError):
-    """An offset commit was refused because the group rebalanced: the partitions may belong
-    to another member now (the consumer must poll, rejoin and reprocess)."""
-
-
-class ProducerFenced(BrokerError):
-    """Another producer with the same transactional id started: this one is a zombie."""
 
 
 class RebalanceNeeded(RetriableError):

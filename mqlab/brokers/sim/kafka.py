@@ -27,6 +27,7 @@ from mqlab.brokers.api.kafka import (
     MESSAGE_ID_HEADER,
     Acks,
     AssignmentStrategy,
+    CommitFailed,
     GroupInfo,
     GroupMember,
     GroupOffset,
@@ -40,6 +41,7 @@ from mqlab.brokers.api.kafka import (
     NotEnoughReplicas,
     OffsetReset,
     PartitionInfo,
+    ProducerFenced,
     ProduceTimedOut,
     RecordMetadata,
     TopicInfo,
@@ -53,7 +55,6 @@ from mqlab.brokers.sim._kafka_cluster import (
     CONTROLLER_NODE,
     OFFSETS_TOPIC,
     TRANSACTION_TOPIC,
-    CommitFailed,
     CoordinatorNotAvailable,
     Group,
     KafkaServerError,
@@ -61,7 +62,6 @@ from mqlab.brokers.sim._kafka_cluster import (
     NotEnoughReplicasError,
     NotLeaderOrFollower,
     Partition,
-    ProducerFenced,
     RebalanceNeeded,
     RetriableError,
     SimKafkaCluster,
@@ -181,6 +181,7 @@ class SimKafkaBroker(KafkaAPI):
         self._producers: list[SimKafkaProducer] = []
         self._consumers: list[SimKafkaConsumer] = []
         self._client_counter = 0
+        self._message_counter = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -228,6 +229,12 @@ class SimKafkaBroker(KafkaAPI):
             cluster.delete_group(group.group_id)
         for transactional_id in [t for t in cluster.transactions if t.startswith(prefix)]:
             del cluster.transactions[transactional_id]
+
+    def new_message_id(self) -> str:
+        """An mqlab message id for a send without one: ``<namespace>-<n>``, as the real
+        adapter numbers them (deterministic here, because the namespace is)."""
+        self._message_counter += 1
+        return f"{self.namespace}-{self._message_counter}"
 
     def _next_client_name(self, kind: str) -> str:
         self._client_counter += 1
@@ -590,8 +597,8 @@ class SimKafkaProducer(KafkaProducer):
             raise BrokerError(f"UnknownTopicOrPartition: topic {topic!r} does not exist")
         if self._txn is not None:
             self._check_transaction(require_open=True)
-        mid = message_id if message_id is not None else self._world.next_id(self.name)
-        all_headers = (*headers, (MESSAGE_ID_HEADER, mid.encode()))
+        mid = message_id if message_id is not None else self._adapter.new_message_id()
+        all_headers = ((MESSAGE_ID_HEADER, mid.encode()), *headers)
         count = len(topic_state.partitions)
         if partition is None:
             if key is None:
@@ -763,7 +770,9 @@ class SimKafkaProducer(KafkaProducer):
         world = self._world
         if world.clear_path(node):
             return
-        await world.transmit(node, stream, nbytes)
+        await asyncio.wait_for(
+            world.transmit(node, stream, nbytes), max(0.0, deadline - self._clock())
+        )
 
     def _fire_and_forget(
         self,
