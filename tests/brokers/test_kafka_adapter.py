@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -31,6 +32,8 @@ from tests.contract.kafka_contract import KafkaContract, poll_until, record
 # something is broken, and then the tests fail fast instead of hanging.
 CONNECT_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 5.0
+T = TypeVar("T")
+
 # Upper bound for the cluster to notice a fault or a repair: fencing takes ~3 s with the lab's
 # settings, a restarted broker catches up in a few more. A bound, not a speed goal.
 SETTLE = 90.0
@@ -62,6 +65,26 @@ async def wait_until(condition: Callable[[], bool], what: str, within: float = S
         if loop.time() > deadline:
             pytest.fail(f"not within {within:g}s: {what}")
         await asyncio.sleep(0.1)
+
+
+async def answer_until(
+    call: Callable[[], Awaitable[T]], holds: Callable[[T], bool], what: str, within: float = SETTLE
+) -> T:
+    """Call ``call()`` until its answer satisfies ``holds``; a BrokerError counts as "not yet"."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            answer = await call()
+        except BrokerError as error:
+            last = str(error)
+        else:
+            if holds(answer):
+                return answer
+            last = repr(answer)
+        if loop.time() > deadline:
+            pytest.fail(f"not within {within:g}s: {what} (last answer: {last})")
+        await asyncio.sleep(0.2)
 
 
 def seen(recorder: Recorder, kind: type[Observation], **fields: object) -> list[Observation]:
@@ -249,6 +272,89 @@ async def test_killed_broker_is_reported_down_and_up_and_the_adapter_keeps_worki
         assert sorted(r.value for r in records) == sorted(
             [b"while broker 2 is down"] * 6 + [b"after the restart"] * 6
         )
+
+
+@pytest.mark.kafka
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_adapter_finds_the_live_brokers_after_the_only_broker_it_knew_dies(
+    endpoints: Endpoints,
+) -> None:
+    """Regression: fenced followers, then the leader killed, left the adapter asking only the
+    dead leader (a metadata answer lists unfenced brokers only, and aiokafka never went back
+    to the bootstrap addresses), so describe_topic failed until that very broker returned."""
+    # 10 s to connect instead of 3: the producer below starts while two brokers are frozen,
+    # and its bootstrap may try a frozen one first.
+    async with make_broker(endpoints, connect_timeout=10.0) as broker:
+        recorder = record(broker)
+        topic = await broker.create_topic(
+            broker.qualify("clicks"),
+            partitions=1,
+            replication_factor=3,
+            config={"unclean.leader.election.enable": "true", "min.insync.replicas": "1"},
+        )
+        leader = topic.partitions[0].leader
+        followers = [n for n in KAFKA_BROKER_IDS if n != leader]
+        paused: list[str] = []
+        killed = False
+        try:
+            for node in followers:
+                await asyncio.to_thread(faults.pause, f"kafka-broker-{node}")
+                paused.append(f"kafka-broker-{node}")
+            # Until the controller fences both: the cluster's metadata then lists the leader
+            # alone, and after this inspect() so does the adapter's own client.
+            await answer_until(
+                broker.inspect,
+                lambda snapshot: [b.node_id for b in snapshot.brokers if b.alive] == [leader],
+                f"only broker {leader} alive while {followers} are paused",
+            )
+            # Started now, the producer's own metadata knows only the leader too. acks=1: the
+            # leader alone is in sync.
+            producer = await broker.producer(acks=1, request_timeout=3.0, name="clicker")
+            await producer.send(topic.name, b"while the followers are frozen")
+
+            await asyncio.to_thread(faults.kill, f"kafka-broker-{leader}")
+            killed = True
+            for process in list(paused):
+                await asyncio.to_thread(faults.resume, process)
+                paused.remove(process)
+
+            # The same adapter, never recreated: the live followers answer at once, and one of
+            # them leads once the dead leader is fenced (~3 s) and the unclean election runs.
+            # 30 s is a bound against hanging, not a speed goal.
+            info = await answer_until(
+                lambda: broker.describe_topic(topic.name),
+                lambda info: info.partitions[0].leader in followers,
+                f"a follower leads {topic.name} while broker {leader} is dead",
+                within=30.0,
+            )
+            assert leader not in info.partitions[0].isr
+            await wait_until(
+                lambda: all(seen(recorder, BrokerUp, node=f"kafka-broker-{n}") for n in followers),
+                f"BrokerUp for the resumed brokers {followers}",
+                within=30.0,
+            )
+            await answer_until(
+                lambda: producer.send(topic.name, b"to the new leader"),
+                lambda metadata: metadata.offset >= 0,
+                "a send acknowledged by the new leader",
+                within=30.0,
+            )
+
+            await asyncio.to_thread(faults.restart, f"kafka-broker-{leader}")
+            killed = False
+        finally:
+            for process in paused:
+                await asyncio.to_thread(faults.resume, process)
+            if killed:
+                await asyncio.to_thread(faults.restart, f"kafka-broker-{leader}")
+
+        healed = await answer_until(
+            lambda: broker.describe_topic(topic.name),
+            lambda info: sorted(info.partitions[0].isr) == sorted(KAFKA_BROKER_IDS),
+            f"broker {leader} back in the ISR of {topic.name}",
+        )
+        assert healed.partitions[0].leader in KAFKA_BROKER_IDS
 
 
 @pytest.mark.kafka
