@@ -5,9 +5,11 @@ helpers give up on the first broker that does not answer (``list_consumer_groups
 broker in turn and raises on the first failure), pick a random node for metadata, and lack two
 requests mqlab needs: DeleteGroups (``cleanup()`` must remove the namespace's consumer groups)
 and DescribeQuorum (in KRaft the metadata answer names a *random* broker as "controller"; the
-quorum leader is the real active controller). The functions here send aiokafka's own request
-classes (or the two small ones defined below) to a chosen node and turn the answers into plain
-Python values, leaving retries, timeouts and error wording to the adapter.
+quorum leader is the real active controller). It also never goes back to its bootstrap
+addresses once it has a broker list, which strands a client whose list holds only dead brokers
+(see :func:`fall_back_to_bootstrap`). The functions here send aiokafka's own request classes (or
+the two small ones defined below) to a chosen node and turn the answers into plain Python
+values, leaving retries, timeouts and error wording to the adapter.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import create_conn
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import (
@@ -107,6 +110,98 @@ async def fetch_metadata(
     # about a topic that was just deleted would otherwise bring it back.
     response = await client.send(node_id, MetadataRequest(topics, allow_auto_topic_creation=False))
     return parse_metadata(response), response
+
+
+# --- falling back to the bootstrap addresses ----------------------------------------------
+# Why: a metadata answer lists only the brokers registered and unfenced right then, and
+# aiokafka replaces its broker list with each answer and afterwards asks only the brokers of
+# that list; it never goes back to bootstrap_servers. Fence two followers (paused) while the
+# third broker answers, then kill that third one: every client that refreshed metadata in
+# between knows one broker, a dead one, and keeps asking it ("Unable to update metadata from
+# [1]") until that very process comes back, although the other two are up again. The Java
+# client has the same trap and an opt-in way out (metadata.recovery.strategy=rebootstrap,
+# the default since Kafka 4.0); aiokafka 0.14 has neither, hence these two functions.
+
+
+async def metadata_from_bootstrap(
+    client: AIOKafkaClient, request: MetadataRequest, timeout: float
+) -> Any | None:
+    """Send ``request`` to every bootstrap address of ``client`` at once, on new connections.
+
+    The connections are throwaway ones (the client's own are left alone) and all of them are
+    closed before returning. Asking all addresses together keeps a paused broker from holding
+    up the answer of a live one.
+
+    Returns:
+        The first answer that lists brokers, or None when none came within ``timeout`` seconds.
+    """
+
+    async def ask(host: str, port: int) -> Any:
+        conn = await create_conn(
+            host, port, client_id=client._client_id, request_timeout_ms=int(timeout * 1000)
+        )
+        try:
+            return await conn.send(request)
+        finally:
+            conn.close()
+
+    tasks = [asyncio.ensure_future(ask(host, port)) for host, port, _family in client.hosts]
+    try:
+        async with asyncio.timeout(timeout):
+            for next_answer in asyncio.as_completed(tasks):
+                try:
+                    response = await next_answer
+                except (TimeoutError, KafkaError, OSError):
+                    continue
+                if response.brokers:
+                    return response
+    except TimeoutError:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return None
+
+
+async def rebootstrap(client: AIOKafkaClient, timeout: float) -> bool:
+    """Refresh ``client``'s metadata (brokers and all topics) from the bootstrap addresses.
+
+    Returns:
+        True when a broker answered and the client now knows the current broker list.
+    """
+    request = MetadataRequest(None, allow_auto_topic_creation=False)
+    response = await metadata_from_bootstrap(client, request, timeout)
+    if response is None:
+        return False
+    client.cluster.update_metadata(response)
+    return True
+
+
+def fall_back_to_bootstrap(client: AIOKafkaClient, timeout: float) -> None:
+    """Make ``client``'s own metadata refresh try the bootstrap addresses when it fails.
+
+    aiokafka refreshes metadata in a background task (periodically, and whenever a connection
+    fails or a leader moves) by asking the brokers of its current list one after the other.
+    When none of them answers, this asks the bootstrap addresses (see
+    :func:`metadata_from_bootstrap`) before giving up, so producers, consumers and the admin
+    client find the live brokers again without waiting for a dead one to return. Must be
+    called before the client starts; it replaces the method on this one instance only.
+    """
+    ask_known_brokers = client._metadata_update
+
+    async def metadata_update(cluster_metadata: Any, topics: Any) -> bool:
+        if await ask_known_brokers(cluster_metadata, topics):
+            return True
+        # The same question aiokafka asked its known brokers, now to the bootstrap addresses.
+        request = MetadataRequest(list(topics) if topics else None)
+        response = await metadata_from_bootstrap(client, request, timeout)
+        if response is None:
+            return False
+        cluster_metadata.update_metadata(response)
+        return True
+
+    client._metadata_update = metadata_update
 
 
 # --- topics -------------------------------------------------------------------------------

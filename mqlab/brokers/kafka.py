@@ -23,6 +23,12 @@ What it adds on top of aiokafka, and why:
   process and proxy names) when a node leaves or rejoins the cluster's metadata (killed, or
   fenced by the controller) or stops answering this client (a network toxic), and
   LeaderChanged when a partition of this namespace gets a new leader or ISR.
+* **Never stranded on dead brokers.** aiokafka asks only the brokers of the last metadata
+  answer, which omits fenced ones; after "followers fenced, then the leader killed" a client
+  would know only the dead leader and stay stuck until that process returns. Every client the
+  adapter creates falls back to the bootstrap addresses when no known broker answers (see
+  :func:`mqlab.brokers._kafka_cluster.fall_back_to_bootstrap`), and so do the adapter's own
+  requests and the watcher.
 * **The controller.** In KRaft the metadata answer names a random broker as "controller"; the
   snapshot's ``controller_id`` is the leader of the KRaft quorum instead (DescribeQuorum,
   which brokers forward to the controllers), so with the lab's dedicated controller it is 0
@@ -112,6 +118,9 @@ _ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartition
 
 _WATCH_NODE_TIMEOUT = 1.5
 """Seconds the watcher waits for one broker's metadata answer before counting it unreachable."""
+
+_REBOOTSTRAP_TIMEOUT = 2.0
+"""Seconds to wait for any bootstrap address to answer once no known broker does."""
 
 _ALWAYS_REPORTED_CONFIGS = ("min.insync.replicas",)
 """Topic configs reported in TopicInfo.config even when inherited from the broker default:
@@ -688,24 +697,43 @@ class KafkaBroker(KafkaAPI):
         return client
 
     def _node_order(self) -> list[int]:
-        """Nodes to ask, the ones believed up first (shuffled so load spreads)."""
+        """Nodes to ask, the ones believed up first (shuffled so load spreads).
+
+        Every node the client knows is in the list: the watcher's states only decide the
+        order, they may lag behind the client's metadata (a node the watcher last saw fenced).
+        """
         up = [n for n, state in self._nodes.items() if state.up]
         down = [n for n, state in self._nodes.items() if not state.up and state.registered]
         random.shuffle(up)
         known = {b.nodeId for b in self._client.cluster.brokers()}
-        return [n for n in up + down if n in known] or sorted(known)
+        ordered = [n for n in up + down if n in known]
+        return ordered + sorted(known.difference(ordered))
 
     async def _ask_any(self, what: str, ask: Any) -> Any:
-        """Run ``ask(node_id)`` against the first node that answers (bounded)."""
+        """Run ``ask(node_id)`` against the first node that answers (bounded).
+
+        When no known node answers, the broker list itself may be stale (only dead brokers
+        left in it): the client's metadata is then refreshed from the bootstrap addresses and
+        the nodes it did not know yet are asked too.
+        """
         failures: dict[str, list[str]] = {}
 
         async def first_answer() -> Any:
-            for node_id in self._node_order():
-                try:
-                    async with asyncio.timeout(min(self.request_timeout, 3.0)):
-                        return await ask(node_id)
-                except (KafkaError, OSError, TimeoutError) as error:
-                    failures.setdefault(_error_text(error), []).append(str(node_id))
+            asked: set[int] = set()
+            rebootstrapped = False
+            while True:
+                for node_id in self._node_order():
+                    if node_id in asked:
+                        continue
+                    asked.add(node_id)
+                    try:
+                        async with asyncio.timeout(min(self.request_timeout, 3.0)):
+                            return await ask(node_id)
+                    except (KafkaError, OSError, TimeoutError) as error:
+                        failures.setdefault(_error_text(error), []).append(str(node_id))
+                if rebootstrapped or not await wire.rebootstrap(self._client, _REBOOTSTRAP_TIMEOUT):
+                    break
+                rebootstrapped = True
             why = "; ".join(
                 f"node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)}: {text}"
                 for text, nodes in failures.items()
@@ -732,6 +760,7 @@ class KafkaBroker(KafkaAPI):
             client_id=f"{self.namespace}-admin",
             request_timeout_ms=int(self.request_timeout * 1000),
         )
+        wire.fall_back_to_bootstrap(admin._client, _REBOOTSTRAP_TIMEOUT)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await admin.start()
@@ -761,6 +790,7 @@ class KafkaBroker(KafkaAPI):
             # paused broker quickly, so the next round asks it afresh.
             request_timeout_ms=int(_WATCH_NODE_TIMEOUT * 1000),
         )
+        wire.fall_back_to_bootstrap(self._watch_client, _REBOOTSTRAP_TIMEOUT)
         self._watcher = asyncio.create_task(self._watch(), name=f"{self.namespace}-kafka-watcher")
 
     async def _close(self) -> None:
@@ -963,6 +993,7 @@ class KafkaBroker(KafkaAPI):
             request_timeout_ms=int(request_timeout * 1000),
             linger_ms=linger_ms,
         )
+        wire.fall_back_to_bootstrap(producer.client, _REBOOTSTRAP_TIMEOUT)
         await self._start_client(producer.start(), producer.stop, f"producer {name}")
         wrapped = _Producer(
             self,
@@ -1017,6 +1048,7 @@ class KafkaBroker(KafkaAPI):
             max_poll_records=max_poll_records,
             request_timeout_ms=int(self.request_timeout * 1000),
         )
+        wire.fall_back_to_bootstrap(consumer._client, _REBOOTSTRAP_TIMEOUT)
         await self._start_client(consumer.start(), consumer.stop, f"consumer {name}")
         wrapped = _Consumer(
             self, consumer, name=name, group_id=group_id, request_timeout=self.request_timeout
@@ -1196,24 +1228,31 @@ class KafkaBroker(KafkaAPI):
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 async with asyncio.timeout(_WATCH_NODE_TIMEOUT * 2):
                     await client.bootstrap()
-        candidates = sorted(
-            {b.nodeId for b in client.cluster.brokers()}
-            | {n for n, s in self._nodes.items() if s.registered}
-        )
-        known_to_client = {b.nodeId for b in client.cluster.brokers()}
 
-        async def ask(node_id: int) -> tuple[wire.ClusterView, Any] | None:
-            if node_id not in known_to_client:
-                return None
-            try:
-                async with asyncio.timeout(_WATCH_NODE_TIMEOUT):
-                    return await wire.fetch_metadata(client, node_id, None)
-            except (KafkaError, OSError, TimeoutError):
-                return None
+        async def ask_every_node() -> dict[int, tuple[wire.ClusterView, Any] | None]:
+            known_to_client = {b.nodeId for b in client.cluster.brokers()}
+            candidates = sorted(
+                known_to_client | {n for n, s in self._nodes.items() if s.registered}
+            )
 
-        answers = dict(
-            zip(candidates, await asyncio.gather(*(ask(n) for n in candidates)), strict=True)
-        )
+            async def ask(node_id: int) -> tuple[wire.ClusterView, Any] | None:
+                if node_id not in known_to_client:
+                    return None
+                try:
+                    async with asyncio.timeout(_WATCH_NODE_TIMEOUT):
+                        return await wire.fetch_metadata(client, node_id, None)
+                except (KafkaError, OSError, TimeoutError):
+                    return None
+
+            answers = await asyncio.gather(*(ask(n) for n in candidates))
+            return dict(zip(candidates, answers, strict=True))
+
+        answers = await ask_every_node()
+        if not any(answers.values()) and await wire.rebootstrap(client, _REBOOTSTRAP_TIMEOUT):
+            # No known broker answered, yet one of the bootstrap addresses did: the client's
+            # list held only dead brokers (the live ones were fenced when it was last
+            # refreshed). Ask again with the fresh list rather than report the cluster down.
+            answers = await ask_every_node()
         answered = sorted(n for n, answer in answers.items() if answer is not None)
         if not answered:
             self._report_nodes(None, set())
