@@ -136,7 +136,11 @@ class ScenarioRunner:
         sim: run on the simulator instead of the lab's real broker. Must then be driven by
             :func:`run_scenario`, which provides the virtual-time event loop.
         seed: the simulator's seed (recorded for real runs too, for the trace header).
-        in_process: run consumers as tasks instead of worker processes (always on ``sim``).
+        in_process: True runs every consumer as a task in this process (always so on ``sim``);
+            False runs every consumer in a worker process; None (default) uses a worker
+            process only for consumers that crash (``consume.crash`` or a ``crash:`` step),
+            where a real SIGKILL matters, and tasks for the others, which saves a process
+            start per consume step.
         on_observation: called for every observation as it happens (live timeline).
     """
 
@@ -161,7 +165,8 @@ class ScenarioRunner:
         self.system = system
         self.sim = sim
         self.seed = seed
-        self.in_process = sim if in_process is None else (in_process or sim)
+        self.in_process = in_process
+        self._crash_targets = {step.crash for step in scenario.steps if step.crash is not None}
         self.bus = ObservationBus()
         self.recorder = Recorder()
         self.ledger = Ledger()
@@ -201,7 +206,7 @@ class ScenarioRunner:
 
     async def _dedup_store(self, broker: Broker) -> DedupStore:
         if self._dedup is None:
-            if self.in_process:
+            if self.sim:
                 self._dedup = MemoryDedupStore()
             else:
                 from mqlab.patterns.idempotency import RedisDedupStore
@@ -393,7 +398,7 @@ class ScenarioRunner:
         self.ledger.consumers_ran = True
         dedup = await self._dedup_store(broker) if step.idempotent else None
         background = _BackgroundConsumer(step.name, asyncio.create_task(asyncio.sleep(0)))
-        if self.in_process:
+        if self._consumes_in_process(step):
             coroutine = self._run_in_process(step, driver, background, dedup)
         else:
             coroutine = self._run_worker(step, broker, background)
@@ -401,6 +406,13 @@ class ScenarioRunner:
         self._consumers[step.name] = background
         if not step.background:
             await self._join(step.name)
+
+    def _consumes_in_process(self, step: Consume) -> bool:
+        if self.sim:
+            return True
+        if self.in_process is not None:
+            return self.in_process
+        return step.crash is None and step.name not in self._crash_targets
 
     async def _run_in_process(
         self,

@@ -33,6 +33,9 @@ from mqlab.scenarios.drivers.base import (
 )
 from mqlab.scenarios.ledger import Ledger
 
+SCENARIO_SESSION_TIMEOUT = 3.0
+"""Consumer session timeout in scenarios: how long a killed member keeps its partitions."""
+
 
 class KafkaSession(ConsumerSession):
     """A Kafka group member driven by the consume loop."""
@@ -253,6 +256,9 @@ class KafkaDriver(Driver):
             isolation_level=step.isolation,
             assignment_strategy=step.assignment,
             max_poll_records=step.batch,
+            # Kafka's default (45 s) would make every crash scenario wait most of a minute
+            # for the group to notice; the lab's brokers allow sessions down to 1 s.
+            session_timeout=SCENARIO_SESSION_TIMEOUT,
         )
         return KafkaSession(self, consumer, step)
 
