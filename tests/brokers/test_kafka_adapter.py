@@ -308,6 +308,13 @@ async def test_adapter_finds_the_live_brokers_after_the_only_broker_it_knew_dies
                 lambda snapshot: [b.node_id for b in snapshot.brokers if b.alive] == [leader],
                 f"only broker {leader} alive while {followers} are paused",
             )
+            # The watcher too must have seen them go: the BrokerUp asserted below is a change.
+            await wait_until(
+                lambda: all(
+                    seen(recorder, BrokerDown, node=f"kafka-broker-{n}") for n in followers
+                ),
+                f"BrokerDown for the paused brokers {followers}",
+            )
             # Started now, the producer's own metadata knows only the leader too. acks=1: the
             # leader alone is in sync.
             producer = await broker.producer(acks=1, request_timeout=3.0, name="clicker")
