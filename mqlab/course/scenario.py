@@ -307,6 +307,10 @@ class Check(_Strict):
     """Kafka: brokers registered in the cluster metadata."""
     online: bool | None = None
     """Kafka: every partition of the channel has a live leader (true) or some has none."""
+    leader_moved: bool | None = None
+    """Kafka: every partition's leader is a live broker other than the one that led it when
+    the channel was created (an election happened). Waiting for this rather than for a
+    count of alive brokers avoids reading a stale view right after a kill."""
 
     group: str | None = None
     """Not a fact but a qualifier: the consumer group ``lag`` is about (default: the

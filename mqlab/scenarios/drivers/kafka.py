@@ -151,15 +151,17 @@ class KafkaDriver(Driver):
         self._transaction_count = 0
         self._producers: dict[tuple[object, bool], KafkaProducer] = {}
         self.groups_used: set[str] = set()
+        self.initial_leaders: dict[int, int] = {}
 
     async def setup(self) -> None:
         settings = self.channel.kafka
-        await self.kafka.create_topic(
+        info = await self.kafka.create_topic(
             self.topic,
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             config=dict(settings.config),
         )
+        self.initial_leaders = {p.partition: p.leader for p in info.partitions}
         if self.channel.dead_letter is not None:
             await self.kafka.create_topic(
                 self.dlq_topic, partitions=1, replication_factor=settings.replication_factor
@@ -291,6 +293,22 @@ class KafkaDriver(Driver):
                 online == check.online,
                 f"leaders {leaders}, alive brokers {sorted(alive_ids)}",
                 "every partition has a live leader" if check.online else "a partition is offline",
+            )
+        if check.leader_moved is not None:
+            info = await self._topic()
+            snapshot = await self.kafka.inspect()
+            alive_ids = {node.node_id for node in snapshot.brokers if node.alive}
+            moved = all(
+                p.leader in alive_ids and p.leader != self.initial_leaders.get(p.partition)
+                for p in info.partitions
+            )
+            now_leading = {p.partition: p.leader for p in info.partitions}
+            return CheckResult(
+                moved == check.leader_moved,
+                f"leaders {now_leading} (first {self.initial_leaders}), alive {sorted(alive_ids)}",
+                "every partition has a new live leader"
+                if check.leader_moved
+                else "no partition changed leader",
             )
         if check.alive_brokers is not None:
             snapshot = await self.kafka.inspect()
