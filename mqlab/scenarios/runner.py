@@ -5,9 +5,10 @@ The runner executes the steps in order, records every observation, folds them in
 the scenario's expectations held against them, the checks made on the broker's own state, and
 whether the broker's final state agrees with the ledger.
 
-Consumers on real brokers run as separate OS processes (``python -m mqlab.scenarios.worker``)
-so a crash is a real SIGKILL at an exact point of the consume loop. On the simulator
-everything runs in this process on the virtual clock.
+On real brokers a consumer that is meant to crash runs as a separate OS process
+(``python -m mqlab.scenarios.worker``), so the crash is a real SIGKILL at an exact point of the
+consume loop; the other consumers run as tasks in this process on the same real adapter. On the
+simulator everything runs in this process on the virtual clock.
 
 Whatever happens (an error, a broker that dies, Ctrl-C), the ``finally`` path stops the
 consumers, puts the lab back together (restarts killed brokers, removes toxics) and deletes
