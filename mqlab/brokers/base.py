@@ -33,11 +33,17 @@ class BrokerError(Exception):
     """Base of every error an adapter raises on purpose. ``str()`` is one line for the learner."""
 
 
+SIMULATOR_ADDRESS = "the simulator"
+"""How simulated adapters name their "address" in errors (there is no host or port)."""
+
+
 class BrokerUnavailable(BrokerError):
     """The broker could not be reached within the adapter's connect timeout.
 
-    The message names the address and the command that fixes it, e.g.
-    ``kafka is not reachable at 127.0.0.1:19091 (run: mqlab lab up kafka)``.
+    The message names the address and what fixes it, e.g.
+    ``kafka is not reachable at 127.0.0.1:19091 (run: mqlab lab up kafka)``. On the simulator
+    the cause is always a fault the run injected, so the hint says that instead: starting the
+    lab would not help there.
     """
 
     def __init__(self, system: str, address: str, detail: str = "") -> None:
@@ -45,9 +51,11 @@ class BrokerUnavailable(BrokerError):
         self.address = address
         self.detail = detail
         why = f": {detail}" if detail else ""
-        super().__init__(
-            f"{system} is not reachable at {address}{why} (run: mqlab lab up {system})"
-        )
+        if address.startswith(SIMULATOR_ADDRESS):
+            hint = "a fault injected in this simulated run; it lasts until the node is healed"
+        else:
+            hint = f"run: mqlab lab up {system}"
+        super().__init__(f"{system} is not reachable at {address}{why} ({hint})")
 
 
 class OperationTimedOut(BrokerError):

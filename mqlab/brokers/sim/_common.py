@@ -15,11 +15,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
+from mqlab.brokers.base import SIMULATOR_ADDRESS
 from mqlab.brokers.sim.world import NodeState, SimWorld
 
 _T = TypeVar("_T")
 
-SIM_ADDRESS = "the simulator"
+SIM_ADDRESS = SIMULATOR_ADDRESS
 """What error messages name as the address of a simulated node."""
 
 
