@@ -38,7 +38,7 @@ import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -63,6 +63,8 @@ from mqlab.brokers.api.nats import (
     PubAck,
     Retention,
     StreamInfo,
+    check_name,
+    check_start_position,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
@@ -87,7 +89,6 @@ _RECONNECT_WAIT = 0.5
 _RETRY_INTERVAL = 0.25
 _PING_INTERVAL = 2
 _MAX_OUTSTANDING_PINGS = 2
-_FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
 _STREAM_PAGE = 256  # JetStream's page size for STREAM.LIST
 
 
@@ -428,11 +429,8 @@ class NatsBroker(NatsAPI):
                 settings.
         """
         stream_name = self._stream_name(stream)
-        _check_name("consumer", durable)
-        if deliver_policy == "by_start_sequence" and start_sequence is None:
-            raise JetStreamError("deliver_policy by_start_sequence needs start_sequence")
-        if deliver_policy == "by_start_time" and start_time is None:
-            raise JetStreamError("deliver_policy by_start_time needs start_time")
+        check_name("consumer", durable)
+        check_start_position(deliver_policy, start_sequence, start_time)
         config = js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,
@@ -545,7 +543,7 @@ class NatsBroker(NatsAPI):
     def _stream_name(self, name: str) -> str:
         """Streams are ``<namespace>-<name>``; an already namespaced name is kept."""
         stream = name if name.startswith(f"{self.namespace}-") else self.qualify(name)
-        _check_name("stream", stream)
+        check_name("stream", stream)
         return stream
 
     def _subject(self, subject: str) -> str:
@@ -801,14 +799,6 @@ def _enum_value(value: Any, default: str) -> str:
     if value is None:
         return default
     return str(getattr(value, "value", value))
-
-
-def _check_name(kind: Literal["stream", "consumer"], name: str) -> None:
-    if not name or _FORBIDDEN_IN_NAMES & set(name):
-        raise JetStreamError(
-            f"{kind} name {name!r} is not allowed (no dots, spaces, '*' or '>'; "
-            "subjects use dots, stream and consumer names do not)"
-        )
 
 
 def _one_line(error: BaseException) -> str:

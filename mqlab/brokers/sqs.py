@@ -70,6 +70,7 @@ from mqlab.brokers.api.sqs import (
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
+    check_queue_settings,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
@@ -288,15 +289,12 @@ class SqsBroker(SqsAPI):
         """
         queue = self._queue_name(name)
         fifo = queue.endswith(".fifo")
-        if content_based_dedup and not fifo:
-            raise SqsRequestRefused(
-                f"content-based deduplication needs a FIFO queue (a name ending in .fifo), "
-                f"not {queue!r}"
-            )
-        if (dead_letter_queue is None) != (max_receive_count is None):
-            raise SqsRequestRefused(
-                "a redrive policy needs both dead_letter_queue and max_receive_count"
-            )
+        check_queue_settings(
+            queue,
+            content_based_dedup=content_based_dedup,
+            dead_letter_queue=dead_letter_queue,
+            max_receive_count=max_receive_count,
+        )
         attributes: dict[QueueAttributeNameType, str] = {
             "VisibilityTimeout": str(visibility_timeout),
             "DelaySeconds": str(delay_seconds),

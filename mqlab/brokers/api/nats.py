@@ -43,6 +43,9 @@ class PubAck:
     duplicate: bool = False
 
 
+_FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
+
+
 class JetStreamError(BrokerError):
     """JetStream refused a request (bad configuration, unknown stream or consumer ...).
 
@@ -248,3 +251,30 @@ class NatsAPI(Broker):
     @abstractmethod
     async def inspect(self) -> NatsSnapshot:
         """Streams and consumers of this namespace."""
+
+
+def check_name(kind: Literal["stream", "consumer"], name: str) -> None:
+    """Refuse a stream or consumer name the server would refuse (shared by both backends).
+
+    Raises:
+        JetStreamError: empty, or containing a dot, whitespace, ``*`` or ``>``.
+    """
+    if not name or _FORBIDDEN_IN_NAMES & set(name):
+        raise JetStreamError(
+            f"{kind} name {name!r} is not allowed (no dots, spaces, '*' or '>'; "
+            "subjects use dots, stream and consumer names do not)"
+        )
+
+
+def check_start_position(
+    deliver_policy: DeliverPolicy, start_sequence: int | None, start_time: float | None
+) -> None:
+    """A ``by_start_*`` deliver policy needs its start position (shared by both backends).
+
+    Raises:
+        JetStreamError: the position the policy names is missing.
+    """
+    if deliver_policy == "by_start_sequence" and start_sequence is None:
+        raise JetStreamError("deliver_policy by_start_sequence needs start_sequence")
+    if deliver_policy == "by_start_time" and start_time is None:
+        raise JetStreamError("deliver_policy by_start_time needs start_time")

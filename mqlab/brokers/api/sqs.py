@@ -51,6 +51,29 @@ class SqsRequestRefused(BrokerError):
     """
 
 
+def check_queue_settings(
+    queue: str,
+    *,
+    content_based_dedup: bool,
+    dead_letter_queue: str | None,
+    max_receive_count: int | None,
+) -> None:
+    """The CreateQueue settings that only make sense together (shared by both backends).
+
+    Raises:
+        SqsRequestRefused: content-based dedup on a standard queue, or half a redrive policy.
+    """
+    if content_based_dedup and not queue.endswith(".fifo"):
+        raise SqsRequestRefused(
+            f"content-based deduplication needs a FIFO queue (a name ending in .fifo), "
+            f"not {queue!r}"
+        )
+    if (dead_letter_queue is None) != (max_receive_count is None):
+        raise SqsRequestRefused(
+            "a redrive policy needs both dead_letter_queue and max_receive_count"
+        )
+
+
 class ReceiptHandleInvalid(BrokerError):
     """The receipt handle is stale: the visibility timeout expired and someone else got it."""
 

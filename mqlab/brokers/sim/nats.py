@@ -40,7 +40,7 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from mqlab.brokers.api.nats import (
     MESSAGE_ID_HEADER,
@@ -56,6 +56,8 @@ from mqlab.brokers.api.nats import (
     PubAck,
     Retention,
     StreamInfo,
+    check_name,
+    check_start_position,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.sim import _subjects
@@ -105,7 +107,6 @@ _RECONNECT_WAIT = 0.5
 _RETRY_INTERVAL = 0.25
 _PING_INTERVAL = 2.0
 _MAX_OUTSTANDING_PINGS = 2
-_FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
 _MESSAGE_OVERHEAD = 30  # bytes nats-server's file store counts per message besides its content
 _EPSILON = 1e-6
 
@@ -1328,11 +1329,8 @@ class SimNatsBroker(NatsAPI):
                 deliver policy.
         """
         stream_name = self._stream_name(stream)
-        _check_name("consumer", durable)
-        if deliver_policy == "by_start_sequence" and start_sequence is None:
-            raise JetStreamError("deliver_policy by_start_sequence needs start_sequence")
-        if deliver_policy == "by_start_time" and start_time is None:
-            raise JetStreamError("deliver_policy by_start_time needs start_time")
+        check_name("consumer", durable)
+        check_start_position(deliver_policy, start_sequence, start_time)
         if ack_wait <= 0:
             raise JetStreamError(f"add consumer {stream_name}/{durable}: ack_wait must be > 0")
         full_filter = self._subject(filter_subject) if filter_subject else None
@@ -1422,7 +1420,7 @@ class SimNatsBroker(NatsAPI):
     def _stream_name(self, name: str) -> str:
         """Streams are ``<namespace>-<name>``; an already namespaced name is kept."""
         stream = name if name.startswith(f"{self.namespace}-") else self.qualify(name)
-        _check_name("stream", stream)
+        check_name("stream", stream)
         return stream
 
     def _subject(self, subject: str) -> str:
@@ -1512,11 +1510,3 @@ class SimNatsBroker(NatsAPI):
                     requeue=requeue,
                 )
             )
-
-
-def _check_name(kind: Literal["stream", "consumer"], name: str) -> None:
-    if not name or _FORBIDDEN_IN_NAMES & set(name):
-        raise JetStreamError(
-            f"{kind} name {name!r} is not allowed (no dots, spaces, '*' or '>'; "
-            "subjects use dots, stream and consumer names do not)"
-        )

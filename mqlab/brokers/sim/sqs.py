@@ -58,6 +58,7 @@ from mqlab.brokers.api.sqs import (
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
+    check_queue_settings,
 )
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.sim._common import (
@@ -854,16 +855,12 @@ class SimSqsBroker(SqsAPI):
             SqsRequestRefused: a setting SQS does not accept for this queue type.
         """
         queue = self._queue_name(name)
-        fifo = queue.endswith(".fifo")
-        if content_based_dedup and not fifo:
-            raise SqsRequestRefused(
-                f"content-based deduplication needs a FIFO queue (a name ending in .fifo), "
-                f"not {queue!r}"
-            )
-        if (dead_letter_queue is None) != (max_receive_count is None):
-            raise SqsRequestRefused(
-                "a redrive policy needs both dead_letter_queue and max_receive_count"
-            )
+        check_queue_settings(
+            queue,
+            content_based_dedup=content_based_dedup,
+            dead_letter_queue=dead_letter_queue,
+            max_receive_count=max_receive_count,
+        )
         _check_range(queue, "VisibilityTimeout", visibility_timeout, MAX_VISIBILITY_TIMEOUT)
         _check_range(queue, "DelaySeconds", delay_seconds, MAX_DELAY_SECONDS)
         _check_range(queue, "ReceiveMessageWaitTimeSeconds", receive_wait_time, 20)
