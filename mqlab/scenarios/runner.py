@@ -120,9 +120,9 @@ def compare(actual: int, expected: Count) -> bool:
 class _BackgroundConsumer:
     """A consumer running while later steps execute (in-process task or worker process)."""
 
-    def __init__(self, name: str, task: asyncio.Task[ConsumeOutcome | None]) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.task = task
+        self.task: asyncio.Task[ConsumeOutcome | None]  # set as soon as the task is created
         self.stop_event = asyncio.Event()
         self.process: asyncio.subprocess.Process | None = None
         self.session: ConsumerSession | None = None
@@ -398,7 +398,7 @@ class ScenarioRunner:
             raise ScenarioError(f"consumer {step.name!r} is already running")
         self.ledger.consumers_ran = True
         dedup = await self._dedup_store(broker) if step.idempotent else None
-        background = _BackgroundConsumer(step.name, asyncio.create_task(asyncio.sleep(0)))
+        background = _BackgroundConsumer(step.name)
         if self._consumes_in_process(step):
             coroutine = self._run_in_process(step, driver, background, dedup)
         else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
+from mqlab.observe.events import ProduceFailed
 from mqlab.scenarios.ledger import Ledger
 
 POISON_MARK = "POISON"
@@ -155,6 +156,23 @@ class Driver(ABC):
         Raises:
             BrokerError: a send failed and ``step.expect_failures`` is False.
         """
+
+    def report_failed_send(
+        self, destination: str, message: OutgoingMessage, error: Exception
+    ) -> None:
+        """Record a send the broker did not acknowledge, whether or not the adapter did, so
+        the ledger counts it (the ledger keys failures by message id, so a double report of
+        the same failure counts once)."""
+        self.broker.emit(
+            ProduceFailed(
+                at=self.broker.bus.now(),
+                broker=self.broker.name,
+                destination=destination,
+                message_id=message.message_id,
+                key=message.key,
+                error=str(error) or type(error).__name__,
+            )
+        )
 
     @abstractmethod
     async def open_consumer(self, step: Consume) -> ConsumerSession:

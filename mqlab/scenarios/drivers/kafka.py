@@ -21,7 +21,7 @@ from mqlab.brokers.api.kafka import (
 )
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DeadLettered, ProduceFailed
+from mqlab.observe.events import DeadLettered
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -221,7 +221,7 @@ class KafkaDriver(Driver):
                     )
                     acknowledged += 1
                 except BrokerError as error:
-                    self._failed(destination, message, error)
+                    self.report_failed_send(destination, message, error)
                     if not step.expect_failures:
                         raise
                 await pace(step)
@@ -233,18 +233,6 @@ class KafkaDriver(Driver):
             if owned:
                 await producer.close()
         return acknowledged
-
-    def _failed(self, destination: str, message: OutgoingMessage, error: Exception) -> None:
-        self.broker.emit(
-            ProduceFailed(
-                at=self.broker.bus.now(),
-                broker=self.broker.name,
-                destination=destination,
-                message_id=message.message_id,
-                key=message.key,
-                error=str(error) or type(error).__name__,
-            )
-        )
 
     async def open_consumer(self, step: Consume) -> ConsumerSession:
         group = self.kafka.qualify(step.group or self.default_group)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from mqlab.brokers.api.nats import JsMessage, NatsAPI, NatsPullConsumer
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import ProduceFailed
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -111,16 +110,7 @@ class NatsDriver(Driver):
                 )
                 acknowledged += 1
             except BrokerError as error:
-                self.broker.emit(
-                    ProduceFailed(
-                        at=self.broker.bus.now(),
-                        broker=self.broker.name,
-                        destination=subject,
-                        message_id=message.message_id,
-                        key=message.key,
-                        error=str(error) or type(error).__name__,
-                    )
-                )
+                self.report_failed_send(subject, message, error)
                 if not step.expect_failures:
                     raise
             await pace(step)

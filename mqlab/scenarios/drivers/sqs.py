@@ -11,7 +11,7 @@ from __future__ import annotations
 from mqlab.brokers.api.sqs import SqsAPI, SqsMessage
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DeadLettered, ProduceFailed
+from mqlab.observe.events import DeadLettered
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -140,16 +140,7 @@ class SqsDriver(Driver):
                     )
                 acknowledged += 1
             except BrokerError as error:
-                self.broker.emit(
-                    ProduceFailed(
-                        at=self.broker.bus.now(),
-                        broker=self.broker.name,
-                        destination=self.queue,
-                        message_id=message.message_id,
-                        key=message.key,
-                        error=str(error) or type(error).__name__,
-                    )
-                )
+                self.report_failed_send(self.queue, message, error)
                 if not step.expect_failures:
                     raise
             await pace(step)
