@@ -1,0 +1,5 @@
+"""``python -m mqlab.cli``: the same as the ``mqlab`` command."""
+
+from mqlab.cli.app import main
+
+main()
