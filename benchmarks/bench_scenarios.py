@@ -15,7 +15,7 @@ import time
 
 from mqlab.course.scenario import SYSTEMS
 from mqlab.scenarios.library import load_all
-from mqlab.scenarios.runner import run_scenario
+from mqlab.scenarios.session import run_scenario
 
 
 def bench(target: str) -> float:
@@ -29,7 +29,8 @@ def bench(target: str) -> float:
         )
         for system in systems:
             started = time.perf_counter()
-            result = run_scenario(scenario, system, sim=target == "sim", seed=0)
+            broker = f"sim:{system}" if target == "sim" else system
+            result = run_scenario(scenario, broker, seed=0)
             elapsed = time.perf_counter() - started
             total += elapsed
             verdict = "pass" if result.passed else f"FAIL ({result.error or 'verdict'})"

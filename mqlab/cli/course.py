@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import Annotated
 
 import typer
 
 from mqlab.cli.common import content_errors, make_console, user_errors
-from mqlab.cli.scenarios import run
+from mqlab.cli.scenarios import run_and_show
 
 
 @user_errors
@@ -64,5 +63,4 @@ def course(
             )
         target = f"sim:{system}" if broker == "sim" else system
         # A failed verdict is part of learning: stay in the course.
-        with contextlib.suppress(typer.Exit):
-            run(scenario.id, broker=target, seed=0, record=None, predict=True, quiet=False)
+        run_and_show(scenario, target)

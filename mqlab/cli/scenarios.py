@@ -1,8 +1,14 @@
-"""``mqlab scenarios``, ``run``, ``replay``, ``compare``: the scenario library and its runs."""
+"""``mqlab scenarios``, ``run``, ``replay``, ``compare``: the scenario library and its runs.
+
+Presentation only: every run is a :class:`~mqlab.scenarios.session.RunSession` (a replay is
+:func:`~mqlab.scenarios.session.replay_trace`); these commands subscribe a timeline to it and
+print the result it returns. ``--json`` prints that result as one JSON object instead.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,32 +25,16 @@ from mqlab.cli.common import (
 from mqlab.cli.options import BrokerOption, SeedOption
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mqlab.course.scenario import Scenario, Step
     from mqlab.observe.events import Observation
+    from mqlab.scenarios.verdict import RunResult
 
 scenarios_app = typer.Typer(
     help="The scenario library: fault scripts that run on real brokers and on the simulator.",
     no_args_is_help=True,
 )
-
-
-def _split_broker(broker: str, systems: list[str]) -> tuple[str, bool]:
-    """``kafka`` -> (kafka, real); ``sim`` -> (first system, sim); ``sim:nats`` -> (nats, sim)."""
-    from mqlab.scenarios.runner import ScenarioError
-
-    name = broker.strip().lower()
-    if name == "sim":
-        return systems[0], True
-    if name.startswith("sim:"):
-        system, sim = name.removeprefix("sim:"), True
-    else:
-        system, sim = name, False
-    if system not in ("kafka", "rabbitmq", "sqs", "nats"):
-        from mqlab.brokers.registry import resolve_name
-
-        resolve_name(broker)  # raises UnknownBroker with a "did you mean"
-    if system not in systems:
-        raise ScenarioError(f"this scenario runs on {', '.join(systems)} (and sim), not {system}")
-    return system, sim
 
 
 @scenarios_app.command("list")
@@ -62,8 +52,10 @@ def scenarios_list(
     from mqlab.scenarios.library import load_all
 
     table = Table(show_edge=False)
-    for column in ("id", "topic", "brokers", "title"):
-        table.add_column(column)
+    table.add_column("id", no_wrap=True)
+    table.add_column("topic", no_wrap=True)
+    table.add_column("brokers")
+    table.add_column("title", overflow="fold")
     for scenario in load_all():
         if topic and scenario.topic != topic:
             continue
@@ -77,33 +69,151 @@ def scenarios_list(
 @user_errors
 @content_errors
 def scenarios_show(scenario: Annotated[str, typer.Argument(help="Scenario id or file.")]) -> None:
-    """Show a scenario: what it does, its steps and the question it asks."""
+    """Show a scenario: what it does, its channel, its steps and the question it asks."""
     from mqlab.scenarios.library import find
 
     found = find(scenario)
     console = make_console()
-    console.print(f"[bold]{found.title}[/bold]  ({found.id}, topic {found.topic})")
-    console.print(found.summary.strip())
-    console.print(f"brokers: {', '.join(found.brokers)}")
+    console.print(f"[bold]{found.title}[/bold]  ({found.id}, topic {found.topic})", highlight=False)
+    console.print(found.summary.strip(), highlight=False)
+    console.print(f"brokers: {', '.join(found.brokers)}", highlight=False)
+    channel = _flatten(found.channel.model_dump(mode="json", exclude_defaults=True))
+    console.print(f"channel {found.channel.name}: {channel or 'defaults'}", highlight=False)
     for number, step in enumerate(found.steps, start=1):
-        value = getattr(step, step.action)
-        shown = value.model_dump(exclude_defaults=True) if hasattr(value, "model_dump") else value
-        console.print(f"  {number:>2}. {step.action}: {shown}", highlight=False)
+        console.print(f"  {number:>2}. {step_text(step)}", highlight=False)
     if found.predict:
-        console.print(f"\n[bold]predict:[/bold] {found.predict.question}")
+        console.print(f"\n[bold]predict:[/bold] {found.predict.question}", highlight=False)
+        for index, choice in enumerate(found.predict.choices, start=1):
+            console.print(f"  {index}. {choice}", highlight=False)
 
 
-def _ask_prediction(scenario: object) -> int | None:
+def _flatten(data: object, prefix: str = "") -> str:
+    """``{"producer": {"acks": "all"}, "count": 5}`` -> ``count=5 producer.acks=all``."""
+    if isinstance(data, dict):
+        parts = [_flatten(value, f"{prefix}{key}.") for key, value in data.items()]
+        return " ".join(part for part in parts if part)
+    if isinstance(data, list):
+        shown = ",".join(str(item) for item in data)
+        return f"{prefix.rstrip('.')}=[{shown}]"
+    return f"{prefix.rstrip('.')}={data}"
+
+
+def step_text(step: Step) -> str:
+    """One readable line for a scenario step (``wait`` always shows its timeout)."""
+    from pydantic import BaseModel
+
+    from mqlab.course.scenario import WaitFor
+
+    value = getattr(step, step.action)
+    only = f"  [only on {', '.join(step.only)}]" if step.only else ""
+    if isinstance(value, WaitFor):
+        until = _flatten(value.until.model_dump(mode="json", exclude_none=True))
+        return f"wait until {until} (at most {value.timeout:g}s){only}"
+    if isinstance(value, BaseModel):
+        return (
+            f"{step.action}: {_flatten(value.model_dump(mode='json', exclude_defaults=True))}{only}"
+        )
+    if step.action == "wait":
+        return f"wait {value:g}s{only}"
+    return f"{step.action}: {value}{only}"
+
+
+def _ask_prediction(scenario: Scenario) -> int | None:
     """Ask the scenario's question on an interactive terminal; None when not interactive."""
-    predict = getattr(scenario, "predict", None)
+    predict = scenario.predict
     if predict is None or not sys.stdin.isatty():
         return None
     console = make_console()
-    console.print(f"\n[bold]Predict:[/bold] {predict.question}")
+    console.print(f"\n[bold]Predict:[/bold] {predict.question}", highlight=False)
     for index, choice in enumerate(predict.choices, start=1):
-        console.print(f"  {index}. {choice}")
-    answer = typer.prompt("your answer", type=int, default=1)
-    return int(answer) - 1
+        console.print(f"  {index}. {choice}", highlight=False)
+    while True:
+        answer = typer.prompt("your answer", type=int, default=1)
+        if 1 <= answer <= len(predict.choices):
+            return int(answer) - 1
+        console.print(f"pick a number from 1 to {len(predict.choices)}")
+
+
+def _timeline(console: Console, *, quiet: bool) -> Callable[[Observation], None]:
+    """A subscriber printing each observation as one timeline line (nothing when quiet)."""
+    from mqlab.scenarios.report import timeline_line
+
+    start: list[float] = []
+
+    def show(observation: Observation) -> None:
+        if not start:
+            start.append(observation.at)
+        if quiet:
+            return
+        line = timeline_line(observation, start[0])
+        if line is not None:
+            console.print(line, highlight=False)
+
+    return show
+
+
+def print_result(console: Console, result: RunResult) -> None:
+    """The ledger (each expectation beside its number), the broker checks and the verdict."""
+    from mqlab.scenarios.report import checks_table, ledger_table, verdict_text
+
+    console.print()
+    console.print(ledger_table(result))
+    checks = checks_table(result)
+    if checks is not None:
+        console.print(checks)
+    console.print(verdict_text(result))
+    if result.restore_problem:
+        console.print(f"[bold red]warning: {result.restore_problem}[/bold red]", highlight=False)
+
+
+def exit_code(result: RunResult) -> int:
+    """0 pass, 1 the verdict failed, 3 the run could not complete (broker error)."""
+    if result.error is not None:
+        return EXIT_BROKER_ERROR
+    return 0 if result.passed else EXIT_VERDICT_FAILED
+
+
+def run_and_show(
+    found: Scenario,
+    broker: str,
+    *,
+    seed: int = 0,
+    record: Path | None = None,
+    predict: bool = True,
+    quiet: bool = False,
+) -> RunResult:
+    """Predict (on a terminal), run with a live timeline, print the result and the reveal.
+
+    Shared by ``mqlab run`` and the walkthrough: both are a session and this presentation.
+    """
+    from mqlab.scenarios.session import RunSession
+
+    session = RunSession(found, broker, seed=seed, record=record)
+    guess = _ask_prediction(found) if predict else None
+    console = make_console()
+    console.print(f"[bold]{found.title}[/bold] on {session.broker_name}", highlight=False)
+    session.subscribe(_timeline(console, quiet=quiet))
+    result = session.run_sync()
+    if record is not None:
+        console.print(f"trace written to {record}", highlight=False)
+    print_result(console, result)
+    if guess is not None and found.predict is not None:
+        right = found.predict.choices[found.predict.answer]
+        verdict = "right" if guess == found.predict.answer else "not quite"
+        console.print(f"\nYour prediction was {verdict}: {right}", highlight=False)
+    if found.explain:
+        console.print(f"\n[italic]{found.explain.strip()}[/italic]", highlight=False)
+    return result
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the result (ledger, expectations, checks, verdict) as one JSON object "
+        "on standard output instead of the timeline and tables.",
+    ),
+]
 
 
 @user_errors
@@ -121,112 +231,65 @@ def run(
         bool, typer.Option("--predict/--no-predict", help="Ask the scenario's question first.")
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live timeline.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run a scenario with a live timeline, then print the ledger and the verdict.
 
     Exit codes: 0 pass, 1 the verdict failed, 2 bad scenario or broker name, 3 broker error,
     130 interrupted.
     """
-    from mqlab import __version__ as version
-    from mqlab.observe.trace import TraceHeader, TraceWriter
     from mqlab.scenarios.library import find
-    from mqlab.scenarios.report import checks_table, ledger_table, timeline_line, verdict_text
-    from mqlab.scenarios.runner import run_scenario
+    from mqlab.scenarios.session import RunSession
 
     found = find(scenario)
-    system, sim = _split_broker(broker, list(found.systems))
-    broker_name = f"sim:{system}" if sim else system
-    guess = _ask_prediction(found) if predict else None
-    console = make_console()
-    console.print(f"[bold]{found.title}[/bold] on {broker_name}")
-    start: list[float] = []
-
-    def show(observation: Observation) -> None:
-        if not start:
-            start.append(observation.at)
-        if not quiet:
-            console.print(timeline_line(observation, start[0]), highlight=False)
-
-    writer: TraceWriter | None = None
-    listeners = [show]
-    if record is not None:
-        header = TraceHeader(
-            broker=broker_name, seed=seed, scenario=found.id, versions={"mqlab": version}
-        )
-        writer = TraceWriter(record, header)
-        listeners.append(writer)
-
-    def observe(observation: Observation) -> None:
-        for listener in listeners:
-            listener(observation)
-
-    try:
-        result = run_scenario(found, system, sim=sim, seed=seed, on_observation=observe)
-    except BaseException:
-        if writer is not None:
-            writer.discard()
-        raise
-    if writer is not None:
-        writer.close()
-        console.print(f"trace written to {record}")
-    console.print()
-    console.print(ledger_table(result))
-    checks = checks_table(result)
-    if checks is not None:
-        console.print(checks)
-    console.print(verdict_text(result))
-    if result.restore_problem:
-        console.print(f"[bold red]warning: {result.restore_problem}[/bold red]")
-    if guess is not None and found.predict is not None:
-        right = found.predict.choices[found.predict.answer]
-        verdict = "right" if guess == found.predict.answer else "not quite"
-        console.print(f"\nYour prediction was {verdict}: {right}")
-    if found.explain:
-        console.print(f"\n[italic]{found.explain.strip()}[/italic]")
-    if result.error is not None:
-        raise typer.Exit(EXIT_BROKER_ERROR)
-    if not result.passed:
-        raise typer.Exit(EXIT_VERDICT_FAILED)
+    if as_json:
+        result = RunSession(found, broker, seed=seed, record=record).run_sync()
+        typer.echo(result.to_json())
+    else:
+        result = run_and_show(found, broker, seed=seed, record=record, predict=predict, quiet=quiet)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
 
 
 @user_errors
 def replay(
     trace: Annotated[Path, typer.Argument(help="A trace written by mqlab run --record.")],
     speed: Annotated[
-        float, typer.Option(help="Playback speed (1 = as recorded, 0 = all at once).")
+        float,
+        typer.Option(help="Playback speed (1 = as recorded, 0 = all at once).", min=0.0),
     ] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No timeline.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Play a recorded run back (no broker needed) and rebuild its ledger."""
-    import time
+    """Play a recorded run back (no broker needed): its timeline, ledger, checks and verdict,
+    judged exactly as the live run was.
 
-    from mqlab.observe.trace import TraceError, read_trace
-    from mqlab.scenarios.ledger import Ledger
-    from mqlab.scenarios.report import LEDGER_ROWS, timeline_line
+    Exit codes as for ``mqlab run`` (the recorded run's verdict); 2 for a file that is not a
+    readable trace.
+    """
+    from mqlab.observe.trace import TraceError
+    from mqlab.scenarios.session import replay_trace
 
-    try:
-        header, observations = read_trace(trace)
-    except TraceError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_CONTENT_ERROR) from None
     console = make_console()
-    console.print(
-        f"[bold]replay[/bold] of {header.scenario or 'a run'} on {header.broker} "
-        f"(seed {header.seed})"
-    )
-    ledger = Ledger()
-    start = observations[0].at if observations else 0.0
-    previous = start
-    for observation in observations:
-        if speed > 0:
-            time.sleep(max(0.0, (observation.at - previous) / speed))
-        previous = observation.at
-        ledger(observation)
-        console.print(timeline_line(observation, start), highlight=False)
-    summary = ledger.summary()
-    console.print()
-    for name, label in LEDGER_ROWS:
-        if summary.get(name) or name in ("produced", "lost"):
-            console.print(f"  {label:<40} {summary[name]:>6}")
+    timeline = _timeline(console, quiet=quiet or as_json)
+    try:
+        header, result = replay_trace(trace, timeline, speed=speed)
+    except (TraceError, ValueError) as error:
+        message = str(error).strip().splitlines()
+        typer.echo(f"error: {message[0] if message else type(error).__name__}", err=True)
+        raise typer.Exit(EXIT_CONTENT_ERROR) from None
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        console.print(
+            f"[bold]replay[/bold] of {result.scenario_id} on {header.broker} (seed {header.seed})",
+            highlight=False,
+        )
+        print_result(console, result)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
 
 
 @user_errors
@@ -237,23 +300,35 @@ def compare(
         bool, typer.Option("--sim", help="Compare the simulated systems instead of the lab.")
     ] = False,
     seed: SeedOption = 0,
+    as_json: JsonOption = False,
 ) -> None:
     """Run one fault script on every broker it applies to and print the ledgers side by side."""
+    import json
+
     from mqlab.scenarios.library import find
     from mqlab.scenarios.report import comparison_table
-    from mqlab.scenarios.runner import run_scenario
+    from mqlab.scenarios.session import RunSession
 
     found = find(scenario)
     console = make_console()
     results = []
     for system in found.systems:
-        name = f"sim:{system}" if sim else system
-        with console.status(f"running {found.id} on {name} ..."):
-            results.append(run_scenario(found, system, sim=sim, seed=seed))
-    console.print(comparison_table(results))
-    for result in results:
-        if result.error:
-            console.print(f"[red]{result.broker}: {result.error}[/red]")
+        session = RunSession(found, f"sim:{system}" if sim else system, seed=seed)
+        if as_json:
+            results.append(session.run_sync())
+            continue
+        with console.status(f"running {found.id} on {session.broker_name} ..."):
+            results.append(session.run_sync())
+    if as_json:
+        typer.echo(json.dumps([r.to_json_dict() for r in results], sort_keys=True))
+    else:
+        console.print(comparison_table(results))
+        for result in results:
+            if result.error:
+                console.print(f"[red]{result.broker}: {result.error}[/red]", highlight=False)
+            elif not result.passed:
+                failures = "; ".join(result.failures())
+                console.print(f"[red]{result.broker}: {failures}[/red]", highlight=False)
     if any(result.error for result in results):
         raise typer.Exit(EXIT_BROKER_ERROR)
     if not all(result.passed for result in results):

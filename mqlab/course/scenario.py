@@ -373,6 +373,9 @@ class LedgerExpectation(_Strict):
     """Messages the broker acknowledged (duplicates dropped by the broker not counted)."""
     produce_failed: Count | None = None
     """Sends that were not acknowledged."""
+    aborted: Count | None = None
+    """Messages written inside a Kafka transaction that was then aborted (not produced, and
+    never lost: no consumer was meant to see them)."""
     processed_once: Count | None = None
     """Messages processed exactly once (per group)."""
     duplicated: Count | None = None
@@ -403,9 +406,14 @@ class GroupExpectation(_Strict):
 
     processed: Count | None = None
     """Distinct messages the group processed."""
+    runs: Count | None = None
+    """Times the group's business logic ran (duplicates included)."""
     processed_once: Count | None = None
+    """Messages the group processed exactly once."""
     duplicated: Count | None = None
+    """Messages the group processed more than once."""
     out_of_order: Count | None = None
+    """Messages the group processed after a later message of the same key."""
 
 
 class Expectations(LedgerExpectation):

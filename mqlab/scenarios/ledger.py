@@ -1,12 +1,15 @@
 """The ledger: every message accounted for, folded from the observation stream.
 
-The runner never counts by itself; it only folds what the adapters and consumers reported
-(Produced, Processed, DeadLettered ...). So the same ledger can be rebuilt from a recorded trace,
-and the numbers can be compared with the broker's own state (queue depths, committed offsets).
+The ledger folds observations and nothing else: what the adapters and consumers reported
+(Produced, Processed, DeadLettered ...) and what the runner knew before the broker answered
+(ProduceRequested: keys and priorities; ConsumerStarted; TransactionEnded). Nobody writes into it
+directly, so the same ledger is rebuilt from a recorded trace, and its numbers can be compared
+with the broker's own state (queue depths, committed offsets).
 
 Counting rules (per *group*: a Kafka consumer group, a queue, a NATS durable):
 - produced: distinct message ids the broker acknowledged (a send the broker dropped as a
-  duplicate is not a new message);
+  duplicate is not a new message; a message of an aborted transaction is *aborted*, not
+  produced);
 - processed once / duplicated: how many times a group's business logic ran for a message
   (a redelivery an idempotent consumer skipped does not count as processing);
 - lost: acknowledged, never processed by a group that consumed the channel, not dead-lettered;
@@ -15,12 +18,14 @@ Counting rules (per *group*: a Kafka consumer group, a queue, a NATS durable):
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 
 from mqlab.observe.events import (
     Acked,
     Committed,
+    ConsumerStarted,
     DeadLettered,
     Delivered,
     Nacked,
@@ -28,8 +33,122 @@ from mqlab.observe.events import (
     Processed,
     Produced,
     ProduceFailed,
+    ProduceRequested,
     Rebalanced,
+    TransactionEnded,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One number of the ledger as the report shows it."""
+
+    name: str
+    """The summary field (and ``expect`` key)."""
+    label: str
+    """What the report calls it."""
+    always_shown: bool = False
+    """Shown even when zero and not expected (produced, lost: the two numbers that matter)."""
+
+
+LEDGER_ROWS: tuple[LedgerRow, ...] = (
+    LedgerRow("produced", "produced (acknowledged by the broker)", always_shown=True),
+    LedgerRow("produce_failed", "produce failed"),
+    LedgerRow("aborted", "written in an aborted transaction"),
+    LedgerRow("processed_once", "processed exactly once"),
+    LedgerRow("duplicated", "processed more than once"),
+    LedgerRow("lost", "lost", always_shown=True),
+    LedgerRow("dead_lettered", "dead-lettered"),
+    LedgerRow("out_of_order", "out of order (per key)"),
+    LedgerRow("out_of_order_overall", "out of order (across keys)"),
+    LedgerRow("priority_inversions", "processed after a lower priority"),
+    LedgerRow("redelivered", "redeliveries"),
+    LedgerRow("rebalances", "rebalances (assignment changes)"),
+    LedgerRow("broker_duplicates", "dropped by broker dedup"),
+    LedgerRow("skipped_duplicates", "skipped by idempotent consumer"),
+)
+"""Every ledger number in the order the report shows them (the TUI uses the same rows)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """The ledger's totals over every group: the numbers a verdict is judged on.
+
+    Field names are the scenario format's ``expect`` keys; read one by name with
+    ``summary["lost"]`` (how expectations address them) or as an attribute.
+    """
+
+    produced: int = 0
+    """Distinct messages the broker acknowledged (and not aborted)."""
+    produce_failed: int = 0
+    """Sends the broker did not acknowledge."""
+    aborted: int = 0
+    """Messages written inside a transaction that was then aborted."""
+    processed_once: int = 0
+    """Messages some group processed, and no group more than once."""
+    duplicated: int = 0
+    """Messages some group processed more than once."""
+    lost: int = 0
+    """Acknowledged messages no group processed and nothing dead-lettered."""
+    dead_lettered: int = 0
+    """Messages whose last fate was a dead-letter destination."""
+    out_of_order: int = 0
+    """Messages processed after a later-produced message of the same key."""
+    out_of_order_overall: int = 0
+    """Messages processed after a later-produced message of any key."""
+    priority_inversions: int = 0
+    """Messages processed after a message of lower priority."""
+    redelivered: int = 0
+    """Deliveries the broker flagged as redeliveries."""
+    rebalances: int = 0
+    """Changes of a consumer group's assignment."""
+    broker_duplicates: int = 0
+    """Sends the broker itself dropped as duplicates."""
+    skipped_duplicates: int = 0
+    """Redeliveries an idempotent consumer recognised and skipped."""
+
+    def __getitem__(self, name: str) -> int:
+        if name not in _SUMMARY_FIELDS:
+            raise KeyError(name)
+        value: int = getattr(self, name)
+        return value
+
+    def as_dict(self) -> dict[str, int]:
+        """Every number by name, in report order."""
+        return {row.name: self[row.name] for row in LEDGER_ROWS}
+
+
+_SUMMARY_FIELDS = frozenset(f.name for f in dataclasses.fields(LedgerSummary))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """What one group (Kafka consumer group, queue, NATS durable) did with the messages."""
+
+    processed: int = 0
+    """Distinct messages the group processed."""
+    runs: int = 0
+    """Times the group's business logic ran (duplicates included)."""
+    processed_once: int = 0
+    """Messages the group processed exactly once."""
+    duplicated: int = 0
+    """Messages the group processed more than once."""
+    out_of_order: int = 0
+    """Messages the group processed after a later message of the same key."""
+
+    def __getitem__(self, name: str) -> int:
+        if name not in _GROUP_FIELDS:
+            raise KeyError(name)
+        value: int = getattr(self, name)
+        return value
+
+    def as_dict(self) -> dict[str, int]:
+        """Every number by name."""
+        return {name: self[name] for name in _GROUP_FIELD_ORDER}
+
+
+_GROUP_FIELD_ORDER = tuple(f.name for f in dataclasses.fields(GroupSummary))
+_GROUP_FIELDS = frozenset(_GROUP_FIELD_ORDER)
 
 
 @dataclass
@@ -55,7 +174,9 @@ class Ledger:
     """message id -> produce index (acknowledged, distinct)."""
     keys: dict[str, str] = field(default_factory=dict)
     priorities: dict[str, int] = field(default_factory=dict)
-    """message id -> priority, set by the runner for priority scenarios."""
+    """message id -> priority, from ProduceRequested (priority scenarios)."""
+    aborted: set[str] = field(default_factory=set)
+    """Messages written in a transaction that was then aborted (never visible, never lost)."""
     broker_duplicates: int = 0
     failed: set[str] = field(default_factory=set)
     deliveries: int = 0
@@ -69,8 +190,8 @@ class Ledger:
     """Last committed offset per (group, topic, partition), from Committed observations."""
     groups: dict[str, GroupLedger] = field(default_factory=dict)
     consumers_ran: bool = False
-    """Set by the runner when a consume step starts: from then on an acknowledged message
-    that nobody processed counts as lost, even if no group processed anything at all."""
+    """Set by ConsumerStarted: from then on an acknowledged message that nobody processed
+    counts as lost, even if no group processed anything at all."""
     _rebalance_state: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
         default_factory=dict
     )
@@ -78,6 +199,14 @@ class Ledger:
     def __call__(self, observation: Observation) -> None:
         """Fold one observation (the ledger is a bus subscriber)."""
         match observation:
+            case ProduceRequested(message_id=mid, key=key, priority=priority):
+                self.keys.setdefault(mid, key or "")
+                if priority is not None:
+                    self.priorities[mid] = priority
+            case ConsumerStarted():
+                self.consumers_ran = True
+            case TransactionEnded(outcome="aborted", message_ids=ids):
+                self.aborted.update(ids)
             case Produced(duplicate=True):
                 self.broker_duplicates += 1
             case Produced(message_id=mid, key=key):
@@ -140,7 +269,7 @@ class Ledger:
     def unsettled_ids(self) -> set[str]:
         """Acknowledged by the broker on produce, and not yet acked, dropped or dead-lettered
         by a consumer: what should still be waiting in a queue (RabbitMQ, SQS, NATS)."""
-        return set(self.produced_order) - self.acked - self.dropped - self.dead_lettered
+        return self.produced_ids() - self.acked - self.dropped - self.dead_lettered
 
     def lost_ids(self) -> set[str]:
         """Acknowledged messages that no group processed and nobody dead-lettered.
@@ -154,11 +283,15 @@ class Ledger:
         processed_somewhere = {
             m for g in self.groups.values() for m, n in g.processed.items() if n > 0
         }
-        return set(self.produced_order) - processed_somewhere - self.dead_lettered
+        return self.produced_ids() - processed_somewhere - self.dead_lettered
 
-    def summary(self) -> dict[str, int]:
-        """The numbers a verdict is judged on (names match the scenario ``expect`` keys)."""
-        produced = set(self.produced_order)
+    def produced_ids(self) -> set[str]:
+        """Acknowledged by the broker and not part of an aborted transaction."""
+        return set(self.produced_order) - self.aborted
+
+    def summary(self) -> LedgerSummary:
+        """The numbers a verdict is judged on (field names are the scenario ``expect`` keys)."""
+        produced = self.produced_ids()
         duplicated = {m for g in self.groups.values() for m, n in g.processed.items() if n > 1}
         processed_once = {
             m
@@ -166,36 +299,33 @@ class Ledger:
             if any(g.processed[m] for g in self.groups.values())
             and all(g.processed[m] in (0, 1) for g in self.groups.values())
         }
-        return {
-            "produced": len(produced),
-            "produce_failed": len(self.failed),
-            "processed_once": len(processed_once),
-            "duplicated": len(duplicated),
-            "lost": len(self.lost_ids()),
-            "dead_lettered": len(self.dead_lettered),
-            "out_of_order": sum(g.out_of_order for g in self.groups.values()),
-            "out_of_order_overall": sum(g.out_of_order_overall for g in self.groups.values()),
-            "redelivered": self.redeliveries,
-            "rebalances": self.rebalances,
-            "broker_duplicates": self.broker_duplicates,
-            "skipped_duplicates": sum(g.skipped_duplicates for g in self.groups.values()),
-            "priority_inversions": sum(g.priority_inversions for g in self.groups.values()),
-        }
+        return LedgerSummary(
+            produced=len(produced),
+            produce_failed=len(self.failed),
+            aborted=len(self.aborted & set(self.produced_order)),
+            processed_once=len(processed_once),
+            duplicated=len(duplicated),
+            lost=len(self.lost_ids()),
+            dead_lettered=len(self.dead_lettered),
+            out_of_order=sum(g.out_of_order for g in self.groups.values()),
+            out_of_order_overall=sum(g.out_of_order_overall for g in self.groups.values()),
+            priority_inversions=sum(g.priority_inversions for g in self.groups.values()),
+            redelivered=self.redeliveries,
+            rebalances=self.rebalances,
+            broker_duplicates=self.broker_duplicates,
+            skipped_duplicates=sum(g.skipped_duplicates for g in self.groups.values()),
+        )
 
-    def per_group(self) -> dict[str, dict[str, int]]:
+    def per_group(self) -> dict[str, GroupSummary]:
         """Per group: distinct messages processed, processing runs, processed once, duplicated,
         out of order (for per-group expectations and the side-by-side view)."""
-        result: dict[str, dict[str, int]] = {}
-        for name, group in sorted(self.groups.items()):
-            counts: defaultdict[str, int] = defaultdict(int)
-            counts["processed"] = 0
-            counts["runs"] = 0
-            counts["duplicated"] = 0
-            for n in group.processed.values():
-                counts["processed"] += int(n > 0)
-                counts["runs"] += n
-                counts["duplicated"] += int(n > 1)
-            counts["processed_once"] = sum(1 for n in group.processed.values() if n == 1)
-            counts["out_of_order"] = group.out_of_order
-            result[name] = dict(counts)
-        return result
+        return {
+            name: GroupSummary(
+                processed=sum(1 for n in group.processed.values() if n > 0),
+                runs=sum(group.processed.values()),
+                processed_once=sum(1 for n in group.processed.values() if n == 1),
+                duplicated=sum(1 for n in group.processed.values() if n > 1),
+                out_of_order=group.out_of_order,
+            )
+            for name, group in sorted(self.groups.items())
+        }

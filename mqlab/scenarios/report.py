@@ -1,8 +1,12 @@
 """Turning observations and run results into text: the live timeline, the ledger, the verdict.
 
 Plain functions returning strings and rich renderables, shared by ``mqlab run``, ``mqlab
-replay`` and ``mqlab compare`` (and usable by the TUI, which draws its own widgets from the
-same results).
+replay``, ``mqlab compare``, the walkthrough and the lesson player (the TUI draws its own
+widgets from the same results and uses :func:`describe` for its timeline).
+
+The ledger table shows every row of :data:`~mqlab.scenarios.ledger.LEDGER_ROWS` that has an
+expectation or a non-zero count (and produced and lost always), then each per-group
+expectation, so nothing a scenario expects can be judged off screen.
 """
 
 from __future__ import annotations
@@ -12,12 +16,23 @@ from rich.text import Text
 
 from mqlab.observe.events import (
     Acked,
+    AggregateLoaded,
     BrokerDown,
     BrokerUp,
+    BusinessWriteCommitted,
+    CheckEvaluated,
     Committed,
+    CompensationFailed,
+    CompensationStarted,
+    CompensationSucceeded,
     ConsumerCrashed,
+    ConsumerStarted,
     DeadLettered,
+    DedupHit,
+    DedupMiss,
+    DedupRecorded,
     Delivered,
+    EffectApplied,
     EventAppended,
     Expired,
     FaultHealed,
@@ -26,28 +41,33 @@ from mqlab.observe.events import (
     Nacked,
     Note,
     Observation,
+    OffsetRestored,
+    OffsetStored,
+    OutboxRelayed,
+    OutboxWritten,
     Processed,
     Produced,
     ProduceFailed,
+    ProduceRequested,
+    ProjectionRebuilt,
+    ProjectionUpdated,
     Rebalanced,
     RetryScheduled,
-    SagaStep,
+    RunEnded,
+    RunStarted,
+    SagaEnded,
+    SagaParked,
+    SagaRecovered,
+    SagaStarted,
+    SagaStepFailed,
+    SagaStepStarted,
+    SagaStepSucceeded,
+    SnapshotTaken,
+    TransactionEnded,
+    VersionConflict,
 )
-from mqlab.scenarios.runner import RunResult
-
-LEDGER_ROWS = (
-    ("produced", "produced (acknowledged by the broker)"),
-    ("produce_failed", "produce failed"),
-    ("processed_once", "processed exactly once"),
-    ("duplicated", "processed more than once"),
-    ("lost", "lost"),
-    ("dead_lettered", "dead-lettered"),
-    ("out_of_order", "out of order (per key)"),
-    ("redelivered", "redeliveries"),
-    ("rebalances", "rebalances"),
-    ("broker_duplicates", "dropped by broker dedup"),
-    ("skipped_duplicates", "skipped by idempotent consumer"),
-)
+from mqlab.scenarios.ledger import LEDGER_ROWS
+from mqlab.scenarios.verdict import ExpectationResult, RunResult
 
 _STYLES = {
     "produced": "green",
@@ -69,9 +89,31 @@ _STYLES = {
 }
 
 
-def describe(observation: Observation) -> str:
-    """One human line for an observation (without the timestamp)."""
+def describe(observation: Observation) -> str | None:
+    """One human line for an observation (without the timestamp), or None for bookkeeping
+    a timeline does not show (a message handed to the producer without a priority)."""
     match observation:
+        case ProduceRequested(priority=None):
+            return None
+        case ProduceRequested():
+            return f"send {observation.message_id} with priority {observation.priority}"
+        case RunStarted():
+            where = "the simulator" if observation.simulated else "the lab"
+            return f"run {observation.scenario_id} on {observation.system} ({where})"
+        case RunEnded(error=""):
+            return "run finished" + (
+                f"; cleanup: {observation.restore_problem}" if observation.restore_problem else ""
+            )
+        case RunEnded():
+            return f"run stopped: {observation.error}"
+        case ConsumerStarted():
+            return f"{observation.consumer} starts (group {observation.group})"
+        case CheckEvaluated():
+            mark = "holds" if observation.holds else "DOES NOT HOLD"
+            return f"check: {observation.description}: {observation.observed} ({mark})"
+        case TransactionEnded():
+            who, count = observation.producer or "producer", len(observation.message_ids)
+            return f"{who} {observation.outcome} a transaction of {count}"
         case Produced(duplicate=True):
             return f"produce {observation.message_id}: dropped by the broker as a duplicate"
         case Produced():
@@ -103,6 +145,10 @@ def describe(observation: Observation) -> str:
             return f"{observation.message_id} dead-lettered to {target}: {reason}"
         case Expired():
             return f"{observation.message_id} expired in {observation.destination}"
+        case Rebalanced(assignment=()):
+            return (
+                f"group {observation.group}: no members left (generation {observation.generation})"
+            )
         case Rebalanced():
             members = "; ".join(f"{m}: {', '.join(p) or '-'}" for m, p in observation.assignment)
             generation = observation.generation
@@ -129,15 +175,97 @@ def describe(observation: Observation) -> str:
                 f"retry {observation.attempt} of {observation.message_id} in "
                 f"{observation.delay:.2f}s ({observation.strategy})"
             )
-        case SagaStep():
-            kind = "compensation" if observation.compensation else "step"
-            return f"saga {observation.saga_id} {kind} {observation.step}: {observation.state}"
-        case EventAppended():
-            return f"{observation.aggregate_id} v{observation.version}: {observation.event_type}"
         case Note():
             return observation.text
         case _:
-            return observation.kind
+            return _describe_pattern(observation)
+
+
+def _describe_pattern(observation: Observation) -> str:
+    """One line for an observation of :mod:`mqlab.patterns` (its kind when unknown)."""
+    o = observation
+    match o:
+        case DedupMiss():
+            late = " (its key had expired)" if o.expired else ""
+            return f"{o.store}: {o.key} is new{late}"
+        case DedupHit():
+            why = "being processed elsewhere" if o.state == "processing" else "processed"
+            return f"{o.store}: {o.key} already {why}: skipped"
+        case DedupRecorded():
+            ttl = f" for {o.ttl:g}s" if o.ttl is not None else ""
+            return f"{o.store}: {o.key} recorded as {o.state}{ttl}"
+        case EffectApplied():
+            return f"{o.entity}: {o.operation} ({o.message_id}): {o.before} -> {o.after}"
+        case SagaStarted():
+            return f"saga {o.saga_id} ({o.saga}) started: {' -> '.join(o.steps)}"
+        case SagaStepStarted():
+            again = f" (attempt {o.attempt})" if o.attempt > 1 else ""
+            return f"saga {o.saga_id} step {o.step} started{again}"
+        case SagaStepSucceeded():
+            return f"saga {o.saga_id} step {o.step} succeeded"
+        case SagaStepFailed():
+            why = "timed out" if o.timed_out else f"failed: {o.error}"
+            return f"saga {o.saga_id} step {o.step} {why}"
+        case CompensationStarted():
+            again = f" (attempt {o.attempt})" if o.attempt > 1 else ""
+            return f"saga {o.saga_id} compensating {o.step}{again}"
+        case CompensationSucceeded():
+            return f"saga {o.saga_id} compensated {o.step}"
+        case CompensationFailed():
+            then = f"retry in {o.retry_in:.2f}s" if o.retry_in is not None else "giving up"
+            return (
+                f"saga {o.saga_id} compensation of {o.step} FAILED (attempt {o.attempt}): "
+                f"{o.error}; {then}"
+            )
+        case SagaParked():
+            return f"saga {o.saga_id} PARKED at {o.step} for a human: {o.reason}"
+        case SagaEnded(outcome="compensated"):
+            return f"saga {o.saga_id} compensated (step {o.failed_step} failed)"
+        case SagaEnded():
+            return f"saga {o.saga_id} {o.outcome}"
+        case SagaRecovered():
+            doubt = f", {o.in_doubt} in doubt" if o.in_doubt else ""
+            return f"saga {o.saga_id} recovered: {o.decision.replace('_', ' ')}{doubt}"
+        case EventAppended():
+            return f"{o.aggregate_id} v{o.version}: {o.event_type}"
+        case VersionConflict(detected="replay"):
+            return (
+                f"{o.aggregate_id}: two events claim v{o.actual_version} "
+                "(found on replay: the log accepted both)"
+            )
+        case VersionConflict():
+            return (
+                f"{o.aggregate_id}: VERSION CONFLICT, expected v{o.expected_version}, "
+                f"the store has v{o.actual_version}"
+            )
+        case SnapshotTaken():
+            return f"{o.aggregate_id}: snapshot at v{o.version}"
+        case AggregateLoaded():
+            base = f"snapshot v{o.snapshot_version} + " if o.snapshot_version is not None else ""
+            return f"{o.aggregate_id} loaded: {base}{o.events_replayed} events -> v{o.version}"
+        case ProjectionUpdated():
+            return f"projection {o.projection}: {o.aggregate_id} v{o.version} {o.event_type}"
+        case ProjectionRebuilt():
+            return f"projection {o.projection} rebuilt from {o.events} events"
+        case OffsetStored():
+            return f"{o.group} stored {o.topic}:{o.partition} @ {o.offset} with the result"
+        case OffsetRestored(offset=-1):
+            return (
+                f"{o.consumer or o.group}: no stored offset for {o.topic}:{o.partition} "
+                "(the reset policy applies)"
+            )
+        case OffsetRestored():
+            return f"{o.consumer or o.group} seeked {o.topic}:{o.partition} to stored {o.offset}"
+        case BusinessWriteCommitted(outbox=True):
+            return f"{o.entity} committed with its event {o.message_id} in the outbox"
+        case BusinessWriteCommitted():
+            return f"{o.entity} committed; event {o.message_id} not published yet"
+        case OutboxWritten():
+            return f"outbox row {o.outbox_id}: {o.message_id} for {o.destination}"
+        case OutboxRelayed():
+            return f"outbox row {o.outbox_id} relayed to {o.destination} ({o.message_id})"
+        case _:
+            return o.kind
 
 
 def _where(partition: int | None, position: int | None) -> str:
@@ -148,40 +276,44 @@ def _where(partition: int | None, position: int | None) -> str:
     return ""
 
 
-def timeline_line(observation: Observation, start: float) -> Text:
-    """``  +1.234s  kafka  produced m00001 ...`` styled by kind."""
+def timeline_line(observation: Observation, start: float) -> Text | None:
+    """``  +1.234s  kafka  produced m00001 ...`` styled by kind (None: not shown)."""
+    line = describe(observation)
+    if line is None:
+        return None
     text = Text(f"{observation.at - start:+9.3f}s  ", style="dim")
     text.append(f"{observation.broker:<13} ", style="dim")
-    text.append(describe(observation), style=_STYLES.get(observation.kind, ""))
+    text.append(line, style=_STYLES.get(observation.kind, ""))
     return text
 
 
+def _mark(expectation: ExpectationResult) -> str:
+    return ("[green]✓ " if expectation.holds else "[bold red]✗ ") + expectation.expected
+
+
 def ledger_table(result: RunResult) -> Table:
-    """The ledger with each expectation next to its number."""
-    expected = {e.name: e for e in result.expectations}
+    """The ledger with each expectation next to its number, then the per-group expectations."""
+    expected = {e.name: e for e in result.expectations if e.group is None}
     table = Table(title=f"ledger: {result.scenario_id} on {result.broker}", show_edge=False)
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_column("expected", justify="right")
-    for name, label in LEDGER_ROWS:
-        value = result.summary.get(name, 0)
-        expectation = expected.get(name)
-        if value == 0 and expectation is None and name not in ("produced", "lost"):
+    for row in LEDGER_ROWS:
+        value = result.summary[row.name]
+        expectation = expected.get(row.name)
+        if value == 0 and expectation is None and not row.always_shown:
             continue
-        mark = ""
-        if expectation is not None:
-            mark = ("[green]✓ " if expectation.holds else "[bold red]✗ ") + expectation.expected
-        table.add_row(label, str(value), mark)
+        table.add_row(row.label, str(value), _mark(expectation) if expectation else "")
     for expectation in result.expectations:
-        if "." in expectation.name:
-            mark = ("[green]✓ " if expectation.holds else "[bold red]✗ ") + expectation.expected
-            table.add_row(expectation.name, str(expectation.actual), mark)
+        if expectation.group is not None:
+            label = f"group {expectation.group}: {expectation.name.replace('_', ' ')}"
+            table.add_row(label, str(expectation.actual), _mark(expectation))
     return table
 
 
 def checks_table(result: RunResult) -> Table | None:
     """Checks made on the broker's own state during and after the run."""
-    rows = [(f"step {n}", c) for n, c in result.checks] + [("end", a) for a in result.agreement]
+    rows = [(f"step {c.step}", c) for c in result.checks] + [("end", a) for a in result.agreement]
     if not rows:
         return None
     table = Table(title="the broker's own view", show_edge=False)
@@ -205,10 +337,7 @@ def verdict_text(result: RunResult) -> Text:
         return Text(f"ERROR on {result.broker}: {result.error}", style="bold red")
     if result.passed:
         return Text(f"PASS on {result.broker}", style="bold green")
-    failing = [e.name for e in result.expectations if not e.holds]
-    failing += [c.description for _, c in result.checks if not c.holds]
-    failing += [a.description for a in result.agreement if not a.holds]
-    return Text(f"FAIL on {result.broker}: {'; '.join(failing)}", style="bold red")
+    return Text(f"FAIL on {result.broker}: {'; '.join(result.failures())}", style="bold red")
 
 
 def comparison_table(results: list[RunResult]) -> Table:
@@ -218,11 +347,11 @@ def comparison_table(results: list[RunResult]) -> Table:
     table.add_column("")
     for result in results:
         table.add_column(result.broker, justify="right")
-    for name, label in LEDGER_ROWS:
-        values = [result.summary.get(name, 0) for result in results]
-        if not any(values) and name not in ("produced", "lost", "duplicated"):
+    for row in LEDGER_ROWS:
+        values = [result.summary[row.name] for result in results]
+        if not any(values) and not row.always_shown and row.name != "duplicated":
             continue
-        table.add_row(label, *(str(v) for v in values))
+        table.add_row(row.label, *(str(v) for v in values))
     table.add_row(
         "verdict",
         *(

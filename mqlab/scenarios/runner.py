@@ -1,9 +1,12 @@
-"""Run one scenario on one broker (real or simulated) and judge it.
+"""Execute one scenario's steps on one broker (real or simulated).
 
-The runner executes the steps in order, records every observation, folds them into a
-:class:`~mqlab.scenarios.ledger.Ledger`, and builds a :class:`RunResult`: the ledger numbers,
-the scenario's expectations held against them, the checks made on the broker's own state, and
-whether the broker's final state agrees with the ledger.
+The runner is the engine under :class:`~mqlab.scenarios.session.RunSession` (which is what the
+CLI, the TUI and the grader use). It executes the steps in order and reports everything it does
+and knows as observations on its bus: the run's start (with the scenario document), each
+message handed to a producer (key, priority), each consumer started, each check against the
+broker's own state, the run's end (with its error). A :class:`~mqlab.scenarios.verdict.RunJudge`
+subscribed to the same bus folds them into the ledger and the verdict; the runner never writes
+into the ledger, so the replay of a recorded trace is judged exactly like the live run.
 
 On real brokers a consumer that is meant to crash runs as a separate OS process
 (``python -m mqlab.scenarios.worker``), so the crash is a real SIGKILL at an exact point of the
@@ -19,24 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from mqlab import __version__
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.brokers.registry import get_broker_class
-from mqlab.course.scenario import (
-    Consume,
-    Count,
-    Produce,
-    Scenario,
-    Step,
-    WaitFor,
-)
+from mqlab.course.scenario import Consume, Produce, Scenario, Step, WaitFor
 from mqlab.observe.bus import ObservationBus, Recorder
-from mqlab.observe.events import ConsumerCrashed, Note, Observation
+from mqlab.observe.events import (
+    CheckEvaluated,
+    ConsumerCrashed,
+    ConsumerStarted,
+    Note,
+    Observation,
+    ProduceRequested,
+    RunEnded,
+    RunStarted,
+)
 from mqlab.patterns.idempotency import DedupStore, MemoryDedupStore
 from mqlab.scenarios.consumer import ConsumeOutcome, CrashNow, consume_loop
 from mqlab.scenarios.drivers import driver_for
@@ -49,72 +53,14 @@ from mqlab.scenarios.drivers.base import (
     OutgoingMessage,
 )
 from mqlab.scenarios.faults import FaultInjector, LabFaultInjector, SimFaultInjector
-from mqlab.scenarios.ledger import Ledger
+from mqlab.scenarios.verdict import RunJudge, RunResult
 
 STOP_GRACE_SECONDS = 15.0
 """How long a stopped background consumer may take to leave before it is killed."""
 
-_COMPARISON = re.compile(r"^(>=|<=|>|<|==)?\s*(\d+)$")
-
 
 class ScenarioError(Exception):
     """A scenario could not run (bad step for this broker, broker error); one-line message."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectationResult:
-    """One ``expect`` entry held against the ledger."""
-
-    name: str
-    expected: str
-    actual: int
-    holds: bool
-
-
-@dataclass
-class RunResult:
-    """Everything a run produced (what the CLI prints and the tests assert on)."""
-
-    scenario_id: str
-    broker: str
-    seed: int
-    summary: dict[str, int] = field(default_factory=dict)
-    per_group: dict[str, dict[str, int]] = field(default_factory=dict)
-    expectations: list[ExpectationResult] = field(default_factory=list)
-    checks: list[tuple[int, CheckResult]] = field(default_factory=list)
-    agreement: list[CheckResult] = field(default_factory=list)
-    observations: list[Observation] = field(default_factory=list)
-    error: str | None = None
-    restore_problem: str | None = None
-    wall_seconds: float = 0.0
-    scenario_seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        """The verdict: no error, every expectation, check and agreement holds."""
-        return (
-            self.error is None
-            and all(e.holds for e in self.expectations)
-            and all(c.holds for _, c in self.checks)
-            and all(a.holds for a in self.agreement)
-        )
-
-
-def compare(actual: int, expected: Count) -> bool:
-    """Whether ``actual`` satisfies an expectation (a number or a comparison like ">0")."""
-    if isinstance(expected, int):
-        return actual == expected
-    match = _COMPARISON.match(expected.strip())
-    if match is None:
-        raise ValueError(f"bad expectation {expected!r}")
-    operator, number = match.group(1) or "==", int(match.group(2))
-    return {
-        "==": actual == number,
-        ">=": actual >= number,
-        "<=": actual <= number,
-        ">": actual > number,
-        "<": actual < number,
-    }[operator]
 
 
 class _BackgroundConsumer:
@@ -170,9 +116,9 @@ class ScenarioRunner:
         self._crash_targets = {step.crash for step in scenario.steps if step.crash is not None}
         self.bus = ObservationBus()
         self.recorder = Recorder()
-        self.ledger = Ledger()
+        self.judge = RunJudge(scenario)
         self.bus.subscribe(self.recorder)
-        self.bus.subscribe(self.ledger)
+        self.bus.subscribe(self.judge)
         if on_observation is not None:
             self.bus.subscribe(on_observation)
         self.broker_name = f"sim:{system}" if sim else system
@@ -183,6 +129,11 @@ class ScenarioRunner:
         self._producers: dict[str, asyncio.Task[int]] = {}
         self._dedup: DedupStore | None = None
         self._roles: dict[str, str] = {}
+        self._error: str | None = None
+        self._restore_problem: str | None = None
+        self.faults: FaultInjector | None = None
+        """The run's fault injector once the run started (live faults from the TUI use it)."""
+        self._driver: Driver | None = None
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -218,18 +169,29 @@ class ScenarioRunner:
     # --- the run ------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        """Execute every step, then judge. Never raises for broker trouble: the error is
-        in :attr:`RunResult.error` (Ctrl-C still propagates after cleanup)."""
-        loop = asyncio.get_running_loop()
+        """Execute every step, then judge. Never raises for broker trouble: the error is in
+        :attr:`RunResult.error` (Ctrl-C still propagates after cleanup)."""
         wall_start = time.perf_counter()
-        started = loop.time()
-        result = RunResult(self.scenario.id, self.broker_name, self.seed)
         broker = self._make_broker()
+        self.bus.emit(
+            RunStarted(
+                at=self.bus.now(),
+                broker="runner",
+                scenario_id=self.scenario.id,
+                system=self.system,
+                simulated=self.sim,
+                seed=self.seed,
+                scenario=self.scenario.model_dump_json(),
+                mqlab_version=__version__,
+            )
+        )
         faults = self._make_faults()
+        self.faults = faults
         driver: Driver | None = None
         try:
             await broker.connect()
             driver = driver_for(broker, self.scenario)
+            self._driver = driver
             await driver.setup()
             for number, step in enumerate(self.scenario.steps, start=1):
                 if (
@@ -238,39 +200,39 @@ class ScenarioRunner:
                     and not (self.sim and "sim" in step.only)
                 ):
                     continue
-                await self._step(number, step, broker, driver, faults, result)
+                await self._step(number, step, broker, driver, faults)
             await self._finish_background(broker)
             await driver.reconcile()
-            result.agreement = await driver.broker_agreement(self.ledger)
+            for outcome in await driver.broker_agreement(self.judge.ledger):
+                self._report_check(0, outcome)
         except (BrokerError, ScenarioError, CrashNow, OSError, RuntimeError) as error:
-            result.error = _one_line(error)
+            self._error = _one_line(error)
         except Exception as error:  # a bug must still end as a result, never half-cleaned
-            result.error = f"internal error: {type(error).__name__}: {_one_line(error)}"
+            self._error = f"internal error: {type(error).__name__}: {_one_line(error)}"
         finally:
-            await self._teardown(broker, driver, faults, result)
-        result.summary = self.ledger.summary()
-        result.per_group = self.ledger.per_group()
-        result.observations = list(self.recorder.observations)
-        expected = self.scenario.expect.for_system(self.system)
-        result.expectations = [
-            ExpectationResult(
-                name,
-                str(value),
-                result.summary.get(name, 0),
-                compare(result.summary.get(name, 0), value),
+            await self._teardown(broker, driver, faults)
+        return self.judge.result(
+            observations=tuple(self.recorder.observations),
+            wall_seconds=time.perf_counter() - wall_start,
+        )
+
+    def _report_check(self, step: int, outcome: CheckResult) -> None:
+        self.bus.emit(
+            CheckEvaluated(
+                at=self.bus.now(),
+                broker="runner",
+                step=step,
+                description=outcome.description,
+                observed=outcome.observed,
+                holds=outcome.holds,
             )
-            for name, value in expected.items()
-        ]
-        result.wall_seconds = time.perf_counter() - wall_start
-        result.scenario_seconds = loop.time() - started
-        return result
+        )
 
     async def _teardown(
         self,
         broker: Broker,
         driver: Driver | None,
         faults: FaultInjector,
-        result: RunResult,
     ) -> None:
         """Stop consumers, restore the lab and delete the run's resources, whatever happened.
 
@@ -282,7 +244,7 @@ class ScenarioRunner:
             try:
                 await faults.restore_all()
             except RuntimeError as error:
-                result.restore_problem = _one_line(error)
+                self._restore_problem = _one_line(error)
             if driver is not None:
                 with contextlib.suppress(BrokerError):
                     await driver.close()
@@ -296,7 +258,16 @@ class ScenarioRunner:
             try:
                 await broker.close()
             except BrokerError as error:
-                result.restore_problem = (result.restore_problem or "") + _one_line(error)
+                problems = [p for p in (self._restore_problem, _one_line(error)) if p]
+                self._restore_problem = "; ".join(problems)
+            self.bus.emit(
+                RunEnded(
+                    at=self.bus.now(),
+                    broker="runner",
+                    error=self._error or "",
+                    restore_problem=self._restore_problem or "",
+                )
+            )
 
         await asyncio.shield(cleanup())
 
@@ -307,13 +278,12 @@ class ScenarioRunner:
         broker: Broker,
         driver: Driver,
         faults: FaultInjector,
-        result: RunResult,
     ) -> None:
         action = step.action
         if step.produce is not None:
             await self._produce(step.produce, driver, number)
         elif step.consume is not None:
-            await self._consume(step.consume, broker, driver)
+            await self._consume(step.consume, broker, driver, number)
         elif step.stop is not None:
             await self._stop(step.stop)
         elif step.crash is not None:
@@ -330,15 +300,33 @@ class ScenarioRunner:
             await faults.heal(await self._resolve(step.heal.target, driver))
         elif step.wait is not None:
             if isinstance(step.wait, WaitFor):
-                result.checks.append((number, await self._wait_for(step.wait, driver)))
+                self._report_check(number, await self._wait_for(step.wait, driver))
             else:
                 await asyncio.sleep(step.wait)
         elif step.check is not None:
-            result.checks.append((number, await driver.check(step.check)))
+            self._report_check(number, await driver.check(step.check))
         elif step.note is not None:
             self.bus.emit(Note(at=self.bus.now(), broker="runner", text=step.note))
         else:  # pragma: no cover - the model guarantees one action
             raise ScenarioError(f"step {number}: unknown action {action}")
+
+    async def resolve_target(self, target: str) -> str:
+        """A role or process name resolved as the scenario's own fault steps resolve it.
+
+        Raises:
+            ScenarioError: the run has not set up its channel yet.
+        """
+        if self._driver is None:
+            raise ScenarioError("the run has not set up its broker yet")
+        return await self._resolve(target, self._driver)
+
+    async def crash_consumer(self, name: str) -> None:
+        """SIGKILL (or cancel, in process) a running consumer now, as a ``crash:`` step does.
+
+        Raises:
+            ScenarioError: no consumer of that name.
+        """
+        await self._crash(name)
 
     async def _resolve(self, target: str, driver: Driver) -> str:
         """Resolve a role (leader, follower-1, broker) once per run: "pause follower-1" and a
@@ -382,9 +370,16 @@ class ScenarioRunner:
     async def _produce(self, step: Produce, driver: Driver, number: int) -> None:
         messages = self._messages(step)
         for message in messages:
-            self.ledger.keys.setdefault(message.message_id, message.key or "")
-            if message.priority is not None:
-                self.ledger.priorities[message.message_id] = message.priority
+            self.bus.emit(
+                ProduceRequested(
+                    at=self.bus.now(),
+                    broker="runner",
+                    message_id=message.message_id,
+                    step=number,
+                    key=message.key,
+                    priority=message.priority,
+                )
+            )
         if step.background:
             name = step.label or f"producer-{number}"
             self._producers[name] = asyncio.create_task(driver.produce(step, messages))
@@ -393,10 +388,18 @@ class ScenarioRunner:
 
     # --- consumers ----------------------------------------------------------------------
 
-    async def _consume(self, step: Consume, broker: Broker, driver: Driver) -> None:
+    async def _consume(self, step: Consume, broker: Broker, driver: Driver, number: int) -> None:
         if step.name in self._consumers and not self._consumers[step.name].task.done():
             raise ScenarioError(f"consumer {step.name!r} is already running")
-        self.ledger.consumers_ran = True
+        self.bus.emit(
+            ConsumerStarted(
+                at=self.bus.now(),
+                broker="runner",
+                consumer=step.name,
+                group=step.source or step.group or driver.default_group,
+                step=number,
+            )
+        )
         dedup = await self._dedup_store(broker) if step.idempotent else None
         background = _BackgroundConsumer(step.name)
         if self._consumes_in_process(step):
@@ -555,23 +558,3 @@ async def _pump_worker(process: asyncio.subprocess.Process, bus: ObservationBus)
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-
-
-def run_scenario(
-    scenario: Scenario,
-    system: str,
-    *,
-    sim: bool = False,
-    seed: int = 0,
-    in_process: bool | None = None,
-    on_observation: Callable[[Observation], None] | None = None,
-) -> RunResult:
-    """Run a scenario synchronously: on the virtual-time loop for ``sim``, else asyncio.run."""
-    runner = ScenarioRunner(
-        scenario, system, sim=sim, seed=seed, in_process=in_process, on_observation=on_observation
-    )
-    if sim:
-        from mqlab.brokers.sim.clock import run_virtual
-
-        return run_virtual(runner.run())
-    return asyncio.run(runner.run())

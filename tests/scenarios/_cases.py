@@ -6,7 +6,7 @@ import pytest
 
 from mqlab.course.scenario import Scenario
 from mqlab.scenarios.library import load_all
-from mqlab.scenarios.runner import RunResult
+from mqlab.scenarios.verdict import RunResult
 
 SCENARIOS = load_all()
 
@@ -45,23 +45,9 @@ def cases(*, real: bool) -> list[object]:
 def explain_failure(result: RunResult) -> str:
     """Everything needed to see why a run failed, in the assertion message."""
     lines = [f"{result.scenario_id} on {result.broker}: error={result.error}"]
-    lines += [
-        f"  expect {e.name}: expected {e.expected}, got {e.actual}"
-        for e in result.expectations
-        if not e.holds
-    ]
-    lines += [
-        f"  check step {n}: {c.description}; observed {c.observed}"
-        for n, c in result.checks
-        if not c.holds
-    ]
-    lines += [
-        f"  broker view: {a.description}; observed {a.observed}"
-        for a in result.agreement
-        if not a.holds
-    ]
-    lines.append(f"  ledger: {result.summary}")
-    lines.append(f"  groups: {result.per_group}")
+    lines += [f"  {failure}" for failure in result.failures()]
+    lines.append(f"  ledger: {result.summary.as_dict()}")
+    lines.append(f"  groups: {({n: g.as_dict() for n, g in result.groups.items()})}")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mqlab.observe.events import (
     Acked,
+    ConsumerStarted,
     DeadLettered,
     Delivered,
     Nacked,
@@ -11,10 +12,12 @@ from mqlab.observe.events import (
     Processed,
     Produced,
     ProduceFailed,
+    ProduceRequested,
     Rebalanced,
+    TransactionEnded,
 )
 from mqlab.scenarios.ledger import Ledger
-from mqlab.scenarios.runner import compare
+from mqlab.scenarios.verdict import compare
 
 
 def fold(*observations: Observation) -> Ledger:
@@ -110,11 +113,43 @@ def test_failed_sends_acks_and_settlement() -> None:
 
 
 def test_priority_inversions() -> None:
-    ledger = Ledger()
-    ledger.priorities.update({"low": 1, "high": 9})
-    for observation in (produced("low"), produced("high"), processed("low"), processed("high")):
-        ledger(observation)
+    ledger = fold(
+        ProduceRequested(at=0, broker="runner", message_id="low", step=1, priority=1),
+        ProduceRequested(at=0, broker="runner", message_id="high", step=1, priority=9),
+        produced("low"), produced("high"), processed("low"), processed("high"),
+    )  # fmt: skip
     assert ledger.summary()["priority_inversions"] == 1
+
+
+def test_priorities_in_order_are_no_inversion() -> None:
+    ledger = fold(
+        ProduceRequested(at=0, broker="runner", message_id="low", step=1, priority=1),
+        ProduceRequested(at=0, broker="runner", message_id="high", step=1, priority=9),
+        produced("low"), produced("high"), processed("high"), processed("low"),
+    )  # fmt: skip
+    assert ledger.summary()["priority_inversions"] == 0
+
+
+def test_nothing_processed_after_a_consumer_started_is_lost() -> None:
+    silent = fold(produced("a"), produced("b"))
+    assert silent.summary().lost == 0, "no consumer ran: nothing can be lost yet"
+    consumed = fold(
+        produced("a"), produced("b"),
+        ConsumerStarted(at=0, broker="runner", consumer="c", group="g", step=2),
+    )  # fmt: skip
+    assert consumed.summary().lost == 2
+
+
+def test_aborted_transaction_is_neither_produced_nor_lost() -> None:
+    ledger = fold(
+        produced("a"), produced("b"), produced("c"),
+        TransactionEnded(at=0, broker="t", producer="p", outcome="aborted", message_ids=("b", "c")),
+        TransactionEnded(at=0, broker="t", producer="p", outcome="committed", message_ids=("a",)),
+        ConsumerStarted(at=0, broker="runner", consumer="c", group="g", step=2),
+        processed("a"),
+    )  # fmt: skip
+    summary = ledger.summary()
+    assert (summary.produced, summary.aborted, summary.lost) == (1, 2, 0)
 
 
 def test_rebalances_count_assignment_changes_only() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from mqlab.course.scenario import Scenario
-from mqlab.scenarios.runner import run_scenario
+from mqlab.scenarios.session import run_scenario
 from tests.scenarios._cases import CORE_NUMBERS, cases, deterministic_on, explain_failure
 
 
@@ -21,7 +21,7 @@ def test_scenario_verdict_holds_on_real_broker(scenario: Scenario, system: str) 
     assert result.restore_problem is None, result.restore_problem
     assert result.passed, explain_failure(result)
     if deterministic_on(scenario, system):
-        simulated = run_scenario(scenario, system, sim=True, seed=7)
+        simulated = run_scenario(scenario, f"sim:{system}", seed=7)
         real_numbers = {k: result.summary[k] for k in CORE_NUMBERS}
         sim_numbers = {k: simulated.summary[k] for k in CORE_NUMBERS}
         assert sim_numbers == real_numbers, f"sim and {system} disagree on {scenario.id}"

@@ -9,13 +9,13 @@ import pytest
 
 from mqlab.course.scenario import Scenario
 from mqlab.observe.trace import TraceHeader, dumps
-from mqlab.scenarios.runner import run_scenario
+from mqlab.scenarios.session import run_scenario
 from tests.scenarios._cases import cases, explain_failure
 
 
 @pytest.mark.parametrize(("scenario", "system"), cases(real=False))
 def test_scenario_verdict_holds_on_sim(scenario: Scenario, system: str) -> None:
-    result = run_scenario(scenario, system, sim=True, seed=7)
+    result = run_scenario(scenario, f"sim:{system}", seed=7)
     assert result.passed, explain_failure(result)
 
 
@@ -26,7 +26,7 @@ def test_same_seed_gives_identical_trace(seed: int) -> None:
 
     scenario = find("at-least-once-crash")
     header = TraceHeader(broker="sim:kafka", seed=seed, scenario=scenario.id)
-    first = run_scenario(scenario, "kafka", sim=True, seed=seed)
-    second = run_scenario(scenario, "kafka", sim=True, seed=seed)
+    first = run_scenario(scenario, "sim:kafka", seed=seed)
+    second = run_scenario(scenario, "sim:kafka", seed=seed)
     assert first.observations, "a run must produce observations"
     assert dumps(header, first.observations) == dumps(header, second.observations)

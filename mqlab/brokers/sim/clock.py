@@ -8,6 +8,14 @@ seed give the same run every time.
 
 Real I/O still works on this loop (the selector is polled without blocking), but the
 simulator itself never does any.
+
+A loop can also be *paced* (``speed``): it then waits for real before each jump, ``speed``
+virtual seconds per real second, so a person can watch a simulated run unfold (the TUI) and
+act on it while it runs. A wake-up from another thread (``call_soon_threadsafe``: a key press
+injecting a fault) cuts the wait short and advances the clock only by the time that really
+passed, so the injected event lands between the timers it fell between. ``speed = 0`` pauses
+the run until such a wake-up. Without wake-ups a paced run gives the same trace as an unpaced
+one.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import asyncio
 import gc
 import math
 import selectors
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -38,18 +47,56 @@ class _VirtualSelector(selectors.DefaultSelector):
             # Nothing scheduled at all: only real I/O (e.g. a thread's wake-up) can make
             # progress, so wait for it for real.
             return super().select(None)
+        if loop.speed is not None and timeout > 0:
+            ready, reached = self._paced_wait(loop)
+            if ready or not reached:
+                return ready
         loop.advance_to_next_timer(jump=timeout > 0)
         return ready
 
+    def _paced_wait(
+        self, loop: VirtualTimeLoop
+    ) -> tuple[list[tuple[selectors.SelectorKey, int]], bool]:
+        """Wait for real until the next timer is due at ``loop.speed``.
+
+        Returns the ready events and whether the wait reached the timer. A wake-up from
+        another thread ends it early, with the clock advanced by the real time that passed.
+        """
+        deadline = loop.next_timer_deadline()
+        if deadline is None:
+            return [], True
+        virtual_wait = max(0.0, deadline - loop.time())
+        speed = loop.speed or 0.0
+        started = time.monotonic()
+        # speed 0 is a pause: only a wake-up (a new speed, an injected fault) continues.
+        ready = super().select(virtual_wait / speed if speed > 0 else None)
+        if not ready:
+            return ready, True
+        loop.advance(min(virtual_wait, (time.monotonic() - started) * speed))
+        return ready, False
+
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock only moves when everything is waiting on a timer."""
+    """An event loop whose clock only moves when everything is waiting on a timer.
 
-    def __init__(self, start: float = 0.0) -> None:
+    Args:
+        start: the virtual time to start at.
+        speed: None runs as fast as possible; a number paces the run at that many virtual
+            seconds per real second (0 pauses it). It may be changed while the loop runs, from
+            the loop's thread or with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, start: float = 0.0, *, speed: float | None = None) -> None:
         selector = _VirtualSelector()
         super().__init__(selector)
         selector.loop = self
         self._virtual_now = start
+        self.speed = speed
+
+    def next_timer_deadline(self) -> float | None:
+        """The virtual time of the earliest scheduled timer, None when there is none."""
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        return scheduled[0].when() if scheduled else None
 
     def time(self) -> float:
         """Virtual seconds since the simulation started (plus ``start``)."""
@@ -94,13 +141,19 @@ largest single cost of a throughput run. Reference counting still frees everythi
 once; only the search for cycles runs less often."""
 
 
-def run_virtual(coro: Coroutine[Any, Any, _T], *, start: float = 0.0) -> _T:
-    """Run ``coro`` to completion on a fresh :class:`VirtualTimeLoop` and close it.
+def run_virtual(
+    coro: Coroutine[Any, Any, _T],
+    *,
+    start: float = 0.0,
+    speed: float | None = None,
+) -> _T:
+    """Run ``coro`` to completion on a fresh :class:`VirtualTimeLoop` and close it
+    (``speed``: see :class:`VirtualTimeLoop`).
 
     The garbage collector's gen-0 threshold is raised for the run and restored afterwards
     (see :data:`SIM_GC_GEN0_THRESHOLD`).
     """
-    loop = VirtualTimeLoop(start=start)
+    loop = VirtualTimeLoop(start=start, speed=speed)
     thresholds = gc.get_threshold()
     gc.set_threshold(max(thresholds[0], SIM_GC_GEN0_THRESHOLD), *thresholds[1:])
     try:

@@ -21,7 +21,7 @@ from mqlab.brokers.api.kafka import (
 )
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DeadLettered
+from mqlab.observe.events import DeadLettered, TransactionEnded
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -229,10 +229,27 @@ class KafkaDriver(Driver):
                 await producer.commit_transaction()
             elif settings.transaction == "abort":
                 await producer.abort_transaction()
+            if settings.transaction is not None:
+                self._report_transaction(step, settings.transaction, messages[:acknowledged])
         finally:
             if owned:
                 await producer.close()
         return acknowledged
+
+    def _report_transaction(
+        self, step: Produce, outcome: str, messages: list[OutgoingMessage]
+    ) -> None:
+        """Tell the ledger which messages a transaction covered and how it ended: the
+        records of an aborted one are in the log but never visible to read_committed."""
+        self.broker.emit(
+            TransactionEnded(
+                at=self.broker.bus.now(),
+                broker=self.broker.name,
+                producer=step.label or "producer",
+                outcome="committed" if outcome == "commit" else "aborted",
+                message_ids=tuple(message.message_id for message in messages),
+            )
+        )
 
     async def open_consumer(self, step: Consume) -> ConsumerSession:
         group = self.kafka.qualify(step.group or self.default_group)
