@@ -78,6 +78,11 @@ class Observation:
 # --- messages ---------------------------------------------------------------------------
 
 
+DEAD_LETTER_PRODUCER = "dead-letter-writer"
+"""The ``producer`` of a :class:`Produced` that is a consumer writing a failed message aside
+itself (Kafka has no broker-side dead-letter queue): not a new message, its copy."""
+
+
 @_observation
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Produced(Observation):
@@ -143,6 +148,23 @@ class Processed(Observation):
     group: str = ""
     key: str | None = None
     skipped_duplicate: bool = False
+
+
+@_observation
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessingFailed(Observation):
+    """The consumer's business logic failed for a message (a poison message, a transient
+    error), and what the consumer did about it: ``then`` is ``retry`` (it will be delivered
+    again), ``dead_letter`` (moved aside), ``drop`` (settled without processing), ``ignore``
+    (acknowledged anyway) or ``lost`` (it was acknowledged before processing: at-most-once)."""
+
+    kind: ClassVar[str] = "processing_failed"
+    message_id: str
+    consumer: str
+    attempt: int
+    error: str
+    then: str
+    group: str = ""
 
 
 @_observation

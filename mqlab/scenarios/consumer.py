@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from mqlab.brokers.base import BrokerError
 from mqlab.course.scenario import Consume, CrashPoint
 from mqlab.observe.bus import ObservationBus
-from mqlab.observe.events import Note, Processed
+from mqlab.observe.events import Note, Processed, ProcessingFailed
 from mqlab.patterns.idempotency import DedupStore
 from mqlab.scenarios.drivers.base import ConsumerSession, Incoming
 
@@ -138,6 +138,18 @@ async def consume_loop(
                 except BrokerError as error:
                     await _report_and_pause(bus, broker_name, session, error)
                     settled = False
+                bus.emit(
+                    ProcessingFailed(
+                        at=bus.now(),
+                        broker=broker_name,
+                        message_id=message.message_id,
+                        consumer=session.name,
+                        group=session.group,
+                        attempt=attempt,
+                        error="poison message" if message.poison else "transient error",
+                        then=_what_next(step, settled=settled),
+                    )
+                )
                 if not settled and session.rewinds_on_requeue:
                     break  # the position was rewound: the rest of this batch comes again
                 continue
@@ -197,6 +209,17 @@ async def _process(
     )
     if step.idempotent and not skipped and dedup is not None:
         await dedup.remember(f"{session.group}:{message.message_id}")
+
+
+def _what_next(step: Consume, *, settled: bool) -> str:
+    """What became of a message whose processing failed (see ProcessingFailed.then)."""
+    if step.ack == "before":
+        return "lost"
+    if not settled:
+        return "retry"
+    return {"dead_letter": "dead_letter", "drop": "drop", "ignore": "ignore"}.get(
+        step.on_error, "retry"
+    )
 
 
 async def _handle_failure(

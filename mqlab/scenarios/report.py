@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mqlab.observe.events import (
+    DEAD_LETTER_PRODUCER,
     Acked,
     AggregateLoaded,
     BrokerDown,
@@ -46,6 +47,7 @@ from mqlab.observe.events import (
     OutboxRelayed,
     OutboxWritten,
     Processed,
+    ProcessingFailed,
     Produced,
     ProduceFailed,
     ProduceRequested,
@@ -69,6 +71,9 @@ from mqlab.observe.events import (
 from mqlab.scenarios.ledger import LEDGER_ROWS
 from mqlab.scenarios.verdict import ExpectationResult, RunResult
 
+NATS_ADVISORY_PREFIX = "$JS.EVENT.ADVISORY."
+"""Where JetStream reports a message that reached max_deliver (it has no dead-letter queue)."""
+
 _STYLES = {
     "produced": "green",
     "produce_failed": "bold red",
@@ -78,6 +83,7 @@ _STYLES = {
     "nacked": "yellow",
     "committed": "green",
     "dead_lettered": "magenta",
+    "processing_failed": "bold yellow",
     "consumer_crashed": "bold red",
     "fault_injected": "bold red",
     "fault_healed": "bold green",
@@ -114,6 +120,28 @@ def describe(observation: Observation) -> str | None:
         case TransactionEnded():
             who, count = observation.producer or "producer", len(observation.message_ids)
             return f"{who} {observation.outcome} a transaction of {count}"
+        case Produced(producer=producer) if producer == DEAD_LETTER_PRODUCER:
+            return (
+                f"{observation.message_id} copied to the dead-letter topic "
+                f"{observation.destination} by the consumer"
+            )
+        case ProcessingFailed():
+            then = {
+                "retry": "it will be delivered again",
+                "dead_letter": "moved aside",
+                "drop": "dropped",
+                "ignore": "acknowledged anyway",
+                "lost": "already acknowledged: lost",
+            }.get(observation.then, observation.then)
+            return (
+                f"{observation.consumer} FAILED to process {observation.message_id} "
+                f"(attempt {observation.attempt}, {observation.error}): {then}"
+            )
+        case DeadLettered(target=target) if target.startswith(NATS_ADVISORY_PREFIX):
+            return (
+                f"{observation.message_id}: NATS gave up redelivering it ({observation.reason}); "
+                "it stays in the stream and an advisory was published (JetStream has no DLQ)"
+            )
         case Produced(duplicate=True):
             return f"produce {observation.message_id}: dropped by the broker as a duplicate"
         case Produced():

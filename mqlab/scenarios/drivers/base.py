@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import ProduceFailed
+from mqlab.observe.events import Observation, ProduceFailed
 from mqlab.scenarios.ledger import Ledger
 
 POISON_MARK = "POISON"
@@ -139,6 +139,12 @@ class Driver(ABC):
         self.broker = broker
         self.scenario = scenario
         self.channel = scenario.channel
+        self._failures_reported: set[str] = set()
+        broker.bus.subscribe(self._note_reported_failure)
+
+    def _note_reported_failure(self, observation: Observation) -> None:
+        if isinstance(observation, ProduceFailed):
+            self._failures_reported.add(observation.message_id)
 
     @property
     def default_group(self) -> str:
@@ -160,9 +166,10 @@ class Driver(ABC):
     def report_failed_send(
         self, destination: str, message: OutgoingMessage, error: Exception
     ) -> None:
-        """Record a send the broker did not acknowledge, whether or not the adapter did, so
-        the ledger counts it (the ledger keys failures by message id, so a double report of
-        the same failure counts once)."""
+        """Record a send the broker did not acknowledge, unless the adapter already did (one
+        failure is one line in the timeline, not two)."""
+        if message.message_id in self._failures_reported:
+            return
         self.broker.emit(
             ProduceFailed(
                 at=self.broker.bus.now(),

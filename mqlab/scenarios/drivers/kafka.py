@@ -21,7 +21,7 @@ from mqlab.brokers.api.kafka import (
 )
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DeadLettered, TransactionEnded
+from mqlab.observe.events import DEAD_LETTER_PRODUCER, DeadLettered, TransactionEnded
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -90,8 +90,17 @@ class KafkaSession(ConsumerSession):
             await self.consumer.commit({tp: record.offset + 1})
 
     async def dead_letter(self, message: Incoming, attempts: int) -> bool:
+        """Retry in place (after ``retry_delay_ms``), or write the record to the DLQ topic.
+
+        Kafka has neither per-message redelivery nor a broker-side DLQ: retrying means
+        rewinding the partition, and waiting before the retry holds up every later record of
+        that partition. That is the cost a learner should see; production consumers move
+        failing records to a retry topic instead of blocking.
+        """
         settings = self.driver.channel.dead_letter
         if settings is None or attempts < settings.after_attempts:
+            if settings is not None and settings.retry_delay_ms:
+                await asyncio.sleep(settings.retry_delay_ms / 1000)
             await self.nack(message, requeue=True)
             return False
         record = self._record(message)
@@ -170,7 +179,7 @@ class KafkaDriver(Driver):
     async def dlq_producer(self) -> KafkaProducer:
         """A producer for the dead-letter topic, created on first use."""
         if self._dlq_producer is None:
-            self._dlq_producer = await self.kafka.producer(acks="all", name="dlq-producer")
+            self._dlq_producer = await self.kafka.producer(acks="all", name=DEAD_LETTER_PRODUCER)
         return self._dlq_producer
 
     async def _producer(self, step: Produce) -> tuple[KafkaProducer, bool]:
