@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -34,9 +35,11 @@ def test_each_failed_send_is_reported_once() -> None:
 def test_priorities_appear_in_the_timeline() -> None:
     result = run_scenario(find("rabbitmq-priority-queue"), "sim:rabbitmq")
     requested = [o for o in result.observations if isinstance(o, ProduceRequested)]
-    assert requested and all(o.priority is not None for o in requested)
+    assert requested
+    assert all(o.priority is not None for o in requested)
     line = describe(requested[0])
-    assert line is not None and f"priority {requested[0].priority}" in line
+    assert line is not None
+    assert f"priority {requested[0].priority}" in line
     unprioritised = ProduceRequested(at=0, broker="runner", message_id="m1", step=1)
     assert describe(unprioritised) is None, "plain sends are not doubled in the timeline"
 
@@ -48,7 +51,7 @@ def test_a_kafka_poison_message_shows_failures_spaced_by_the_retry_delay() -> No
     failed = [o for o in result.observations if isinstance(o, ProcessingFailed)]
     assert [o.then for o in failed] == ["retry", "retry", "dead_letter"]
     delay = scenario.channel.dead_letter.retry_delay_ms / 1000  # type: ignore[union-attr]
-    gaps = [b.at - a.at for a, b in zip(failed, failed[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(failed)]
     assert all(gap >= delay for gap in gaps[:1]), gaps
     copies = [
         o for o in result.observations if isinstance(o, Produced) and o.destination.endswith("-dlq")
@@ -68,14 +71,17 @@ def test_nats_max_deliver_is_not_called_a_dead_letter_queue() -> None:
         target="$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.s.c",
     )  # fmt: skip
     line = describe(advisory) or ""
-    assert "gave up redelivering" in line and "no DLQ" in line
+    assert "gave up redelivering" in line
+    assert "no DLQ" in line
     assert "dead-lettered to" not in line
 
 
 def test_scenarios_show_prints_settings_timeouts_and_choices_without_reprs() -> None:
     shown = runner.invoke(app, ["scenarios", "show", "kafka-acks1-unclean-loss"])
     assert shown.exit_code == 0, shown.output
-    assert "{" not in shown.output and "'" not in shown.output
+    assert "{" not in shown.output, "no Python dict reprs"
+    assert "model_" not in shown.output
+    assert "producer.acks=1" in shown.output, "nested settings are spelled as dotted keys"
     assert "at most" in shown.output, "a wait's timeout must be shown"
     scenario = find("kafka-acks1-unclean-loss")
     assert scenario.predict is not None
