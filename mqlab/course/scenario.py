@@ -15,13 +15,31 @@ line number, not a silently ignored setting.
 
 from __future__ import annotations
 
+import difflib
 import re
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from mqlab.course.loader import ContentError, load_model
+from mqlab.course.loader import (
+    Document,
+    Location,
+    read_document,
+    validate_document,
+)
+from mqlab.lab.endpoints import KAFKA_BROKER_IDS
 
 SCENARIO_FORMAT_VERSION = 1
 
@@ -37,9 +55,66 @@ ErrorPolicy = Literal["requeue", "drop", "dead_letter", "ignore"]
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
+MAX_SCENARIO_BYTES = 1024 * 1024
+"""A scenario file larger than this (1 MiB) is refused before it is parsed; the library's
+scenarios are 1-3 KiB."""
+
+MAX_STEPS = 500
+"""Most steps in one scenario (the library's longest has 17)."""
+
+MAX_MESSAGES_BYTES = 16 * 1024 * 1024
+"""Most bytes of message bodies one produce step may send (``count`` x body length): every
+message is built before the first is sent."""
+
+# Bounds on text: generous for what the field is for, small enough that a pasted log or a
+# generated file cannot cost seconds and hundreds of MB on every load.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+"""A name, key, label, target or template: at most 200 characters."""
+Prose = Annotated[str, StringConstraints(max_length=10_000)]
+"""Text shown to the learner (summary, explanation, note): at most 10,000 characters."""
+Line = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+"""One line shown to the learner (a title, a question, a choice): at most 300 characters."""
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+"""A duration in seconds: more than 0, at most an hour (a scenario runs in seconds)."""
+
+
+def _template(value: str) -> str:
+    """Check a text template: ``{i}`` and ``{n}`` with an optional short format, nothing else.
+
+    A template is formatted for every message; an unknown placeholder would fail in the middle
+    of a run, and a format such as ``{i:>999999999}`` would build gigabytes.
+    """
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError:
+        raise ValueError(
+            "a '{' or '}' without its partner (write {{ and }} for literal braces)"
+        ) from None
+    for _literal, field_name, format_spec, _conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in ("i", "n"):
+            raise ValueError(
+                f"unknown placeholder {{{field_name}}}: templates know {{i}} (the message's "
+                "index) and {n} (the count)"
+            )
+        if format_spec and not re.fullmatch(r"[<>^]?0?\d{0,2}[dxX]?", format_spec):
+            raise ValueError(
+                f"format {{{field_name}:{format_spec}}} is not supported (use e.g. {{i:03d}})"
+            )
+    return value
+
+
+Template = Annotated[Name, AfterValidator(_template)]
+"""A name-sized text template with ``{i}`` / ``{n}`` placeholders."""
+BodyTemplate = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_template)]
+"""A message body template, at most 10,000 characters."""
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float field of the format refuses .nan, .inf and -.inf.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- channel ------------------------------------------------------------------------------
@@ -53,24 +128,26 @@ class KafkaChannel(_Strict):
     replication_factor: int = Field(3, ge=1, le=3)
     """Copies of each partition (the lab has three brokers, whose default
     min.insync.replicas is 2: a topic with fewer than 2 replicas refuses acks=all writes)."""
-    config: dict[str, str] = Field(default_factory=dict)
+    config: dict[Name, Name] = Field(default_factory=dict, max_length=50)
     """Topic configs, e.g. ``min.insync.replicas: "2"`` (values are strings, as in Kafka)."""
 
 
 class RabbitChannel(_Strict):
     """RabbitMQ settings of the channel's queue (and where it is published)."""
 
-    exchange: str = ""
+    exchange: Annotated[str, StringConstraints(max_length=200)] = ""
     """Exchange producers publish to ("" = the default exchange, routing key = queue name)."""
     exchange_type: Literal["direct", "topic", "fanout", "headers"] = "direct"
     """Type of ``exchange`` when it is declared by the scenario."""
     max_priority: int | None = Field(None, ge=1, le=255)
     """x-max-priority: make the queue a priority queue."""
-    message_ttl_ms: int | None = Field(None, ge=0)
-    """x-message-ttl for the queue."""
-    prefetch: int = Field(10, ge=1)
+    message_ttl_ms: int | None = Field(None, ge=0, le=86_400_000)
+    """x-message-ttl for the queue (at most a day)."""
+    prefetch: int = Field(10, ge=1, le=65_535)
     """Consumers' prefetch (unacknowledged deliveries in flight per consumer)."""
-    queues: dict[str, list[str]] = Field(default_factory=dict)
+    queues: dict[Name, Annotated[list[Name], Field(max_length=50)]] = Field(
+        default_factory=dict, max_length=50
+    )
     """More queues bound to ``exchange``: name -> binding keys (topic patterns for a topic
     exchange; ignored by fanout). Consume them with ``consume.source``."""
 
@@ -97,12 +174,12 @@ class SqsChannel(_Strict):
 class NatsChannel(_Strict):
     """NATS JetStream settings of the channel's stream and consumers."""
 
-    subjects: list[str] = Field(default_factory=list)
+    subjects: list[Name] = Field(default_factory=list, max_length=50)
     """Subjects the stream captures (relative to the run's namespace; default ``<channel>.>``)."""
-    ack_wait: float = Field(30.0, gt=0)
+    ack_wait: Seconds = 30.0
     """Seconds before an unacknowledged message is redelivered."""
-    duplicate_window: float = Field(120.0, ge=0)
-    """Seconds the stream remembers Nats-Msg-Id values."""
+    duplicate_window: float = Field(120.0, ge=0, le=86_400)
+    """Seconds the stream remembers Nats-Msg-Id values (at most a day)."""
 
 
 class DeadLetter(_Strict):
@@ -117,14 +194,16 @@ class DeadLetter(_Strict):
     after_attempts: int = Field(3, ge=1, le=100)
     """Deliveries before the message is moved aside."""
     retry_delay_ms: int = Field(1000, ge=0, le=600_000)
-    """RabbitMQ: how long a failed message waits in the retry queue (TTL) before it comes back
-    (the DLX + TTL delayed-retry pattern). Ignored elsewhere."""
+    """How long a failed message waits before its next attempt. RabbitMQ: the TTL of the
+    retry queue it is dead-lettered into (the DLX + TTL delayed-retry pattern); Kafka: the
+    consumer pauses before rewinding (which holds up the whole partition). SQS and NATS wait
+    their own way: the visibility timeout and ack_wait."""
 
 
 class Channel(_Strict):
     """Where the scenario's messages go, with each system's own settings."""
 
-    name: str = "orders"
+    name: Name = "orders"
     """Logical name; the run's namespace is prepended on the broker."""
     kafka: KafkaChannel = KafkaChannel()
     rabbitmq: RabbitChannel = RabbitChannel()
@@ -162,43 +241,64 @@ class Produce(_Strict):
 
     count: int = Field(1, ge=1, le=100_000)
     """How many messages."""
-    body: str = "message {i}"
-    """Body template."""
-    key: str | None = None
+    body: BodyTemplate = "message {i}"
+    """Body template (at most 10,000 characters)."""
+    key: Template | None = None
     """Key template (Kafka key, SQS FIFO group id and routing key default)."""
-    keys: int | None = Field(None, ge=1)
+    keys: int | None = Field(None, ge=1, le=100_000)
     """Cycle through ``keys`` keys: message i gets key ``key-{i % keys}``."""
-    routing_key: str | None = None
+    routing_key: Template | None = None
     """RabbitMQ routing key / NATS subject suffix template (default: the key or the channel)."""
-    priorities: list[int] = Field(default_factory=list)
-    """RabbitMQ: priority of message i is ``priorities[i % len]``."""
-    dedup_id: str | None = None
+    priorities: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """RabbitMQ: priority of message i is ``priorities[i % len]`` (0-255)."""
+    dedup_id: Template | None = None
     """Dedup id template: SQS FIFO MessageDeduplicationId, NATS Nats-Msg-Id."""
-    poison: list[int] = Field(default_factory=list)
+    poison: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, max_length=1000)
     """Indexes of poison messages: every consumer fails to process them."""
-    flaky: dict[int, int] = Field(default_factory=dict)
+    flaky: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=dict, max_length=1000
+    )
     """Index -> number of attempts that fail before processing succeeds (a transient error,
     what retries with backoff exist for)."""
-    repeat: str | None = None
+    repeat: Name | None = None
     """Label of an earlier produce step: send the same messages (same ids) again, as a
     producer does when it retries after a lost acknowledgement."""
-    label: str | None = None
-    """Name this step so a later ``repeat`` can refer to it."""
+    label: Name | None = None
+    """Name this step so a later ``repeat`` can refer to it (labels are unique)."""
     producer: ProducerSettings = ProducerSettings()
-    rate: float | None = Field(None, gt=0)
+    rate: float | None = Field(None, gt=0, le=100_000)
     """Messages per second (default: as fast as acknowledgements come back)."""
     background: bool = False
     """Keep producing while the next steps run (join it with ``join``)."""
     expect_failures: bool = False
     """Failed sends are part of the lesson: record them and go on instead of stopping."""
-    to: str | None = None
+    to: Name | None = None
     """Another destination than the channel (a RabbitMQ exchange, an SNS topic name)."""
+
+    @model_validator(mode="after")
+    def _messages_fit(self) -> Produce:
+        for name, indexes in (("poison", list(self.poison)), ("flaky", list(self.flaky))):
+            beyond = [index for index in indexes if index >= self.count]
+            if beyond and self.repeat is None:
+                raise ValueError(
+                    f"{name} names message {beyond[0]}, but the step sends messages "
+                    f"0 to {self.count - 1}"
+                )
+        size = self.count * len(self.body.encode("utf-8", "replace"))
+        if size > MAX_MESSAGES_BYTES:
+            raise ValueError(
+                f"count x body is {size // (1024 * 1024)} MiB; a step may send at most "
+                f"{MAX_MESSAGES_BYTES // (1024 * 1024)} MiB"
+            )
+        return self
 
 
 class Crash(_Strict):
     """Kill the consumer process with SIGKILL at an exact point of its loop."""
 
-    after: int = Field(ge=1)
+    after: int = Field(ge=1, le=100_000)
     """Crash while handling the ``after``-th message (1-based)."""
     point: CrashPoint = "after_processing"
     """Where in the loop: after_receive, after_processing, before_ack, after_ack."""
@@ -207,18 +307,21 @@ class Crash(_Strict):
 class Consume(_Strict):
     """Run a consumer until it has processed ``count`` messages or the channel stays quiet."""
 
-    name: str = "consumer"
+    name: Name = "consumer"
     """Consumer name (also how later steps refer to it)."""
-    group: str | None = None
+    group: Name | None = None
     """Kafka consumer group / NATS durable (default: ``<channel>-group``)."""
-    source: str | None = None
-    """Another queue than the channel (e.g. a dead-letter or fan-out queue)."""
-    count: int | None = Field(None, ge=1)
+    source: Name | None = None
+    """Another queue than the channel: RabbitMQ one of ``channel.rabbitmq.queues`` (or the
+    ``<channel>-dlq`` parking queue), SQS an SNS-fed queue of the scenario (or
+    ``<channel>-dlq``), Kafka the ``<channel>-dlq`` topic; on NATS a filter subject inside the
+    stream's subjects (``orders.*.created``)."""
+    count: int | None = Field(None, ge=1, le=1_000_000)
     """Stop after processing this many messages."""
-    idle: float = Field(2.0, gt=0)
-    """Stop when nothing arrives for this many seconds."""
-    max_time: float = Field(60.0, gt=0)
-    """Hard limit for the whole step, in seconds."""
+    idle: float = Field(2.0, gt=0, le=600)
+    """Stop when nothing arrives for this many seconds (at most 600)."""
+    max_time: Seconds = 60.0
+    """Hard limit for the whole step, in seconds (at most 3600)."""
     ack: AckPolicy = "after"
     """before: ack/commit first, then process (at-most-once); after: process, then ack
     (at-least-once); never: do not acknowledge (messages come back)."""
@@ -227,15 +330,15 @@ class Consume(_Strict):
     dead_letter (reject to the DLQ / park), ignore (ack anyway)."""
     idempotent: bool = False
     """Remember processed message ids and skip redeliveries (an idempotent consumer)."""
-    processing_time: float = Field(0.0, ge=0)
-    """Seconds the business logic takes per message (a slow consumer)."""
+    processing_time: float = Field(0.0, ge=0, le=60)
+    """Seconds the business logic takes per message (a slow consumer; at most 60)."""
     crash: Crash | None = None
     """Crash at an exact point (see :class:`Crash`)."""
     background: bool = False
     """Run while the next steps run (stop it with ``stop``/``crash``, or ``join`` it)."""
     from_beginning: bool = False
     """Kafka: seek to the log start (replay); NATS: deliver policy all (default anyway)."""
-    start_sequence: int | None = Field(None, ge=1)
+    start_sequence: int | None = Field(None, ge=1, le=2**63 - 1)
     """NATS: start at this stream sequence (replay)."""
     isolation: Literal["read_uncommitted", "read_committed"] = "read_uncommitted"
     """Kafka isolation level."""
@@ -252,7 +355,7 @@ class Fault(_Strict):
 
     action: FaultAction
     """kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), restart."""
-    target: str
+    target: Name
     """A process name: kafka-broker-1..3, kafka-controller, rabbitmq, sqs, nats; or a role:
     ``broker`` (the system's broker; on Kafka the leader of partition 0), ``leader``,
     ``follower-1`` / ``follower-2`` (Kafka: replicas of partition 0 that are not the leader)."""
@@ -264,26 +367,34 @@ class Toxic(_Strict):
     kind: ToxicKind
     """latency, timeout (stop answering), reset_peer (reset connections), bandwidth, cut
     (disable the proxy: connections refused)."""
-    target: str
-    """The broker's proxy name (same names as processes: kafka-broker-2, rabbitmq ...) or a
-    role as in :class:`Fault` (``broker``, ``leader``)."""
-    latency_ms: int = Field(0, ge=0)
-    jitter_ms: int = Field(0, ge=0)
-    timeout_ms: int = Field(0, ge=0)
-    rate_kb: int = Field(0, ge=0)
+    target: Name
+    """The broker's proxy name (same names as processes except kafka-controller, which has no
+    proxy: kafka-broker-2, rabbitmq ...) or a role as in :class:`Fault` (``broker``,
+    ``leader``)."""
+    latency_ms: int = Field(0, ge=0, le=60_000)
+    """latency: added delay per packet, in milliseconds (at most a minute)."""
+    jitter_ms: int = Field(0, ge=0, le=60_000)
+    """latency: random variation of the delay, in milliseconds."""
+    timeout_ms: int = Field(0, ge=0, le=600_000)
+    """timeout / reset_peer: when to drop or reset the connection (0: at once)."""
+    rate_kb: int = Field(0, ge=0, le=10_000_000)
+    """bandwidth: the rate limit in KB/s."""
 
 
 class Heal(_Strict):
     """Undo network faults on ``target`` (all toxics removed, proxy enabled)."""
 
-    target: str
+    target: Name
+    """The proxy (or role) a ``toxic`` step targeted."""
 
 
 class WaitFor(_Strict):
     """Wait until a check holds (polling the broker), at most ``timeout`` seconds."""
 
     until: Check
-    timeout: float = Field(30.0, gt=0)
+    """The fact to wait for."""
+    timeout: Seconds = 30.0
+    """Give up after this many seconds (at most 3600); the check then fails."""
 
 
 class Check(_Strict):
@@ -292,18 +403,18 @@ class Check(_Strict):
     Exactly one of the fields is set.
     """
 
-    isr_size: int | None = None
+    isr_size: int | None = Field(None, ge=0, le=1_000_000_000)
     """Kafka: every partition of the channel has an ISR of this size."""
-    min_isr_size: int | None = None
+    min_isr_size: int | None = Field(None, ge=0, le=1_000_000_000)
     """Kafka: every partition's ISR has at least this many replicas."""
-    lag: int | None = None
+    lag: int | None = Field(None, ge=0, le=1_000_000_000)
     """Kafka: the default group's total lag on the channel."""
-    depth: int | None = None
+    depth: int | None = Field(None, ge=0, le=1_000_000_000)
     """RabbitMQ / SQS: messages in the channel's queue (ready + unacked / visible + in
     flight); NATS: messages in the stream."""
-    dead_letter_depth: int | None = None
+    dead_letter_depth: int | None = Field(None, ge=0, le=1_000_000_000)
     """Messages in the dead-letter queue (RabbitMQ parking queue, SQS DLQ, Kafka DLQ topic)."""
-    alive_brokers: int | None = None
+    alive_brokers: int | None = Field(None, ge=0, le=1_000_000_000)
     """Kafka: brokers registered in the cluster metadata."""
     online: bool | None = None
     """Kafka: every partition of the channel has a live leader (true) or some has none."""
@@ -312,7 +423,7 @@ class Check(_Strict):
     the channel was created (an election happened). Waiting for this rather than for a
     count of alive brokers avoids reading a stale view right after a kill."""
 
-    group: str | None = None
+    group: Name | None = None
     """Not a fact but a qualifier: the consumer group ``lag`` is about (default: the
     channel's default group, ``<channel>-group``)."""
 
@@ -329,21 +440,21 @@ class Step(_Strict):
 
     produce: Produce | None = None
     consume: Consume | None = None
-    stop: str | None = None
+    stop: Name | None = None
     """Close a background consumer cleanly (it leaves its group)."""
-    crash: str | None = None
+    crash: Name | None = None
     """SIGKILL a background consumer now."""
-    join: str | None = None
+    join: Name | None = None
     """Wait for a background consumer or producer (by name / label) to finish."""
     fault: Fault | None = None
     toxic: Toxic | None = None
     heal: Heal | None = None
-    wait: float | WaitFor | None = None
-    """Seconds to wait, or ``{until: <check>, timeout: s}``."""
+    wait: Seconds | WaitFor | None = None
+    """Seconds to wait (more than 0, at most 3600), or ``{until: <check>, timeout: s}``."""
     check: Check | None = None
-    note: str | None = None
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
     """Text shown in the timeline (explain what is about to happen)."""
-    only: list[BrokerChoice] = Field(default_factory=list)
+    only: list[BrokerChoice] = Field(default_factory=list, max_length=5)
     """Run this step only on these brokers (e.g. a fault that exists only on Kafka)."""
 
     @model_validator(mode="after")
@@ -358,6 +469,14 @@ class Step(_Strict):
     def action(self) -> str:
         """The name of the action this step performs."""
         return next(name for name, value in self if value is not None and name != "only")
+
+    def runs_on(self, system: str, *, sim: bool) -> bool:
+        """Whether this step runs in a run on ``system`` (the simulated one when ``sim``).
+
+        ``only: [kafka]`` runs on the real Kafka and on the simulated one; ``only: [sim]`` on
+        every simulated system and no real one.
+        """
+        return not self.only or system in self.only or (sim and "sim" in self.only)
 
 
 # --- expectations -------------------------------------------------------------------------
@@ -443,8 +562,8 @@ class Expectations(LedgerExpectation):
 class Prediction(_Strict):
     """The question the learner answers before the run."""
 
-    question: str
-    choices: list[str] = Field(min_length=2)
+    question: Line
+    choices: list[Line] = Field(min_length=2, max_length=10)
     answer: int = Field(ge=0)
     """Index of the right choice."""
 
@@ -460,22 +579,23 @@ class Scenario(_Strict):
 
     format_version: Literal[1]
     """Always 1 for this version of mqlab."""
-    id: str
-    """Unique slug, also the file name without ``.yaml``."""
-    title: str
-    topic: str
+    id: Name
+    """Unique slug, also the file name without ``.yaml`` (a copy outside ``scenarios/`` may
+    keep the id of the scenario it was copied from)."""
+    title: Line
+    topic: Name
     """Course topic (delivery-guarantees, kafka, rabbitmq, sqs, nats, network, ...)."""
-    summary: str
+    summary: Prose
     """One or two sentences: what the scenario shows."""
-    brokers: list[BrokerChoice] = Field(min_length=1)
+    brokers: list[BrokerChoice] = Field(min_length=1, max_length=5)
     """Systems it runs on; ``sim`` means: also on the simulator for each listed system."""
     predict: Prediction | None = None
     channel: Channel = Channel()
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     expect: Expectations = Expectations()
-    explain: str = ""
+    explain: Prose = ""
     """What happened and why, shown after the verdict."""
-    nondeterministic: dict[BrokerChoice, str] = Field(default_factory=dict)
+    nondeterministic: dict[BrokerChoice, Prose] = Field(default_factory=dict)
     """Brokers on which the exact numbers may vary between runs, and why. On those the
     expectations must use comparisons (">0") rather than exact numbers."""
 
@@ -500,24 +620,287 @@ class Scenario(_Strict):
     def _consistent(self) -> Scenario:
         if not self.systems:
             raise ValueError("brokers must name at least one system (kafka, rabbitmq, sqs, nats)")
-        labels = {s.produce.label for s in self.steps if s.produce and s.produce.label}
-        for step in self.steps:
-            if step.produce and step.produce.repeat and step.produce.repeat not in labels:
-                raise ValueError(f"produce.repeat {step.produce.repeat!r} names no labelled step")
         return self
+
+    def runs(self) -> list[tuple[System, bool]]:
+        """Every run the scenario has: ``(system, simulated)`` for each listed system."""
+        sims = (False, True) if self.runs_on_sim else (False,)
+        return [(system, sim) for system in self.systems for sim in sims]
+
+    def content_problems(self) -> Iterator[tuple[Location, str]]:
+        """What the fields cannot check alone: names and targets that must exist.
+
+        Checked on load, so a scenario that would fail half-way (an unknown fault target, a
+        ``join`` of a consumer that never started) is refused before anything runs. See
+        :class:`mqlab.course.loader.CheckedContent`.
+        """
+        yield from _reference_problems(self)
 
 
 WaitFor.model_rebuild()
 Step.model_rebuild()
 
 
-def load_scenario(path: Path) -> Scenario:
-    """Load and validate one scenario file.
+# --- cross-references ---------------------------------------------------------------------
+
+PROCESS_TARGETS: dict[System, tuple[str, ...]] = {
+    "kafka": ("kafka-controller", *(f"kafka-broker-{i}" for i in KAFKA_BROKER_IDS)),
+    "rabbitmq": ("rabbitmq",),
+    "sqs": ("sqs",),
+    "nats": ("nats",),
+}
+"""The lab's processes (and the simulator's nodes) that ``fault`` may target, per system."""
+
+PROXY_TARGETS: dict[System, tuple[str, ...]] = {
+    "kafka": tuple(f"kafka-broker-{i}" for i in KAFKA_BROKER_IDS),
+    "rabbitmq": ("rabbitmq",),
+    "sqs": ("sqs",),
+    "nats": ("nats",),
+}
+"""The Toxiproxy proxies ``toxic`` and ``heal`` may target (the Kafka controller has none:
+clients never talk to it)."""
+
+
+def _roles(scenario: Scenario, system: System) -> tuple[str, ...]:
+    if system != "kafka":
+        return ("broker",)
+    followers = scenario.channel.kafka.replication_factor - 1
+    return ("broker", "leader", *(f"follower-{n}" for n in range(1, followers + 1)))
+
+
+def _run_name(system: str, sim: bool) -> str:
+    return f"sim:{system}" if sim else system
+
+
+def _target_problem(
+    scenario: Scenario, target: str, systems: list[System], names: dict[System, tuple[str, ...]]
+) -> str | None:
+    """Why ``target`` does not exist on one of ``systems``, or None when it exists on all."""
+    for system in systems:
+        valid = (*_roles(scenario, system), *names[system])
+        if target in valid:
+            continue
+        if target.startswith("follower-") and system == "kafka":
+            replicas = scenario.channel.kafka.replication_factor
+            return (
+                f"{target!r}: with replication_factor {replicas} partition 0 has "
+                f"{replicas - 1} follower{'' if replicas == 2 else 's'}"
+            )
+        elsewhere = [other for other in SYSTEMS if other != system and target in names[other]]
+        if elsewhere:
+            return (
+                f"{target!r} is a {elsewhere[0]} target, but this step also runs on {system} "
+                f"(add only: [{elsewhere[0]}] to the step, or target 'broker')"
+            )
+        close = difflib.get_close_matches(target, valid, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown target {target!r} on {system} ({hint}targets: {', '.join(valid)})"
+    return None
+
+
+def _subject_within(subject: str, pattern: str) -> bool:
+    """Whether every subject matching ``subject`` (itself possibly a wildcard filter) also
+    matches the stream subject ``pattern`` (NATS: ``*`` one token, ``>`` the rest)."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    if "" in tokens:
+        return False
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or tokens[index] == ">":
+            return False
+        if token != "*" and (tokens[index] == "*" or tokens[index] != token):
+            return False
+    return len(tokens) == len(wanted)
+
+
+def _source_problem(scenario: Scenario, source: str, system: System) -> str | None:
+    channel = scenario.channel
+    dead_letter_queue = f"{channel.name}-dlq"
+    if system == "nats":
+        subjects = channel.nats.subjects or [f"{channel.name}.>"]
+        if any(_subject_within(source, pattern) for pattern in subjects):
+            return None
+        return (
+            f"{source!r} is not inside the stream's subjects ({', '.join(subjects)}): on NATS "
+            "a source is a filter subject"
+        )
+    queues = [channel.name]
+    if channel.dead_letter is not None:
+        queues.append(dead_letter_queue)
+    if system == "rabbitmq":
+        queues += list(channel.rabbitmq.queues)
+    if source in queues:
+        return None
+    if system == "sqs":
+        if any(step.produce is not None and step.produce.to for step in scenario.steps):
+            return None  # a queue SNS fans out to: the run creates and subscribes it
+        return (
+            f"{source!r} is no queue of this scenario on sqs: only an SNS fan-out "
+            f"(a produce step with to: <topic>) creates more queues (queues: {', '.join(queues)})"
+        )
+    if source == dead_letter_queue:
+        return f"{source!r} exists only with channel.dead_letter"
+    what = "topic" if system == "kafka" else "queue"
+    where = " (more queues go under channel.rabbitmq.queues)" if system == "rabbitmq" else ""
+    return f"{source!r} is no {what} of this scenario on {system}{where}: {', '.join(queues)}"
+
+
+@dataclass
+class _RunState:
+    """What one run has started so far while its steps are walked in order."""
+
+    labels: dict[str, int] = field(default_factory=dict)
+    consumers: dict[str, int] = field(default_factory=dict)
+    """Background consumers still running -> the index of the step that started them."""
+    producers: dict[str, int] = field(default_factory=dict)
+    """Background producers not joined yet -> the index of their step."""
+
+
+def _reference_problems(scenario: Scenario) -> Iterator[tuple[Location, str]]:
+    steps = scenario.steps
+    found: dict[Location, str] = {}
+
+    def report(location: Location, message: str) -> None:
+        found.setdefault(location, message)
+
+    labels: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for position, broker in enumerate(step.only):
+            if broker not in scenario.brokers:
+                report(
+                    ("steps", index, "only", position),
+                    f"{broker!r} is not one of this scenario's brokers "
+                    f"({', '.join(scenario.brokers)})",
+                )
+        label = step.produce.label if step.produce is not None else None
+        if label is not None:
+            if label in labels:
+                report(
+                    ("steps", index, "produce", "label"),
+                    f"label {label!r} is already used by steps[{labels[label]}]",
+                )
+            labels.setdefault(label, index)
+        systems = [
+            system
+            for system in scenario.systems
+            if any(step.runs_on(run, sim=sim) for run, sim in scenario.runs() if run == system)
+        ]
+        problem: str | None = None
+        if step.fault is not None:
+            problem = _target_problem(scenario, step.fault.target, systems, PROCESS_TARGETS)
+            if problem:
+                report(("steps", index, "fault", "target"), problem)
+        for action in ("toxic", "heal"):
+            network = getattr(step, action)
+            if network is not None:
+                problem = _target_problem(scenario, network.target, systems, PROXY_TARGETS)
+                if problem:
+                    report(("steps", index, action, "target"), problem)
+        if step.consume is not None and step.consume.source is not None:
+            for system in systems:
+                problem = _source_problem(scenario, step.consume.source, system)
+                if problem:
+                    report(("steps", index, "consume", "source"), problem)
+                    break
+    # Name the run only when runs differ (some step has ``only``): then it says where.
+    step_lists = {
+        tuple(s.runs_on(system, sim=sim) for s in steps) for system, sim in scenario.runs()
+    }
+    several_runs = len(step_lists) > 1
+    for system, sim in scenario.runs():
+        suffix = f" on {_run_name(system, sim)}" if several_runs else ""
+        state = _RunState()
+        for index, step in enumerate(steps):
+            if step.runs_on(system, sim=sim):
+                for location, message in _step_references(index, step, state, labels):
+                    report(location, message + suffix)
+    yield from found.items()
+
+
+def _step_references(
+    index: int, step: Step, state: _RunState, labels: dict[str, int]
+) -> Iterator[tuple[Location, str]]:
+    """Check one step against what the run started before it, then record what it starts."""
+    if step.produce is not None:
+        produce = step.produce
+        if produce.repeat is not None and produce.repeat not in state.labels:
+            if produce.repeat in labels:
+                message = (
+                    f"label {produce.repeat!r} belongs to steps[{labels[produce.repeat]}], "
+                    "which does not run before this step"
+                )
+            else:
+                message = f"no produce step has label {produce.repeat!r}"
+            yield ("steps", index, "produce", "repeat"), message
+        if produce.label is not None:
+            state.labels.setdefault(produce.label, index)
+        if produce.background:
+            state.producers[produce.label or f"producer-{index + 1}"] = index
+    elif step.consume is not None:
+        name = step.consume.name
+        if name in state.consumers:
+            started = state.consumers[name]
+            yield (
+                ("steps", index, "consume", "name"),
+                (
+                    f"consumer {name!r} is still running (started by steps[{started}]): "
+                    "stop or join it first, or give this one another name"
+                ),
+            )
+        if step.consume.background:
+            state.consumers[name] = index
+    elif step.stop is not None or step.crash is not None:
+        action = "stop" if step.stop is not None else "crash"
+        name = step.stop or step.crash or ""
+        if name in state.consumers:
+            del state.consumers[name]
+        elif name in state.producers:
+            yield (
+                ("steps", index, action),
+                (
+                    f"{name!r} is a background producer: {action} acts on consumers "
+                    "(join it instead)"
+                ),
+            )
+        else:
+            yield ("steps", index, action), _not_running(name, "consumer", state)
+    elif step.join is not None:
+        name = step.join
+        if name in state.consumers:
+            del state.consumers[name]
+        elif name in state.producers:
+            del state.producers[name]
+        else:
+            yield ("steps", index, "join"), _not_running(name, "consume or produce", state)
+
+
+def _not_running(name: str, kind: str, state: _RunState) -> str:
+    running = sorted({*state.consumers, *state.producers})
+    known = f" (running then: {', '.join(running)})" if running else ""
+    return f"no background {kind} step named {name!r} is running at this step{known}"
+
+
+def load_scenario(
+    path: Path, *, text: str | None = None, id_must_match_file: bool = True
+) -> Scenario:
+    """Load and validate one scenario file, its cross-references included.
+
+    Args:
+        path: the file.
+        text: its text, when the caller already has it.
+        id_must_match_file: a library file is named after its id; a learner's copy elsewhere
+            may keep the id of the scenario it was copied from (pass False for it).
 
     Raises:
         ContentError: ``path:line: what is wrong``.
     """
-    scenario = load_model(Scenario, path)
-    if scenario.id != path.stem:
-        raise ContentError(path, None, f"id {scenario.id!r} must match the file name {path.stem!r}")
+    document: Document = read_document(path, text, max_bytes=MAX_SCENARIO_BYTES)
+    scenario = validate_document(Scenario, document)
+    if id_must_match_file and scenario.id != path.stem:
+        raise document.error(
+            ("id",),
+            f"{scenario.id!r} must match the file name {path.stem!r} (a library scenario is "
+            "named after its id; to experiment with a copy, keep it outside scenarios/)",
+        )
     return scenario

@@ -1,4 +1,9 @@
-"""The scenario library: find, list and load scenario files by id or path."""
+"""The scenario library: find, list and load scenario files by id or path.
+
+The library is the folder ``scenarios/`` (see :func:`mqlab.course.content.content_dir`): there
+a file is named after its scenario's id and ids are unique. A file given by path from anywhere
+else is a learner's copy or an author's draft: it runs as it is, whatever its id.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +14,67 @@ from mqlab.course.content import content_dir
 from mqlab.course.loader import ContentError
 from mqlab.course.scenario import Scenario, load_scenario
 
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
 
 class UnknownScenario(ContentError):
     """No scenario with that id (the message suggests the closest one)."""
 
 
+def _library_dir(directory: Path | None) -> Path:
+    return directory or content_dir("scenarios")
+
+
 def scenario_paths(directory: Path | None = None) -> list[Path]:
-    """Every ``*.yaml`` scenario file, sorted by name."""
-    folder = directory or content_dir("scenarios")
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    """Every ``*.yaml`` / ``*.yml`` scenario file of the library, sorted by name."""
+    folder = _library_dir(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.suffix in SCENARIO_SUFFIXES)
 
 
 def load_all(directory: Path | None = None) -> list[Scenario]:
-    """Load every scenario; the first invalid file raises :class:`ContentError`."""
-    scenarios = [load_scenario(path) for path in scenario_paths(directory)]
-    seen: set[str] = set()
-    for scenario in scenarios:
+    """Load every library scenario; the first invalid file raises :class:`ContentError`.
+
+    Raises:
+        ContentError: an invalid file, an id that differs from its file name, or two files
+            with one id (``a.yaml`` and ``a.yml``).
+    """
+    scenarios: list[Scenario] = []
+    seen: dict[str, Path] = {}
+    for path in scenario_paths(directory):
+        scenario = load_scenario(path)
         if scenario.id in seen:
-            raise ContentError(Path(scenario.id), None, "duplicate scenario id")
-        seen.add(scenario.id)
+            raise ContentError(
+                path, None, f"id {scenario.id!r} is already the id of {seen[scenario.id]}"
+            )
+        seen[scenario.id] = path
+        scenarios.append(scenario)
     return scenarios
+
+
+def _is_library_file(path: Path, directory: Path | None) -> bool:
+    try:
+        return path.resolve().parent == _library_dir(directory).resolve()
+    except OSError:
+        return False
 
 
 def find(name: str, directory: Path | None = None) -> Scenario:
     """A scenario by id (``kafka-leader-failover``) or by path to a YAML file.
+
+    ``name`` is a path when it ends in ``.yaml`` / ``.yml``, contains a ``/`` or names an
+    existing file; otherwise it is an id of the library. A path inside the library must be
+    named after its id; a path elsewhere (a learner's copy) need not be.
 
     Raises:
         UnknownScenario: no such id; with a "did you mean" when one is close.
         ContentError: the file is invalid.
     """
     candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        return load_scenario(candidate)
-    paths = {p.stem: p for p in scenario_paths(directory)}
+    if candidate.suffix in SCENARIO_SUFFIXES or "/" in name or candidate.is_file():
+        return load_scenario(candidate, id_must_match_file=_is_library_file(candidate, directory))
+    paths = {path.stem: path for path in scenario_paths(directory)}
     if name in paths:
         return load_scenario(paths[name])
     close = difflib.get_close_matches(name, paths, n=1, cutoff=0.5)

@@ -88,7 +88,7 @@ def test_repeat_must_name_a_label(tmp_path: Path) -> None:
     text = VALID.format(id="rep").replace(
         "  - consume: {name: c}", "  - produce: {repeat: nothing}\n  - consume: {name: c}"
     )
-    with pytest.raises(ContentError, match="names no labelled step"):
+    with pytest.raises(ContentError, match="no produce step has label .nothing."):
         load_scenario(write(tmp_path, "rep", text))
 
 
