@@ -16,6 +16,7 @@ import typer
 from mqlab import __version__
 from mqlab.cli import course as course_commands
 from mqlab.cli import lab as lab_commands
+from mqlab.cli import retries as retry_commands
 from mqlab.cli import scenarios as scenario_commands
 from mqlab.cli.common import EXIT_INTERRUPTED, report_error, user_error_types
 
@@ -59,6 +60,7 @@ app.command("run")(scenario_commands.run)
 app.command("replay")(scenario_commands.replay)
 app.command("compare")(scenario_commands.compare)
 app.command("course")(course_commands.course)
+app.add_typer(retry_commands.retries_app, name="retries")
 
 
 def main() -> None:
