@@ -37,4 +37,6 @@ BrokerOption = Annotated[
         "for the scenario's first system) or sim:<system>.",
     ),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Simulator seed (same seed, same run).")]
+SeedOption = Annotated[
+    int, typer.Option("--seed", min=0, help="Simulator seed, 0 or more (same seed, same run).")
+]
