@@ -16,6 +16,7 @@ import typer
 from mqlab import __version__
 from mqlab.cli import course as course_commands
 from mqlab.cli import lab as lab_commands
+from mqlab.cli import lessons as lesson_commands
 from mqlab.cli import retries as retry_commands
 from mqlab.cli import scenarios as scenario_commands
 from mqlab.cli.common import EXIT_INTERRUPTED, report_error, user_error_types
@@ -56,6 +57,7 @@ def root(
 app.add_typer(lab_commands.lab_app, name="lab")
 app.command("doctor")(lab_commands.doctor)
 app.add_typer(scenario_commands.scenarios_app, name="scenarios")
+app.add_typer(lesson_commands.lessons_app, name="lessons")
 app.command("run")(scenario_commands.run)
 app.command("replay")(scenario_commands.replay)
 app.command("compare")(scenario_commands.compare)
