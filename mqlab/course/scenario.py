@@ -686,6 +686,11 @@ def _target_problem(
                 f"{target!r}: with replication_factor {replicas} partition 0 has "
                 f"{replicas - 1} follower{'' if replicas == 2 else 's'}"
             )
+        if target in PROCESS_TARGETS[system]:
+            return (
+                f"{target!r} has no proxy: clients never talk to it, so there is no network "
+                f"to break (proxies: {', '.join(names[system])})"
+            )
         elsewhere = [other for other in SYSTEMS if other != system and target in names[other]]
         if elsewhere:
             return (
