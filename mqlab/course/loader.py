@@ -166,6 +166,12 @@ def decode_text(path: Path, raw: bytes) -> str:
     Raises:
         ContentError: a NUL byte (a binary file) or a byte sequence that is not UTF-8.
     """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ContentError(
+            path,
+            1,
+            "text is UTF-16 (it starts with a UTF-16 byte order mark); save the file as UTF-8",
+        )
     nul = raw.find(b"\x00")
     if nul >= 0:
         raise ContentError(

@@ -268,7 +268,9 @@ def _build(path: Path, number: int, cls: type[_T], payload: dict[str, Any], name
             values[key] = _convert(value, hints[key])
         except _WrongType as wrong:
             raise _fail(
-                path, number, f"{name}: {key} must be {wrong.expected}, got {_show(value)}"
+                path,
+                number,
+                f"{name}: {key}{wrong.where} must be {wrong.expected}, got {_show(wrong.value)}",
             ) from None
     return cls(**values)
 
@@ -288,9 +290,17 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
 
 
 class _WrongType(Exception):
-    def __init__(self, expected: str) -> None:
+    """A value that does not fit its field: ``where`` is the path inside the field
+    (``[0]``, ``.mqlab``), ``value`` the part that does not fit."""
+
+    def __init__(self, expected: str, value: Any, where: str = "") -> None:
         super().__init__(expected)
         self.expected = expected
+        self.value = value
+        self.where = where
+
+    def inside(self, step: str) -> _WrongType:
+        return _WrongType(self.expected, self.value, step + self.where)
 
 
 def _is_int(value: Any) -> bool:
@@ -313,16 +323,19 @@ def _convert(value: Any, hint: Any) -> Any:
     """``value`` checked against ``hint``, with JSON lists turned into the tuples it names.
 
     Raises:
-        _WrongType: the value does not fit (its ``expected`` says what would).
+        _WrongType: the value (or a part of it) does not fit; it says what would.
     """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        deeper: _WrongType | None = None
         for option in typing.get_args(hint):
             try:
                 return _convert(value, option)
-            except _WrongType:
-                continue
-        raise _WrongType(_expected(hint))
+            except _WrongType as wrong:
+                # A member whose shape matched (a list for a list) failed inside: that is
+                # the more useful message.
+                deeper = wrong if wrong.where and deeper is None else deeper
+        raise deeper or _WrongType(_expected(hint), value)
     if hint is type(None):
         if value is None:
             return None
@@ -336,34 +349,39 @@ def _convert(value: Any, hint: Any) -> Any:
         if (_is_int(value) or isinstance(value, float)) and math.isfinite(value):
             return value
         if isinstance(value, float):
-            raise _WrongType("a finite number")
+            raise _WrongType("a finite number", value)
     elif hint is str:
         if isinstance(value, str):
             return value
     elif origin is tuple:
-        arguments = typing.get_args(hint)
-        if isinstance(value, list):
-            if len(arguments) == 2 and arguments[1] is Ellipsis:
-                return tuple(_convert(item, arguments[0]) for item in value)
-            if len(value) == len(arguments):
-                return tuple(
-                    _convert(item, arg) for item, arg in zip(value, arguments, strict=True)
-                )
-        if arguments and arguments[-1] is Ellipsis:
-            raise _WrongType("a list")
-        raise _WrongType(f"a list of {len(arguments)} items")
+        return _convert_tuple(value, typing.get_args(hint))
     elif origin is dict:
         key_hint, value_hint = typing.get_args(hint)
         if isinstance(value, dict):
-            return {_convert(k, key_hint): _convert(v, value_hint) for k, v in value.items()}
-    raise _WrongType(_expected(hint))
+            converted = {}
+            for key, item in value.items():
+                try:
+                    converted[_convert(key, key_hint)] = _convert(item, value_hint)
+                except _WrongType as wrong:
+                    raise wrong.inside(f".{key}") from None
+            return converted
+    raise _WrongType(_expected(hint), value)
+
+
+def _convert_tuple(value: Any, arguments: tuple[Any, ...]) -> tuple[Any, ...]:
+    repeated = len(arguments) == 2 and arguments[1] is Ellipsis
+    if not isinstance(value, list) or (not repeated and len(value) != len(arguments)):
+        raise _WrongType("a list" if repeated else f"a list of {len(arguments)} items", value)
+    items = []
+    for index, item in enumerate(value):
+        try:
+            items.append(_convert(item, arguments[0] if repeated else arguments[index]))
+        except _WrongType as wrong:
+            raise wrong.inside(f"[{index}]") from None
+    return tuple(items)
 
 
 def _show(value: Any) -> str:
-    """A JSON value, short, as it appears in the file."""
-    text = json.dumps(value, ensure_ascii=False) if _json_safe(value) else repr(value)
+    """A JSON value, short, as it appears in the file (``NaN`` as JSON spells it)."""
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else f"{text[:40]}..."
-
-
-def _json_safe(value: Any) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
