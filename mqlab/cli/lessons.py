@@ -63,6 +63,13 @@ def _open_progress(console: Console) -> ProgressStore | None:
         return None
 
 
+def _esc(text: str) -> str:
+    """``text`` with rich markup escaped (content may contain ``[B1,B2]`` or ``[key]``)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _shown_path(path: Path) -> Path:
     """``path`` relative to the working directory when it is inside it (shorter messages)."""
     try:
@@ -196,7 +203,7 @@ def _ask(label: str) -> str:
 
     try:
         answer: str = typer.prompt(label, default="", show_default=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         raise _Quit from None
     answer = answer.strip().lower()
     if answer in ("q", "quit"):
@@ -221,7 +228,7 @@ def _walk(console: Console, entry: LessonEntry, player: LessonPlayer, step: int 
     from rich.markdown import Markdown
 
     lesson = entry.lesson
-    console.print(f"\n[bold]{lesson.title}[/bold]  ({lesson.id}, about {lesson.minutes} min)")
+    console.print(f"\n[bold]{_esc(lesson.title)}[/bold]  ({lesson.id}, about {lesson.minutes} min)")
     console.print(Markdown(lesson.summary))
     current = player.go(step - 1) if step is not None else player.resume()
     if step is None and current.index > 0:
@@ -241,14 +248,15 @@ def _walk(console: Console, entry: LessonEntry, player: LessonPlayer, step: int 
             console.rule("[green]lesson done[/green]")
             console.print("Sources:")
             for source in lesson.sources:
-                console.print(f"  - {source}", highlight=False)
+                console.print(f"  - {source}", highlight=False, markup=False)
             return
 
 
 def _heading(console: Console, player: LessonPlayer, step: StepPlay) -> None:
     total = len(player.steps)
     console.print()
-    console.rule(f"step {step.index + 1}/{total} · {step.kind} · {step.title}", align="left")
+    title = f" · {step.title}" if step.title != step.kind else ""
+    console.rule(f"step {step.index + 1}/{total} · {step.kind}{_esc(title)}", align="left")
 
 
 def _play(console: Console, step: StepPlay) -> None:
@@ -295,7 +303,7 @@ def _show_read(console: Console, step: ReadPlay) -> None:
 
 def _choices(console: Console, choices: tuple[str, ...]) -> None:
     for number, text in enumerate(choices, start=1):
-        console.print(f"  {number}. {text}", highlight=False)
+        console.print(f"  {number}. {text}", highlight=False, markup=False)
 
 
 def _play_quiz(console: Console, step: QuizPlay) -> None:
@@ -314,10 +322,10 @@ def _play_quiz(console: Console, step: QuizPlay) -> None:
         if feedback.right:
             console.print("[bold green]right.[/bold green]")
         else:
-            console.print(f"[bold red]not quite:[/bold red] {feedback.why}", highlight=False)
             console.print(
-                f"the answer: {feedback.answer + 1}. {feedback.right_text}", highlight=False
+                f"[bold red]not quite:[/bold red] {_esc(feedback.why or '')}", highlight=False
             )
+            console.print(f"the answer: {feedback.answer + 1}. {feedback.right_text}", markup=False)
         console.print(Markdown(feedback.explain))
         again = _ask("[enter] next · a answer again · b back · q quit")
         if again == "b":
@@ -331,9 +339,9 @@ def _play_predict(console: Console, step: PredictPlay) -> None:
 
     from mqlab.scenarios.report import ledger_table, verdict_text
 
-    console.print(f"[bold]{step.scenario.title}[/bold]", highlight=False)
-    console.print(step.scenario.summary.strip(), highlight=False)
-    console.print(f"\n[bold]Predict:[/bold] {step.question}", highlight=False)
+    console.print(f"[bold]{_esc(step.scenario.title)}[/bold]", highlight=False)
+    console.print(step.scenario.summary.strip(), highlight=False, markup=False)
+    console.print(f"\n[bold]Predict:[/bold] {_esc(step.question)}", highlight=False)
     _choices(console, step.choices)
     while True:
         answer = _ask(f"your prediction (1-{len(step.choices)}, b back, q quit)")
@@ -352,16 +360,16 @@ def _play_predict(console: Console, step: PredictPlay) -> None:
     elif outcome.held is False:
         right = step.choices[outcome.answer]
         console.print(
-            f"[bold red]Your prediction did not hold:[/bold red] {right}", highlight=False
+            f"[bold red]Your prediction did not hold:[/bold red] {_esc(right)}", highlight=False
         )
     else:
         console.print(
             "[yellow]This run did not show the expected outcome, so it cannot settle your "
-            f"prediction; the expected answer is: {step.choices[outcome.answer]}[/yellow]",
+            f"prediction; the expected answer is: {_esc(step.choices[outcome.answer])}[/yellow]",
             highlight=False,
         )
     if outcome.explain:
-        console.print(f"\n[italic]{outcome.explain.strip()}[/italic]", highlight=False)
+        console.print(f"\n[italic]{_esc(outcome.explain.strip())}[/italic]", highlight=False)
     if outcome.after:
         console.print(Markdown(outcome.after))
     _continue()
@@ -385,7 +393,7 @@ def _play_experiment(console: Console, step: ExperimentPlay) -> None:
     if step.experiment.text:
         console.print(Markdown(step.experiment.text))
     where = f" on {step.target}" if step.target else ""
-    console.print(f"[bold]{step.experiment.vary.name}[/bold]: pick a variant to run{where}")
+    console.print(f"[bold]{_esc(step.experiment.vary.name)}[/bold]: pick a variant to run{where}")
     _choices(console, step.labels)
     while True:
         answer = _ask(f"run (1-{len(step.labels)}, a all, enter next, b back, q quit)")
@@ -401,7 +409,7 @@ def _play_experiment(console: Console, step: ExperimentPlay) -> None:
             with console.status(f"running {step.labels[index]} ..."):
                 outcome = step.run(index)
             if outcome.error:
-                console.print(f"[red]{outcome.label}: {outcome.error}[/red]", highlight=False)
+                console.print(f"[red]{_esc(outcome.label)}: {_esc(outcome.error)}[/red]")
         if indexes:
             console.print(_comparison_table(step.comparison()))
 
@@ -412,11 +420,12 @@ def _show_leaf(console: Console, step: DecisionPlay) -> None:
 
     view = step.view()
     assert view.leaf is not None
-    lines = [f"[bold]{view.leaf.recommend}[/bold]", "", "why:"]
-    lines += [f"  + {reason}" for reason in view.leaf.reasons]
+    lines = [f"[bold]{_esc(view.leaf.recommend)}[/bold]", "", "why:"]
+    lines += [f"  + {_esc(reason)}" for reason in view.leaf.reasons]
     lines += ["", "trade-offs:"]
-    lines += [f"  - {tradeoff}" for tradeoff in view.leaf.tradeoffs]
-    console.print(Panel("\n".join(lines), title=" > ".join(view.path), expand=False))
+    lines += [f"  - {_esc(tradeoff)}" for tradeoff in view.leaf.tradeoffs]
+    title = _esc(" > ".join(view.path))
+    console.print(Panel("\n".join(lines), title=title, expand=False))
     if step.decision.too_simple and len(step.reached) == 1:
         console.print(Markdown(step.decision.too_simple))
 
@@ -435,7 +444,7 @@ def _play_decision(console: Console, step: DecisionPlay) -> None:
                 return
             view = step.restart() if answer == "r" else step.back() if answer == "b" else view
             continue
-        console.print(f"\n[bold]{view.question}[/bold]", highlight=False)
+        console.print(f"\n[bold]{_esc(view.question or '')}[/bold]", highlight=False)
         _choices(console, view.options)
         answer = _ask(f"choose (1-{len(view.options)}, b back, q quit)")
         if answer == "b":
@@ -449,9 +458,9 @@ def _play_decision(console: Console, step: DecisionPlay) -> None:
 
 
 def _show_exercise(console: Console, step: ExercisePlay) -> None:
-    console.print(f"[bold]{step.exercise_id}[/bold]: {step.state}", highlight=False)
+    console.print(f"[bold]{_esc(step.exercise_id)}[/bold]: {step.state}", highlight=False)
     if step.exists:
-        console.print(f"Work on it in your workspace, then run: {step.command}", highlight=False)
+        console.print(f"Work on it in your workspace, then run: {step.command}", markup=False)
     else:
         console.print("(this exercise is not part of this mqlab yet)")
 
@@ -472,8 +481,8 @@ def _print_text(console: Console, entry: LessonEntry, player: LessonPlayer) -> N
     )
 
     lesson = entry.lesson
-    console.print(f"# {lesson.title}", highlight=False)
-    console.print(f"({lesson.id}, about {lesson.minutes} min)\n", highlight=False)
+    console.print(f"# {lesson.title}", highlight=False, markup=False)
+    console.print(f"({lesson.id}, about {lesson.minutes} min)\n", highlight=False, markup=False)
     console.print(Markdown(lesson.summary))
     for step in player.steps:
         _heading(console, player, step)
@@ -491,33 +500,34 @@ def _print_text(console: Console, entry: LessonEntry, player: LessonPlayer) -> N
             _show_exercise(console, step)
     console.print("\nSources:")
     for source in lesson.sources:
-        console.print(f"  - {source}", highlight=False)
+        console.print(f"  - {source}", highlight=False, markup=False)
 
 
 def _print_quiz(console: Console, step: QuizPlay) -> None:
     from rich.markdown import Markdown
+    from rich.padding import Padding
 
     console.print(Markdown(step.quiz.question))
     for number, choice in enumerate(step.quiz.choices, start=1):
         mark = "*" if number - 1 == step.quiz.answer else " "
-        console.print(f" {mark}{number}. {choice.text}", highlight=False)
+        console.print(f" {mark}{number}. {choice.text}", highlight=False, markup=False)
         if choice.why:
-            console.print(f"      wrong: {choice.why}", highlight=False)
+            console.print(Padding(Markdown(f"wrong: {choice.why}"), (0, 0, 0, 6)))
     console.print(Markdown(step.quiz.explain))
 
 
 def _print_predict(console: Console, step: PredictPlay) -> None:
     from rich.markdown import Markdown
 
-    console.print(f"[bold]{step.scenario.title}[/bold]", highlight=False)
-    console.print(step.scenario.summary.strip(), highlight=False)
-    console.print(f"\nPredict: {step.question}", highlight=False)
+    console.print(f"[bold]{_esc(step.scenario.title)}[/bold]", highlight=False)
+    console.print(step.scenario.summary.strip(), highlight=False, markup=False)
+    console.print(f"\nPredict: {step.question}", highlight=False, markup=False)
     for number, text in enumerate(step.choices, start=1):
         mark = "*" if number - 1 == step.answer_index else " "
-        console.print(f" {mark}{number}. {text}", highlight=False)
-    console.print(f"Run it: mqlab run {step.scenario.id} --broker {step.target}", highlight=False)
+        console.print(f" {mark}{number}. {text}", highlight=False, markup=False)
+    console.print(f"Run it: mqlab run {step.scenario.id} --broker {step.target}", markup=False)
     if step.scenario.explain:
-        console.print(f"[italic]{step.scenario.explain.strip()}[/italic]", highlight=False)
+        console.print(f"[italic]{_esc(step.scenario.explain.strip())}[/italic]", highlight=False)
     if step.predict.after:
         console.print(Markdown(step.predict.after))
 
@@ -528,11 +538,17 @@ def _print_experiment(console: Console, step: ExperimentPlay) -> None:
     if step.experiment.text:
         console.print(Markdown(step.experiment.text))
     subject = step.experiment.scenario or step.experiment.pattern
-    console.print(f"Varies {step.experiment.vary.name} of {subject}:", highlight=False)
+    console.print(
+        f"Varies {step.experiment.vary.name} of {subject}:", highlight=False, markup=False
+    )
     for variant in step.experiment.vary.choices:
-        changes = ", ".join(f"{key}={value}" for key, value in variant.overrides.items())
-        console.print(f"  - {variant.label}: {changes}", highlight=False)
-    console.print("Compares: " + ", ".join(label for _, label in step.compared), highlight=False)
+        settings = [f"{key}={value}" for key, value in variant.overrides.items()]
+        if variant.broker is not None:
+            settings.append(f"on {variant.broker}")
+        changes = ", ".join(settings)
+        console.print(f"  - {variant.label}: {changes}", highlight=False, markup=False)
+    compared = ", ".join(label for _, label in step.compared)
+    console.print(f"Compares: {compared}", highlight=False, markup=False)
 
 
 def _print_decision(console: Console, step: DecisionPlay) -> None:
@@ -543,23 +559,23 @@ def _print_decision(console: Console, step: DecisionPlay) -> None:
         console.print(Markdown(decision.text))
 
     def outline(node: str, depth: int) -> None:
-        console.print(f"{'  ' * depth}{decision.nodes[node].question}", highlight=False)
+        console.print(f"{'  ' * depth}{decision.nodes[node].question}", markup=False)
         for option in decision.nodes[node].options:
             if option.leaf is not None:
                 leaf = decision.leaves[option.leaf]
                 console.print(
-                    f"{'  ' * (depth + 1)}{option.label} -> {leaf.recommend}", highlight=False
+                    f"{'  ' * (depth + 1)}{option.label} -> {leaf.recommend}", markup=False
                 )
             elif option.next is not None:
-                console.print(f"{'  ' * (depth + 1)}{option.label}:", highlight=False)
+                console.print(f"{'  ' * (depth + 1)}{option.label}:", markup=False)
                 outline(option.next, depth + 2)
 
     outline(decision.start, 0)
     for leaf in decision.leaves.values():
-        console.print(f"\n[bold]{leaf.recommend}[/bold]", highlight=False)
+        console.print(f"\n[bold]{_esc(leaf.recommend)}[/bold]", highlight=False)
         for reason in leaf.reasons:
-            console.print(f"  + {reason}", highlight=False)
+            console.print(f"  + {reason}", highlight=False, markup=False)
         for tradeoff in leaf.tradeoffs:
-            console.print(f"  - {tradeoff}", highlight=False)
+            console.print(f"  - {tradeoff}", highlight=False, markup=False)
     if decision.too_simple:
         console.print(Markdown(decision.too_simple))
