@@ -1,15 +1,39 @@
-"""Shared test set-up: real-broker markers and the "no silent skip in CI" rule.
+"""Shared test set-up: real-broker markers, the "no silent skip in CI" rule, and the lanes that
+let independent systems run at the same time.
 
-A test that needs a lab service carries that service's marker (``@pytest.mark.kafka`` ...).
-Before it runs, the service's public ports are probed. When a service is not reachable the
-test is *skipped* on a developer machine (with the command that starts it) but *fails* in CI
+Markers. A test that needs a lab service carries that service's marker (``@pytest.mark.kafka``
+...). Before it runs, the service's public ports are probed. When a service is not reachable
+the test is *skipped* on a developer machine (with the command that starts it) but *fails* in CI
 (``CI`` set) or when ``MQLAB_REQUIRE_BROKERS=1``: a missing broker must never pass as green.
+
+Lanes. Most of the suite's time is spent waiting on one broker (a consumer group settling, a
+visibility timeout running out, a killed broker being fenced) while the other brokers idle. Run
+with pytest-xdist (``-n 6 --dist loadgroup``, as ``./scripts/test`` does), every test gets the
+lane of the system it uses (:func:`lane_of`): the tests of one system run one after another in
+one worker, as they did before, and the systems run side by side. Kafka's fault tests, which
+kill and freeze brokers, have a lane of their own; tests that start private labs have another
+(two of them must not pick the same free ports).
+
+Service locks. A lane keeps a system's tests in order, but some tests reach across lanes: a
+Kafka scenario with an idempotent consumer uses Redis while a test elsewhere kills Redis, and
+the Kafka fault lane runs beside the Kafka lane. So each test also holds a lock per service it
+is marked with, *shared* to use the service and *exclusive* when it is marked ``lab`` (it
+breaks the service: kills, pauses or cuts it). While a Kafka fault test has a broker down, no
+other Kafka test runs; while nothing breaks Kafka, every Kafka user runs freely. The locks are
+taken before the reachability probe, so a test never sees a broker that another test has
+broken on purpose. Without xdist the tests run one at a time and no lock is needed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,22 +50,31 @@ SERVICE_PORTS: dict[str, tuple[str, ...]] = {
     "toxiproxy": ("toxiproxy_api",),
 }
 
-_reachable_cache: dict[str, str | None] = {}
+# The message brokers, each with a lane of its own. Redis, PostgreSQL and Toxiproxy answer in
+# microseconds and serve every lane; their tests go wherever a worker is free.
+SYSTEM_LANES = ("kafka", "rabbitmq", "sqs", "nats")
+KAFKA_FAULT_LANE = "kafka-faults"
+PRIVATE_LAB_LANE = "lab"
+
+_reachable: set[str] = set()
 
 
 def _unreachable_port(service: str) -> str | None:
-    """None when every port of ``service`` accepts a TCP connection, else a description."""
-    if service not in _reachable_cache:
-        problem = None
-        for name in SERVICE_PORTS[service]:
-            try:
-                with socket.create_connection((HOST, port(name)), timeout=1.0):
-                    pass
-            except OSError:
-                problem = f"{name} ({HOST}:{port(name)})"
-                break
-        _reachable_cache[service] = problem
-    return _reachable_cache[service]
+    """None when every port of ``service`` accepts a TCP connection, else a description.
+
+    Only success is remembered: a service found down is probed again by the next test, so one
+    unlucky probe does not fail every later test of the worker.
+    """
+    if service in _reachable:
+        return None
+    for name in SERVICE_PORTS[service]:
+        try:
+            with socket.create_connection((HOST, port(name)), timeout=1.0):
+                pass
+        except OSError:
+            return f"{name} ({HOST}:{port(name)})"
+    _reachable.add(service)
+    return None
 
 
 def brokers_required() -> bool:
@@ -49,17 +82,135 @@ def brokers_required() -> bool:
     return bool(os.environ.get("CI")) or os.environ.get("MQLAB_REQUIRE_BROKERS") == "1"
 
 
+# --- lanes ----------------------------------------------------------------------------------
+
+
+def lane_of(markers: set[str]) -> str | None:
+    """The xdist lane of a test with these markers; None: any worker may run it.
+
+    A test that breaks Kafka goes to the Kafka fault lane; any other test of a broker to that
+    broker's lane; a ``lab`` test without a broker (a private lab of its own) to the lab lane.
+    """
+    if "kafka" in markers and "lab" in markers:
+        return KAFKA_FAULT_LANE
+    for system in SYSTEM_LANES:
+        if system in markers:
+            return system
+    if "lab" in markers:
+        return PRIVATE_LAB_LANE
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: before xdist's own hook turns the xdist_group marks into scheduling groups.
+    for item in items:
+        lane = lane_of({marker.name for marker in item.iter_markers()})
+        if lane is not None:
+            item.add_marker(pytest.mark.xdist_group(lane))
+
+
+# --- service locks --------------------------------------------------------------------------
+
+
+def service_locks(markers: set[str]) -> list[tuple[str, bool]]:
+    """(service, exclusive) for every lock a test with these markers holds, in lock order.
+
+    A ``lab`` test breaks the services it is marked with, so it holds them exclusively; the one
+    exception is Toxiproxy itself, which such a test only asks to cut *its* broker's proxy.
+    Locks are always taken in the same (sorted) order, so two tests never wait for each other.
+    """
+    breaks = "lab" in markers
+    return [
+        (service, breaks and service != "toxiproxy")
+        for service in sorted(markers & SERVICE_PORTS.keys())
+    ]
+
+
+class ServiceLock:
+    """A lock shared between xdist workers: many holders share it, one excludes all.
+
+    Two ``flock`` files per service. The *turnstile* is taken briefly by everyone on the way in,
+    and held by a writer while it waits for the readers to leave, so a stream of shared holders
+    (the Kafka lane, test after test) cannot keep an exclusive one (a Kafka fault test) waiting
+    for ever.
+    """
+
+    def __init__(self, directory: Path, service: str) -> None:
+        self.turnstile = directory / f"{service}.turnstile"
+        self.resource = directory / f"{service}.lock"
+
+    @contextlib.contextmanager
+    def held(self, exclusive: bool) -> Iterator[None]:
+        resource = os.open(self.resource, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            turnstile = os.open(self.turnstile, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(turnstile, fcntl.LOCK_EX)
+                fcntl.flock(resource, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            finally:
+                os.close(turnstile)  # closing releases the turnstile
+            yield
+        finally:
+            os.close(resource)  # and this releases the resource
+
+
+# Where the lock files live: made by the controlling pytest process before it starts its xdist
+# workers (they inherit the environment variable), removed by it at the end.
+LOCK_DIRECTORY_VARIABLE = "MQLAB_TEST_SERVICE_LOCKS"
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_xdist_worker(config):
+        return
+    directory = tempfile.mkdtemp(prefix="mqlab-service-locks-")
+    config.stash[_lock_directory_key] = Path(directory)
+    os.environ[LOCK_DIRECTORY_VARIABLE] = directory
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = config.stash.get(_lock_directory_key, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ.pop(LOCK_DIRECTORY_VARIABLE, None)
+
+
+_lock_directory_key = pytest.StashKey[Path]()
+_held_for_item = pytest.StashKey[contextlib.ExitStack]()
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in item.iter_markers():
-        if marker.name not in SERVICE_PORTS:
-            continue
-        problem = _unreachable_port(marker.name)
+    markers = {marker.name for marker in item.iter_markers()}
+    directory = os.environ.get(LOCK_DIRECTORY_VARIABLE)
+    if directory:
+        stack = contextlib.ExitStack()
+        item.stash[_held_for_item] = stack
+        for service, exclusive in service_locks(markers):
+            stack.enter_context(ServiceLock(Path(directory), service).held(exclusive))
+    for service in sorted(markers & SERVICE_PORTS.keys()):
+        problem = _unreachable_port(service)
         if problem is None:
             continue
-        message = f"{marker.name} is not reachable at {problem} (run: mqlab lab up {marker.name})"
+        message = f"{service} is not reachable at {problem} (run: mqlab lab up {service})"
         if brokers_required():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        yield
+    finally:
+        # After every fixture of the test is torn down: its clean-up still uses the services.
+        stack = item.stash.get(_held_for_item, None)
+        if stack is not None:
+            stack.close()
 
 
 @pytest.fixture(scope="session")

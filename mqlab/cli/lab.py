@@ -114,6 +114,46 @@ def lab_status(
         )
         return
     print_status_table(rows)
+    if any(row.process == "rabbitmq" and row.running for row in rows):
+        from mqlab.lab.native.rabbitmq import RabbitMQService
+
+        # Plain `rabbitmqctl` does not reach this node (see `mqlab lab rabbitmqctl --help`).
+        shell = RabbitMQService().ctl_shell_command(Lab().paths, ["list_queues"])
+        typer.echo(f"\nrabbitmqctl: mqlab lab rabbitmqctl list_queues\n  (the same: {shell})")
+
+
+@lab_app.command(
+    "rabbitmqctl",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@user_errors
+def lab_rabbitmqctl(context: typer.Context) -> None:
+    """Run rabbitmqctl against the lab's RabbitMQ node; its arguments follow (list_queues ...).
+
+    Plain `rabbitmqctl` cannot reach the lab's private node: Debian's wrapper, run as root,
+    switches to the `rabbitmq` user and its Erlang cookie. This runs
+    /usr/lib/rabbitmq/bin/rabbitmqctl -n mqlab@localhost with the node's HOME (its cookie) and
+    ERL_EPMD_PORT, and exits with rabbitmqctl's exit code. `mqlab lab status` prints the same
+    command for a shell.
+    """
+    import os
+    import subprocess
+
+    from mqlab.lab.native.rabbitmq import CTL_SCRIPT, RabbitMQService
+    from mqlab.lab.supervisor import Lab
+
+    if not CTL_SCRIPT.is_file():
+        raise LabError(f"{CTL_SCRIPT} not found; run: mqlab lab install rabbitmq")
+    lab = Lab()
+    if lab.record("rabbitmq") is None:
+        raise LabError("rabbitmq is not running; run: mqlab lab up rabbitmq")
+    service = RabbitMQService()
+    completed = subprocess.run(
+        service.ctl_command(lab.paths, context.args),
+        env={**os.environ, **service.ctl_environment(lab.paths)},
+        check=False,
+    )
+    raise typer.Exit(completed.returncode)
 
 
 @lab_app.command("logs")
@@ -179,7 +219,7 @@ def fault_restart(process: ProcessArgument) -> None:
     """Restart a process with the same data and wait until it is healthy."""
     from mqlab.lab import faults
 
-    show_progress(quiet=False)
+    show_progress(quiet=False)  # "stopping", "starting", "healthy after ..." on stderr
     faults.restart(process)
     typer.echo(f"{process}: restarted")
 
@@ -303,13 +343,29 @@ def toxic_list() -> None:
     print_table(("proxy", "listen", "upstream", "enabled", "toxics"), rows)
 
 
-@user_errors
-def doctor() -> None:
-    """What is installed, running and reachable, and the exact command that fixes each gap."""
-    from mqlab.lab.doctor import diagnose
+DoctorServicesArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Services you need (kafka, rabbitmq, ...): each must be installed and running.",
+        show_default=False,
+    ),
+]
 
+
+@user_errors
+def doctor(services: DoctorServicesArgument = None) -> None:
+    """What is installed, running and reachable, and the exact command that fixes each gap.
+
+    The simulator needs nothing and is always ready; the real brokers are optional. Exit codes:
+    0 when everything asked for is ready (with no SERVICES: the simulator, and nothing the lab
+    started is broken); 1 when a named service is not installed or not running, when a lab
+    process crashed or does not answer, or for an unknown service name.
+    """
+    from mqlab.lab.doctor import diagnose, problems, requested_services
+
+    requested_services(services or [])  # an unknown name fails before the slow checks
     report = diagnose()
-    styles = {"ok": "green", "missing": "red", "down": "yellow", "info": "dim"}
+    styles = {"ok": "green", "missing": "red", "down": "yellow", "broken": "red", "info": "dim"}
     print_table(
         ("check", "state", "detail", "fix"),
         [
@@ -317,5 +373,10 @@ def doctor() -> None:
             for finding in report
         ],
     )
-    if any(finding.state == "missing" for finding in report):
+    failing = problems(report, services or [])
+    if failing:
+        names = ", ".join(dict.fromkeys(f.service or f.check for f in failing))
+        typer.echo(f"not ready: {names} (the fix column says how)", err=True)
         raise typer.Exit(EXIT_USER_ERROR)
+    asked = f"{', '.join(services)} and the simulator" if services else "the simulator"
+    typer.echo(f"ready: {asked}")

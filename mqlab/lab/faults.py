@@ -114,7 +114,9 @@ def restart(process: str, lab: Lab | None = None) -> None:
     """
     lab = lab or Lab()
     record = lab.restart_process(process, lock_timeout=LOCK_TIMEOUT)
-    log.info("%s: restarted (pid %d)", process, record.pid)
+    # debug: the restart already logged "healthy after ... (pid N)", and the CLI says
+    # "restarted" itself (at info this printed "restarted" twice).
+    log.debug("%s: restarted (pid %d)", process, record.pid)
 
 
 class Toxics:

@@ -40,6 +40,11 @@ _exit_codes: dict[int, int] = {}
 # same value, so a tiny tolerance only absorbs float rounding.
 _CREATE_TIME_TOLERANCE = 0.01
 
+# A log bigger than this is moved aside (to ``NAME.log.1``, replacing the one before) when its
+# process starts again, so a lab that is brought up and broken day after day keeps at most two
+# logs of bounded size per process instead of one that grows for ever.
+LOG_ROTATE_BYTES = 2 * 1024 * 1024
+
 ProcessState = Literal["running", "paused", "gone"]
 
 
@@ -202,8 +207,23 @@ def signal_group(record: ProcessRecord, signum: int) -> None:
             member.send_signal(signum)
 
 
+def rotate_log(log_file: Path, max_bytes: int = LOG_ROTATE_BYTES) -> bool:
+    """Move ``log_file`` to ``<log_file>.1`` if it is bigger than ``max_bytes``; True if moved.
+
+    Called before a process starts, so the process never writes to a file being moved.
+    """
+    try:
+        if log_file.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    log_file.replace(log_file.with_name(log_file.name + ".1"))
+    return True
+
+
 def start_detached(spec: ProcessSpec, log_file: Path) -> ProcessRecord:
-    """Start ``spec`` in its own session, output appended to ``log_file``; return its record.
+    """Start ``spec`` in its own session, output appended to ``log_file`` (rotated first when it
+    has grown past :data:`LOG_ROTATE_BYTES`); return its record.
 
     The caller writes the record to the pid file straight away.
 
@@ -211,6 +231,7 @@ def start_detached(spec: ProcessSpec, log_file: Path) -> ProcessRecord:
         LabError: the executable cannot be started (missing, not executable, unknown user).
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(log_file)
     uid: int | None = None
     gid: int | None = None
     if spec.user is not None:

@@ -474,19 +474,26 @@ class Lab:
             LabError: a port is taken, it cannot be started, or it is not healthy in time (it
                 is stopped again and its log tail is in ``details``).
         """
+        began = time.monotonic()
+        record = self._launch(spec, started)
+        self._wait_healthy(spec, record)
+        log.info(
+            "%s: healthy after %.1fs (pid %d)", spec.name, time.monotonic() - began, record.pid
+        )
+        return record
+
+    def _launch(
+        self, spec: ProcessSpec, started: list[ProcessRecord] | None = None
+    ) -> ProcessRecord:
+        """Start one process and write its pid record, without waiting for it to be healthy."""
         self._check_ports(spec)
         log.info("%s: starting", spec.name)
-        began = time.monotonic()
         # Ctrl-C between the fork and the pid file would leave a process nobody knows of.
         with _interrupt_deferred():
             record = proc.start_detached(spec, self.paths.log_file(spec.name))
             if started is not None:
                 started.append(record)
             self._write_record(record)
-        self._wait_healthy(spec, record)
-        log.info(
-            "%s: healthy after %.1fs (pid %d)", spec.name, time.monotonic() - began, record.pid
-        )
         return record
 
     def _check_ports(self, spec: ProcessSpec) -> None:
@@ -785,7 +792,8 @@ class Lab:
         """
         spec = self.process_spec(process)
         service = SERVICES[spec.service]
-        with self.locked(f"fault restart {process}", timeout=lock_timeout):
+        purpose = f"fault restart {process}"
+        with self.locked(purpose, timeout=lock_timeout):
             record = self.record(process)
             if record is not None:
                 if proc.live_process(record) is not None:
@@ -793,7 +801,18 @@ class Lab:
                 proc.stop(record, spec.stop_signal, spec.stop_timeout)
                 self._forget(process)
             service.prepare(self.paths)
-            new_record = self.start_process(spec)
+            began = time.monotonic()
+            new_record = self._launch(spec)
+        # The wait for health holds no lock: it is the long part (a Kafka broker or RabbitMQ
+        # takes seconds), and holding the lab meanwhile made every other fault wait, or give up
+        # after its lock timeout, while a different process restarted. The pid record is
+        # written, so another command already sees the process (a `down` meanwhile stops it,
+        # and this wait then reports that it exited).
+        self._wait_healthy(spec, new_record)
+        log.info(
+            "%s: healthy after %.1fs (pid %d)", process, time.monotonic() - began, new_record.pid
+        )
+        with self.locked(purpose, timeout=lock_timeout):
             service.on_healthy(self.paths)
             if spec.service == TOXIPROXY:
                 self.sync_proxies()

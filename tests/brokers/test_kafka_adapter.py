@@ -26,7 +26,8 @@ from mqlab.lab.kafka import KafkaService, find_java
 from mqlab.lab.paths import lab_paths
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, LeaderChanged, Observation, ProduceFailed
-from tests.contract.kafka_contract import KafkaContract, poll_until, record
+from tests.contract.kafka_contract import POLL, KafkaContract, poll_until, record
+from tests.waiting import eventually
 
 # Short on purpose: the lab's brokers answer in milliseconds, so these only matter when
 # something is broken, and then the tests fail fast instead of hanging.
@@ -59,32 +60,14 @@ class TestRealKafka(KafkaContract):
 
 async def wait_until(condition: Callable[[], bool], what: str, within: float = SETTLE) -> None:
     """Let the event loop run (the watcher, aiokafka) until ``condition()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"not within {within:g}s: {what}")
-        await asyncio.sleep(0.1)
+    await eventually(condition, within, what, interval=0.1)
 
 
 async def answer_until(
     call: Callable[[], Awaitable[T]], holds: Callable[[T], bool], what: str, within: float = SETTLE
 ) -> T:
     """Call ``call()`` until its answer satisfies ``holds``; a BrokerError counts as "not yet"."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            answer = await call()
-        except BrokerError as error:
-            last = str(error)
-        else:
-            if holds(answer):
-                return answer
-            last = repr(answer)
-        if loop.time() > deadline:
-            pytest.fail(f"not within {within:g}s: {what} (last answer: {last})")
-        await asyncio.sleep(0.2)
+    return await eventually(call, within, what, accept=holds, interval=0.2, retry_on=(BrokerError,))
 
 
 def seen(recorder: Recorder, kind: type[Observation], **fields: object) -> list[Observation]:
@@ -236,8 +219,13 @@ async def test_killed_broker_is_reported_down_and_up_and_the_adapter_keeps_worki
                 lambda: moved_away() == led_by_victim,
                 f"LeaderChanged away from {victim_id} for partitions {sorted(led_by_victim)}",
             )
-            shrunk = await broker.describe_topic(topic.name)
-            assert all(victim_id not in p.isr for p in shrunk.partitions)
+            # The watcher saw the leaders move; the ISRs shrink in the same controller decision,
+            # but the broker that answers describe_topic may apply it a moment later.
+            shrunk = await answer_until(
+                lambda: broker.describe_topic(topic.name),
+                lambda info: all(victim_id not in p.isr for p in info.partitions),
+                f"broker {victim_id} out of every ISR of {topic.name}",
+            )
             # ISR 2 >= min.insync.replicas 2: acks=all writes still succeed, on every partition.
             for p in shrunk.partitions:
                 await producer.send(topic.name, b"while broker 2 is down", partition=p.partition)
@@ -252,17 +240,20 @@ async def test_killed_broker_is_reported_down_and_up_and_the_adapter_keeps_worki
             lambda: bool(seen(recorder, BrokerUp, node=victim)),
             f"BrokerUp for node {victim_id}",
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLE
-        while True:  # the restarted broker catches up and rejoins every ISR
-            healed = await broker.describe_topic(topic.name)
-            if all(sorted(p.isr) == sorted(KAFKA_BROKER_IDS) for p in healed.partitions):
-                break
-            assert loop.time() < deadline, f"ISR not back to 3: {healed.partitions}"
-            await asyncio.sleep(0.2)
-        assert any(
-            isinstance(o, LeaderChanged) and victim_id in o.isr and len(o.isr) == 3
-            for o in seen(recorder, LeaderChanged, topic=topic.name)
+        # The restarted broker catches up and rejoins every ISR ...
+        await answer_until(
+            lambda: broker.describe_topic(topic.name),
+            lambda info: all(sorted(p.isr) == sorted(KAFKA_BROKER_IDS) for p in info.partitions),
+            f"ISR of {topic.name} back to {sorted(KAFKA_BROKER_IDS)}",
+        )
+        # ... and the watcher reports it: on its next metadata round, which may well come after
+        # the describe_topic above saw the full ISR (asserting at once raced with the watcher).
+        await wait_until(
+            lambda: any(
+                isinstance(o, LeaderChanged) and victim_id in o.isr and len(o.isr) == 3
+                for o in seen(recorder, LeaderChanged, topic=topic.name)
+            ),
+            f"LeaderChanged with broker {victim_id} back in a full ISR of {topic.name}",
         )
         # The same adapter, never recreated, produces and consumes across the repaired cluster.
         for partition in range(6):
@@ -403,16 +394,27 @@ async def test_network_fault_on_the_leaders_proxy_fails_sends_clearly_then_recov
         await wait_until(
             lambda: bool(seen(recorder, BrokerUp, node=proxy)), f"BrokerUp for node {leader}"
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLE
-        while True:  # aiokafka reconnects on its own; the same producer works again
-            try:
-                await producer.send(topic.name, b"after the fault")
-                break
-            except BrokerError:
-                assert loop.time() < deadline, "sends still fail after the toxic was removed"
+        # aiokafka reconnects on its own; the same producer works again.
+        await answer_until(
+            lambda: producer.send(topic.name, b"after the fault"),
+            lambda metadata: metadata.offset >= 0,
+            "a send acknowledged after the toxic was removed",
+        )
         consumer = await broker.consumer([topic.name], group_id=broker.qualify("auditors"))
-        values = [r.value for r in await poll_until(consumer, 2)]
+        # The failed sends may have reached the log (a timeout toxic holds only the answers),
+        # so read until the record sent after the fault, not a fixed number of records.
+        values: list[bytes] = []
+
+        async def read_up_to_the_record_after_the_fault() -> bool:
+            values.extend(r.value for r in await consumer.poll(timeout=POLL))
+            return b"after the fault" in values
+
+        await eventually(
+            read_up_to_the_record_after_the_fault,
+            SETTLE,
+            f"the record sent after the fault, read back from {topic.name}",
+            interval=0,
+        )
         assert values[0] == b"before the fault"
         assert values[-1] == b"after the fault"
 

@@ -25,6 +25,7 @@ from mqlab.lab.endpoints import HOST, Endpoints, port
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, Observation, ProduceFailed
 from tests.contract.nats_contract import EXPECT, NatsContract, fetch_all, fetch_one
+from tests.waiting import first_observation
 
 # Short on purpose: the local server answers in milliseconds, so 3 s only matters when
 # something is broken, and the fault test then fails fast instead of hanging.
@@ -76,17 +77,8 @@ def dead_port() -> int:
 async def wait_for(
     recorder: Recorder, predicate: Callable[[Observation], bool], timeout: float
 ) -> Observation:
-    """The first recorded observation matching ``predicate``, polling on the loop's clock."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        for observation in recorder.observations:
-            if predicate(observation):
-                return observation
-        if loop.time() > deadline:
-            kinds = [o.kind for o in recorder.observations]
-            raise AssertionError(f"no matching observation within {timeout}s; saw {kinds}")
-        await asyncio.sleep(0.05)
+    """The first recorded observation matching ``predicate``, waiting for it."""
+    return await first_observation(recorder, Observation, timeout, predicate)
 
 
 # --- real-only behaviour ----------------------------------------------------------------------
@@ -162,8 +154,11 @@ async def test_replay_by_start_time_uses_the_servers_timestamps() -> None:
     async with make_broker() as broker:
         await broker.add_stream("history", [broker.subject("history.>")])
         await broker.publish(broker.subject("history.a"), b"old")
+        # The clock moving on is the condition here: the server stamps each message on this
+        # machine's clock, so a cut taken between the publishes, with a margin on each side for
+        # the timestamps' resolution, separates them (a slower machine only widens the margin).
         await asyncio.sleep(0.2)
-        cut = time.time()  # the lab's server runs on this machine's clock
+        cut = time.time()
         await asyncio.sleep(0.2)
         await broker.publish(broker.subject("history.a"), b"new-1")
         await broker.publish(broker.subject("history.b"), b"new-2")
@@ -272,8 +267,10 @@ async def test_an_ack_during_a_short_cut_is_delivered_after_the_reconnect() -> N
             await asyncio.to_thread(toxics.disable, "nats")
             await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
             acking = asyncio.create_task(message.ack())
-            await asyncio.sleep(0.5)
-            assert not acking.done()
+            # While the proxy is cut the ack waits for the reconnect: it neither completes nor
+            # fails (request_timeout is 15 s). A window to watch, not a wait for something.
+            done, _ = await asyncio.wait({acking}, timeout=0.5)
+            assert not done
         finally:
             await asyncio.to_thread(toxics.enable, "nats")
         await acking

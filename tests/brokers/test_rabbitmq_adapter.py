@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
@@ -23,10 +21,12 @@ from mqlab.brokers.rabbitmq import RabbitMQBroker
 from mqlab.brokers.registry import get_broker_class
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, Endpoints
+from mqlab.lab.native.rabbitmq import RabbitMQService
 from mqlab.lab.supervisor import Lab
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, Observation
 from tests.contract.rabbitmq_contract import EXPECT, RabbitMQContract, next_delivery
+from tests.waiting import eventually, first_observation
 
 # Short on purpose: a healthy local node answers in milliseconds, so 3 s only matters when
 # something is broken, and the fault tests then fail fast instead of hanging.
@@ -38,10 +38,8 @@ RECONNECT_INTERVAL = 0.3
 RECOVERY = 60.0
 
 # The management API's counters refresh every collect_statistics_interval (0.5 s in the lab):
-# poll inspect() up to 15 s for a sample taken after the deliveries.
-STATISTICS_POLLS = 75
-
-RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+# wait up to this long for a sample taken after the deliveries (a bound, not a speed goal).
+STATISTICS = 30.0
 
 
 def make_broker(**overrides: object) -> RabbitMQBroker:
@@ -70,29 +68,19 @@ class TestRealRabbitMQ(RabbitMQContract):
 async def wait_for(
     recorder: Recorder, predicate: Callable[[Observation], bool], timeout: float
 ) -> Observation:
-    """The first recorded observation matching ``predicate``, polling on the loop's clock."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        for observation in recorder.observations:
-            if predicate(observation):
-                return observation
-        if loop.time() > deadline:
-            kinds = [o.kind for o in recorder.observations]
-            raise AssertionError(f"no matching observation within {timeout}s; saw {kinds}")
-        await asyncio.sleep(0.05)
+    """The first recorded observation matching ``predicate``, waiting for it."""
+    return await first_observation(recorder, Observation, timeout, predicate)
 
 
 def rabbitmqctl_queues(prefix: str) -> dict[str, tuple[int, int]]:
     """``rabbitmqctl list_queues name messages_ready messages_unacknowledged`` on the lab's node,
-    run with the node's own environment (node name, Erlang cookie in HOME, epmd port)."""
-    spec = Lab().process_spec("rabbitmq")
-    env = {**os.environ, **spec.env}
-    node = spec.env["RABBITMQ_NODENAME"]
-    ctl = str(RABBITMQCTL) if RABBITMQCTL.is_file() else (shutil.which("rabbitmqctl") or "")
+    run the way ``mqlab lab rabbitmqctl`` runs it (node name, Erlang cookie in HOME, epmd port)."""
+    service = RabbitMQService()
+    paths = Lab().paths
+    arguments = ["-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"]
     result = subprocess.run(
-        [ctl, "-n", node, "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"],
-        env=env,
+        service.ctl_command(paths, arguments),
+        env={**os.environ, **service.ctl_environment(paths)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -159,12 +147,13 @@ async def test_inspect_depths_match_rabbitmqctl() -> None:
         assert await asyncio.to_thread(rabbitmqctl_queues, broker.namespace) == expected
         # The management API refreshes every collect_statistics_interval: wait for a sample
         # taken after the deliveries, then compare.
-        for _ in range(STATISTICS_POLLS):
-            snapshot = await broker.inspect()
-            if depths(snapshot.queues) == expected:
-                break
-            await asyncio.sleep(0.2)
-        assert depths(snapshot.queues) == expected
+        snapshot = await eventually(
+            broker.inspect,
+            STATISTICS,
+            f"the management API showing the depths {expected}",
+            accept=lambda snapshot: depths(snapshot.queues) == expected,
+            interval=0.2,
+        )
         assert {q.name: q.consumers for q in snapshot.queues} == {
             broker.qualify("backlog"): 0,
             broker.qualify("in-flight"): 1,
@@ -233,11 +222,12 @@ async def test_cut_connection_reports_down_and_up_and_keeps_consuming() -> None:
             await broker.publish("", "steady", f"before-{number}".encode())
         unacked = await next_delivery(consumer)
         # The other two are pushed into the consumer's local buffer, not yet handed out.
-        for _ in range(STATISTICS_POLLS):
-            if (await broker.queue_info("steady")).ready == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert (await broker.queue_info("steady")).ready == 0
+        await eventually(
+            lambda: broker.queue_info("steady"),
+            STATISTICS,
+            "all three messages pushed to the consumer (none ready in the queue)",
+            accept=lambda info: info.ready == 0,
+        )
         try:
             await asyncio.to_thread(toxics.disable, "rabbitmq")
             await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)

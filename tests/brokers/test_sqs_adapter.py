@@ -26,6 +26,7 @@ from mqlab.lab.endpoints import HOST, Endpoints
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, Observation, ProduceFailed
 from tests.contract.sqs_contract import EXPECT, SqsContract, receive_one
+from tests.waiting import first_observation
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -97,17 +98,8 @@ def dead_port() -> int:
 async def wait_for(
     recorder: Recorder, predicate: Callable[[Observation], bool], timeout: float
 ) -> Observation:
-    """The first recorded observation matching ``predicate``, polling on the loop's clock."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        for observation in recorder.observations:
-            if predicate(observation):
-                return observation
-        if loop.time() > deadline:
-            kinds = [o.kind for o in recorder.observations]
-            raise AssertionError(f"no matching observation within {timeout}s; saw {kinds}")
-        await asyncio.sleep(0.05)
+    """The first recorded observation matching ``predicate``, waiting for it."""
+    return await first_observation(recorder, Observation, timeout, predicate)
 
 
 # --- real-only behaviour ----------------------------------------------------------------------
@@ -139,11 +131,13 @@ async def test_inspect_matches_the_servers_own_attributes() -> None:
         await broker.create_queue(
             "audit", visibility_timeout=40, dead_letter_queue="audit-dlq", max_receive_count=4
         )
-        await broker.create_queue("audit.fifo", content_based_dedup=True, delay_seconds=3)
+        # 30 s: no step waits for it, and the delayed count must not change while the test
+        # compares its views (3 s could run out between them on a busy machine).
+        await broker.create_queue("audit.fifo", content_based_dedup=True, delay_seconds=30)
         for number in range(5):
             await broker.send("audit", f"a{number}")
         await broker.receive("audit", max_messages=2, wait_time=EXPECT)
-        await broker.send("audit.fifo", "f", group_id="g")  # delayed by the queue's 3 s
+        await broker.send("audit.fifo", "f", group_id="g")  # delayed by the queue's 30 s
         await broker.send("audit-dlq", "parked")
 
         snapshot = await broker.inspect()
@@ -166,7 +160,7 @@ async def test_inspect_matches_the_servers_own_attributes() -> None:
         assert audit.max_receive_count == 4
         assert audit.dead_letter_depth == 1
         fifo = by_name[broker.qualify("audit.fifo")]
-        assert (fifo.fifo, fifo.content_based_dedup, fifo.delay_seconds) == (True, True, 3)
+        assert (fifo.fifo, fifo.content_based_dedup, fifo.delay_seconds) == (True, True, 30)
         assert fifo.delayed == 1
 
 

@@ -28,6 +28,7 @@ from mqlab.brokers.api.kafka import (
 )
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import Committed, Delivered, Observation, Produced, Rebalanced
+from tests import waiting
 
 REPLICATION = 3
 # How long a test waits for records or an assignment it expects. Only ever reached when
@@ -430,11 +431,13 @@ class KafkaContract:
         await producer.commit_transaction()
         # The commit returns once the coordinator has decided; it then writes the markers that
         # make the offsets readable, so they show up moments later (on a real cluster).
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + EXPECT
-        while (offsets := await broker.group_offsets(group)) != {tp: 3}:
-            assert loop.time() < deadline, f"offsets not committed with the transaction: {offsets}"
-            await asyncio.sleep(0.1)
+        await waiting.eventually(
+            lambda: broker.group_offsets(group),
+            EXPECT,
+            f"offsets {{{tp}: 3}} committed with the transaction",
+            accept=lambda offsets: offsets == {tp: 3},
+            interval=0.1,
+        )
         assert [(o.group, o.offset) for o in observed(recorder, Committed)] == [(group, 3)]
 
         reader = await broker.consumer(

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mqlab.cli import app
+from tests.lab.conftest import require_installed
 
 HEAVY_MODULES = ("textual", "aiokafka", "boto3", "botocore", "aio_pika", "nats", "psycopg")
 
@@ -186,3 +187,56 @@ def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("mqlab ")
+
+
+# --- mqlab doctor ------------------------------------------------------------------------------
+
+
+def test_doctor_on_a_simulator_only_machine_says_the_simulator_is_ready(tmp_path: Path) -> None:
+    # An empty cache: no Toxiproxy, no Kafka jars, as on a machine that never ran `lab install`.
+    completed = run_mqlab(
+        "doctor", tmp_path=tmp_path, extra_env={"MQLAB_CACHE_DIR": str(tmp_path / "cache")}
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    simulator = [line.split() for line in lines if line.startswith("simulator")]
+    assert simulator
+    assert simulator[0][:2] == ["simulator", "ok"]
+    assert "ready: every scenario runs on it (--broker sim)" in completed.stdout
+    assert any(line.split()[:3] == ["kafka", "installed", "missing"] for line in lines)
+    assert lines[-1] == "ready: the simulator"
+
+
+def test_doctor_fails_for_a_service_asked_for_that_is_missing_or_stopped(tmp_path: Path) -> None:
+    missing = run_mqlab(
+        "doctor", "kafka", tmp_path=tmp_path, extra_env={"MQLAB_CACHE_DIR": str(tmp_path / "c")}
+    )
+    assert missing.returncode == 1
+    # Kafka needs Toxiproxy in front of it: both are named.
+    assert missing.stderr.strip() == "not ready: toxiproxy, kafka (the fix column says how)"
+    assert "mqlab lab install kafka" in missing.stdout
+    # Installed (the real cache) but not running in this empty private lab.
+    require_installed("nats")
+    stopped = run_mqlab("doctor", "nats", tmp_path=tmp_path)
+    assert stopped.returncode == 1
+    assert stopped.stderr.strip() == "not ready: toxiproxy, nats (the fix column says how)"
+    assert "mqlab lab up nats" in stopped.stdout
+    unknown = run_mqlab("doctor", "natz", tmp_path=tmp_path)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: unknown service 'natz'; did you mean 'nats'?")
+
+
+def test_doctor_verdict_counts_only_what_was_asked_for_and_what_broke() -> None:
+    from mqlab.lab.doctor import Finding, problems
+
+    report = [
+        Finding("simulator", "ok", "ready"),
+        Finding("kafka installed", "missing", "jars", "mqlab lab install kafka", service="kafka"),
+        Finding("nats running", "down", "nats: stopped", "mqlab lab up nats", service="nats"),
+        Finding("toxiproxy running", "ok", "127.0.0.1:18474", service="toxiproxy"),
+    ]
+    assert problems(report) == []  # nothing asked for: the simulator is enough
+    assert [f.check for f in problems(report, ["nats"])] == ["nats running"]
+    assert [f.check for f in problems(report, ["kafka"])] == ["kafka installed"]
+    crashed = Finding("redis running", "broken", "redis: crashed", "mqlab lab up redis", "redis")
+    assert problems([*report, crashed]) == [crashed]  # the lab started it and it broke

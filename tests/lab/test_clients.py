@@ -7,10 +7,8 @@ them again, also when it fails.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -25,6 +23,7 @@ import redis.asyncio as aioredis
 from nats.js.api import ConsumerConfig
 
 from mqlab.lab.endpoints import HOST, Endpoints, port
+from tests.waiting import eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient
@@ -106,15 +105,21 @@ async def test_rabbitmq_publish_consume_ack(endpoints: Endpoints) -> None:
 
 async def _management_shows_empty(endpoints: Endpoints, queue: str) -> None:
     url = f"{endpoints.rabbitmq_management_url}/api/queues/%2F/{quote(queue, safe='')}"
-    deadline = time.monotonic() + SETTLE_SECONDS
     async with httpx.AsyncClient(auth=("guest", "guest"), timeout=5) as client:
-        while True:
-            info = (await client.get(url)).json()
-            if info.get("messages") == 0 and info.get("message_stats", {}).get("ack") == 3:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"management API still shows {info.get('messages')} messages")
-            await asyncio.sleep(0.2)
+
+        async def queue_info() -> dict[str, Any]:
+            info: dict[str, Any] = (await client.get(url)).json()
+            return info
+
+        await eventually(
+            queue_info,
+            SETTLE_SECONDS,
+            f"the management API showing {queue} empty with 3 acks",
+            accept=lambda info: (
+                info.get("messages") == 0 and info.get("message_stats", {}).get("ack") == 3
+            ),
+            interval=0.2,
+        )
 
 
 @pytest.mark.sqs

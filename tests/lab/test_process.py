@@ -10,8 +10,7 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -22,17 +21,14 @@ from mqlab.lab.endpoints import HOST
 from mqlab.lab.errors import LabError
 from mqlab.lab.process import ProcessRecord
 from mqlab.lab.spec import HealthCheck, ProcessSpec
+from tests.waiting import wait_until
 
 # Bound for waiting on a signal to take effect; the kernel acts in microseconds.
 SIGNAL_WAIT = 5.0
 
 
-def wait_for(condition: object, what: str) -> None:
-    deadline = time.monotonic() + SIGNAL_WAIT
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {SIGNAL_WAIT}s: {what}")
-        time.sleep(0.01)
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    wait_until(condition, SIGNAL_WAIT, what, interval=0.01)
 
 
 def spec(*argv: str, name: str = "sleeper") -> ProcessSpec:
@@ -81,10 +77,13 @@ def test_start_pause_resume_stop(tmp_path: Path, started: list[ProcessRecord]) -
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(
     tmp_path: Path, started: list[ProcessRecord]
 ) -> None:
-    ignores_term = spec("sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
-    record = proc.start_detached(ignores_term, tmp_path / "stubborn.log")
+    ignores_term = spec("sh", "-c", "trap '' TERM; echo trap set; while :; do sleep 0.05; done")
+    log = tmp_path / "stubborn.log"
+    record = proc.start_detached(ignores_term, log)
     started.append(record)
-    time.sleep(0.2)  # let sh install its trap before the SIGTERM arrives
+    # The SIGTERM must come after sh installed its trap, which it says in its log (a fixed
+    # pause is too short whenever a busy machine starts sh late).
+    wait_for(lambda: "trap set" in log.read_text(), "sh has set its TERM trap")
     outcome = proc.stop(record, signal.SIGTERM, 0.5)
     assert outcome.startswith("killed after 0.5s")
     assert proc.process_state(record) == "gone"
@@ -152,6 +151,20 @@ def test_tail_reads_the_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {number}\n" for number in range(20000)))
     assert proc.tail(log, 3) == ["line 19997", "line 19998", "line 19999"]
     assert proc.tail(tmp_path / "absent.log", 3) == []
+
+
+def test_a_big_log_is_rotated_when_its_process_starts_again(
+    tmp_path: Path, started: list[ProcessRecord]
+) -> None:
+    log = tmp_path / "chatty.log"
+    log.write_text("old line\n" * (proc.LOG_ROTATE_BYTES // 9 + 1))  # just over the limit
+    started.append(proc.start_detached(spec("true"), log))
+    assert (tmp_path / "chatty.log.1").read_text().startswith("old line\n")
+    assert log.read_text().startswith("--- mqlab ")  # a fresh log for the new start
+    # A small log is appended to, as before.
+    started.append(proc.start_detached(spec("true"), log))
+    assert log.read_text().count("--- mqlab ") == 2
+    assert proc.rotate_log(tmp_path / "absent.log") is False
 
 
 def test_missing_executable_is_a_lab_error(tmp_path: Path) -> None:

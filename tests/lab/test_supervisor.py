@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 
 import psutil
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from mqlab.lab.endpoints import HOST
 from mqlab.lab.process import ProcessRecord
 from tests.lab.conftest import CLI_TIMEOUT, IsolatedLab, require_installed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -74,11 +74,19 @@ def test_down_after_a_crash(isolated_lab: IsolatedLab) -> None:
     isolated_lab.cli("lab", "up", "redis")
     pid = running_pids(isolated_lab)["redis"]
     os.kill(pid, signal.SIGKILL)  # a crash the lab did not cause
-    deadline = time.monotonic() + 5
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "redis survived SIGKILL"
-        time.sleep(0.02)
+
+    def gone() -> bool:
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    wait_until(gone, 10.0, "redis gone after SIGKILL", retry_on=(psutil.NoSuchProcess,))
     assert isolated_lab.status()["redis"]["health"] == "crashed"
+    # The lab started it and it broke: the doctor fails, whatever was asked for.
+    doctor = isolated_lab.cli("doctor", check=False)
+    assert doctor.returncode == 1
+    assert ["redis", "running", "broken", "redis:", "crashed"] in [
+        line.split()[:5] for line in doctor.stdout.splitlines()
+    ]
+    assert doctor.stderr.strip() == "not ready: redis (the fix column says how)"
 
     down = isolated_lab.cli("lab", "down", "redis")
     assert f"redis: was not running (stale pid file for pid {pid} removed)" in down.stdout
@@ -180,11 +188,17 @@ def test_status_logs_and_restarting_toxiproxy_keeps_the_proxies(
     assert len(logs) == 5
     assert any("Server is ready" in line for line in logs)
 
-    isolated_lab.cli("lab", "fault", "restart", "toxiproxy")
+    restarted = isolated_lab.cli("lab", "fault", "restart", "toxiproxy")
+    assert (restarted.stdout + restarted.stderr).count("restarted") == 1
+    assert restarted.stdout.strip() == "toxiproxy: restarted"
     proxies = isolated_lab.cli("lab", "fault", "toxic", "list").stdout
     assert f"{HOST}:{isolated_lab.port('nats')}" in proxies
     with socket.create_connection((HOST, isolated_lab.port("nats")), timeout=5) as client:
         assert client.recv(4).startswith(b"INFO")  # NATS greets through the new proxy
+    # Toxiproxy logs warnings and errors only: not every API call and client connection.
+    toxiproxy_log = (isolated_lab.state / "logs" / "toxiproxy.log").read_text()
+    levels = {json.loads(line)["level"] for line in toxiproxy_log.splitlines() if line[:1] == "{"}
+    assert levels <= {"warn", "error"}, levels
 
 
 def test_fault_kill_then_up_brings_it_back(isolated_lab: IsolatedLab) -> None:

@@ -13,7 +13,9 @@ in the same session, which is what kill/pause faults signal.
 
 from __future__ import annotations
 
+import shlex
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from mqlab.lab.endpoints import HOST, port
@@ -21,6 +23,10 @@ from mqlab.lab.install import apt_command, apt_install
 from mqlab.lab.spec import HealthCheck, LabPaths, Missing, ProcessSpec, ProxySpec, Service
 
 SERVER_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+# The real control script. Debian's /usr/sbin/rabbitmqctl is a wrapper that, run as root,
+# switches to the `rabbitmq` user, whose HOME holds a different Erlang cookie: it cannot talk
+# to the lab's private node.
+CTL_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 RABBITMQ_LIB = Path("/usr/lib/rabbitmq/lib")
 NODE_NAME = "mqlab@localhost"
 # Queue depths in the management API refresh at this interval (ms); the default 5 s makes a
@@ -127,6 +133,24 @@ class RabbitMQService(Service):
 
     def proxies(self) -> list[ProxySpec]:
         return [ProxySpec("rabbitmq", self.name, port("rabbitmq"), port("rabbitmq_upstream"))]
+
+    def ctl_environment(self, paths: LabPaths) -> dict[str, str]:
+        """What ``rabbitmqctl`` needs to reach the lab's node: its HOME (the Erlang cookie)
+        and the lab's epmd port; the same values the node itself was started with."""
+        node = next(spec for spec in self.processes(paths) if spec.name == "rabbitmq")
+        return {name: node.env[name] for name in ("HOME", "ERL_EPMD_PORT", "ERL_EPMD_ADDRESS")}
+
+    def ctl_command(self, paths: LabPaths, arguments: Sequence[str] = ()) -> list[str]:
+        """``rabbitmqctl -n NODE ARGUMENTS`` for the lab's node (run with
+        :meth:`ctl_environment`)."""
+        return [str(CTL_SCRIPT), "-n", NODE_NAME, *arguments]
+
+    def ctl_shell_command(self, paths: LabPaths, arguments: Sequence[str] = ()) -> str:
+        """The same as one line to paste into a shell."""
+        environment = " ".join(
+            f"{name}={shlex.quote(value)}" for name, value in self.ctl_environment(paths).items()
+        )
+        return f"{environment} {shlex.join(self.ctl_command(paths, arguments))}"
 
     def data_dirs(self, paths: LabPaths) -> list[Path]:
         return [self._dir(paths)]

@@ -64,6 +64,10 @@ class ToxiproxyService(Service):
                     kind="http", url=f"http://{HOST}:{api_port}/version", timeout=15
                 ),
                 ports=(api_port,),
+                # Without LOG_LEVEL the server logs at trace level: every API request and every
+                # client connection, megabytes per test run. Warnings keep what explains a
+                # fault (an upstream that does not answer, a link cut).
+                env={"LOG_LEVEL": "warn"},
                 stop_timeout=5,
             )
         ]
