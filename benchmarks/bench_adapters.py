@@ -77,7 +77,7 @@ RABBITMQ_PREFETCH = 1000
 async def bench_rabbitmq(messages: int, size: int) -> BenchResult:
     """Persistent messages into a durable classic queue, publisher confirms on, a consumer
     acking each message (prefetch 1000), both through :class:`RabbitMQBroker`."""
-    from mqlab.brokers.rabbitmq import RabbitMQBroker
+    from mqlab.brokers.rabbitmq.client import RabbitMQBroker
 
     async with RabbitMQBroker() as broker:
         await broker.declare_queue("bench")
@@ -160,7 +160,7 @@ def text_latency_ms(body: str) -> float:
 async def bench_sqs(messages: int, size: int) -> BenchResult:
     """A standard queue through :class:`SqsBroker`: a producer with a window of concurrent
     SendMessage calls, a consumer long-polling batches of 10 and deleting each message."""
-    from mqlab.brokers.sqs import SqsBroker
+    from mqlab.brokers.sqs.client import SqsBroker
 
     async with SqsBroker() as broker:
         await broker.create_queue("bench")
@@ -232,7 +232,7 @@ async def bench_nats(messages: int, size: int) -> BenchResult:
     """A file-backed stream through :class:`NatsBroker`: a producer with a window of publishes
     awaiting their PubAck, a durable pull consumer fetching batches and acking every message
     (acks wait for the server's confirmation)."""
-    from mqlab.brokers.nats import NatsBroker
+    from mqlab.brokers.nats.client import NatsBroker
 
     async with NatsBroker() as broker:
         await broker.add_stream("bench", [broker.subject("bench.>")])
@@ -412,7 +412,7 @@ async def bench_kafka(messages: int, size: int) -> BenchResult:
     """
     from aiokafka import AIOKafkaProducer
 
-    from mqlab.brokers.kafka import KafkaBroker
+    from mqlab.brokers.kafka.client import KafkaBroker
 
     async with KafkaBroker() as broker:
         topic = await broker.create_topic(

@@ -25,9 +25,9 @@ import pstats
 import time
 from collections.abc import Callable
 
-from mqlab.brokers.api.kafka import Acks
+from mqlab.brokers.kafka.api import Acks
 from mqlab.brokers.sim.clock import run_virtual
-from mqlab.brokers.sim.kafka import SimKafkaBroker
+from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.events import Delivered, Observation, Produced, RetryScheduled
 

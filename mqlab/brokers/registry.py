@@ -14,14 +14,14 @@ from mqlab.brokers.base import Broker, BrokerError
 SYSTEMS = ("kafka", "rabbitmq", "sqs", "nats")
 
 BROKERS: dict[str, str] = {
-    "kafka": "mqlab.brokers.kafka:KafkaBroker",
-    "rabbitmq": "mqlab.brokers.rabbitmq:RabbitMQBroker",
-    "sqs": "mqlab.brokers.sqs:SqsBroker",
-    "nats": "mqlab.brokers.nats:NatsBroker",
-    "sim:kafka": "mqlab.brokers.sim.kafka:SimKafkaBroker",
-    "sim:rabbitmq": "mqlab.brokers.sim.rabbitmq:SimRabbitMQBroker",
-    "sim:sqs": "mqlab.brokers.sim.sqs:SimSqsBroker",
-    "sim:nats": "mqlab.brokers.sim.nats:SimNatsBroker",
+    "kafka": "mqlab.brokers.kafka.client:KafkaBroker",
+    "rabbitmq": "mqlab.brokers.rabbitmq.client:RabbitMQBroker",
+    "sqs": "mqlab.brokers.sqs.client:SqsBroker",
+    "nats": "mqlab.brokers.nats.client:NatsBroker",
+    "sim:kafka": "mqlab.brokers.sim.kafka.client:SimKafkaBroker",
+    "sim:rabbitmq": "mqlab.brokers.sim.rabbitmq.server:SimRabbitMQBroker",
+    "sim:sqs": "mqlab.brokers.sim.sqs.server:SimSqsBroker",
+    "sim:nats": "mqlab.brokers.sim.nats.server:SimNatsBroker",
 }
 
 

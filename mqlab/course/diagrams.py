@@ -1,7 +1,7 @@
 """Diagrams a lesson can draw, as plain text lines from a broker's snapshot (no I/O here).
 
 ``kafka-cluster`` is the cheat sheet's Kafka diagram, drawn from a
-:class:`~mqlab.brokers.api.kafka.KafkaSnapshot`: the brokers and the controller, each topic's
+:class:`~mqlab.brokers.kafka.api.KafkaSnapshot`: the brokers and the controller, each topic's
 partitions with leader, replicas and ISR (and who fell out of it), the offsets, each consumer
 group's members with their partitions and lag, and the produce / consume flow. The player takes
 the snapshot from a live ``inspect()`` (the simulator's or the lab's); when there is none it
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.kafka.api import (
     GroupInfo,
     GroupMember,
     GroupOffset,

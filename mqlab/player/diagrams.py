@@ -20,7 +20,7 @@ from mqlab.course.diagrams import DIAGRAM_NAMES, EXAMPLE_KAFKA_SNAPSHOT, kafka_c
 from mqlab.player.runs import LearnerBroker
 
 if TYPE_CHECKING:
-    from mqlab.brokers.api.kafka import KafkaAPI, KafkaSnapshot
+    from mqlab.brokers.kafka.api import KafkaAPI, KafkaSnapshot
 
 SCENE_TIMEOUT = 45.0
 """Seconds the lab gets to build the scene (topic, producer, a group that settles)."""
@@ -79,7 +79,7 @@ async def kafka_scene(broker: KafkaAPI, *, settle_timeout: float = 30.0) -> Kafk
 
 def _simulated_snapshot(seed: int) -> tuple[KafkaSnapshot, str]:
     from mqlab.brokers.sim.clock import run_virtual
-    from mqlab.brokers.sim.kafka import SimKafkaBroker
+    from mqlab.brokers.sim.kafka.client import SimKafkaBroker
     from mqlab.brokers.sim.world import SimWorld
 
     broker = SimKafkaBroker(world=SimWorld(seed=seed))
@@ -88,7 +88,7 @@ def _simulated_snapshot(seed: int) -> tuple[KafkaSnapshot, str]:
 
 
 def _lab_snapshot(timeout: float) -> tuple[KafkaSnapshot, str]:
-    from mqlab.brokers.api.kafka import KafkaAPI
+    from mqlab.brokers.kafka.api import KafkaAPI
     from mqlab.brokers.registry import get_broker_class
 
     broker = get_broker_class("kafka")()

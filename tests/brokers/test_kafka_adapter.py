@@ -16,9 +16,9 @@ from typing import TypeVar
 
 import pytest
 
-from mqlab.brokers.api.kafka import KafkaAPI, ProduceTimedOut, TopicPartition
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
-from mqlab.brokers.kafka import KafkaBroker
+from mqlab.brokers.kafka.api import KafkaAPI, ProduceTimedOut, TopicPartition
+from mqlab.brokers.kafka.client import KafkaBroker
 from mqlab.brokers.registry import get_broker_class
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, KAFKA_BROKER_IDS, Endpoints

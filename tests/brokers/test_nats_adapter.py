@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
-from mqlab.brokers.nats import JetStreamError, NatsBroker, NoStreamForSubject
+from mqlab.brokers.nats.client import JetStreamError, NatsBroker, NoStreamForSubject
 from mqlab.brokers.registry import get_broker_class
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, Endpoints, port

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mqlab.brokers.api.rabbitmq import QueueInfo
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
-from mqlab.brokers.rabbitmq import RabbitMQBroker
+from mqlab.brokers.rabbitmq.api import QueueInfo
+from mqlab.brokers.rabbitmq.client import RabbitMQBroker
 from mqlab.brokers.registry import get_broker_class
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, Endpoints

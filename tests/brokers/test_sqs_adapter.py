@@ -17,10 +17,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from mqlab.brokers.api.sqs import ReceiptHandleInvalid
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.registry import get_broker_class
-from mqlab.brokers.sqs import SqsBroker, SqsRequestRefused
+from mqlab.brokers.sqs.api import ReceiptHandleInvalid
+from mqlab.brokers.sqs.client import SqsBroker, SqsRequestRefused
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, Endpoints
 from mqlab.observe.bus import Recorder
@@ -190,7 +190,7 @@ async def test_close_deletes_queues_and_topics_also_on_error() -> None:
 async def test_receipt_handles_as_moto_treats_them() -> None:
     """A handle the server never issued is rejected. A *stale* handle (from before the message
     was received again) is accepted by moto, which deletes the message anyway (documented
-    in mqlab.brokers.sqs; AWS may keep the message instead)."""
+    in mqlab.brokers.sqs.client; AWS may keep the message instead)."""
     async with make_broker() as broker:
         await broker.create_queue("handles", visibility_timeout=1)
         with pytest.raises(ReceiptHandleInvalid):

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import pytest
 
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.kafka.api import (
     AssignmentStrategy,
     KafkaAPI,
     KafkaConsumer,

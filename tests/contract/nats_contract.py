@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mqlab.brokers.api.nats import JsMessage, NatsAPI, NatsPullConsumer
 from mqlab.brokers.base import BrokerError
+from mqlab.brokers.nats.api import JsMessage, NatsAPI, NatsPullConsumer
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import Acked, DeadLettered, Delivered, Nacked, Produced
 from tests import waiting

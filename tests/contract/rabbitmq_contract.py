@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 
-from mqlab.brokers.api.rabbitmq import RabbitConsumer, RabbitDelivery, RabbitMQAPI
 from mqlab.brokers.base import BrokerError
+from mqlab.brokers.rabbitmq.api import RabbitConsumer, RabbitDelivery, RabbitMQAPI
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import Acked, DeadLettered, Delivered, Nacked, Produced
 

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mqlab.brokers.api.sqs import SqsAPI, SqsMessage
 from mqlab.brokers.base import BrokerError
+from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import Acked, DeadLettered, Delivered, Nacked, Observation, Produced
 from tests import waiting

@@ -47,7 +47,7 @@ def explain_failure(result: RunResult) -> str:
     lines = [f"{result.scenario_id} on {result.broker}: error={result.error}"]
     lines += [f"  {failure}" for failure in result.failures()]
     lines.append(f"  ledger: {result.summary.as_dict()}")
-    lines.append(f"  groups: {({n: g.as_dict() for n, g in result.groups.items()})}")
+    lines.append(f"  groups: { ({n: g.as_dict() for n, g in result.groups.items()}) }")
     return "\n".join(lines)
 
 

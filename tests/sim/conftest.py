@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import pytest
 
 from mqlab.brokers.sim.clock import VirtualTimeLoop
-from mqlab.brokers.sim.kafka import SimKafkaBroker
+from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 

@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from mqlab.brokers.sim._fast import shortcut_applies, slot_builder
 from mqlab.brokers.sim.clock import VirtualTimeLoop, run_virtual
+from mqlab.brokers.sim.fast import shortcut_applies, slot_builder
 from mqlab.brokers.sim.world import (
     LAB_NODES,
     NodeChange,
@@ -384,12 +384,13 @@ def test_slot_builders_fall_back_when_the_class_is_not_what_they_expect() -> Non
 def test_the_simulator_builds_its_per_message_objects_the_fast_way() -> None:
     """If an observation or record class changes shape, this says the simulator lost its
     shortcut (it still works, just slower): update the field lists in kafka.py."""
-    from mqlab.brokers.api.kafka import KafkaRecord, RecordMetadata
+    from mqlab.brokers.kafka.api import KafkaRecord, RecordMetadata
 
     for cls in (Produced, Delivered, KafkaRecord, RecordMetadata):
         names = [f.name for f in dataclasses.fields(cls)]
         assert shortcut_applies(cls, names), cls.__name__
-    from mqlab.brokers.sim import _kafka_cluster, kafka
+    from mqlab.brokers.sim.kafka import client as kafka
+    from mqlab.brokers.sim.kafka import server as _kafka_cluster
 
     builders = (kafka._new_produced, kafka._new_delivered, kafka._new_metadata)
     assert all(b.__name__ == "build" for b in (*builders, _kafka_cluster.new_record))

@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.base import BrokerError, OperationTimedOut
+from mqlab.brokers.kafka.api import (
     NotEnoughReplicas,
     ProduceTimedOut,
     TopicInfo,
@@ -21,8 +22,7 @@ from mqlab.brokers.api.kafka import (
     default_partition,
     murmur2,
 )
-from mqlab.brokers.base import BrokerError, OperationTimedOut
-from mqlab.brokers.sim.kafka import SimKafkaBroker
+from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import (

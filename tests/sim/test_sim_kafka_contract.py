@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.sim.kafka import SimKafkaBroker
+from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.world import SimWorld
 from tests.contract.kafka_contract import KafkaContract
 

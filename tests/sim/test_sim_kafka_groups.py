@@ -16,17 +16,17 @@ from typing import TypeVar
 
 import pytest
 
-from mqlab.brokers.api.kafka import TopicPartition
 from mqlab.brokers.base import BrokerError
-from mqlab.brokers.sim._kafka_algorithms import (
+from mqlab.brokers.kafka.api import TopicPartition
+from mqlab.brokers.sim.clock import run_virtual
+from mqlab.brokers.sim.kafka.algorithms import (
     assign_replicas,
     coordinator_partition,
     java_string_hash,
     range_assign,
     roundrobin_assign,
 )
-from mqlab.brokers.sim.clock import run_virtual
-from mqlab.brokers.sim.kafka import (
+from mqlab.brokers.sim.kafka.client import (
     CommitFailed,
     ProducerFenced,
     SimKafkaBroker,

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.api.nats import ConsumerInfo
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.nats.api import ConsumerInfo
 from mqlab.brokers.registry import get_broker_class
-from mqlab.brokers.sim import _subjects
 from mqlab.brokers.sim.clock import run_virtual
-from mqlab.brokers.sim.nats import JetStreamError, NoStreamForSubject, SimNatsBroker
+from mqlab.brokers.sim.nats import subjects as nats_subjects
+from mqlab.brokers.sim.nats.server import JetStreamError, NoStreamForSubject, SimNatsBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, DeadLettered, Expired
@@ -72,7 +72,7 @@ def counters(info: ConsumerInfo) -> tuple[int, int, int, int, int]:
     ],
 )
 def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
-    assert _subjects.matches(pattern, subject) is expected
+    assert nats_subjects.matches(pattern, subject) is expected
 
 
 @pytest.mark.parametrize(
@@ -88,14 +88,14 @@ def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
     ],
 )
 def test_subject_overlap(first: str, second: str, expected: bool) -> None:
-    assert _subjects.overlap(first, second) is expected
-    assert _subjects.overlap(second, first) is expected
+    assert nats_subjects.overlap(first, second) is expected
+    assert nats_subjects.overlap(second, first) is expected
 
 
 def test_subject_filters_are_validated() -> None:
-    assert _subjects.valid_filter("a.*.>")
+    assert nats_subjects.valid_filter("a.*.>")
     for bad in ("a.>.b", "a..b", "a.b*", "", "a b"):
-        assert not _subjects.valid_filter(bad)
+        assert not nats_subjects.valid_filter(bad)
 
 
 async def test_streams_capture_by_wildcard_and_refuse_overlaps(nats: SimNatsBroker) -> None:

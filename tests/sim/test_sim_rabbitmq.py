@@ -15,7 +15,7 @@ import pytest
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.registry import get_broker_class
 from mqlab.brokers.sim.clock import run_virtual
-from mqlab.brokers.sim.rabbitmq import (
+from mqlab.brokers.sim.rabbitmq.server import (
     AlreadySettled,
     ConnectionLost,
     NotFound,

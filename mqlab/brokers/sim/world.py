@@ -51,7 +51,7 @@ from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
 
 if TYPE_CHECKING:
-    from mqlab.brokers.sim.kafka import SimKafkaCluster
+    from mqlab.brokers.sim.kafka.client import SimKafkaCluster
 
 _M = TypeVar("_M")
 
@@ -500,9 +500,9 @@ class SimWorld:
 
     def kafka_cluster(self, **config: Any) -> SimKafkaCluster:
         """The run's Kafka cluster (created on first call with ``config``; see
-        :class:`mqlab.brokers.sim.kafka.SimKafkaCluster`)."""
+        :class:`mqlab.brokers.sim.kafka.client.SimKafkaCluster`)."""
         # Imported here: the Kafka model imports this module.
-        from mqlab.brokers.sim.kafka import SimKafkaCluster
+        from mqlab.brokers.sim.kafka.client import SimKafkaCluster
 
         return self.model("kafka", lambda: SimKafkaCluster(self, **config))
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.kafka.api import (
     KafkaAPI,
     KafkaConsumer,
     KafkaProducer,
@@ -19,7 +20,6 @@ from mqlab.brokers.api.kafka import (
     TopicInfo,
     TopicPartition,
 )
-from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.observe.events import DEAD_LETTER_PRODUCER, DeadLettered, TransactionEnded
 from mqlab.scenarios.drivers.base import (

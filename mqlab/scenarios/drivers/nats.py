@@ -9,8 +9,8 @@ announces it with an advisory that the adapter turns into a DeadLettered observa
 
 from __future__ import annotations
 
-from mqlab.brokers.api.nats import JsMessage, NatsAPI, NatsPullConsumer
 from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.nats.api import JsMessage, NatsAPI, NatsPullConsumer
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,

@@ -10,8 +10,8 @@ circulating but is never lost.
 
 from __future__ import annotations
 
-from mqlab.brokers.api.rabbitmq import RabbitConsumer, RabbitDelivery, RabbitMQAPI
 from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.rabbitmq.api import RabbitConsumer, RabbitDelivery, RabbitMQAPI
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.observe.events import DeadLettered
 from mqlab.scenarios.drivers.base import (

@@ -8,8 +8,8 @@ is the queue's redrive policy: the broker moves a message to the DLQ once it has
 
 from __future__ import annotations
 
-from mqlab.brokers.api.sqs import SqsAPI, SqsMessage
 from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.observe.events import DeadLettered
 from mqlab.scenarios.drivers.base import (

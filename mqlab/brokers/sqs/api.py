@@ -1,7 +1,7 @@
 """The SQS (+ SNS fan-out) interface, in AWS's vocabulary: queues, receipt handles, visibility
 timeouts, message groups, deduplication ids, redrive policies, topics and subscriptions.
 
-Implemented by :class:`mqlab.brokers.sqs.SqsBroker` (boto3 against the lab's moto server) and
+Implemented by :class:`mqlab.brokers.sqs.client.SqsBroker` (boto3 against the lab's moto server) and
 by the simulator's SQS model. Queues are addressed by *name*; adapters map names to URLs.
 """
 

@@ -1,6 +1,6 @@
 """The Kafka interface, in Kafka's own vocabulary: topics, partitions, offsets, groups.
 
-Implemented by :class:`mqlab.brokers.kafka.KafkaBroker` (aiokafka against the lab's KRaft
+Implemented by :class:`mqlab.brokers.kafka.client.KafkaBroker` (aiokafka against the lab's KRaft
 cluster) and by the simulator's Kafka model. Offsets follow Kafka's convention everywhere: a
 *committed* offset is the offset of the next record the group will read, so lag is
 ``high_watermark - committed``.
@@ -282,7 +282,7 @@ class KafkaConsumer(ABC):
 
 
 class KafkaAPI(Broker):
-    """Kafka in its own vocabulary. See :mod:`mqlab.brokers.api.kafka` for the data types."""
+    """Kafka in its own vocabulary. See :mod:`mqlab.brokers.kafka.api` for the data types."""
 
     system = "kafka"
     capabilities = KAFKA_CAPABILITIES

@@ -1,6 +1,6 @@
 """The simulator's NATS JetStream: subjects, streams, pull consumers and sequences on virtual time.
 
-Layout (the same places as the real adapter in :mod:`mqlab.brokers.nats`): errors, the server
+Layout (the same places as the real adapter in :mod:`mqlab.brokers.nats.client`): errors, the server
 model (stored messages, streams, consumers, core subscriptions, :class:`SimNatsServer`), then
 the message, consumer and subscription classes and :class:`SimNatsBroker` with lifecycle,
 streams, publishing, consumers, inspection and the plumbing at the end.
@@ -42,7 +42,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mqlab.brokers.api.nats import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.nats.api import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
     DeliverPolicy,
@@ -59,9 +60,7 @@ from mqlab.brokers.api.nats import (
     check_name,
     check_start_position,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.sim import _subjects
-from mqlab.brokers.sim._common import (
+from mqlab.brokers.sim.link import (
     SIM_ADDRESS,
     connection_refused,
     connection_silent,
@@ -69,6 +68,7 @@ from mqlab.brokers.sim._common import (
     outlive_caller,
     within,
 )
+from mqlab.brokers.sim.nats import subjects as nats_subjects
 from mqlab.brokers.sim.world import NodeChange, NodeState, NodeUnreachable, SimWorld
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
@@ -197,7 +197,7 @@ class _Consumer:
         self._changed = asyncio.Event()
 
     def wants(self, subject: str) -> bool:
-        return self.filter_subject is None or _subjects.matches(self.filter_subject, subject)
+        return self.filter_subject is None or nats_subjects.matches(self.filter_subject, subject)
 
     def notify(self) -> None:
         self._changed.set()
@@ -245,7 +245,7 @@ class _Stream:
         return next(iter(self.messages)) if self.messages else self.last_sequence + 1
 
     def captures(self, subject: str) -> bool:
-        return any(_subjects.matches(pattern, subject) for pattern in self.subjects)
+        return any(nats_subjects.matches(pattern, subject) for pattern in self.subjects)
 
     def info(self) -> StreamInfo:
         return StreamInfo(
@@ -298,18 +298,18 @@ class SimNatsServer:
         """Create the stream, or update it when it exists with other settings."""
         operation = "add stream"
         for subject in config.subjects:
-            if not _subjects.valid_filter(subject):
+            if not nats_subjects.valid_filter(subject):
                 raise _refused(operation, name, "invalid subject", 10052)
         for index, subject in enumerate(config.subjects):
             for later in config.subjects[index + 1 :]:
-                if _subjects.overlap(subject, later):
+                if nats_subjects.overlap(subject, later):
                     raise _refused(
                         operation, name, f'subject "{subject}" overlaps with "{later}"', 10052
                     )
         for existing in self.streams.values():
             if existing.name == name:
                 continue
-            if any(_subjects.overlap(a, b) for a in config.subjects for b in existing.subjects):
+            if any(nats_subjects.overlap(a, b) for a in config.subjects for b in existing.subjects):
                 raise _refused(operation, name, "subjects overlap with an existing stream", 10065)
         if config.max_age > 0 and config.duplicate_window > config.max_age:
             raise _refused(
@@ -376,7 +376,7 @@ class SimNatsServer:
             NoStreamForSubject: ``acked`` (a JetStream publish) and no stream captures it.
         """
         for subscriber in tuple(self.subscribers):
-            if _subjects.matches(subscriber.pattern, subject):
+            if nats_subjects.matches(subscriber.pattern, subject):
                 subscriber.deliver(subject, data, dict(headers))
         stream = next((s for s in self.streams.values() if s.captures(subject)), None)
         if stream is None:
@@ -430,7 +430,7 @@ class SimNatsServer:
         operation = "add consumer"
         target = f"{stream_name}/{name}"
         stream = self.stream(stream_name, operation)
-        if filter_subject is not None and not _subjects.valid_filter(filter_subject):
+        if filter_subject is not None and not nats_subjects.valid_filter(filter_subject):
             raise _refused(operation, target, "consumer filter subject is not valid", 10093)
         existing = stream.consumers.get(name)
         if existing is not None:
@@ -456,7 +456,7 @@ class SimNatsServer:
                 if (
                     filter_subject is None
                     or other.filter_subject is None
-                    or _subjects.overlap(filter_subject, other.filter_subject)
+                    or nats_subjects.overlap(filter_subject, other.filter_subject)
                 ):
                     raise _refused(
                         operation, target, "filtered consumer not unique on workqueue stream", 10100
@@ -605,7 +605,7 @@ class SimNatsServer:
         if policy == "last":
             for sequence in reversed(stream.messages):
                 subject = stream.messages[sequence].subject
-                if filter_subject is None or _subjects.matches(filter_subject, subject):
+                if filter_subject is None or nats_subjects.matches(filter_subject, subject):
                     return sequence
             return last + 1
         if policy == "by_start_sequence":
@@ -1250,7 +1250,7 @@ class SimNatsBroker(NatsAPI):
         if msg_id is not None:
             all_headers[MSG_ID_HEADER] = msg_id
         try:
-            if not _subjects.valid_subject(target):
+            if not nats_subjects.valid_subject(target):
                 raise JetStreamError(f"publish {target}: invalid subject")
             server = self._require_server()
             stream, sequence, duplicate = await self._request(
@@ -1288,7 +1288,7 @@ class SimNatsBroker(NatsAPI):
         """Core NATS publish: no ack; only current subscribers see it (a stream capturing the
         subject stores it too, as nats-server does)."""
         target = self._subject(subject)
-        if not _subjects.valid_subject(target):
+        if not nats_subjects.valid_subject(target):
             raise JetStreamError(f"publish {target}: invalid subject")
         mqlab_id = self._new_message_id()
         server = self._require_server()
@@ -1378,7 +1378,7 @@ class SimNatsBroker(NatsAPI):
     async def subscribe(self, subject: str) -> NatsSubscription:
         """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
         target = self._subject(subject)
-        if not _subjects.valid_filter(target):
+        if not nats_subjects.valid_filter(target):
             raise JetStreamError(f"subscribe {target}: invalid subject")
         server = self._require_server()
         subscription = _SimSubscription(self, target)

@@ -60,7 +60,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from mqlab.brokers.api.sqs import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
     ReceiptHandleInvalid,
     SendResult,
@@ -72,7 +73,6 @@ from mqlab.brokers.api.sqs import (
     SqsSnapshot,
     check_queue_settings,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (

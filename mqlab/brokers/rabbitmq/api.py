@@ -1,6 +1,6 @@
 """The RabbitMQ interface, in AMQP 0-9-1's vocabulary: exchanges, bindings, queues, ack/nack.
 
-Implemented by :class:`mqlab.brokers.rabbitmq.RabbitMQBroker` (aio-pika + the management HTTP
+Implemented by :class:`mqlab.brokers.rabbitmq.client.RabbitMQBroker` (aio-pika + the management HTTP
 API) and by the simulator's RabbitMQ model.
 """
 

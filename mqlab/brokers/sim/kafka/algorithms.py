@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from mqlab.brokers.api.kafka import TopicPartition
+from mqlab.brokers.kafka.api import TopicPartition
 
 Assignment = dict[str, list[TopicPartition]]
 

@@ -2,7 +2,7 @@
 ISR and high watermarks, group coordinators and transaction coordinators.
 
 This is the server side of the Kafka model; the client side (producer, consumer, admin
-adapter) lives in :mod:`mqlab.brokers.sim.kafka` and only talks to the cluster through the
+adapter) lives in :mod:`mqlab.brokers.sim.kafka.client` and only talks to the cluster through the
 methods here, after paying for each request leg with :meth:`SimWorld.transmit`.
 
 What happens, in the order the course shows it:
@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mqlab.brokers.api.kafka import CommitFailed, KafkaRecord, TopicPartition
 from mqlab.brokers.base import BrokerError
-from mqlab.brokers.sim._fast import slot_builder
-from mqlab.brokers.sim._kafka_algorithms import ASSIGNORS, assign_replicas, coordinator_partition
+from mqlab.brokers.kafka.api import CommitFailed, KafkaRecord, TopicPartition
+from mqlab.brokers.sim.fast import slot_builder
+from mqlab.brokers.sim.kafka.algorithms import ASSIGNORS, assign_replicas, coordinator_partition
 from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
 from mqlab.observe.events import (
     BrokerDown,

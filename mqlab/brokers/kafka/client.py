@@ -27,7 +27,7 @@ What it adds on top of aiokafka, and why:
   answer, which omits fenced ones; after "followers fenced, then the leader killed" a client
   would know only the dead leader and stay stuck until that process returns. Every client the
   adapter creates falls back to the bootstrap addresses when no known broker answers (see
-  :func:`mqlab.brokers._kafka_cluster.fall_back_to_bootstrap`), and so do the adapter's own
+  :func:`mqlab.brokers.kafka.wire.fall_back_to_bootstrap`), and so do the adapter's own
   requests and the watcher.
 * **The controller.** In KRaft the metadata answer names a random broker as "controller"; the
   snapshot's ``controller_id`` is the leader of the KRaft quorum instead (DescribeQuorum,
@@ -67,8 +67,9 @@ from aiokafka.errors import (
 from aiokafka.structs import OffsetAndMetadata
 from aiokafka.structs import TopicPartition as AioTopicPartition
 
-from mqlab.brokers import _kafka_cluster as wire
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.kafka import wire
+from mqlab.brokers.kafka.api import (
     MESSAGE_ID_HEADER,
     Acks,
     AssignmentStrategy,
@@ -91,7 +92,6 @@ from mqlab.brokers.api.kafka import (
     TopicPartition,
     default_partition,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (

@@ -60,7 +60,8 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from yarl import URL
 
-from mqlab.brokers.api.rabbitmq import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.rabbitmq.api import (
     MESSAGE_ID_HEADER,
     AlreadySettled,
     BindingInfo,
@@ -78,7 +79,6 @@ from mqlab.brokers.api.rabbitmq import (
     RabbitSnapshot,
     Unroutable,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (

@@ -1,6 +1,6 @@
 """The simulator's SQS (+ SNS): queues, receipt handles, visibility and FIFO groups on virtual time.
 
-Layout (the same places as the real adapter in :mod:`mqlab.brokers.sqs`): errors, the server
+Layout (the same places as the real adapter in :mod:`mqlab.brokers.sqs.client`): errors, the server
 model (stored messages, queues, topics, :class:`SimSqsServer`), then :class:`SimSqsBroker` with
 lifecycle, queues, messages, SNS, inspection and the plumbing at the end.
 
@@ -48,7 +48,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mqlab.brokers.api.sqs import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.sim.link import (
+    SIM_ADDRESS,
+    connection_refused,
+    first_of,
+    outlive_caller,
+    within,
+)
+from mqlab.brokers.sim.world import NodeChange, NodeState, NodeUnreachable, SimWorld
+from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
     ReceiptHandleInvalid,
     SendResult,
@@ -60,15 +69,6 @@ from mqlab.brokers.api.sqs import (
     SqsSnapshot,
     check_queue_settings,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.sim._common import (
-    SIM_ADDRESS,
-    connection_refused,
-    first_of,
-    outlive_caller,
-    within,
-)
-from mqlab.brokers.sim.world import NodeChange, NodeState, NodeUnreachable, SimWorld
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (

@@ -1,5 +1,5 @@
 """The simulator's Kafka: :class:`SimKafkaBroker` implements :class:`KafkaAPI` on a simulated
-KRaft cluster (:mod:`mqlab.brokers.sim._kafka_cluster`) in virtual time.
+KRaft cluster (:mod:`mqlab.brokers.sim.kafka.server`) in virtual time.
 
 It models what the course teaches rather than handing messages around: partitions with
 replicas, leaders and an ISR; acks 0/1/all against min.insync.replicas; leader election after
@@ -23,7 +23,8 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.kafka.api import (
     MESSAGE_ID_HEADER,
     Acks,
     AssignmentStrategy,
@@ -48,9 +49,8 @@ from mqlab.brokers.api.kafka import (
     TopicPartition,
     default_partition,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.sim._fast import slot_builder
-from mqlab.brokers.sim._kafka_cluster import (
+from mqlab.brokers.sim.fast import slot_builder
+from mqlab.brokers.sim.kafka.server import (
     CONTROLLER_ID,
     CONTROLLER_NODE,
     OFFSETS_TOPIC,
@@ -147,7 +147,7 @@ class SimKafkaBroker(KafkaAPI):
         world: the run's world; a private one (seed 0) when omitted, closed with the adapter.
         brokers: brokers in the cluster if this adapter creates it (default 3, like the lab).
         broker_config: Kafka broker configs for a cluster this adapter creates (see
-            :data:`mqlab.brokers.sim._kafka_cluster.DEFAULT_CONFIG`).
+            :data:`mqlab.brokers.sim.kafka.server.DEFAULT_CONFIG`).
         bus, namespace, endpoints, connect_timeout: as :class:`mqlab.brokers.base.Broker`.
             ``bus`` must be the world's bus when both are given (observations carry its
             virtual clock); ``namespace`` defaults to a deterministic one from the world.

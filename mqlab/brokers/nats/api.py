@@ -1,6 +1,6 @@
 """The NATS JetStream interface, in NATS's vocabulary: subjects, streams, consumers, sequences.
 
-Implemented by :class:`mqlab.brokers.nats.NatsBroker` (nats-py) and by the simulator's model.
+Implemented by :class:`mqlab.brokers.nats.client.NatsBroker` (nats-py) and by the simulator's model.
 Core NATS (no JetStream) is at-most-once pub/sub; :meth:`NatsAPI.subscribe` exposes it so the
 difference can be shown. Everything durable goes through streams and consumers.
 """

@@ -1,6 +1,6 @@
 """The simulator's RabbitMQ: exchanges, bindings, queues and acknowledgements on virtual time.
 
-Layout (the same places as the real adapter in :mod:`mqlab.brokers.rabbitmq`): errors, the
+Layout (the same places as the real adapter in :mod:`mqlab.brokers.rabbitmq.client`): errors, the
 server model (messages, queues, exchanges, channels, :class:`SimRabbitMQServer`), then the
 delivery and consumer classes and :class:`SimRabbitMQBroker` with lifecycle, topology,
 publish, get/consume, queue operations, inspect/cleanup.
@@ -42,7 +42,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mqlab.brokers.api.rabbitmq import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.rabbitmq.api import (
     MESSAGE_ID_HEADER,
     AlreadySettled,
     BindingInfo,
@@ -59,8 +60,7 @@ from mqlab.brokers.api.rabbitmq import (
     RabbitSnapshot,
     Unroutable,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.sim._common import (
+from mqlab.brokers.sim.link import (
     SIM_ADDRESS,
     connection_refused,
     connection_silent,

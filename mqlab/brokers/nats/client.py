@@ -25,7 +25,7 @@ Why it looks the way it does:
   would subscribe; the message itself stays in the stream).
 - Names: stream names cannot contain dots, so streams are ``mq-3f2a9c-orders``
   (:meth:`~mqlab.brokers.base.Broker.qualify`) and subjects ``mq-3f2a9c.orders.eu``
-  (:meth:`~mqlab.brokers.api.nats.NatsAPI.subject`). Every method accepts either the logical
+  (:meth:`~mqlab.brokers.nats.api.NatsAPI.subject`). Every method accepts either the logical
   name or the already namespaced one, and reports the namespaced one.
 """
 
@@ -49,7 +49,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from mqlab.brokers.api.nats import (
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.nats.api import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
     DeliverPolicy,
@@ -66,7 +67,6 @@ from mqlab.brokers.api.nats import (
     check_name,
     check_start_position,
 )
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (

@@ -1,4 +1,5 @@
-"""Low-level Kafka requests behind :mod:`mqlab.brokers.kafka`, and a parsed view of the cluster.
+"""Low-level Kafka requests behind :mod:`mqlab.brokers.kafka.client`, and a parsed view of the
+cluster.
 
 Why this module exists: aiokafka's admin client covers most of what the adapter needs, but its
 helpers give up on the first broker that does not answer (``list_consumer_groups`` asks every

@@ -1,1 +1,0 @@
-"""The adapter interfaces, one module per system, shared by the real adapters and the simulator."""

@@ -1,0 +1,1 @@
+"""The simulated kafka: the server model (``server``) and the simulated adapter (``client``)."""

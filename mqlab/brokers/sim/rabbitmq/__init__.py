@@ -1,0 +1,1 @@
+"""The simulated rabbitmq: the server model (``server``) and the simulated adapter (``client``)."""

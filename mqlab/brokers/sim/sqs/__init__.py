@@ -1,0 +1,1 @@
+"""The simulated sqs: the server model (``server``) and the simulated adapter (``client``)."""
