@@ -1,7 +1,11 @@
-"""Broker adapters: one per system (Kafka, RabbitMQ, SQS/SNS, NATS JetStream) plus the simulator.
+"""Broker adapters: one package per system (Kafka, RabbitMQ, SQS/SNS, NATS JetStream) plus the
+simulator, all laid out the same way.
 
-``mqlab.brokers.api`` holds each system's interface in its own vocabulary; the real adapters
-(``mqlab.brokers.kafka.client`` ...) and the simulated ones (``mqlab.brokers.sim``) implement those
-interfaces, so a scenario, lesson or test written against the interface runs on either.
-Resolve an adapter by name with :func:`mqlab.brokers.registry.get_broker_class`.
+``mqlab.brokers.<system>.api`` is the system's interface in its own vocabulary (with its error
+classes), ``mqlab.brokers.<system>.client`` the real adapter, and ``mqlab.brokers.sim.<system>``
+the simulated server model (``server``) and adapter (``client``). Both adapters implement the
+interface, so a scenario, lesson or test written against it runs on either.
+:mod:`mqlab.brokers.registry` holds the table of systems, the typed broker reference
+(``kafka``, ``sim:kafka``) and the factory that builds an adapter for one;
+:mod:`mqlab.brokers.faults` is the one vocabulary of injected faults.
 """

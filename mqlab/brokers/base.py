@@ -1,7 +1,7 @@
 """What every adapter shares: lifecycle, capabilities, namespace, inspect() and observations.
 
 The shared surface is deliberately small (see docs/ARCHITECTURE.md): everything else an adapter
-offers is in its own system's vocabulary and lives in ``mqlab.brokers.api.<system>``.
+offers is in its own system's vocabulary and lives in ``mqlab.brokers.<system>.api``.
 
 Lifecycle: an adapter is an async context manager. ``connect()`` is idempotent and does the work
 in ``_connect()``; ``close()`` first deletes what this adapter created in its namespace (unless
@@ -11,15 +11,18 @@ through ``__aexit__``, which is what keeps a learner's broker free of leftover t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
-from mqlab.observe.events import Observation
+from mqlab.observe.events import BrokerDown, BrokerUp, Observation
 
 NAMESPACE_PREFIX = "mq"
 
@@ -130,6 +133,8 @@ class Broker(ABC):
         self.namespace = namespace or new_namespace()
         self.endpoints = endpoints or Endpoints.local()
         self.connect_timeout = connect_timeout
+        self.address = ""
+        """Where the broker is, as error messages and observations name it (set by adapters)."""
         self._connected = False
 
     @property
@@ -149,6 +154,14 @@ class Broker(ABC):
     def emit(self, observation: Observation) -> None:
         """Publish an observation on this adapter's bus."""
         self.bus.emit(observation)
+
+    def start_background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``work`` in the background for this adapter (a probe, a reconnect loop).
+
+        Simulated adapters run it as a task of their world, so the world can stop it and an
+        unexpected error in it fails the run instead of vanishing.
+        """
+        return asyncio.get_running_loop().create_task(work, name=f"{self.name} {name}")
 
     async def connect(self) -> Self:
         """Connect once; later calls return immediately.
@@ -206,3 +219,78 @@ class Broker(ABC):
     async def inspect(self) -> object:
         """A typed snapshot of the broker's state inside this namespace (see each system's
         ``*Snapshot``), complete enough that a UI can draw it without further I/O."""
+
+
+class Reachability:
+    """The health of a broker reached request by request (HTTP: there is no connection to lose).
+
+    The first request that cannot reach the broker reports it down (``BrokerDown``); while it is
+    down, ``probe`` asks it every ``interval`` seconds, and the first answer (or any request
+    that gets one) reports it up again (``BrokerUp``). Until the adapter has connected once
+    nothing is reported: a failed first connect is not "the broker went down".
+
+    Args:
+        broker: the adapter whose bus gets the observations.
+        probe: one cheap request; True when the broker answered.
+        interval: seconds between two probes.
+        node: the node the observations name (the system's, by default).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        probe: Callable[[], Awaitable[bool]],
+        *,
+        interval: float,
+        node: str | None = None,
+    ) -> None:
+        self._broker = broker
+        self._probe = probe
+        self._interval = interval
+        self._node = node or broker.system
+        self._up: bool | None = None
+        self._prober: asyncio.Task[None] | None = None
+
+    def unreachable(self, detail: str) -> None:
+        """A request could not reach the broker (``detail`` says how)."""
+        if self._up is not True:
+            return
+        self._up = False
+        broker = self._broker
+        broker.emit(
+            BrokerDown(at=broker.bus.now(), broker=broker.name, node=self._node, detail=detail)
+        )
+        if self._prober is None or self._prober.done():
+            self._prober = broker.start_background(self._probe_until_up(), "reachability probe")
+
+    def reachable(self) -> None:
+        """A request got an answer (an error answer counts: the broker is there)."""
+        if self._up is not False:
+            self._up = True
+            return
+        self._up = True
+        broker = self._broker
+        broker.emit(
+            BrokerUp(
+                at=broker.bus.now(),
+                broker=broker.name,
+                node=self._node,
+                detail=f"answering again at {broker.address}",
+            )
+        )
+
+    async def close(self) -> None:
+        """Stop probing and forget the state (a later connect starts afresh)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
+        self._up = None
+
+    async def _probe_until_up(self) -> None:
+        """While the broker is down, ask it every interval so BrokerUp shows without calls."""
+        while self._up is False:
+            await asyncio.sleep(self._interval)
+            if await self._probe():
+                self.reachable()

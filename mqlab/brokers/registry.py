@@ -19,9 +19,9 @@ BROKERS: dict[str, str] = {
     "sqs": "mqlab.brokers.sqs.client:SqsBroker",
     "nats": "mqlab.brokers.nats.client:NatsBroker",
     "sim:kafka": "mqlab.brokers.sim.kafka.client:SimKafkaBroker",
-    "sim:rabbitmq": "mqlab.brokers.sim.rabbitmq.server:SimRabbitMQBroker",
-    "sim:sqs": "mqlab.brokers.sim.sqs.server:SimSqsBroker",
-    "sim:nats": "mqlab.brokers.sim.nats.server:SimNatsBroker",
+    "sim:rabbitmq": "mqlab.brokers.sim.rabbitmq.client:SimRabbitMQBroker",
+    "sim:sqs": "mqlab.brokers.sim.sqs.client:SimSqsBroker",
+    "sim:nats": "mqlab.brokers.sim.nats.client:SimNatsBroker",
 }
 
 

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
-from mqlab.brokers.nats.client import JetStreamError, NatsBroker, NoStreamForSubject
+from mqlab.brokers.nats.api import JetStreamError, NoStreamForSubject
+from mqlab.brokers.nats.client import NatsBroker
 from mqlab.brokers.registry import get_broker_class
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, Endpoints, port

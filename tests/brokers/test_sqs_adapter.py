@@ -19,8 +19,8 @@ from botocore.config import Config
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.registry import get_broker_class
-from mqlab.brokers.sqs.api import ReceiptHandleInvalid
-from mqlab.brokers.sqs.client import SqsBroker, SqsRequestRefused
+from mqlab.brokers.sqs.api import ReceiptHandleInvalid, SqsRequestRefused
+from mqlab.brokers.sqs.client import SqsBroker
 from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST, Endpoints
 from mqlab.observe.bus import Recorder

@@ -389,8 +389,7 @@ def test_the_simulator_builds_its_per_message_objects_the_fast_way() -> None:
     for cls in (Produced, Delivered, KafkaRecord, RecordMetadata):
         names = [f.name for f in dataclasses.fields(cls)]
         assert shortcut_applies(cls, names), cls.__name__
-    from mqlab.brokers.sim.kafka import client as kafka
-    from mqlab.brokers.sim.kafka import server as _kafka_cluster
+    from mqlab.brokers.sim.kafka import consumer, log, producer
 
-    builders = (kafka._new_produced, kafka._new_delivered, kafka._new_metadata)
-    assert all(b.__name__ == "build" for b in (*builders, _kafka_cluster.new_record))
+    builders = (producer._new_produced, consumer._new_delivered, producer._new_metadata)
+    assert all(b.__name__ == "build" for b in (*builders, log.new_record))

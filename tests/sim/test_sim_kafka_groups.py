@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from mqlab.brokers.base import BrokerError
-from mqlab.brokers.kafka.api import TopicPartition
+from mqlab.brokers.kafka.api import CommitFailed, ProducerFenced, TopicPartition
 from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.kafka.algorithms import (
     assign_replicas,
@@ -26,12 +26,8 @@ from mqlab.brokers.sim.kafka.algorithms import (
     range_assign,
     roundrobin_assign,
 )
-from mqlab.brokers.sim.kafka.client import (
-    CommitFailed,
-    ProducerFenced,
-    SimKafkaBroker,
-    SimKafkaConsumer,
-)
+from mqlab.brokers.sim.kafka.client import SimKafkaBroker
+from mqlab.brokers.sim.kafka.consumer import SimKafkaConsumer
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import (

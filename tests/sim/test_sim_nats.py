@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.nats.api import ConsumerInfo
+from mqlab.brokers.nats.api import ConsumerInfo, JetStreamError, NoStreamForSubject
 from mqlab.brokers.registry import get_broker_class
 from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.nats import subjects as nats_subjects
-from mqlab.brokers.sim.nats.server import JetStreamError, NoStreamForSubject, SimNatsBroker
+from mqlab.brokers.sim.nats.client import SimNatsBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, DeadLettered, Expired

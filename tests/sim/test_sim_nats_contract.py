@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.sim.nats.server import SimNatsBroker
+from mqlab.brokers.sim.nats.client import SimNatsBroker
 from mqlab.brokers.sim.world import SimWorld
 from tests.contract.nats_contract import NatsContract
 

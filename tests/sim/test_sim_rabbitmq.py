@@ -13,18 +13,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
-from mqlab.brokers.registry import get_broker_class
-from mqlab.brokers.sim.clock import run_virtual
-from mqlab.brokers.sim.rabbitmq.server import (
+from mqlab.brokers.rabbitmq.api import (
     AlreadySettled,
     ConnectionLost,
     NotFound,
     PreconditionFailed,
-    SimRabbitMQBroker,
     Unroutable,
-    headers_match,
-    topic_matches,
 )
+from mqlab.brokers.registry import get_broker_class
+from mqlab.brokers.sim.clock import run_virtual
+from mqlab.brokers.sim.rabbitmq.client import SimRabbitMQBroker
+from mqlab.brokers.sim.rabbitmq.routing import headers_match, topic_matches
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import (

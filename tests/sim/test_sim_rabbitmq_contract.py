@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.sim.rabbitmq.server import SimRabbitMQBroker
+from mqlab.brokers.sim.rabbitmq.client import SimRabbitMQBroker
 from mqlab.brokers.sim.world import SimWorld
 from tests.contract.rabbitmq_contract import RabbitMQContract
 

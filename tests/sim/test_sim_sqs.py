@@ -15,9 +15,10 @@ import pytest
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.registry import get_broker_class
 from mqlab.brokers.sim.clock import run_virtual
-from mqlab.brokers.sim.sqs.server import SimSqsBroker, SqsRequestRefused, configure_sqs
+from mqlab.brokers.sim.sqs.client import SimSqsBroker
+from mqlab.brokers.sim.sqs.server import configure_sqs
 from mqlab.brokers.sim.world import SimWorld
-from mqlab.brokers.sqs.api import ReceiptHandleInvalid
+from mqlab.brokers.sqs.api import ReceiptHandleInvalid, SqsRequestRefused
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, DeadLettered, Delivered, Produced
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqlab.brokers.sim.sqs.server import SimSqsBroker
+from mqlab.brokers.sim.sqs.client import SimSqsBroker
 from mqlab.brokers.sim.world import SimWorld
 from tests.contract.sqs_contract import SqsContract
 

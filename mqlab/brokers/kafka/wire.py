@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import create_conn
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaError, NodeNotReadyError, RequestTimedOutError, for_code
 from aiokafka.protocol.admin import (
     CreateTopicsRequest,
     DeleteGroupsRequest,
@@ -47,6 +47,9 @@ from aiokafka.protocol.types import (
     Schema,
     TaggedFields,
 )
+from aiokafka.structs import TopicPartition as AioTopicPartition
+
+from mqlab.brokers.kafka.api import TopicPartition
 
 EARLIEST = -2
 """ListOffsets timestamp that asks for the log start offset."""
@@ -111,6 +114,41 @@ async def fetch_metadata(
     # about a topic that was just deleted would otherwise bring it back.
     response = await client.send(node_id, MetadataRequest(topics, allow_auto_topic_creation=False))
     return parse_metadata(response), response
+
+
+REBOOTSTRAP_TIMEOUT = 2.0
+"""Seconds to wait for any bootstrap address to answer once no known broker does."""
+
+
+# --- between aiokafka's values and the interface's ------------------------------------------
+
+
+def error_text(error: BaseException) -> str:
+    """A short, one-line description of an aiokafka (or OS) error."""
+    if isinstance(error, NodeNotReadyError):  # aiokafka's wording is long and says less
+        return "broker not reachable"
+    if isinstance(error, RequestTimedOutError | TimeoutError):
+        return "no answer in time"
+    name = type(error).__name__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if not text:
+        return name
+    return text if name in text else f"{name}: {text}"
+
+
+def key_text(key: bytes | None) -> str | None:
+    """A record key as observations carry it (text; undecodable bytes replaced)."""
+    return None if key is None else key.decode("utf-8", errors="replace")
+
+
+def ours(tp: AioTopicPartition) -> TopicPartition:
+    """aiokafka's TopicPartition as the interface's."""
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def theirs(tp: TopicPartition) -> AioTopicPartition:
+    """The interface's TopicPartition as aiokafka's."""
+    return AioTopicPartition(tp.topic, tp.partition)
 
 
 # --- falling back to the bootstrap addresses ----------------------------------------------

@@ -1,5 +1,9 @@
 """The real NATS JetStream adapter (nats-py) against the lab's nats-server.
 
+Layout (the same in every system's package): this module is the adapter, :class:`NatsBroker`;
+its pull consumers, fetched messages and core subscriptions are in
+:mod:`~mqlab.brokers.nats.consumer`.
+
 Why it looks the way it does:
 
 - The client reconnects forever (every half second) while the adapter is open, and its
@@ -36,8 +40,7 @@ import contextlib
 import datetime
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from functools import partial
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,7 +48,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
@@ -55,7 +57,6 @@ from mqlab.brokers.nats.api import (
     ConsumerInfo,
     DeliverPolicy,
     JetStreamError,
-    JsMessage,
     NatsAPI,
     NatsPullConsumer,
     NatsSnapshot,
@@ -67,15 +68,13 @@ from mqlab.brokers.nats.api import (
     check_name,
     check_start_position,
 )
+from mqlab.brokers.nats.consumer import CoreSubscription, PullConsumer
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
-    Acked,
     BrokerDown,
     BrokerUp,
     DeadLettered,
-    Delivered,
-    Nacked,
     Produced,
     ProduceFailed,
 )
@@ -123,9 +122,9 @@ class NatsBroker(NatsAPI):
         self._closing = False
         self._last_error = ""
         self._message_counter = itertools.count(1)
-        self._pull_consumers: list[_PullConsumer] = []
+        self._pull_consumers: list[PullConsumer] = []
         self._link_up = asyncio.Event()  # set while the client is connected
-        self._subscriptions: list[_CoreSubscription] = []
+        self._subscriptions: list[CoreSubscription] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -162,7 +161,7 @@ class NatsBroker(NatsAPI):
         self._js = client.jetstream(timeout=self.request_timeout)
         self._link_up.set()
         try:
-            with self._translate("account info", self.address):
+            with self.translate("account info", self.address):
                 await self._js.account_info()
             await client.subscribe(f"{MAX_DELIVERIES_ADVISORY}.*.*", cb=self._on_max_deliveries)
         except BrokerError as error:
@@ -311,7 +310,7 @@ class NatsBroker(NatsAPI):
             storage=js_api.StorageType.FILE,
         )
         js = await self._jetstream()
-        with self._translate("add stream", stream):
+        with self.translate("add stream", stream):
             try:
                 info = await js.add_stream(config)
             except nats.js.errors.BadRequestError as error:
@@ -325,7 +324,7 @@ class NatsBroker(NatsAPI):
         stream = self._stream_name(name)
         js = await self._jetstream()
         with (
-            self._translate("delete stream", stream),
+            self.translate("delete stream", stream),
             contextlib.suppress(nats.js.errors.NotFoundError),
         ):
             await js.delete_stream(stream)
@@ -334,7 +333,7 @@ class NatsBroker(NatsAPI):
         """A stream's subjects, limits and state, fresh from the server."""
         stream = self._stream_name(name)
         js = await self._jetstream()
-        with self._translate("stream info", stream):
+        with self.translate("stream info", stream):
             return _stream_info(await js.stream_info(stream))
 
     # --- publishing ---------------------------------------------------------------------
@@ -361,7 +360,7 @@ class NatsBroker(NatsAPI):
             all_headers[MSG_ID_HEADER] = msg_id
         try:
             js = await self._jetstream()
-            with self._translate("publish", target):
+            with self.translate("publish", target):
                 ack = await js.publish(target, data, headers=all_headers)
         except BrokerError as error:
             self.emit(
@@ -394,10 +393,10 @@ class NatsBroker(NatsAPI):
         """
         target = self._subject(subject)
         mqlab_id = self._new_message_id()
-        nc = await self._client()
-        with self._translate("publish", target):
+        nc = await self.connection()
+        with self.translate("publish", target):
             await nc.publish(target, data, headers={MESSAGE_ID_HEADER: mqlab_id})
-            await nc.flush(timeout=self._flush_timeout())
+            await nc.flush(timeout=self.flush_timeout())
         self.emit(
             Produced(
                 at=self.bus.now(),
@@ -446,10 +445,10 @@ class NatsBroker(NatsAPI):
             filter_subject=self._subject(filter_subject) if filter_subject else None,
         )
         js = await self._jetstream()
-        with self._translate("add consumer", f"{stream_name}/{durable}"):
+        with self.translate("add consumer", f"{stream_name}/{durable}"):
             await js.add_consumer(stream_name, config)
             subscription = await js.pull_subscribe_bind(consumer=durable, stream=stream_name)
-        consumer = _PullConsumer(self, subscription, stream_name, durable)
+        consumer = PullConsumer(self, subscription, stream_name, durable)
         self._pull_consumers.append(consumer)
         return consumer
 
@@ -457,7 +456,7 @@ class NatsBroker(NatsAPI):
         """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
         stream_name = self._stream_name(stream)
         js = await self._jetstream()
-        with self._translate("consumer info", f"{stream_name}/{durable}"):
+        with self.translate("consumer info", f"{stream_name}/{durable}"):
             return _consumer_info(await js.consumer_info(stream_name, durable))
 
     async def delete_consumer(self, stream: str, durable: str) -> None:
@@ -465,7 +464,7 @@ class NatsBroker(NatsAPI):
         stream_name = self._stream_name(stream)
         js = await self._jetstream()
         with (
-            self._translate("delete consumer", f"{stream_name}/{durable}"),
+            self.translate("delete consumer", f"{stream_name}/{durable}"),
             contextlib.suppress(nats.js.errors.NotFoundError),
         ):
             await js.delete_consumer(stream_name, durable)
@@ -473,11 +472,11 @@ class NatsBroker(NatsAPI):
     async def subscribe(self, subject: str) -> NatsSubscription:
         """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
         target = self._subject(subject)
-        nc = await self._client()
-        with self._translate("subscribe", target):
+        nc = await self.connection()
+        with self.translate("subscribe", target):
             subscription = await nc.subscribe(target)
-            await nc.flush(timeout=self._flush_timeout())
-        wrapper = _CoreSubscription(self, subscription, target)
+            await nc.flush(timeout=self.flush_timeout())
+        wrapper = CoreSubscription(self, subscription, target)
         self._subscriptions.append(wrapper)
         return wrapper
 
@@ -490,7 +489,7 @@ class NatsBroker(NatsAPI):
         consumers: list[ConsumerInfo] = []
         for stream in streams:
             name = stream.config.name or ""
-            with self._translate("consumer list", name):
+            with self.translate("consumer list", name):
                 infos = await js.consumers_info(name)
             consumers.extend(sorted((_consumer_info(i) for i in infos), key=lambda c: c.name))
         return NatsSnapshot(
@@ -504,7 +503,7 @@ class NatsBroker(NatsAPI):
         found: list[js_api.StreamInfo] = []
         offset = 0
         while True:
-            with self._translate("stream list", prefix):
+            with self.translate("stream list", prefix):
                 page = await js.streams_info(offset=offset)
             found.extend(s for s in page if (s.config.name or "").startswith(prefix))
             offset += len(page)
@@ -514,7 +513,7 @@ class NatsBroker(NatsAPI):
 
     # --- plumbing -----------------------------------------------------------------------
 
-    async def _client(self) -> Client:
+    async def connection(self) -> Client:
         """The connection, waiting up to ``request_timeout`` for a reconnect when it is down.
 
         Waiting (rather than failing at once) lets a short network cut delay an operation,
@@ -536,9 +535,16 @@ class NatsBroker(NatsAPI):
         return self._nc
 
     async def _jetstream(self) -> JetStreamContext:
-        await self._client()
+        await self.connection()
         assert self._js is not None  # set together with _nc
         return self._js
+
+    def forget(self, closed: PullConsumer | CoreSubscription) -> None:
+        """A pull consumer or subscription closed: the adapter no longer closes it itself."""
+        if closed in self._pull_consumers:
+            self._pull_consumers.remove(closed)
+        if closed in self._subscriptions:
+            self._subscriptions.remove(closed)
 
     def _stream_name(self, name: str) -> str:
         """Streams are ``<namespace>-<name>``; an already namespaced name is kept."""
@@ -554,7 +560,7 @@ class NatsBroker(NatsAPI):
         return f"{self.namespace}-{next(self._message_counter):06d}"
 
     @contextlib.contextmanager
-    def _translate(self, operation: str, target: str) -> Iterator[None]:
+    def translate(self, operation: str, target: str) -> Iterator[None]:
         """Turn nats-py's exceptions into the adapter's one-line BrokerErrors."""
         try:
             yield
@@ -589,176 +595,8 @@ class NatsBroker(NatsAPI):
         except ValueError as error:  # nats-py's own validation (names, subjects)
             raise JetStreamError(f"{operation} {target}: {_one_line(error)}") from None
 
-    def _flush_timeout(self) -> int:
+    def flush_timeout(self) -> int:
         return max(1, round(self.request_timeout))
-
-
-class _PullConsumer(NatsPullConsumer):
-    """A durable pull consumer bound through nats-py's PullSubscription."""
-
-    def __init__(
-        self,
-        broker: NatsBroker,
-        subscription: JetStreamContext.PullSubscription,
-        stream: str,
-        name: str,
-    ) -> None:
-        self.broker = broker
-        self.stream = stream
-        self.name = name
-        self._subscription = subscription
-        self._closed = False
-
-    async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[JsMessage]:
-        """Up to ``batch`` messages; ``[]`` when none arrive within ``timeout``.
-
-        Raises:
-            BrokerUnavailable: the connection is down (rather than "no messages").
-        """
-        if self._closed:
-            raise JetStreamError(f"consumer {self.name} on {self.stream} is closed")
-        broker = self.broker
-        await broker._client()
-        try:
-            with broker._translate("fetch", f"{self.stream}/{self.name}"):
-                raw_messages = await self._subscription.fetch(batch=batch, timeout=timeout)
-        except OperationTimedOut:
-            return []  # the connection is fine: simply nothing to deliver in time
-        messages: list[JsMessage] = []
-        for raw in raw_messages:
-            message = _JsMessage(broker, raw, self.name)
-            messages.append(message)
-            broker.emit(
-                Delivered(
-                    at=broker.bus.now(),
-                    broker=broker.name,
-                    destination=message.subject,
-                    message_id=message.message_id,
-                    consumer=self.name,
-                    position=message.stream_sequence,
-                    delivery_count=message.num_delivered,
-                    redelivered=message.num_delivered > 1,
-                )
-            )
-        return messages
-
-    async def close(self) -> None:
-        """Stop fetching; the durable consumer stays on the server."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._subscription.unsubscribe()
-        if self in self.broker._pull_consumers:
-            self.broker._pull_consumers.remove(self)
-
-
-class _JsMessage(JsMessage):
-    """A fetched JetStream message; settling it emits Acked / Nacked."""
-
-    def __init__(self, broker: NatsBroker, raw: Msg, consumer: str) -> None:
-        metadata = raw.metadata
-        self._broker = broker
-        self._raw = raw
-        self._consumer = consumer
-        self.subject = raw.subject
-        self.stream = metadata.stream
-        self.stream_sequence = metadata.sequence.stream
-        self.consumer_sequence = metadata.sequence.consumer
-        self.num_delivered = metadata.num_delivered
-        self.data = raw.data
-        self.headers = dict(raw.headers or {})
-
-    async def ack(self) -> None:
-        """Acknowledge and wait for the server to confirm it."""
-        broker = self._broker
-        await broker._client()
-        with broker._translate("ack", f"{self.stream}#{self.stream_sequence}"):
-            await self._raw.ack_sync(timeout=broker.request_timeout)
-        broker.emit(
-            Acked(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=self.subject,
-                message_id=self.message_id,
-                consumer=self._consumer,
-            )
-        )
-
-    async def nak(self, delay: float | None = None) -> None:
-        """Negative ack: JetStream redelivers (after ``delay`` seconds when given)."""
-        await self._settle("nak", partial(self._raw.nak, delay=delay))
-        self._emit_nack(requeue=True)
-
-    async def term(self) -> None:
-        """Terminate: this consumer will never get the message again."""
-        await self._settle("term", self._raw.term)
-        self._emit_nack(requeue=False)
-
-    async def in_progress(self) -> None:
-        """Still working: restart the ack-wait timer."""
-        await self._settle("in_progress", self._raw.in_progress)
-
-    async def _settle(self, operation: str, send: Callable[[], Awaitable[None]]) -> None:
-        broker = self._broker
-        nc = await broker._client()
-        with broker._translate(operation, f"{self.stream}#{self.stream_sequence}"):
-            await send()
-            await nc.flush(timeout=broker._flush_timeout())
-
-    def _emit_nack(self, *, requeue: bool) -> None:
-        broker = self._broker
-        broker.emit(
-            Nacked(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=self.subject,
-                message_id=self.message_id,
-                consumer=self._consumer,
-                requeue=requeue,
-            )
-        )
-
-
-class _CoreSubscription(NatsSubscription):
-    """A core NATS subscription read with :meth:`next`."""
-
-    def __init__(self, broker: NatsBroker, subscription: Subscription, subject: str) -> None:
-        self._broker = broker
-        self._subscription = subscription
-        self.subject = subject
-        self._closed = False
-
-    async def next(self, timeout: float = 1.0) -> tuple[str, bytes] | None:
-        """The next message, or None when nothing arrives within ``timeout``."""
-        broker = self._broker
-        if self._closed:
-            raise BrokerError(f"subscription to {self.subject} is closed")
-        try:
-            raw = await self._subscription.next_msg(timeout=timeout)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return None
-        headers = raw.headers or {}
-        broker.emit(
-            Delivered(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=raw.subject,
-                message_id=headers.get(MESSAGE_ID_HEADER) or f"{raw.subject}@core",
-                consumer=f"core:{self.subject}",
-            )
-        )
-        return raw.subject, raw.data
-
-    async def close(self) -> None:
-        """Unsubscribe (messages published afterwards are simply not delivered here)."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._subscription.unsubscribe()
-        if self in self._broker._subscriptions:
-            self._broker._subscriptions.remove(self)
 
 
 def _stream_info(info: js_api.StreamInfo) -> StreamInfo:

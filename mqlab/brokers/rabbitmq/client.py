@@ -1,8 +1,9 @@
 """The real RabbitMQ adapter: aio-pika over AMQP 0-9-1, plus the management HTTP API.
 
-Layout (the same places as every adapter): errors, the delivery and consumer classes, then
-:class:`RabbitMQBroker` with lifecycle, topology, publish, get/consume, queue operations,
-inspect/cleanup, and the private helpers at the end.
+Layout (the same in every system's package): this module is the adapter,
+:class:`RabbitMQBroker`, with lifecycle, topology, publish, get/consume, queue operations,
+inspect/cleanup and its helpers at the end; its deliveries and consumers are in
+:mod:`~mqlab.brokers.rabbitmq.consumer`.
 
 Names. Methods take *logical* names (``"work"``) and qualify them with the adapter's namespace
 (``"mq-3f2a9c-work"``); a name that already carries the namespace, the default exchange ``""``
@@ -63,7 +64,6 @@ from yarl import URL
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.rabbitmq.api import (
     MESSAGE_ID_HEADER,
-    AlreadySettled,
     BindingInfo,
     ConnectionLost,
     ExchangeInfo,
@@ -79,15 +79,14 @@ from mqlab.brokers.rabbitmq.api import (
     RabbitSnapshot,
     Unroutable,
 )
+from mqlab.brokers.rabbitmq.consumer import Consumer, Delivery
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
-    Acked,
     BrokerDown,
     BrokerUp,
     DeadLettered,
     Delivered,
-    Nacked,
     Produced,
     ProduceFailed,
 )
@@ -111,222 +110,6 @@ GET_CONSUMER = "basic.get"
 """The consumer name observations use for messages fetched with :meth:`RabbitMQBroker.get`."""
 
 _SEEN_DEATHS_LIMIT = 100_000  # bounded memory for x-death attribution on long runs
-
-
-# --- errors -------------------------------------------------------------------------------
-
-
-# --- deliveries and consumers ---------------------------------------------------------------
-
-
-class _Delivery(RabbitDelivery):
-    """One message handed to mqlab code, settled through the channel it arrived on."""
-
-    def __init__(
-        self,
-        broker: RabbitMQBroker,
-        message: AbstractIncomingMessage,
-        *,
-        queue: str,
-        consumer: str,
-        no_ack: bool,
-    ) -> None:
-        self._broker = broker
-        self._message = message
-        self._consumer = consumer
-        self._settled = no_ack
-        self._no_ack = no_ack
-        self.queue = queue
-        self.exchange = message.exchange or ""
-        self.routing_key = message.routing_key or ""
-        self.body = message.body
-        self.headers = dict(message.headers or {})
-        self.priority = message.priority
-        self.redelivered = bool(message.redelivered)
-        self.delivery_tag = int(message.delivery_tag or 0)
-
-    @property
-    def delivery_count(self) -> int:
-        """Quorum queues count deliveries (x-delivery-count); classic queues only flag a
-        redelivery, so 2 means "at least the second time"."""
-        counted = self.headers.get("x-delivery-count")
-        if isinstance(counted, int):
-            return counted + 1
-        return 2 if self.redelivered else 1
-
-    def _claim(self, verb: str) -> None:
-        if self._no_ack:
-            raise AlreadySettled(
-                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
-                "RabbitMQ already forgot it"
-            )
-        if self._settled:
-            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
-
-    async def ack(self) -> None:
-        """Settle positively on the delivery's channel; emits ``Acked``."""
-        self._claim("ack")
-        await self._broker._bounded(f"ack of {self.message_id}", self._message.ack())
-        self._settled = True
-        self._broker.emit(
-            Acked(
-                at=self._broker.bus.now(),
-                broker=self._broker.name,
-                destination=self.queue,
-                message_id=self.message_id,
-                consumer=self._consumer,
-            )
-        )
-
-    async def nack(self, *, requeue: bool = True) -> None:
-        """Settle negatively; without requeue RabbitMQ dead-letters or drops the message."""
-        await self._settle_negatively(requeue=requeue, reject=False)
-
-    async def reject(self, *, requeue: bool = False) -> None:
-        """basic.reject: the single-message form of ``nack``, with the same effect."""
-        await self._settle_negatively(requeue=requeue, reject=True)
-
-    async def _settle_negatively(self, *, requeue: bool, reject: bool) -> None:
-        self._claim("reject" if reject else "nack")
-        settle = self._message.reject if reject else self._message.nack
-        verb = "reject" if reject else "nack"
-        await self._broker._bounded(f"{verb} of {self.message_id}", settle(requeue=requeue))
-        self._settled = True
-        now = self._broker.bus.now()
-        self._broker.emit(
-            Nacked(
-                at=now,
-                broker=self._broker.name,
-                destination=self.queue,
-                message_id=self.message_id,
-                consumer=self._consumer,
-                requeue=requeue,
-            )
-        )
-        if not requeue:
-            self._broker._report_rejection(self)
-
-
-class _Consumer(RabbitConsumer):
-    """A basic.consume subscription on its own channel with its own prefetch window.
-
-    RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
-    until :meth:`next` hands them out. After a reconnect the adapter subscribes again on a new
-    channel; messages still buffered from the dead channel are skipped, because RabbitMQ
-    requeued them when that channel died and delivers them again.
-    """
-
-    def __init__(self, broker: RabbitMQBroker, *, name: str, queue: str, prefetch: int) -> None:
-        self._broker = broker
-        self.name = name
-        self.queue = queue
-        self.prefetch = prefetch
-        self._tag = broker.qualify(name)
-        self._channel: aiormq.abc.AbstractChannel | None = None
-        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._subscribe_lock = asyncio.Lock()
-        self._closed = False
-        self._lost: str | None = None
-
-    async def _subscribe(self) -> None:
-        """Open a channel, set the prefetch and basic.consume (again after a reconnect)."""
-        async with self._subscribe_lock:
-            if self._channel is not None and not self._channel.is_closed:
-                return
-            connection = await self._broker._transport()
-            channel = await connection.channel(publisher_confirms=False)
-            try:
-                await channel.basic_qos(prefetch_count=self.prefetch)
-                channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
-                await channel.basic_consume(self.queue, self._on_message, consumer_tag=self._tag)
-            except BaseException:
-                if not channel.is_closed:
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-                raise
-            self._channel = channel
-            self._lost = None
-
-    async def _on_message(self, message: DeliveredMessage) -> None:
-        self._buffer.put_nowait(aio_pika.IncomingMessage(message, no_ack=False))
-
-    async def _on_cancelled(self, _frame: object) -> None:
-        self._lost = (
-            f"rabbitmq: RabbitMQ cancelled consumer {self.name!r} "
-            f"(queue {self.queue!r} was deleted)"
-        )
-
-    async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
-        """The next delivery, or None if none arrives within ``timeout`` seconds.
-
-        Raises:
-            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
-                queue was deleted, or is gone after a reconnect).
-        """
-        if self._closed:
-            raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
-        await self._resubscribe_if_channel_died()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0.0)
-        while True:
-            try:
-                message = self._buffer.get_nowait()
-            except asyncio.QueueEmpty:
-                if self._lost is not None:
-                    raise RabbitMQError(self._lost) from None
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return None
-                try:
-                    message = await asyncio.wait_for(self._buffer.get(), remaining)
-                except TimeoutError:
-                    return None
-            if _channel_is_closed(message):
-                continue  # RabbitMQ requeued it when the channel died; it comes back
-            return self._broker._delivered(message, queue=self.queue, consumer=self.name)
-
-    async def _resubscribe_if_channel_died(self) -> None:
-        """A channel error (not a lost connection, which the reconnect handles) closed the
-        channel: subscribe again so one bad settle does not end the consumer for good."""
-        channel = self._channel
-        if channel is None or not channel.is_closed or self._lost is not None:
-            return
-        if not self._broker._link_up or not self._broker._transport_is_open():
-            return  # the connection itself is down: the reconnect re-subscribes
-        try:
-            await self._broker._bounded(f"re-subscribe {self.name!r}", self._subscribe())
-        except NotFound:
-            self._lost = f"rabbitmq: queue {self.queue!r} no longer exists"
-        except BrokerError:
-            return  # the connection went down meanwhile: the reconnect re-subscribes
-
-    async def close(self) -> None:
-        """Cancel the subscription and close the channel; unacked messages are requeued
-        (redelivered=True), exactly what happens when a consumer process dies."""
-        if self._closed:
-            return
-        self._closed = True
-        self._broker._consumers.discard(self)
-        channel, self._channel = self._channel, None
-        while not self._buffer.empty():
-            self._buffer.get_nowait()
-        # With the connection down there is nothing to cancel or close (RabbitMQ already
-        # dropped the subscription and requeued its messages).
-        if channel is None or channel.is_closed or not self._broker._link_up:
-            return
-        with contextlib.suppress(BrokerError):
-            await self._broker._bounded(
-                f"cancel of consumer {self.name!r}", channel.basic_cancel(self._tag)
-            )
-        with contextlib.suppress(BrokerError):
-            await self._broker._bounded(f"close of consumer {self.name!r}", channel.close())
-
-
-def _channel_is_closed(message: AbstractIncomingMessage) -> bool:
-    try:
-        return bool(message.channel.is_closed)
-    except aiormq.exceptions.ChannelInvalidStateError:
-        return True
 
 
 # --- the adapter ------------------------------------------------------------------------------
@@ -388,14 +171,14 @@ class RabbitMQBroker(RabbitMQAPI):
         self._getter: aiormq.abc.AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
-        self._consumers: set[_Consumer] = set()
+        self._consumers: set[Consumer] = set()
         self._exchanges: dict[str, tuple[str, bool]] = {}
         self._queues: dict[str, _QueueDeclaration] = {}
         self._bindings: dict[_Binding, None] = {}
         self._message_ids = itertools.count(1)
         self._consumer_ids = itertools.count(1)
         self._seen_deaths: OrderedDict[tuple[str, str, str], int] = OrderedDict()
-        self._link_up = False
+        self.link_up = False
         self._closing = False
 
     # --- names --------------------------------------------------------------------------------
@@ -435,7 +218,7 @@ class RabbitMQBroker(RabbitMQAPI):
         connection.close_callbacks.add(self._on_connection_lost)
         connection.reconnect_callbacks.add(self._on_reconnected)
         self._connection = connection
-        self._link_up = True
+        self.link_up = True
         user, password = self._url.user or "guest", self._url.password or "guest"
         self._http = httpx.AsyncClient(
             base_url=self.endpoints.rabbitmq_management_url,
@@ -457,12 +240,12 @@ class RabbitMQBroker(RabbitMQAPI):
                 async with asyncio.timeout(self.operation_timeout):
                     await connection.close()
         self._publisher = self._getter = None
-        self._link_up = False
+        self.link_up = False
 
     def _on_connection_lost(self, _sender: object, error: BaseException | None) -> None:
-        if self._closing or not self._link_up:
+        if self._closing or not self.link_up:
             return
-        self._link_up = False
+        self.link_up = False
         self.emit(
             BrokerDown(
                 at=self.bus.now(),
@@ -482,7 +265,7 @@ class RabbitMQBroker(RabbitMQAPI):
             detail += f"; re-declared {recovered}"
         except Exception as error:  # never let a recovery problem break the reconnect loop
             detail += f"; topology recovery failed: {_describe(error)}"
-        self._link_up = True
+        self.link_up = True
         self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=NODE, detail=detail))
 
     async def _recover_topology(self) -> str:
@@ -505,12 +288,12 @@ class RabbitMQBroker(RabbitMQAPI):
         resubscribed = 0
         for consumer in tuple(self._consumers):
             try:
-                await consumer._subscribe()
+                await consumer.subscribe()
                 resubscribed += 1
             except aiormq.exceptions.ChannelNotFoundEntity:
                 # Its queue did not survive and this adapter did not declare it: end this
                 # consumer (next() says why) instead of retrying forever.
-                consumer._lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
+                consumer.lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
         return (
             f"{len(self._exchanges)} exchanges, {len(self._queues)} queues, "
             f"{len(self._bindings)} bindings, re-subscribed {resubscribed} consumers"
@@ -663,7 +446,7 @@ class RabbitMQBroker(RabbitMQAPI):
                 ) from None
 
         try:
-            result = await self._bounded(f"publish to {destination!r}", send())
+            result = await self.bounded(f"publish to {destination!r}", send())
             if isinstance(result, DeliveredMessage):
                 where = f"exchange {full_exchange!r}" if full_exchange else "the default exchange"
                 raise Unroutable(
@@ -707,11 +490,11 @@ class RabbitMQBroker(RabbitMQAPI):
             channel = await self._channel("getter")
             return await channel.basic_get(full, no_ack=no_ack)
 
-        raw = await self._bounded(f"get from {full!r}", fetch())
+        raw = await self.bounded(f"get from {full!r}", fetch())
         if isinstance(raw.delivery, spec.Basic.GetEmpty):
             return None
         message = aio_pika.IncomingMessage(raw, no_ack=no_ack)
-        return self._delivered(message, queue=full, consumer=GET_CONSUMER, no_ack=no_ack)
+        return self.delivered(message, queue=full, consumer=GET_CONSUMER, no_ack=no_ack)
 
     async def consume(
         self, queue: str, *, prefetch: int = 10, name: str | None = None
@@ -725,20 +508,20 @@ class RabbitMQBroker(RabbitMQAPI):
         if prefetch < 1:
             raise RabbitMQError("rabbitmq: prefetch must be at least 1")
         consumer_name = name or f"consumer-{next(self._consumer_ids)}"
-        consumer = _Consumer(self, name=consumer_name, queue=full, prefetch=prefetch)
-        await self._bounded(f"consume from {full!r}", consumer._subscribe())
+        consumer = Consumer(self, name=consumer_name, queue=full, prefetch=prefetch)
+        await self.bounded(f"consume from {full!r}", consumer.subscribe())
         self._consumers.add(consumer)
         return consumer
 
-    def _delivered(
+    def delivered(
         self,
         message: AbstractIncomingMessage,
         *,
         queue: str,
         consumer: str,
         no_ack: bool = False,
-    ) -> _Delivery:
-        delivery = _Delivery(self, message, queue=queue, consumer=consumer, no_ack=no_ack)
+    ) -> Delivery:
+        delivery = Delivery(self, message, queue=queue, consumer=consumer, no_ack=no_ack)
         self._report_deaths(delivery)
         self.emit(
             Delivered(
@@ -915,7 +698,7 @@ class RabbitMQBroker(RabbitMQAPI):
             raise RabbitMQError("rabbitmq: not connected (use `async with RabbitMQBroker()`)")
         return self._connection
 
-    async def _bounded(self, what: str, operation: Awaitable[_T]) -> _T:
+    async def bounded(self, what: str, operation: Awaitable[_T]) -> _T:
         """Run one broker call within ``operation_timeout`` and translate client errors into
         one-line :class:`BrokerError` subclasses."""
         try:
@@ -924,7 +707,7 @@ class RabbitMQBroker(RabbitMQAPI):
         except TimeoutError:
             state = (
                 f"the connection to {self.address} is down, reconnecting"
-                if not self._link_up
+                if not self.link_up
                 else "no answer"
             )
             raise OperationTimedOut(
@@ -944,12 +727,12 @@ class RabbitMQBroker(RabbitMQAPI):
         except (aiormq.exceptions.AMQPError, ConnectionError, OSError) as error:
             raise ConnectionLost(f"rabbitmq: {what}: {_describe(error)}") from None
 
-    def _transport_is_open(self) -> bool:
+    def transport_is_open(self) -> bool:
         connection = self._connection
         transport = connection.transport if connection is not None else None
         return transport is not None and not transport.connection.is_closed
 
-    async def _transport(self) -> aiormq.abc.AbstractConnection:
+    async def transport(self) -> aiormq.abc.AbstractConnection:
         """The live AMQP connection under the robust one (waits while it reconnects)."""
         connection = self._require_connection()
         await connection.ready()
@@ -961,7 +744,7 @@ class RabbitMQBroker(RabbitMQAPI):
     @contextlib.asynccontextmanager
     async def _scratch(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
         """A short-lived plain channel: an AMQP error closes it and nothing else."""
-        channel = await (await self._transport()).channel(publisher_confirms=False)
+        channel = await (await self.transport()).channel(publisher_confirms=False)
         try:
             yield channel
         finally:
@@ -978,7 +761,7 @@ class RabbitMQBroker(RabbitMQAPI):
             async with self._scratch() as channel:
                 return await action(channel)
 
-        return await self._bounded(what, run())
+        return await self.bounded(what, run())
 
     async def _channel(self, slot: str) -> aiormq.abc.AbstractChannel:
         """The long-lived publisher or getter channel, reopened when an error or a reconnect
@@ -987,7 +770,7 @@ class RabbitMQBroker(RabbitMQAPI):
             current = self._publisher if slot == "publisher" else self._getter
             if current is not None and not current.is_closed:
                 return current
-            transport = await self._transport()
+            transport = await self.transport()
             # on_return_raises=False: a returned mandatory message comes back as the publish
             # result, which publish() turns into Unroutable.
             channel = await transport.channel(
@@ -1023,6 +806,10 @@ class RabbitMQBroker(RabbitMQAPI):
             )
         return response.json()
 
+    def forget_consumer(self, consumer: Consumer) -> None:
+        """A consumer closed: it is no longer re-subscribed after a reconnect."""
+        self._consumers.discard(consumer)
+
     def _forget_queue(self, name: str) -> None:
         self._queues.pop(name, None)
         for binding in [b for b in self._bindings if b.queue == name]:
@@ -1046,7 +833,7 @@ class RabbitMQBroker(RabbitMQAPI):
         while len(self._seen_deaths) > _SEEN_DEATHS_LIMIT:
             self._seen_deaths.popitem(last=False)
 
-    def _report_deaths(self, delivery: _Delivery) -> None:
+    def _report_deaths(self, delivery: Delivery) -> None:
         """Emit DeadLettered for x-death entries newer than what this adapter has seen."""
         for death in reversed(delivery.x_death):  # oldest first, as they happened
             key = (delivery.message_id, death.queue, death.reason)
@@ -1064,7 +851,7 @@ class RabbitMQBroker(RabbitMQAPI):
                 )
             )
 
-    def _report_rejection(self, delivery: _Delivery) -> None:
+    def report_rejection(self, delivery: Delivery) -> None:
         """A nack/reject without requeue on a queue declared with a dead-letter exchange."""
         declaration = self._queues.get(delivery.queue)
         if declaration is None or "x-dead-letter-exchange" not in dict(declaration.arguments):

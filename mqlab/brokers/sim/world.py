@@ -32,8 +32,10 @@ How a model uses the world (the API other models rely on; it stays stable):
   traffic never passes Toxiproxy.
 * Background work: start it with :meth:`SimWorld.spawn` so :meth:`SimWorld.aclose` can stop it
   and an unexpected exception lands in :attr:`SimWorld.errors` instead of vanishing.
-* Shared models: :meth:`SimWorld.model` creates one instance per key and world (the Kafka
-  cluster is ``world.kafka_cluster()``), so two adapters of one run see the same brokers.
+* Shared models: :meth:`SimWorld.model` creates one instance per key and world, so two
+  adapters of one run see the same brokers. Each system's server model offers its own lookup
+  on top of it (``SimKafkaCluster.of(world)``, ``SimRabbitMQServer.of(world)`` ...): the world
+  itself knows no system.
 """
 
 from __future__ import annotations
@@ -44,14 +46,11 @@ import enum
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from mqlab.brokers.base import NAMESPACE_PREFIX, BrokerError
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
-
-if TYPE_CHECKING:
-    from mqlab.brokers.sim.kafka.client import SimKafkaCluster
 
 _M = TypeVar("_M")
 
@@ -497,14 +496,6 @@ class SimWorld:
         if key not in self._models:
             self._models[key] = factory()
         return self._models[key]  # type: ignore[return-value]
-
-    def kafka_cluster(self, **config: Any) -> SimKafkaCluster:
-        """The run's Kafka cluster (created on first call with ``config``; see
-        :class:`mqlab.brokers.sim.kafka.client.SimKafkaCluster`)."""
-        # Imported here: the Kafka model imports this module.
-        from mqlab.brokers.sim.kafka.client import SimKafkaCluster
-
-        return self.model("kafka", lambda: SimKafkaCluster(self, **config))
 
     # -- internals -------------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """The real SQS (+ SNS) adapter: boto3 against the lab's SQS-compatible server (moto).
 
+Layout (the same in every system's package): this module is the adapter, :class:`SqsBroker`;
+its HTTP side (boto3 clients, bounded calls, error mapping, health) is
+:class:`~mqlab.brokers.sqs.endpoint.SqsEndpoint` in :mod:`~mqlab.brokers.sqs.endpoint`.
+
 Why it looks the way it does:
 
 - boto3 is blocking, so every call runs in a worker thread (``asyncio.to_thread``) with bounded
@@ -50,20 +54,13 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ReadTimeoutError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
-    ReceiptHandleInvalid,
     SendResult,
     SnsTopicInfo,
     SqsAPI,
@@ -73,12 +70,15 @@ from mqlab.brokers.sqs.api import (
     SqsSnapshot,
     check_queue_settings,
 )
+from mqlab.brokers.sqs.endpoint import (
+    MAX_LONG_POLL_SECONDS,
+    QueueMissing,
+    SqsEndpoint,
+)
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
     Acked,
-    BrokerDown,
-    BrokerUp,
     DeadLettered,
     Delivered,
     Nacked,
@@ -87,8 +87,6 @@ from mqlab.observe.events import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_sns.client import SNSClient
-    from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
@@ -97,16 +95,10 @@ _T = TypeVar("_T")
 REGION = "us-east-1"
 DEDUP_WINDOW_SECONDS = 300.0
 """SQS FIFO's deduplication interval (fixed at five minutes by AWS)."""
-MAX_LONG_POLL_SECONDS = 20
-"""The longest WaitTimeSeconds SQS accepts."""
 MAX_BATCH = 10
 """The most messages one ReceiveMessage returns."""
-_PROBE_INTERVAL = 0.5
-_RETRY_INTERVAL = 0.25
 _REMEMBERED_MESSAGES = 100_000
 """How many receipt handles / message origins are kept for observations (oldest dropped)."""
-_RECEIPT_HANDLE_ERRORS = {"ReceiptHandleIsInvalid", "InvalidReceiptHandle"}
-_MISSING_QUEUE_ERRORS = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
 @dataclass(slots=True)
@@ -169,10 +161,6 @@ class SqsBroker(SqsAPI):
         self.address = self.endpoint_url.removeprefix("http://").removeprefix("https://")
         self.request_timeout = connect_timeout if request_timeout is None else request_timeout
         self.region = region
-        self._sqs_client: SQSClient | None = None
-        self._polling_client: SQSClient | None = None
-        self._probe_client: SQSClient | None = None
-        self._sns_client: SNSClient | None = None
         self._queues: dict[str, _QueueSettings] = {}
         self._topics: dict[str, str] = {}
         self._dlq_sources: dict[str, tuple[str, ...]] = {}
@@ -182,90 +170,41 @@ class SqsBroker(SqsAPI):
         self._last_source: _Bounded[str] = _Bounded()
         self._dead_lettered: _Bounded[bool] = _Bounded()
         self._message_counter = itertools.count(1)
-        # None until connected: connection attempts are not "the broker went down".
-        self._reachable: bool | None = None
-        self._probe_task: asyncio.Task[None] | None = None
+        self._endpoint = SqsEndpoint(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        (
-            self._sqs_client,
-            self._polling_client,
-            self._probe_client,
-            self._sns_client,
-        ) = await asyncio.to_thread(self._make_clients)
+        await self._endpoint.open()
         try:
-            await self._call(
+            await self._endpoint.call(
                 "ListQueues",
                 self.address,
-                lambda: self._sqs.list_queues(QueueNamePrefix=self.namespace, MaxResults=1),
+                lambda: self._endpoint.sqs.list_queues(
+                    QueueNamePrefix=self.namespace, MaxResults=1
+                ),
                 patience=self.connect_timeout,
             )
         except BrokerError as error:
-            self._close_clients()
+            await self._endpoint.close()
             if isinstance(error, BrokerUnavailable):
                 raise
             raise BrokerUnavailable(self.system, self.address, str(error)) from None
 
-    def _make_clients(self) -> tuple[SQSClient, SQSClient, SQSClient, SNSClient]:
-        # A session of our own, with dummy credentials, so no ~/.aws file or AWS_* variable
-        # of the learner can point these calls at a real account.
-        session = boto3.session.Session(
-            aws_access_key_id="mqlab",
-            aws_secret_access_key="mqlab",
-            region_name=self.region,
-        )
-        # Two attempts: one retry rides out a hiccup, more would only delay the learner's
-        # "broker down" message. Timeouts are short on purpose (the server is local).
-        regular = Config(
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.request_timeout,
-            retries={"total_max_attempts": 2, "mode": "standard"},
-            max_pool_connections=32,
-        )
-        polling = regular.merge(
-            Config(
-                read_timeout=self.request_timeout + MAX_LONG_POLL_SECONDS,
-                retries={"total_max_attempts": 1, "mode": "standard"},
-            )
-        )
-        probe = Config(connect_timeout=1.0, read_timeout=2.0, retries={"total_max_attempts": 1})
-        url = self.endpoint_url
-        return (
-            session.client("sqs", endpoint_url=url, config=regular),
-            session.client("sqs", endpoint_url=url, config=polling),
-            session.client("sqs", endpoint_url=url, config=probe),
-            session.client("sns", endpoint_url=url, config=regular),
-        )
-
     async def _close(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
-            self._probe_task = None
-        self._close_clients()
-
-    def _close_clients(self) -> None:
-        for client in (self._sqs_client, self._polling_client, self._probe_client):
-            if client is not None:
-                client.close()
-        if self._sns_client is not None:
-            self._sns_client.close()
-        self._sqs_client = self._polling_client = self._probe_client = None
-        self._sns_client = None
-        self._reachable = None
+        await self._endpoint.close()
 
     async def cleanup(self) -> None:
         """Delete every queue and SNS topic (with its subscriptions) of this namespace."""
-        if self._sqs_client is None:
+        if not self._endpoint.is_open:
             return
         for url in await self._list_queue_urls():
             name = url.rsplit("/", 1)[-1]
             await self._delete_queue_url(name, url)
         for name, arn in (await self._list_topics()).items():
-            await self._call("DeleteTopic", name, partial(self._sns.delete_topic, TopicArn=arn))
+            await self._endpoint.call(
+                "DeleteTopic", name, partial(self._endpoint.sns.delete_topic, TopicArn=arn)
+            )
         self._queues.clear()
         self._topics.clear()
 
@@ -309,10 +248,10 @@ class SqsBroker(SqsAPI):
             attributes["RedrivePolicy"] = json.dumps(
                 {"deadLetterTargetArn": await self._arn(dlq), "maxReceiveCount": max_receive_count}
             )
-        response = await self._call(
+        response = await self._endpoint.call(
             "CreateQueue",
             queue,
-            lambda: self._sqs.create_queue(QueueName=queue, Attributes=attributes),
+            lambda: self._endpoint.sqs.create_queue(QueueName=queue, Attributes=attributes),
         )
         url = response["QueueUrl"]
         # CreateQueue only succeeds when the queue is new or has exactly these attributes.
@@ -329,13 +268,15 @@ class SqsBroker(SqsAPI):
         queue = self._queue_name(name)
         try:
             settings = await self._settings(queue)
-        except _QueueMissing:
+        except QueueMissing:
             return
         await self._delete_queue_url(queue, settings.url)
 
     async def _delete_queue_url(self, queue: str, url: str) -> None:
-        with contextlib.suppress(_QueueMissing):
-            await self._call("DeleteQueue", queue, lambda: self._sqs.delete_queue(QueueUrl=url))
+        with contextlib.suppress(QueueMissing):
+            await self._endpoint.call(
+                "DeleteQueue", queue, lambda: self._endpoint.sqs.delete_queue(QueueUrl=url)
+            )
         self._queues.pop(queue, None)
         self._sent_dedup_ids.pop(queue, None)
         self._dlq_sources.pop(queue, None)
@@ -344,7 +285,9 @@ class SqsBroker(SqsAPI):
         """PurgeQueue: drop every message, visible or in flight."""
         queue = self._queue_name(name)
         settings = await self._settings(queue)
-        await self._call("PurgeQueue", queue, lambda: self._sqs.purge_queue(QueueUrl=settings.url))
+        await self._endpoint.call(
+            "PurgeQueue", queue, lambda: self._endpoint.sqs.purge_queue(QueueUrl=settings.url)
+        )
 
     async def queue_info(self, name: str) -> SqsQueueInfo:
         """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
@@ -354,7 +297,7 @@ class SqsBroker(SqsAPI):
         dlq_attributes = None
         dlq_name = _redrive_target(attributes)
         if dlq_name is not None:
-            with contextlib.suppress(_QueueMissing):
+            with contextlib.suppress(QueueMissing):
                 dlq_settings = await self._settings(dlq_name)
                 dlq_attributes = await self._attributes(dlq_name, dlq_settings.url)
         return _queue_info(queue, settings.url, attributes, dlq_attributes)
@@ -394,8 +337,8 @@ class SqsBroker(SqsAPI):
                 request["MessageDeduplicationId"] = dedup_id
             if delay_seconds is not None:
                 request["DelaySeconds"] = delay_seconds
-            response = await self._call(
-                "SendMessage", name, lambda: self._sqs.send_message(**request)
+            response = await self._endpoint.call(
+                "SendMessage", name, lambda: self._endpoint.sqs.send_message(**request)
             )
         except BrokerError as error:
             self.emit(
@@ -478,8 +421,8 @@ class SqsBroker(SqsAPI):
         }
         if visibility_timeout is not None:
             request["VisibilityTimeout"] = visibility_timeout
-        client = self._polling if wait_seconds > 0 else self._sqs
-        response = await self._call(
+        client = self._endpoint.polling if wait_seconds > 0 else self._endpoint.sqs
+        response = await self._endpoint.call(
             "ReceiveMessage", name, lambda: client.receive_message(**request)
         )
         raw_messages = response.get("Messages", [])
@@ -555,10 +498,10 @@ class SqsBroker(SqsAPI):
         if queue in self._dlq_sources:
             return self._dlq_sources[queue]
         settings = await self._settings(queue)
-        response = await self._call(
+        response = await self._endpoint.call(
             "ListDeadLetterSourceQueues",
             queue,
-            lambda: self._sqs.list_dead_letter_source_queues(QueueUrl=settings.url),
+            lambda: self._endpoint.sqs.list_dead_letter_source_queues(QueueUrl=settings.url),
         )
         sources = tuple(url.rsplit("/", 1)[-1] for url in response.get("queueUrls", []))
         for source in sources:
@@ -580,10 +523,12 @@ class SqsBroker(SqsAPI):
         """
         name = self._queue_name(queue)
         settings = await self._settings(name)
-        await self._call(
+        await self._endpoint.call(
             "DeleteMessage",
             name,
-            lambda: self._sqs.delete_message(QueueUrl=settings.url, ReceiptHandle=receipt_handle),
+            lambda: self._endpoint.sqs.delete_message(
+                QueueUrl=settings.url, ReceiptHandle=receipt_handle
+            ),
         )
         receipt = self._receipts.pop(receipt_handle, None)
         self.emit(
@@ -604,10 +549,10 @@ class SqsBroker(SqsAPI):
         """
         name = self._queue_name(queue)
         settings = await self._settings(name)
-        await self._call(
+        await self._endpoint.call(
             "ChangeMessageVisibility",
             name,
-            lambda: self._sqs.change_message_visibility(
+            lambda: self._endpoint.sqs.change_message_visibility(
                 QueueUrl=settings.url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout
             ),
         )
@@ -630,10 +575,10 @@ class SqsBroker(SqsAPI):
         """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
         topic = self._queue_name(name)
         attributes = {"FifoTopic": "true"} if topic.endswith(".fifo") else {}
-        response = await self._call(
+        response = await self._endpoint.call(
             "CreateTopic",
             topic,
-            lambda: self._sns.create_topic(Name=topic, Attributes=attributes),
+            lambda: self._endpoint.sns.create_topic(Name=topic, Attributes=attributes),
         )
         arn = response["TopicArn"]
         self._topics[topic] = arn
@@ -662,17 +607,17 @@ class SqsBroker(SqsAPI):
                 }
             ],
         }
-        await self._call(
+        await self._endpoint.call(
             "SetQueueAttributes",
             name,
-            lambda: self._sqs.set_queue_attributes(
+            lambda: self._endpoint.sqs.set_queue_attributes(
                 QueueUrl=settings.url, Attributes={"Policy": json.dumps(policy)}
             ),
         )
-        response = await self._call(
+        response = await self._endpoint.call(
             "Subscribe",
             _arn_name(arn),
-            lambda: self._sns.subscribe(
+            lambda: self._endpoint.sns.subscribe(
                 TopicArn=arn,
                 Protocol="sqs",
                 Endpoint=queue_arn,
@@ -709,7 +654,9 @@ class SqsBroker(SqsAPI):
                 request["MessageGroupId"] = group_id
             if dedup_id is not None:
                 request["MessageDeduplicationId"] = dedup_id
-            await self._call("Publish", topic, lambda: self._sns.publish(**request))
+            await self._endpoint.call(
+                "Publish", topic, lambda: self._endpoint.sns.publish(**request)
+            )
         except BrokerError as error:
             self.emit(
                 ProduceFailed(
@@ -759,16 +706,16 @@ class SqsBroker(SqsAPI):
             dlq_name = _redrive_target(attributes)
             dlq_attributes = by_name.get(dlq_name) if dlq_name else None
             if dlq_name is not None and dlq_attributes is None:
-                with contextlib.suppress(_QueueMissing):
+                with contextlib.suppress(QueueMissing):
                     dlq_settings = await self._settings(dlq_name)
                     dlq_attributes = await self._attributes(dlq_name, dlq_settings.url)
             queues.append(_queue_info(name, url, attributes, dlq_attributes))
         topics = []
         for topic, arn in sorted((await self._list_topics()).items()):
-            response = await self._call(
+            response = await self._endpoint.call(
                 "ListSubscriptionsByTopic",
                 topic,
-                partial(self._sns.list_subscriptions_by_topic, TopicArn=arn),
+                partial(self._endpoint.sns.list_subscriptions_by_topic, TopicArn=arn),
             )
             subscribed = tuple(
                 sorted(
@@ -782,24 +729,6 @@ class SqsBroker(SqsAPI):
 
     # --- plumbing -----------------------------------------------------------------------
 
-    @property
-    def _sqs(self) -> SQSClient:
-        if self._sqs_client is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
-        return self._sqs_client
-
-    @property
-    def _polling(self) -> SQSClient:
-        if self._polling_client is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
-        return self._polling_client
-
-    @property
-    def _sns(self) -> SNSClient:
-        if self._sns_client is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
-        return self._sns_client
-
     def _queue_name(self, name: str) -> str:
         """The broker-side name: already namespaced names are kept, others are qualified."""
         return name if name.startswith(f"{self.namespace}-") else self.qualify(name)
@@ -811,8 +740,8 @@ class SqsBroker(SqsAPI):
         settings = self._queues.get(queue)
         if settings is not None:
             return settings
-        url_response = await self._call(
-            "GetQueueUrl", queue, lambda: self._sqs.get_queue_url(QueueName=queue)
+        url_response = await self._endpoint.call(
+            "GetQueueUrl", queue, lambda: self._endpoint.sqs.get_queue_url(QueueName=queue)
         )
         url = url_response["QueueUrl"]
         attributes = await self._attributes(queue, url)
@@ -828,10 +757,10 @@ class SqsBroker(SqsAPI):
     async def _arn(self, queue: str) -> str:
         settings = await self._settings(queue)
         if settings.arn is None:
-            response = await self._call(
+            response = await self._endpoint.call(
                 "GetQueueAttributes",
                 queue,
-                lambda: self._sqs.get_queue_attributes(
+                lambda: self._endpoint.sqs.get_queue_attributes(
                     QueueUrl=settings.url, AttributeNames=["QueueArn"]
                 ),
             )
@@ -839,10 +768,10 @@ class SqsBroker(SqsAPI):
         return settings.arn
 
     async def _attributes(self, queue: str, url: str) -> dict[str, str]:
-        response = await self._call(
+        response = await self._endpoint.call(
             "GetQueueAttributes",
             queue,
-            lambda: self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]),
+            lambda: self._endpoint.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]),
         )
         return {str(key): value for key, value in response.get("Attributes", {}).items()}
 
@@ -854,8 +783,8 @@ class SqsBroker(SqsAPI):
             request: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
             if token:
                 request["NextToken"] = token
-            response = await self._call(
-                "ListQueues", prefix, partial(self._sqs.list_queues, **request)
+            response = await self._endpoint.call(
+                "ListQueues", prefix, partial(self._endpoint.sqs.list_queues, **request)
             )
             urls.extend(response.get("QueueUrls", []))
             token = response.get("NextToken")
@@ -869,8 +798,8 @@ class SqsBroker(SqsAPI):
         prefix = f"{self.namespace}-"
         while True:
             request: dict[str, Any] = {"NextToken": token} if token else {}
-            response = await self._call(
-                "ListTopics", prefix, partial(self._sns.list_topics, **request)
+            response = await self._endpoint.call(
+                "ListTopics", prefix, partial(self._endpoint.sns.list_topics, **request)
             )
             for topic in response.get("Topics", []):
                 arn = topic.get("TopicArn", "")
@@ -880,101 +809,6 @@ class SqsBroker(SqsAPI):
             if not token:
                 break
         return topics
-
-    async def _call(
-        self,
-        operation: str,
-        target: str,
-        request: Callable[[], _T],
-        *,
-        patience: float | None = None,
-    ) -> _T:
-        """Run one blocking boto3 call in a thread and translate what can go wrong.
-
-        When the endpoint cannot be reached, the call is tried again every quarter second for
-        up to ``patience`` seconds (``request_timeout`` by default), so a short network cut
-        delays a call instead of failing it; then it raises BrokerUnavailable. A request that
-        reached the server but got no answer is not repeated (it may have been carried out).
-        Every outcome also updates the broker's reachability (BrokerDown / BrokerUp).
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.request_timeout if patience is None else patience)
-        while True:
-            try:
-                result = await asyncio.to_thread(request)
-            except ClientError as error:
-                self._mark_reachable()  # the server answered, even if with an error
-                raise self._translate(operation, target, error) from None
-            except ReadTimeoutError:
-                self._mark_unreachable(
-                    f"{operation} got no answer within {self.request_timeout:g} s"
-                )
-                raise OperationTimedOut(
-                    f"sqs did not answer {operation} on {target} within "
-                    f"{self.request_timeout:g} s at {self.address}"
-                ) from None
-            except (BotoConnectionError, HTTPClientError) as error:
-                detail = _one_line(error)
-                self._mark_unreachable(detail)
-                if loop.time() + _RETRY_INTERVAL > deadline:
-                    raise BrokerUnavailable(self.system, self.address, detail) from None
-                await asyncio.sleep(_RETRY_INTERVAL)
-                continue
-            except BotoCoreError as error:
-                raise BrokerError(
-                    f"sqs {operation} on {target} failed: {_one_line(error)}"
-                ) from None
-            self._mark_reachable()
-            return result
-
-    def _translate(self, operation: str, target: str, error: ClientError) -> BrokerError:
-        info = error.response.get("Error", {})
-        code = str(info.get("Code", ""))
-        message = str(info.get("Message", "")).strip() or code
-        if code in _RECEIPT_HANDLE_ERRORS or (
-            code == "InvalidParameterValue" and "receipt handle" in message.lower()
-        ):
-            return ReceiptHandleInvalid(f"{operation} on {target}: {message}")
-        if code in _MISSING_QUEUE_ERRORS:
-            return _QueueMissing(f"queue {target!r} does not exist ({operation})")
-        return SqsRequestRefused(f"{operation} on {target} refused: {code}: {message}")
-
-    def _mark_unreachable(self, detail: str) -> None:
-        if self._reachable is not True:
-            return
-        self._reachable = False
-        self.emit(BrokerDown(at=self.bus.now(), broker=self.name, node=self.system, detail=detail))
-        if self._probe_task is None or self._probe_task.done():
-            self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_up())
-
-    def _mark_reachable(self) -> None:
-        if self._reachable is not False:
-            self._reachable = True
-            return
-        self._reachable = True
-        self.emit(
-            BrokerUp(
-                at=self.bus.now(),
-                broker=self.name,
-                node=self.system,
-                detail=f"answering again at {self.address}",
-            )
-        )
-
-    async def _probe_until_up(self) -> None:
-        """While the endpoint is down, ask it twice a second so BrokerUp shows without calls."""
-        while not self._reachable and self._probe_client is not None:
-            client = self._probe_client
-            try:
-                await asyncio.to_thread(client.list_queues, QueueNamePrefix=self.namespace)
-            except (BotoCoreError, ClientError):
-                await asyncio.sleep(_PROBE_INTERVAL)
-                continue
-            self._mark_reachable()
-
-
-class _QueueMissing(SqsRequestRefused):
-    """The queue does not exist (deleted, or never created in this namespace)."""
 
 
 def _queue_info(
@@ -1030,7 +864,3 @@ def _max_receive_count(attributes: dict[str, str]) -> int | None:
 def _arn_name(arn: str) -> str:
     """The resource name at the end of an SQS queue or SNS topic ARN."""
     return arn.rsplit(":", 1)[-1]
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,240 @@
+"""The real RabbitMQ adapter's deliveries and consumers: each delivery is settled on the
+channel it arrived on, each consumer has its own channel and prefetch window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
+
+from mqlab.brokers.base import BrokerError
+from mqlab.brokers.rabbitmq.api import (
+    AlreadySettled,
+    NotFound,
+    RabbitConsumer,
+    RabbitDelivery,
+    RabbitMQError,
+)
+from mqlab.observe.events import (
+    Acked,
+    Nacked,
+)
+
+if TYPE_CHECKING:
+    from mqlab.brokers.rabbitmq.client import RabbitMQBroker
+
+
+class Delivery(RabbitDelivery):
+    """One message handed to mqlab code, settled through the channel it arrived on."""
+
+    def __init__(
+        self,
+        broker: RabbitMQBroker,
+        message: AbstractIncomingMessage,
+        *,
+        queue: str,
+        consumer: str,
+        no_ack: bool,
+    ) -> None:
+        self._broker = broker
+        self._message = message
+        self._consumer = consumer
+        self._settled = no_ack
+        self._no_ack = no_ack
+        self.queue = queue
+        self.exchange = message.exchange or ""
+        self.routing_key = message.routing_key or ""
+        self.body = message.body
+        self.headers = dict(message.headers or {})
+        self.priority = message.priority
+        self.redelivered = bool(message.redelivered)
+        self.delivery_tag = int(message.delivery_tag or 0)
+
+    @property
+    def delivery_count(self) -> int:
+        """Quorum queues count deliveries (x-delivery-count); classic queues only flag a
+        redelivery, so 2 means "at least the second time"."""
+        counted = self.headers.get("x-delivery-count")
+        if isinstance(counted, int):
+            return counted + 1
+        return 2 if self.redelivered else 1
+
+    def _claim(self, verb: str) -> None:
+        if self._no_ack:
+            raise AlreadySettled(
+                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
+                "RabbitMQ already forgot it"
+            )
+        if self._settled:
+            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
+
+    async def ack(self) -> None:
+        """Settle positively on the delivery's channel; emits ``Acked``."""
+        self._claim("ack")
+        await self._broker.bounded(f"ack of {self.message_id}", self._message.ack())
+        self._settled = True
+        self._broker.emit(
+            Acked(
+                at=self._broker.bus.now(),
+                broker=self._broker.name,
+                destination=self.queue,
+                message_id=self.message_id,
+                consumer=self._consumer,
+            )
+        )
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Settle negatively; without requeue RabbitMQ dead-letters or drops the message."""
+        await self._settle_negatively(requeue=requeue, reject=False)
+
+    async def reject(self, *, requeue: bool = False) -> None:
+        """basic.reject: the single-message form of ``nack``, with the same effect."""
+        await self._settle_negatively(requeue=requeue, reject=True)
+
+    async def _settle_negatively(self, *, requeue: bool, reject: bool) -> None:
+        self._claim("reject" if reject else "nack")
+        settle = self._message.reject if reject else self._message.nack
+        verb = "reject" if reject else "nack"
+        await self._broker.bounded(f"{verb} of {self.message_id}", settle(requeue=requeue))
+        self._settled = True
+        now = self._broker.bus.now()
+        self._broker.emit(
+            Nacked(
+                at=now,
+                broker=self._broker.name,
+                destination=self.queue,
+                message_id=self.message_id,
+                consumer=self._consumer,
+                requeue=requeue,
+            )
+        )
+        if not requeue:
+            self._broker.report_rejection(self)
+
+
+class Consumer(RabbitConsumer):
+    """A basic.consume subscription on its own channel with its own prefetch window.
+
+    RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
+    until :meth:`next` hands them out. After a reconnect the adapter subscribes again on a new
+    channel; messages still buffered from the dead channel are skipped, because RabbitMQ
+    requeued them when that channel died and delivers them again.
+    """
+
+    def __init__(self, broker: RabbitMQBroker, *, name: str, queue: str, prefetch: int) -> None:
+        self._broker = broker
+        self.name = name
+        self.queue = queue
+        self.prefetch = prefetch
+        self._tag = broker.qualify(name)
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._subscribe_lock = asyncio.Lock()
+        self._closed = False
+        self.lost: str | None = None
+
+    async def subscribe(self) -> None:
+        """Open a channel, set the prefetch and basic.consume (again after a reconnect)."""
+        async with self._subscribe_lock:
+            if self._channel is not None and not self._channel.is_closed:
+                return
+            connection = await self._broker.transport()
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                await channel.basic_qos(prefetch_count=self.prefetch)
+                channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
+                await channel.basic_consume(self.queue, self._on_message, consumer_tag=self._tag)
+            except BaseException:
+                if not channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+                raise
+            self._channel = channel
+            self.lost = None
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        self._buffer.put_nowait(aio_pika.IncomingMessage(message, no_ack=False))
+
+    async def _on_cancelled(self, _frame: object) -> None:
+        self.lost = (
+            f"rabbitmq: RabbitMQ cancelled consumer {self.name!r} "
+            f"(queue {self.queue!r} was deleted)"
+        )
+
+    async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
+        """The next delivery, or None if none arrives within ``timeout`` seconds.
+
+        Raises:
+            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
+                queue was deleted, or is gone after a reconnect).
+        """
+        if self._closed:
+            raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
+        await self._resubscribe_if_channel_died()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            try:
+                message = self._buffer.get_nowait()
+            except asyncio.QueueEmpty:
+                if self.lost is not None:
+                    raise RabbitMQError(self.lost) from None
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    message = await asyncio.wait_for(self._buffer.get(), remaining)
+                except TimeoutError:
+                    return None
+            if channel_is_closed(message):
+                continue  # RabbitMQ requeued it when the channel died; it comes back
+            return self._broker.delivered(message, queue=self.queue, consumer=self.name)
+
+    async def _resubscribe_if_channel_died(self) -> None:
+        """A channel error (not a lost connection, which the reconnect handles) closed the
+        channel: subscribe again so one bad settle does not end the consumer for good."""
+        channel = self._channel
+        if channel is None or not channel.is_closed or self.lost is not None:
+            return
+        if not self._broker.link_up or not self._broker.transport_is_open():
+            return  # the connection itself is down: the reconnect re-subscribes
+        try:
+            await self._broker.bounded(f"re-subscribe {self.name!r}", self.subscribe())
+        except NotFound:
+            self.lost = f"rabbitmq: queue {self.queue!r} no longer exists"
+        except BrokerError:
+            return  # the connection went down meanwhile: the reconnect re-subscribes
+
+    async def close(self) -> None:
+        """Cancel the subscription and close the channel; unacked messages are requeued
+        (redelivered=True), exactly what happens when a consumer process dies."""
+        if self._closed:
+            return
+        self._closed = True
+        self._broker.forget_consumer(self)
+        channel, self._channel = self._channel, None
+        while not self._buffer.empty():
+            self._buffer.get_nowait()
+        # With the connection down there is nothing to cancel or close (RabbitMQ already
+        # dropped the subscription and requeued its messages).
+        if channel is None or channel.is_closed or not self._broker.link_up:
+            return
+        with contextlib.suppress(BrokerError):
+            await self._broker.bounded(
+                f"cancel of consumer {self.name!r}", channel.basic_cancel(self._tag)
+            )
+        with contextlib.suppress(BrokerError):
+            await self._broker.bounded(f"close of consumer {self.name!r}", channel.close())
+
+
+def channel_is_closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        return bool(message.channel.is_closed)
+    except aiormq.exceptions.ChannelInvalidStateError:
+        return True
