@@ -1,7 +1,7 @@
 """Delivery semantics as Kafka consumer loops, each written out so the crash window shows.
 
 The cheat sheet's table, as code that runs on the lab's Kafka and on ``sim:kafka`` (the loops
-use only :mod:`mqlab.brokers.api.kafka`'s consumer and producer):
+use only :mod:`mqlab.brokers.kafka.api`'s consumer and producer):
 
 * :func:`at_most_once`: commit the offset, *then* process. A crash in between loses the
   record: the group has moved past it.
@@ -35,14 +35,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from mqlab.brokers.api.kafka import (
+from mqlab.brokers.base import BrokerError
+from mqlab.brokers.kafka.api import (
     KafkaConsumer,
     KafkaProducer,
     KafkaRecord,
     ProducerFenced,
     TopicPartition,
 )
-from mqlab.brokers.base import BrokerError
 from mqlab.observe.events import OffsetRestored, OffsetStored, Processed
 from mqlab.patterns.database import BusinessDatabase, Transaction
 from mqlab.patterns.harness import CrashHook, Reporter, no_crash
@@ -315,7 +315,7 @@ async def consume_transform_produce(
     using the *same* ``transactional_id``: aiokafka's ``send_offsets_to_transaction`` sends
     only the group id, not the group generation that newer clients add (KIP-447), so the
     transactional id is what fences. Give each consumer slot a stable one. A
-    :class:`~mqlab.brokers.api.kafka.ProducerFenced` error means this instance is the zombie;
+    :class:`~mqlab.brokers.kafka.api.ProducerFenced` error means this instance is the zombie;
     it stops the loop.
     """
     report, outcome, clock = _reporter(reporter), LoopOutcome(), _Clock(until or Until())

@@ -66,7 +66,7 @@ from mqlab.patterns.harness import Reporter
 from mqlab.patterns.postgres import table
 
 if TYPE_CHECKING:
-    from mqlab.brokers.api.kafka import KafkaAPI, KafkaProducer
+    from mqlab.brokers.kafka.api import KafkaAPI, KafkaProducer
 
 
 @dataclass(frozen=True, slots=True)
@@ -833,7 +833,7 @@ class KafkaEventLog(EventSource):
             ValueError: ``after_position`` on a topic with several partitions.
             TimeoutError: the replay did not reach the end within ``timeout`` seconds.
         """
-        from mqlab.brokers.api.kafka import TopicPartition
+        from mqlab.brokers.kafka.api import TopicPartition
 
         if after_position and self.partitions > 1:
             raise ValueError("positions are global only on a one-partition topic")

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from mqlab.brokers.api.kafka import KafkaProducer
+from mqlab.brokers.kafka.api import KafkaProducer
 from mqlab.observe.events import BusinessWriteCommitted, OutboxRelayed, OutboxWritten
 from mqlab.patterns.database import BusinessDatabase, OutboxMessage, OutboxRow, Transaction
 from mqlab.patterns.harness import CrashHook, Reporter, no_crash
