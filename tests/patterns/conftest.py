@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import pytest
 
 from mqlab.brokers.sim.clock import VirtualTimeLoop
-from mqlab.brokers.sim.kafka import SimKafkaBroker
+from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus, Recorder
