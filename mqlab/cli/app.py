@@ -15,6 +15,7 @@ import typer
 
 from mqlab import __version__
 from mqlab.cli import course as course_commands
+from mqlab.cli import exercises as exercise_commands
 from mqlab.cli import lab as lab_commands
 from mqlab.cli import lessons as lesson_commands
 from mqlab.cli import retries as retry_commands
@@ -48,10 +49,11 @@ def root(
 ) -> None:
     """mqlab: message queues and event-driven architecture, hands-on.
 
-    Without a command, opens the course (on the simulator).
+    Without a command, opens the course on the simulator: the full-screen app in a terminal,
+    the text walkthrough otherwise (``mqlab course --plain``).
     """
     if context.invoked_subcommand is None:
-        course_commands.course(broker="sim")
+        course_commands.course(broker="sim", plain=False, seed=0, speed=1.0)
 
 
 app.add_typer(lab_commands.lab_app, name="lab")
@@ -63,6 +65,13 @@ app.command("replay")(scenario_commands.replay)
 app.command("compare")(scenario_commands.compare)
 app.command("course")(course_commands.course)
 app.add_typer(retry_commands.retries_app, name="retries")
+app.command("init")(exercise_commands.init)
+app.command("check")(exercise_commands.check)
+app.command("hint")(exercise_commands.hint)
+app.command("progress")(exercise_commands.progress)
+app.command("next")(exercise_commands.next_exercise)
+app.command("reset")(exercise_commands.reset)
+app.add_typer(exercise_commands.dev_app, name="dev")
 
 
 def main() -> None:

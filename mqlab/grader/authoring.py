@@ -1,0 +1,64 @@
+"""Checks of the course's own exercises (``mqlab dev check`` and the test suite).
+
+An exercise is only fair if its grader can tell right from wrong: the reference solution must
+pass on every broker it lists, the starter must fail (a learner who changes nothing must not
+pass), and every plausible wrong solution kept in ``wrong/`` must fail with the invariant it
+names, so the learner is told the right reason.
+"""
+
+from __future__ import annotations
+
+from mqlab.grader.catalog import ExerciseEntry
+from mqlab.grader.invariants import INVARIANTS
+from mqlab.grader.run import CheckReport, check_file
+
+
+def _files_problems(entry: ExerciseEntry) -> list[str]:
+    problems = []
+    for path in (entry.check_file, entry.starter_file, entry.solution_file):
+        if not path.is_file():
+            problems.append(f"missing {path.relative_to(entry.folder)}")
+    for wrong in entry.exercise.wrong:
+        if not entry.wrong_file(wrong.file).is_file():
+            problems.append(f"missing wrong/{wrong.file}")
+    for use in entry.exercise.invariants:
+        invariant = INVARIANTS.get(use.id)
+        if invariant is None:
+            problems.append(
+                f"unknown invariant {use.id!r} (known: {', '.join(sorted(INVARIANTS))})"
+            )
+            continue
+        unknown = sorted(set(use.params) - set(invariant.params) - {"prefix"})
+        if unknown:
+            problems.append(f"invariant {use.id}: unknown parameter {unknown[0]!r}")
+    return problems
+
+
+def _why_not(report: CheckReport) -> str:
+    if report.learner_error is not None:
+        return report.learner_error.one_line()
+    if report.check_error is not None:
+        return report.check_error.strip().splitlines()[-1]
+    broken = report.broken
+    return f"{broken.id}: {broken.finding.problem}" if broken else "no invariant was judged"
+
+
+def audit_exercise(entry: ExerciseEntry, *, broker: str = "sim", seed: int = 0) -> list[str]:
+    """Everything wrong with an exercise on ``broker`` (empty: it is sound there)."""
+    problems = _files_problems(entry)
+    if problems:
+        return problems
+    solution = check_file(entry, entry.solution_file, broker=broker, seed=seed)
+    if not solution.passed:
+        problems.append(f"the reference solution fails: {_why_not(solution)}")
+    starter = check_file(entry, entry.starter_file, broker=broker, seed=seed)
+    if starter.passed:
+        problems.append("the starter passes: a learner who changes nothing would pass")
+    for wrong in entry.exercise.wrong:
+        report = check_file(entry, entry.wrong_file(wrong.file), broker=broker, seed=seed)
+        caught = any(r.id == wrong.breaks and not r.finding.holds for r in report.results)
+        if report.passed:
+            problems.append(f"wrong/{wrong.file} passes ({wrong.why})")
+        elif not caught:
+            problems.append(f"wrong/{wrong.file} fails, but not {wrong.breaks}: {_why_not(report)}")
+    return problems

@@ -1,0 +1,228 @@
+"""The grader's child process: ``python -m mqlab.grader.child`` runs one check of learner code.
+
+Learner code is untrusted in the mildest sense: it may loop forever, allocate without bound,
+raise, fail to import, or print. So it never runs in the grader's own process. The parent
+(:mod:`mqlab.grader.run`) starts this module with a JSON request on stdin and reads JSON lines
+back from the *protocol* file descriptor (the original stdout); the learner's ``print`` goes to
+stderr instead, which the parent keeps and shows the end of when something goes wrong.
+
+Limits: the address space is capped (``RLIMIT_AS``, above what the interpreter and the clients
+already use), CPU time is capped as a backstop, and :mod:`faulthandler` dumps every thread's
+stack to stderr shortly before the wall-clock deadline, so when the parent has to kill an
+endless loop it can still point at the learner's line that was running.
+
+Protocol lines (one JSON object each):
+``{"observation": {...}}``, ``{"planned_crash": point}`` (a SIGKILL is coming on purpose),
+``{"learner_error": {kind, message, file, line, code}}``, ``{"check_error": text}`` (a bug in
+the check or the grader, not in learner code), ``{"done": true}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import importlib.util
+import json
+import os
+import resource
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+from mqlab.observe.events import Observation
+
+MEGABYTE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRequest:
+    """What the parent asks for (the JSON on stdin)."""
+
+    check: str
+    """Path of the exercise's ``check.py``."""
+    learner: str
+    """Path of the learner's file."""
+    system: str | None
+    simulated: bool
+    seed: int
+    phase: int
+    namespace: str
+    seconds: float
+    memory_mb: int
+    cleanup_only: bool = False
+    """Run only the check's ``cleanup(ctx)`` and sweep the namespace (after a kill)."""
+
+
+class _Protocol:
+    """Writes protocol lines to the descriptor the parent reads."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def send(self, **line: Any) -> None:
+        self.stream.write(json.dumps(line, sort_keys=True) + "\n")
+        self.stream.flush()
+
+    def observation(self, observation: Observation) -> None:
+        self.send(observation=observation.to_dict())
+
+
+def _take_stdout() -> IO[str]:
+    """Keep the real stdout for the protocol and point fd 1 (and ``print``) at stderr."""
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def _vm_bytes() -> int:
+    """This process's current virtual size (VmSize), 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+def _apply_limits(request: ChildRequest) -> None:
+    """Cap memory above what is already mapped, CPU as a backstop, and arm the stack dump."""
+    budget = request.memory_mb * MEGABYTE
+    current = _vm_bytes()
+    if current:
+        resource.setrlimit(resource.RLIMIT_AS, (current + budget, current + budget))
+    cpu = int(request.seconds * 2) + 5
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    faulthandler.dump_traceback_later(max(0.1, request.seconds - 0.25), exit=False)
+
+
+def _load(path: str, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def learner_error(error: BaseException, learner_path: str) -> dict[str, Any]:
+    """Where in the learner's file an error happened (the innermost frame there)."""
+    if isinstance(error, SyntaxError) and error.filename == learner_path:
+        return {
+            "kind": "SyntaxError",
+            "message": error.msg,
+            "file": learner_path,
+            "line": error.lineno,
+            "code": (error.text or "").strip(),
+        }
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == learner_path]
+    frame = frames[-1] if frames else None
+    return {
+        "kind": type(error).__name__,
+        "message": str(error).strip().splitlines()[0] if str(error).strip() else "",
+        "file": learner_path if frame else None,
+        "line": frame.lineno if frame else None,
+        "code": (frame.line or "").strip() if frame else "",
+    }
+
+
+def _raised_in(error: BaseException, path: str) -> bool:
+    if isinstance(error, SyntaxError) and error.filename == path:
+        return True
+    return any(f.filename == path for f in traceback.extract_tb(error.__traceback__))
+
+
+async def _drive(request: ChildRequest, check: ModuleType, protocol: _Protocol) -> None:
+    """Build the context (bus, broker, faults) and run the check's ``drive``."""
+    from mqlab.grader.context import GradingContext
+    from mqlab.grader.environment import open_environment
+
+    async with open_environment(request) as (bus, broker, faults, endpoints):
+        bus.subscribe(protocol.observation)
+        context = GradingContext(
+            bus=bus,
+            seed=request.seed,
+            simulated=request.simulated,
+            phase=request.phase,
+            namespace=request.namespace,
+            endpoints=endpoints,
+            system=request.system,
+            broker=broker,
+            faults=faults,
+        )
+        context.announce_crash = lambda point: protocol.send(planned_crash=point)
+        try:
+            if request.cleanup_only:
+                cleanup = getattr(check, "cleanup", None)
+                if cleanup is not None:
+                    await cleanup(context)
+                return
+            learner = _load(request.learner, "learner_solution")
+            await check.drive(learner, context)
+        finally:
+            await context.run_cleanups()
+
+
+def main() -> int:
+    """Run the request on stdin; the exit code is 0 even when learner code failed (that is
+    reported on the protocol), 2 for a request that could not be read."""
+    protocol = _Protocol(_take_stdout())
+    try:
+        request = ChildRequest(**json.loads(sys.stdin.read()))
+    except (ValueError, TypeError) as error:
+        protocol.send(check_error=f"bad request: {error}")
+        return 2
+    try:
+        check = _load(request.check, "mqlab_exercise_check")
+        _apply_limits(request)
+        if request.simulated:
+            from mqlab.brokers.sim.clock import run_virtual
+
+            run_virtual(_drive(request, check, protocol))
+        else:
+            asyncio.run(_drive(request, check, protocol))
+    except MemoryError:
+        faulthandler.cancel_dump_traceback_later()
+        protocol.send(
+            learner_error={
+                "kind": "MemoryError",
+                "message": f"used more than the {request.memory_mb} MB it may use",
+                "file": None,
+                "line": None,
+                "code": "",
+            }
+        )
+        return 0
+    except BaseException as error:
+        faulthandler.cancel_dump_traceback_later()
+        from mqlab.grader.context import LearnerMistake
+
+        if isinstance(error, LearnerMistake):
+            protocol.send(
+                learner_error={
+                    "kind": "LearnerMistake",
+                    "message": str(error),
+                    "file": request.learner,
+                    "line": None,
+                    "code": "",
+                }
+            )
+            return 0
+        if _raised_in(error, request.learner):
+            protocol.send(learner_error=learner_error(error, request.learner))
+            return 0
+        text = "".join(traceback.format_exception(error)).strip()
+        protocol.send(check_error=text)
+        return 0
+    faulthandler.cancel_dump_traceback_later()
+    protocol.send(done=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""Grade learner code: run its check in a child process, then judge the recorded history.
+
+:func:`check_file` is what ``mqlab check`` (and the TUI, and the course's own tests) call. It
+starts :mod:`mqlab.grader.child` with the exercise's limits, reads the observations it reports,
+starts it again when the check crashed it on purpose (a real SIGKILL mid-work, on a real broker:
+recovery must start from a cold process), kills it when it runs past its time, sweeps the run's
+namespace off the broker afterwards, and judges the exercise's invariants on the history.
+
+What a learner gets back (:class:`CheckReport`) is built to be acted on: the invariant that
+broke with a minimal counter-example, the seed and the exact command that reproduces it; or the
+one place in their file where their code raised, failed to import or was stuck when time ran
+out; and on a pass, what was proven under which faults.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mqlab.grader.catalog import ExerciseEntry
+from mqlab.grader.invariants import INVARIANTS, Finding, judge
+from mqlab.observe.events import Observation
+
+MAX_PHASES = 3
+"""A check may crash the learner's process on purpose this many times minus one."""
+CLEANUP_SECONDS = 30.0
+STDERR_LINES_KEPT = 12
+STDERR_BUFFER_LINES = 400
+"""Lines of the child's stderr kept while it runs (faulthandler's dump must fit)."""
+MAX_LINE_BYTES = 1 << 20
+
+
+class GraderError(Exception):
+    """The check could not be run as asked (a broker the exercise does not run on ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerError:
+    """Where the learner's code failed: raised, did not import, or was stopped."""
+
+    kind: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    code: str = ""
+
+    def one_line(self) -> str:
+        """``jitter.py:12: ZeroDivisionError: division by zero``."""
+        where = f"{self.file}:{self.line}: " if self.file and self.line else ""
+        if self.file and not self.line:
+            where = f"{self.file}: "
+        return f"{where}{self.kind}: {self.message}".rstrip(": ")
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantResult:
+    """One invariant judged on the history."""
+
+    id: str
+    title: str
+    finding: Finding
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """The outcome of one ``mqlab check``."""
+
+    exercise_id: str
+    broker: str
+    seed: int
+    results: tuple[InvariantResult, ...]
+    faults: str
+    """What the check did to the code (the exercise's ``faults`` sentence)."""
+    learner_error: LearnerError | None = None
+    check_error: str | None = None
+    """A failure of the check itself or of the broker, not of learner code."""
+    stderr_tail: tuple[str, ...] = ()
+    """The last lines the learner's code printed (shown when something went wrong)."""
+    phases: int = 1
+    seconds: float = 0.0
+    observations: tuple[Observation, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        """Every invariant holds and nothing went wrong on the way."""
+        return (
+            self.learner_error is None
+            and self.check_error is None
+            and bool(self.results)
+            and all(r.finding.holds for r in self.results)
+        )
+
+    @property
+    def broken(self) -> InvariantResult | None:
+        """The first invariant that does not hold (what the learner should look at)."""
+        return next((r for r in self.results if not r.finding.holds), None)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The report as JSON data (stored in progress, printed by ``--json``)."""
+        return {
+            "exercise": self.exercise_id,
+            "broker": self.broker,
+            "seed": self.seed,
+            "passed": self.passed,
+            "learner_error": asdict(self.learner_error) if self.learner_error else None,
+            "check_error": self.check_error,
+            "invariants": [
+                {
+                    "id": r.id,
+                    "holds": r.finding.holds,
+                    "proven": r.finding.proven,
+                    "problem": r.finding.problem,
+                    "counterexample": list(r.finding.counterexample),
+                }
+                for r in self.results
+            ],
+            "phases": self.phases,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def resolve_grading_broker(entry: ExerciseEntry, broker: str) -> tuple[str | None, bool, str]:
+    """``sim`` / ``sim:kafka`` / ``kafka`` -> (system, simulated, display name).
+
+    Raises:
+        GraderError: the exercise does not run on that broker.
+    """
+    systems = entry.exercise.systems
+    name = broker.strip().lower()
+    if name == "sim":
+        system = systems[0] if systems else None
+        return system, True, f"sim:{system}" if system else "sim"
+    simulated = name.startswith("sim:")
+    system = name.removeprefix("sim:")
+    if system not in systems:
+        runs_on = ", ".join(entry.exercise.brokers)
+        raise GraderError(f"exercise {entry.id!r} runs on {runs_on}, not {broker}")
+    return system, simulated, f"sim:{system}" if simulated else system
+
+
+def check_file(
+    entry: ExerciseEntry,
+    learner_file: Path,
+    *,
+    broker: str = "sim",
+    seed: int = 0,
+) -> CheckReport:
+    """Grade ``learner_file`` against ``entry``'s check and invariants.
+
+    Raises:
+        GraderError: a broker the exercise does not run on, or a learner file that is missing.
+    """
+    if not learner_file.is_file():
+        raise GraderError(f"{learner_file}: no such file (mqlab init creates the workspace)")
+    system, simulated, display = resolve_grading_broker(entry, broker)
+    if simulated:
+        namespace = "mq-grade"
+    else:
+        from mqlab.brokers.base import new_namespace
+
+        namespace = new_namespace()
+    request: dict[str, Any] = {
+        "check": str(entry.check_file),
+        "learner": str(learner_file.resolve()),
+        "system": system,
+        "simulated": simulated,
+        "seed": seed,
+        "phase": 1,
+        "namespace": namespace,
+        "seconds": entry.exercise.limits.seconds,
+        "memory_mb": entry.exercise.limits.memory_mb,
+    }
+    started = time.perf_counter()
+    observations: list[Observation] = []
+    learner_error: LearnerError | None = None
+    check_error: str | None = None
+    stderr: list[str] = []
+    phase = 1
+    try:
+        for phase in range(1, MAX_PHASES + 1):
+            outcome = _run_child({**request, "phase": phase}, entry.exercise.limits.seconds)
+            observations += outcome.observations
+            stderr = outcome.stderr
+            learner_error = outcome.learner_error
+            check_error = outcome.check_error
+            if not (outcome.planned_crash and outcome.killed):
+                break
+    finally:
+        if not simulated:
+            _run_child({**request, "cleanup_only": True}, CLEANUP_SECONDS)
+    results: tuple[InvariantResult, ...] = ()
+    if learner_error is None and check_error is None:
+        results = tuple(_judge(entry, observations))
+    return CheckReport(
+        exercise_id=entry.id,
+        broker=display,
+        seed=seed,
+        results=results,
+        faults=entry.exercise.faults,
+        learner_error=learner_error,
+        check_error=check_error,
+        stderr_tail=tuple(stderr[-STDERR_LINES_KEPT:]),
+        phases=phase,
+        seconds=time.perf_counter() - started,
+        observations=tuple(observations),
+    )
+
+
+def _judge(entry: ExerciseEntry, observations: list[Observation]) -> list[InvariantResult]:
+    results = []
+    for use in entry.exercise.invariants:
+        invariant = INVARIANTS[use.id]
+        try:
+            finding = judge(use.id, observations, use.params)
+        except (ValueError, TypeError) as error:
+            finding = Finding(False, problem=f"the invariant could not be judged: {error}")
+        results.append(InvariantResult(invariant.id, invariant.title, finding))
+    return results
+
+
+@dataclass
+class _ChildOutcome:
+    observations: list[Observation]
+    stderr: list[str]
+    learner_error: LearnerError | None
+    check_error: str | None
+    planned_crash: bool
+    killed: bool
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>\S+)')
+
+
+def _stuck_at(stderr: list[str], learner: str) -> tuple[int | None, str]:
+    """The learner's innermost frame in faulthandler's dump (most recent call first)."""
+    for text in stderr:
+        match = _FRAME.match(text)
+        if match and match.group("file") == learner:
+            return int(match.group("line")), match.group("function")
+    return None, ""
+
+
+def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
+    """Run one child to its end, its time limit, or Ctrl-C (which kills it and re-raises).
+
+    Both pipes are drained by threads while the child runs; of stderr (where the learner's
+    prints go) only the last lines are kept, so a print in an endless loop cannot fill the
+    grader's memory.
+    """
+    environment = {
+        **os.environ,
+        "MALLOC_ARENA_MAX": "2",  # fewer malloc arenas: the address-space cap means heap
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mqlab.grader.child"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        start_new_session=True,  # Ctrl-C reaches the grader only; it decides what to kill
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    protocol: list[bytes] = []
+    tail: collections.deque[bytes] = collections.deque(maxlen=STDERR_BUFFER_LINES)
+    readers = [
+        threading.Thread(target=_drain, args=(process.stdout, protocol.append), daemon=True),
+        threading.Thread(target=_drain, args=(process.stderr, tail.append), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    timed_out = False
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(json.dumps(request).encode())
+            process.stdin.close()
+        process.wait(timeout=seconds + 2.0)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(process)
+        process.wait()
+    except BaseException:
+        _kill_group(process)
+        process.wait()
+        raise
+    for reader in readers:
+        reader.join(timeout=5.0)
+    stdout = b"".join(protocol).decode("utf-8", errors="replace")
+    stderr_text = b"".join(tail).decode("utf-8", errors="replace")
+    return _parse(request, stdout, stderr_text, process.returncode, timed_out, seconds)
+
+
+def _drain(stream: IO[bytes], keep: Callable[[bytes], None]) -> None:
+    """Read ``stream`` to its end in bounded lines (a line without end is cut up)."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        keep(line)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def _parse(
+    request: dict[str, Any],
+    stdout: str,
+    stderr_text: str,
+    returncode: int,
+    timed_out: bool,
+    seconds: float,
+) -> _ChildOutcome:
+    observations: list[Observation] = []
+    learner_error: LearnerError | None = None
+    check_error: str | None = None
+    planned = False
+    finished = False
+    for raw in stdout.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if "observation" in line:
+            observations.append(Observation.from_dict(line["observation"]))
+        elif "learner_error" in line:
+            learner_error = LearnerError(**line["learner_error"])
+        elif "check_error" in line:
+            check_error = str(line["check_error"])
+        elif "planned_crash" in line:
+            planned = True
+        elif line.get("done"):
+            finished = True
+    stderr = stderr_text.splitlines()
+    learner = str(request["learner"])
+    killed = returncode == -signal.SIGKILL
+    if timed_out:
+        line_number, function = _stuck_at(stderr, learner)
+        where = f" (in {function})" if function else ""
+        learner_error = LearnerError(
+            "Timeout",
+            f"did not finish within {seconds:g}s{where}: an endless loop, or a wait that "
+            "never ends?",
+            learner,
+            line_number,
+        )
+    elif returncode not in (0, None) and not (planned and killed) and learner_error is None:
+        reason = "it ran out of memory" if returncode in (-signal.SIGKILL, -signal.SIGSEGV) else ""
+        check_error = check_error or (
+            f"the grader's child process stopped with code {returncode} {reason}".rstrip()
+        )
+    elif not finished and not planned and learner_error is None and check_error is None:
+        check_error = "the check ended without reporting its end"
+    stderr = [text for text in stderr if not _FRAME.match(text) and "Thread 0x" not in text]
+    return _ChildOutcome(observations, stderr, learner_error, check_error, planned, killed)

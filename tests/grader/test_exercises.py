@@ -1,0 +1,43 @@
+"""Every exercise is fair: on sim and on each real broker it lists, the reference solution
+passes, the starter fails, and every wrong solution fails with the invariant it names."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqlab.grader.authoring import audit_exercise
+from mqlab.grader.catalog import ExerciseEntry, all_exercises
+
+EXERCISES = all_exercises()
+
+
+def _cases() -> list[object]:
+    cases: list[object] = []
+    for entry in EXERCISES:
+        cases.append(pytest.param(entry, "sim", id=f"{entry.id}-sim", marks=pytest.mark.sim))
+        for system in entry.exercise.systems:
+            marks = [getattr(pytest.mark, system)]
+            marks += [getattr(pytest.mark, service) for service in entry.exercise.services]
+            cases.append(pytest.param(entry, system, id=f"{entry.id}-{system}", marks=marks))
+    return cases
+
+
+def test_the_course_has_exercises_in_every_lesson() -> None:
+    from mqlab.course.library import course_lessons
+
+    lessons = {lesson.lesson.id for lesson in course_lessons()}
+    covered = {entry.exercise.lesson for entry in EXERCISES}
+    assert len(EXERCISES) >= 12
+    assert covered == lessons
+
+
+@pytest.mark.parametrize(("entry", "broker"), _cases())
+def test_the_exercise_tells_right_from_wrong(entry: ExerciseEntry, broker: str) -> None:
+    assert audit_exercise(entry, broker=broker) == []
+
+
+@pytest.mark.sim
+def test_every_exercise_has_wrong_solutions_and_hints() -> None:
+    for entry in EXERCISES:
+        assert entry.exercise.wrong, f"{entry.id} has no wrong solutions to catch"
+        assert all(hint.strip() for hint in entry.exercise.hints)

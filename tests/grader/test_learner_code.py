@@ -1,0 +1,169 @@
+"""Learner code that loops, allocates, raises or does not parse is stopped within the limits
+and reported in one clear message pointing at the learner's file and line."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mqlab.course.exercise import Limits
+from mqlab.grader.catalog import ExerciseEntry, find_exercise
+from mqlab.grader.report import report_text
+from mqlab.grader.run import check_file
+
+pytestmark = pytest.mark.sim
+
+
+@pytest.fixture(scope="module")
+def jitter() -> ExerciseEntry:
+    """The full-jitter exercise with a short time limit, so a stopped loop costs seconds."""
+    entry = find_exercise("full-jitter")
+    limits = Limits(seconds=4, memory_mb=entry.exercise.limits.memory_mb)
+    return dataclasses.replace(entry, exercise=entry.exercise.model_copy(update={"limits": limits}))
+
+
+def _learner(tmp_path: Path, source: str) -> Path:
+    path = tmp_path / "jitter.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def test_an_endless_loop_is_stopped_and_the_line_it_was_on_is_named(
+    jitter: ExerciseEntry, tmp_path: Path
+) -> None:
+    path = _learner(
+        tmp_path,
+        """
+        def full_jitter(attempt, base, cap, rng):
+            while True:
+                attempt += 1
+
+        def decorrelated_jitter(previous, base, cap, rng):
+            return base
+        """,
+    )
+    started = time.monotonic()
+    report = check_file(jitter, path)
+    elapsed = time.monotonic() - started
+    assert not report.passed
+    assert report.learner_error is not None
+    assert report.learner_error.kind == "Timeout"
+    assert report.learner_error.line == 4, report.learner_error
+    assert "in full_jitter" in report.learner_error.message
+    limit = jitter.exercise.limits.seconds
+    assert elapsed < limit + 15, "stopped within its limit (plus process start and cleanup)"
+
+
+def test_unbounded_allocation_is_stopped(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(
+        tmp_path,
+        """
+        def full_jitter(attempt, base, cap, rng):
+            hoard = []
+            while True:
+                hoard.append(bytearray(10_000_000))
+
+        def decorrelated_jitter(previous, base, cap, rng):
+            return base
+        """,
+    )
+    report = check_file(jitter, path)
+    assert report.learner_error is not None, report.check_error
+    assert report.learner_error.kind == "MemoryError"
+    assert f"{jitter.exercise.limits.memory_mb} MB" in report.learner_error.message
+
+
+def test_an_exception_points_at_the_learners_line(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(
+        tmp_path,
+        """
+        def full_jitter(attempt, base, cap, rng):
+            return base / (attempt - attempt)
+
+        def decorrelated_jitter(previous, base, cap, rng):
+            return base
+        """,
+    )
+    report = check_file(jitter, path)
+    error = report.learner_error
+    assert error is not None
+    assert error.one_line() == f"{path}:3: ZeroDivisionError: float division by zero"
+    assert error.code == "return base / (attempt - attempt)"
+    shown = report_text(report).plain
+    assert "Traceback" not in shown
+    assert "your code raised ZeroDivisionError" in shown
+
+
+def test_a_syntax_error_points_at_the_line(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(tmp_path, "def full_jitter(attempt, base, cap, rng)\n    return 0\n")
+    report = check_file(jitter, path)
+    assert report.learner_error is not None
+    assert report.learner_error.kind == "SyntaxError"
+    assert report.learner_error.line == 1
+    assert "does not parse" in report_text(report).plain
+
+
+def test_an_import_of_something_missing_is_named(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(tmp_path, "import numpyy\n")
+    report = check_file(jitter, path)
+    error = report.learner_error
+    assert error is not None
+    assert error.kind == "ModuleNotFoundError"
+    assert error.line == 1
+    assert "numpyy" in error.message
+
+
+def test_a_missing_function_is_a_mistake_in_words(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(tmp_path, "def full_jitter(attempt, base, cap, rng):\n    return 0.0\n")
+    report = check_file(jitter, path)
+    assert report.learner_error is not None
+    assert report.learner_error.kind == "LearnerMistake"
+    assert "'decorrelated_jitter'" in report.learner_error.message
+
+
+def test_a_wrong_return_type_is_a_mistake_in_words(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(
+        tmp_path,
+        """
+        def full_jitter(attempt, base, cap, rng):
+            return "soon"
+
+        def decorrelated_jitter(previous, base, cap, rng):
+            return base
+        """,
+    )
+    report = check_file(jitter, path)
+    assert report.learner_error is not None
+    assert "must return a number of seconds" in report.learner_error.message
+
+
+def test_prints_are_kept_but_never_taken_for_results(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    path = _learner(
+        tmp_path,
+        """
+        print('{"done": true}')
+        def full_jitter(attempt, base, cap, rng):
+            print("thinking", attempt)
+            return rng.uniform(0, min(cap, base * 2 ** attempt))
+
+        def decorrelated_jitter(previous, base, cap, rng):
+            raise RuntimeError("not yet")
+        """,
+    )
+    report = check_file(jitter, path)
+    assert report.learner_error is not None
+    assert report.learner_error.kind == "RuntimeError"
+    assert any("thinking" in line for line in report.stderr_tail)
+
+
+def test_the_same_seed_gives_the_same_report(jitter: ExerciseEntry, tmp_path: Path) -> None:
+    first = check_file(jitter, jitter.wrong_file("no_cap.py"), seed=11)
+    second = check_file(jitter, jitter.wrong_file("no_cap.py"), seed=11)
+    assert first.to_json_dict() | {"seconds": 0} == second.to_json_dict() | {"seconds": 0}
+    other = check_file(jitter, jitter.wrong_file("no_cap.py"), seed=12)
+    assert other.broken is not None and first.broken is not None
+    assert other.broken.finding.counterexample != first.broken.finding.counterexample
