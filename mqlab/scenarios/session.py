@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mqlab.course.scenario import Scenario, Toxic
 from mqlab.observe.bus import Subscriber
@@ -33,6 +33,9 @@ from mqlab.observe.events import Observation
 from mqlab.observe.trace import TraceHeader, TraceWriter, read_trace
 from mqlab.scenarios.runner import ScenarioError, ScenarioRunner
 from mqlab.scenarios.verdict import RunJudge, RunResult
+
+if TYPE_CHECKING:
+    from mqlab.brokers.base import Broker
 
 SYSTEM_NAMES = ("kafka", "rabbitmq", "sqs", "nats")
 
@@ -247,11 +250,81 @@ class RunSession:
         else:
             await faults.add_toxic(Toxic(kind="cut", target=target))
 
+    async def snapshot(self) -> object | None:
+        """The run's broker state now, as its adapter's typed snapshot (``KafkaSnapshot``,
+        ``RabbitSnapshot``, ``SqsSnapshot``, ``NatsSnapshot``): what the TUI's live widgets
+        draw. None before the run has set up its broker, after it closed it, or when the broker
+        cannot answer (a killed RabbitMQ, a cut network).
+
+        Awaited on the run's loop (:meth:`request_snapshot` from another thread). On the
+        simulator it reads the server model directly instead of asking through the adapter:
+        the adapter's ``inspect()`` is a request over the simulated network (timers, a
+        reconnect, a "broker up" observation), and a snapshot taken to draw a run must never
+        change the run. Same seed, same run, however often the UI looks.
+        """
+        driver = self.runner._driver
+        if driver is None:
+            return None
+        broker = driver.broker
+        if self.simulated:
+            return _simulated_snapshot(self.system, broker, self.runner.world)
+        from mqlab.brokers.base import BrokerError
+
+        try:
+            return await asyncio.wait_for(broker.inspect(), SNAPSHOT_TIMEOUT_SECONDS)
+        except (BrokerError, OSError, TimeoutError):
+            return None
+
+    def request_snapshot(self) -> concurrent.futures.Future[object | None]:
+        """:meth:`snapshot` from another thread (a UI's poll); the future holds None when the
+        run is not running."""
+        loop = self._loop
+        if loop is None:
+            idle: concurrent.futures.Future[object | None] = concurrent.futures.Future()
+            idle.set_result(None)
+            return idle
+        return asyncio.run_coroutine_threadsafe(self.snapshot(), loop)
+
     def cancel(self) -> None:
         """Stop the run from another thread (its cleanup still runs)."""
         loop, main = self._loop, self._main
         if loop is not None and main is not None:
             loop.call_soon_threadsafe(main.cancel)
+
+
+SNAPSHOT_TIMEOUT_SECONDS = 2.0
+"""How long a real broker may take to answer :meth:`RunSession.snapshot` (a UI polls again)."""
+
+
+def _not_created() -> object:
+    raise LookupError("the simulator has no such server yet")
+
+
+def _simulated_snapshot(system: str, broker: Broker, world: Any) -> object | None:
+    """The simulated broker's state without a simulated request: a pure read of the model.
+
+    Kafka's adapter already inspects the cluster model without network (its coroutine never
+    waits), so it is driven to completion here; the other systems' server models have their
+    own ``snapshot(prefix)`` over the run's namespace.
+    """
+    if world is None:
+        return None
+    if system == "kafka":
+        inspecting = broker.inspect()
+        try:
+            inspecting.send(None)
+        except StopIteration as finished:
+            value: object = finished.value
+            return value
+        inspecting.close()  # it would have waited: not a pure read after all
+        return None
+    try:
+        server = world.model(system, _not_created)
+    except LookupError:
+        return None
+    prefix = f"{broker.namespace}-"
+    result: object = server.snapshot(prefix)
+    return result
 
 
 def run_scenario(

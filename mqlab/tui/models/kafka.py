@@ -1,0 +1,162 @@
+"""The Kafka cluster as the live widget draws it: brokers, partitions, offsets, groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mqlab.observe.events import (
+    BrokerDown,
+    BrokerUp,
+    Committed,
+    LeaderChanged,
+    Observation,
+    Produced,
+    Rebalanced,
+)
+from mqlab.tui.models import short_name
+from mqlab.tui.models.snapshots import KafkaSnapshot
+
+BROKER_PREFIX = "kafka-broker-"
+"""How the lab (and the simulator) name a Kafka broker process: ``kafka-broker-2``."""
+
+
+@dataclass
+class PartitionState:
+    """One partition: placement and the three offsets of its log."""
+
+    topic: str
+    partition: int
+    leader: int = -1
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()
+    log_start: int = 0
+    high_watermark: int = 0
+    log_end: int = 0
+
+
+@dataclass
+class GroupState:
+    """A consumer group: who owns which partition, and what it committed."""
+
+    group: str
+    generation: int = 0
+    state: str = ""
+    assignment: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """member -> ``topic:partition`` names (short topic names)."""
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(short topic, partition) -> committed offset (the next offset to read)."""
+
+
+@dataclass
+class KafkaView:
+    """The cluster folded from Kafka observations and :class:`KafkaSnapshot` s."""
+
+    brokers: dict[int, bool] = field(default_factory=dict)
+    """broker id -> alive."""
+    controller_id: int | None = None
+    controller_known: bool = False
+    """Whether a snapshot said who the controller is (observations never do)."""
+    partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+    groups: dict[str, GroupState] = field(default_factory=dict)
+    version: int = 0
+    """Bumped on every change, so a widget repaints only when something moved."""
+
+    def __call__(self, observation: Observation) -> None:
+        """Fold one observation (anything that is not about Kafka is ignored)."""
+        match observation:
+            case Produced(partition=int(partition), position=int(position), duplicate=False):
+                if "kafka" not in observation.broker:
+                    return
+                state = self._partition(short_name(observation.destination), partition)
+                state.log_end = max(state.log_end, position + 1)
+                # Observations do not carry the high watermark; with acks=all it follows the
+                # acknowledged end closely, and a snapshot corrects it.
+                state.high_watermark = max(state.high_watermark, position + 1)
+            case LeaderChanged():
+                state = self._partition(short_name(observation.topic), observation.partition)
+                state.leader = observation.leader
+                state.isr = observation.isr
+                for broker_id in observation.isr:
+                    self.brokers.setdefault(broker_id, True)
+            case BrokerDown(node=node) if node.startswith(BROKER_PREFIX):
+                self._set_alive(node, alive=False)
+            case BrokerUp(node=node) if node.startswith(BROKER_PREFIX):
+                self._set_alive(node, alive=True)
+            case Committed():
+                group = self._group(short_name(observation.group))
+                group.committed[(short_name(observation.topic), observation.partition)] = (
+                    observation.offset
+                )
+            case Rebalanced():
+                if "kafka" not in observation.broker:
+                    return
+                group = self._group(short_name(observation.group))
+                group.generation = observation.generation
+                group.assignment = {
+                    member: tuple(short_name(tp) for tp in partitions)
+                    for member, partitions in observation.assignment
+                }
+            case _:
+                return
+        self.version += 1
+
+    def apply_snapshot(self, snapshot: KafkaSnapshot) -> None:
+        """Take the broker's own word for everything it reports."""
+        self.brokers = {node.node_id: node.alive for node in snapshot.brokers}
+        self.controller_id = snapshot.controller_id
+        self.controller_known = True
+        for topic in snapshot.topics:
+            name = short_name(topic.name)
+            for info in topic.partitions:
+                state = self._partition(name, info.partition)
+                state.leader = info.leader
+                state.replicas = info.replicas
+                state.isr = info.isr
+                state.log_start = info.log_start
+                state.high_watermark = info.high_watermark
+                state.log_end = max(info.log_end, info.high_watermark)
+        for group_info in snapshot.groups:
+            group = self._group(short_name(group_info.group_id))
+            group.state = group_info.state
+            if group_info.members or not group.assignment:
+                group.assignment = {
+                    member.client_id or member.member_id: tuple(
+                        f"{short_name(tp.topic)}:{tp.partition}" for tp in member.assignment
+                    )
+                    for member in group_info.members
+                }
+            for offset in group_info.offsets:
+                if offset.committed is not None:
+                    group.committed[(short_name(offset.topic), offset.partition)] = offset.committed
+        self.version += 1
+
+    @property
+    def empty(self) -> bool:
+        """Nothing known yet (no Kafka observation, no snapshot)."""
+        return not self.brokers and not self.partitions and not self.groups
+
+    def lag(self, group: GroupState, topic: str, partition: int) -> int | None:
+        """Records ``group`` still has to read on a partition (None: nothing committed)."""
+        committed = group.committed.get((topic, partition))
+        state = self.partitions.get((topic, partition))
+        if committed is None or state is None:
+            return None
+        return max(0, state.high_watermark - committed)
+
+    def _partition(self, topic: str, partition: int) -> PartitionState:
+        key = (topic, partition)
+        state = self.partitions.get(key)
+        if state is None:
+            state = self.partitions[key] = PartitionState(topic, partition)
+        return state
+
+    def _group(self, name: str) -> GroupState:
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = GroupState(name)
+        return group
+
+    def _set_alive(self, node: str, *, alive: bool) -> None:
+        number = node.removeprefix(BROKER_PREFIX)
+        if number.isdigit():
+            self.brokers[int(number)] = alive

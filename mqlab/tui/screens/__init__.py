@@ -1,0 +1,2 @@
+"""The TUI's screens: course map, lesson, scenario library, scenario run, replay, broker picker
+and help."""

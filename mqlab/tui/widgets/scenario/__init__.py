@@ -1,0 +1,2 @@
+"""Widgets of the scenario screen: the timeline, the ledger and the live broker and pattern
+views."""
