@@ -25,7 +25,8 @@ reports deliveries and commits itself.
 Crash points (detail: the record's message id): ``after_receive``, ``after_processing``,
 ``after_offset_commit`` (a Kafka commit), the idempotency helpers' ``after_claim`` /
 ``before_commit`` / ``after_commit`` (a database commit), and for the transactional loop
-``after_send``, ``after_offsets_sent``, ``after_transaction_commit``. A handler that raises
+``after_send``, ``after_offsets_sent``, ``after_transaction_commit`` (per batch: the detail is
+the batch's first message id). A handler that raises
 stops the loop with the error; whatever the loop had not committed comes again.
 """
 
@@ -237,8 +238,11 @@ def apply_with_dedup_store(
         async def work() -> None:
             await handle(record)
 
+        async def crash_here(point: str, detail: str) -> None:
+            await crash(point, record.message_id)  # the loops' detail: the message id
+
         return await check_process_record(
-            store, f"{group}:{record.message_id}", work, reporter=reporter, crash=crash
+            store, f"{group}:{record.message_id}", work, reporter=reporter, crash=crash_here
         )
 
     return apply
@@ -326,8 +330,8 @@ async def consume_transform_produce(
         clock.saw_records()
         if until is not None and until.count is not None:
             batch = batch[: max(0, until.count - outcome.handled)]
-        last = batch[-1].message_id
-        await crash("after_receive", last)
+        first = batch[0].message_id  # the batch's crash points name its first record
+        await crash("after_receive", first)
         await producer.begin_transaction()
         try:
             for record in batch:
@@ -338,12 +342,12 @@ async def consume_transform_produce(
                         key=output.key,
                         message_id=f"{record.message_id}>{number}",
                     )
-            await crash("after_send", last)
+            await crash("after_send", first)
             offsets: dict[TopicPartition, int] = {}
             for record in batch:
                 offsets[_tp(record)] = max(offsets.get(_tp(record), 0), record.offset + 1)
             await producer.send_offsets_to_transaction(offsets, consumer.group_id)
-            await crash("after_offsets_sent", last)
+            await crash("after_offsets_sent", first)
             await producer.commit_transaction()
         except ProducerFenced:
             raise
@@ -355,7 +359,7 @@ async def consume_transform_produce(
             outcome.handled += 1
             outcome.applied += 1
             _report_processed(report, consumer, record, skipped=False)
-        await crash("after_transaction_commit", last)
+        await crash("after_transaction_commit", first)
     outcome.stopped_by = reason
     return outcome
 

@@ -779,7 +779,8 @@ class KafkaEventLog(EventSource):
         kafka: a connected Kafka adapter (real or simulated).
         topic: the logical topic name (qualified with the adapter's namespace).
         partitions: the topic's partitions.
-        replication_factor: the topic's replication factor.
+        replication_factor: the topic's replication factor (3, the lab's brokers: the
+            producer uses acks=all and the lab's topics need 2 in-sync replicas).
     """
 
     def __init__(
@@ -788,7 +789,7 @@ class KafkaEventLog(EventSource):
         topic: str = "events",
         *,
         partitions: int = 1,
-        replication_factor: int = 1,
+        replication_factor: int = 3,
         name: str | None = None,
     ) -> None:
         self.kafka = kafka
