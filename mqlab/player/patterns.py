@@ -165,10 +165,12 @@ class PatternRegistry:
             known = ", ".join(self.ids()) or "none yet"
             return [Problem(("pattern",), f"no pattern experiment {name!r} (known: {known})")]
         problems: list[Problem] = []
+        shared: Mapping[str, JsonValue] = experiment.params
         try:
-            pattern.resolve(experiment.params)
+            pattern.resolve(shared)
         except PatternParameterError as error:
             problems.append(Problem(("params", error.name), str(error)))
+            shared = {}  # judge each variant on its own, not on the shared mistake again
         seen: dict[tuple[tuple[str, ParamValue], ...], int] = {}
         for index, variant in enumerate(experiment.vary.choices):
             at: Location = ("vary", "choices", index, "set")
@@ -180,7 +182,7 @@ class PatternRegistry:
                     )
                 )
             try:
-                values = pattern.resolve(experiment.params, variant.overrides)
+                values = pattern.resolve(shared, variant.overrides)
             except PatternParameterError as error:
                 problems.append(Problem((*at, error.name), str(error)))
                 continue
