@@ -213,3 +213,27 @@ def test_two_lessons_with_one_id(tmp_path: Path) -> None:
         f"{root / 'course.yaml'}:7: lessons[1]: lesson id 'ok' is already the id of 01-ok"
         in problems
     )
+
+
+def test_the_readme_example_is_a_valid_course(tmp_path: Path) -> None:
+    """lessons/README.md's course.yaml and lesson.yaml examples, as written, validate."""
+    import re
+    import shutil
+
+    readme = (ROOT / "lessons" / "README.md").read_text()
+    course_text, lesson_text = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)[:2]
+    root = tmp_path / "lessons"
+    root.mkdir()
+    (root / "course.yaml").write_text(course_text)
+    shutil.copytree(lessons_dir() / "01-broker-comparison", root / "01-broker-comparison")
+    lesson = root / "02-kafka-concepts" / "lesson.yaml"
+    lesson.parent.mkdir()
+    lesson.write_text(lesson_text)
+    exercise = root / "02-kafka-concepts" / "exercises" / "full-jitter" / "exercise.yaml"
+    assert [str(p) for p in validate_lessons(root)] == [
+        f"{lesson}:{lesson_text[: lesson_text.index('id: full-jitter')].count(chr(10)) + 1}: "
+        f"steps[7].exercise.id: no exercise 'full-jitter': {exercise} does not exist"
+    ]
+    exercise.parent.mkdir(parents=True)
+    exercise.write_text("format_version: 1\n")
+    assert validate_lessons(root) == []
