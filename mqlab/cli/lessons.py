@@ -9,8 +9,9 @@ the headless player (:mod:`mqlab.player`); this module only renders and asks.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +21,7 @@ from mqlab.cli.options import SeedOption
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
+    from mqlab.course.lesson import Lesson
     from mqlab.course.library import LessonEntry
     from mqlab.course.progress import ProgressStore
     from mqlab.player.player import (
@@ -246,9 +248,7 @@ def _walk(console: Console, entry: LessonEntry, player: LessonPlayer, step: int 
             return
         if player.next() is None:
             console.rule("[green]lesson done[/green]")
-            console.print("Sources:")
-            for source in lesson.sources:
-                console.print(f"  - {source}", highlight=False, markup=False)
+            _print_sources(console, lesson)
             return
 
 
@@ -260,29 +260,26 @@ def _heading(console: Console, player: LessonPlayer, step: StepPlay) -> None:
 
 
 def _play(console: Console, step: StepPlay) -> None:
-    from mqlab.player.player import (
-        DecisionPlay,
-        ExercisePlay,
-        ExperimentPlay,
-        PredictPlay,
-        QuizPlay,
-        ReadPlay,
-    )
+    """Render ``step`` and take the learner's answers until they move on."""
+    handlers: dict[str, Callable[[Console, Any], None]] = {
+        "read": _play_read,
+        "quiz": _play_quiz,
+        "predict": _play_predict,
+        "experiment": _play_experiment,
+        "decision": _play_decision,
+        "exercise": _play_exercise,
+    }
+    handlers[step.kind](console, step)
 
-    if isinstance(step, ReadPlay):
-        _show_read(console, step)
-        _continue()
-    elif isinstance(step, QuizPlay):
-        _play_quiz(console, step)
-    elif isinstance(step, PredictPlay):
-        _play_predict(console, step)
-    elif isinstance(step, ExperimentPlay):
-        _play_experiment(console, step)
-    elif isinstance(step, DecisionPlay):
-        _play_decision(console, step)
-    elif isinstance(step, ExercisePlay):
-        _show_exercise(console, step)
-        _continue()
+
+def _play_read(console: Console, step: ReadPlay) -> None:
+    _show_read(console, step)
+    _continue()
+
+
+def _play_exercise(console: Console, step: ExercisePlay) -> None:
+    _show_exercise(console, step)
+    _continue()
 
 
 def _show_read(console: Console, step: ReadPlay) -> None:
@@ -471,33 +468,25 @@ def _show_exercise(console: Console, step: ExercisePlay) -> None:
 def _print_text(console: Console, entry: LessonEntry, player: LessonPlayer) -> None:
     from rich.markdown import Markdown
 
-    from mqlab.player.player import (
-        DecisionPlay,
-        ExercisePlay,
-        ExperimentPlay,
-        PredictPlay,
-        QuizPlay,
-        ReadPlay,
-    )
-
+    printers: dict[str, Callable[[Console, Any], None]] = {
+        "read": _show_read,
+        "quiz": _print_quiz,
+        "predict": _print_predict,
+        "experiment": _print_experiment,
+        "decision": _print_decision,
+        "exercise": _show_exercise,
+    }
     lesson = entry.lesson
     console.print(f"# {lesson.title}", highlight=False, markup=False)
     console.print(f"({lesson.id}, about {lesson.minutes} min)\n", highlight=False, markup=False)
     console.print(Markdown(lesson.summary))
     for step in player.steps:
         _heading(console, player, step)
-        if isinstance(step, ReadPlay):
-            _show_read(console, step)
-        elif isinstance(step, QuizPlay):
-            _print_quiz(console, step)
-        elif isinstance(step, PredictPlay):
-            _print_predict(console, step)
-        elif isinstance(step, ExperimentPlay):
-            _print_experiment(console, step)
-        elif isinstance(step, DecisionPlay):
-            _print_decision(console, step)
-        elif isinstance(step, ExercisePlay):
-            _show_exercise(console, step)
+        printers[step.kind](console, step)
+    _print_sources(console, lesson)
+
+
+def _print_sources(console: Console, lesson: Lesson) -> None:
     console.print("\nSources:")
     for source in lesson.sources:
         console.print(f"  - {source}", highlight=False, markup=False)

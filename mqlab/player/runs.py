@@ -69,10 +69,17 @@ class LearnerBroker:
         for known in SYSTEMS:
             if system == known:
                 return cls(simulated=name.startswith("sim:"), preferred=known)
-        from mqlab.brokers.registry import UnknownBroker, resolve_name
+        import difflib
 
-        resolve_name(text)  # raises with a "did you mean" when the name is close to one
-        raise UnknownBroker(f"unknown broker {text!r} (use sim, sim:<system>, lab or a system)")
+        from mqlab.brokers.registry import UnknownBroker
+
+        names = ["sim", "lab", *SYSTEMS, *(f"sim:{known}" for known in SYSTEMS)]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownBroker(
+            f"unknown broker {text!r}{hint} (use sim, sim:<system>, lab, or a system: "
+            f"{', '.join(SYSTEMS)})"
+        )
 
     @property
     def label(self) -> str:
