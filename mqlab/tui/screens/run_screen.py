@@ -166,6 +166,9 @@ class RunScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self._start_frames)
+
+    def _start_frames(self) -> None:
         self.set_interval(FRAME_SECONDS, self.frame)
         self._update_status()
 

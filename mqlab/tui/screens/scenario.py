@@ -84,6 +84,10 @@ class ScenarioScreen(RunScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        # The tabs compose their panes after this screen's mount: wait for them.
+        self.call_after_refresh(self._begin)
+
+    def _begin(self) -> None:
         self.show_intro(self._intro())
         if self.autostart:
             self.start_run()
