@@ -54,7 +54,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mqlab.brokers.base import BrokerUnavailable, OperationTimedOut
-from mqlab.observe.events import RetryAttempted, RetryGaveUp, RetryScheduled
+from mqlab.observe.events import Observation, RetryAttempted, RetryGaveUp, RetryScheduled
 from mqlab.patterns.retry_budget import RetryBudget, loop_clock
 
 if TYPE_CHECKING:
@@ -509,6 +509,11 @@ async def retry(
         RetryError: the policy stopped retrying; ``reason`` says why, ``__cause__`` is the
             last error.
     """
+
+    def report(kind: Callable[..., Observation], **fields: object) -> None:
+        if bus is not None:
+            bus.emit(kind(at=bus.now(), broker=broker, message_id=name, **fields))
+
     source = rng if rng is not None else random.Random()
     backoff = policy.backoff
     started = clock()
@@ -531,19 +536,15 @@ async def retry(
         except Exception as error:
             now = clock()
             error_class = classify(error)
-            if bus is not None:
-                bus.emit(
-                    RetryAttempted(
-                        at=bus.now(),
-                        broker=broker,
-                        message_id=name,
-                        call=calls,
-                        outcome="failed",
-                        duration=now - call_started,
-                        error=describe_error(error),
-                        error_class=error_class.value,
-                    )
-                )
+            failure = describe_error(error)
+            report(
+                RetryAttempted,
+                call=calls,
+                outcome="failed",
+                duration=now - call_started,
+                error=failure,
+                error_class=error_class.value,
+            )
             reason: GiveUpReason | None = None
             delay = 0.0
             if error_class is ErrorClass.PERMANENT:
@@ -557,44 +558,24 @@ async def retry(
                 elif policy.budget is not None and not policy.budget.try_withdraw():
                     reason = GiveUpReason.BUDGET
             if reason is not None:
-                if bus is not None:
-                    bus.emit(
-                        RetryGaveUp(
-                            at=bus.now(),
-                            broker=broker,
-                            message_id=name,
-                            reason=reason.value,
-                            calls=calls,
-                            elapsed=now - started,
-                            error=describe_error(error),
-                        )
-                    )
-                raise RetryError(name, reason, calls, error) from error
-            if bus is not None:
-                bus.emit(
-                    RetryScheduled(
-                        at=bus.now(),
-                        broker=broker,
-                        message_id=name,
-                        attempt=attempt,
-                        delay=delay,
-                        strategy=backoff.strategy.value,
-                        error=describe_error(error),
-                    )
+                report(
+                    RetryGaveUp,
+                    reason=reason.value,
+                    calls=calls,
+                    elapsed=now - started,
+                    error=failure,
                 )
+                raise RetryError(name, reason, calls, error) from error
+            report(
+                RetryScheduled,
+                attempt=attempt,
+                delay=delay,
+                strategy=backoff.strategy.value,
+                error=failure,
+            )
             await sleep(delay)
             previous_delay = delay
             attempt += 1
             continue
-        if bus is not None:
-            bus.emit(
-                RetryAttempted(
-                    at=bus.now(),
-                    broker=broker,
-                    message_id=name,
-                    call=calls,
-                    outcome="succeeded",
-                    duration=clock() - call_started,
-                )
-            )
+        report(RetryAttempted, call=calls, outcome="succeeded", duration=clock() - call_started)
         return result
