@@ -417,3 +417,20 @@ def test_list_shows_progress(data_dir: Path) -> None:
     row = next(line for line in result.output.splitlines() if "kafka-concepts" in line)
     assert "at step 4" in row
     assert "broker-comparison" in result.output
+
+
+@pytest.mark.kafka
+def test_a_prediction_runs_on_the_labs_kafka(tmp_path: Path) -> None:
+    entry = find_lesson("kafka-concepts")
+    with ProgressStore(tmp_path / "p.sqlite3") as store:
+        player = LessonPlayer(entry.lesson, folder=entry.path.parent, broker="lab", progress=store)
+        step = next(step for step in player.steps if step.key == "producer-retry")
+        assert isinstance(step, PredictPlay)
+        assert step.target == "kafka"
+        step.commit(step.answer_index)
+        outcome = step.run()
+        assert outcome.result.broker == "kafka"
+        assert outcome.result.error is None, outcome.result.error
+        assert outcome.result.summary["duplicated"] == 5
+        assert outcome.held is True
+        assert store.steps("kafka-concepts")["producer-retry"].prediction_held is True
