@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqlab.patterns.retry import (
@@ -19,6 +19,10 @@ from mqlab.patterns.retry import (
     parse_strategy,
     worst_case_duration,
 )
+
+# Timing is not what these properties check: on a loaded 2-core CI machine an example can
+# take longer than hypothesis's default 200 ms deadline without anything being wrong.
+NO_DEADLINE = settings(deadline=None)
 
 
 class Scripted:
@@ -168,6 +172,7 @@ attempts = st.integers(min_value=0, max_value=5000)
 seeds = st.integers(min_value=0, max_value=2**32)
 
 
+@NO_DEADLINE
 @given(base=bases, factor=factors, attempt=attempts)
 def test_exponential_is_capped_and_grows_monotonically_until_the_cap(
     base: float, factor: float, attempt: int
@@ -184,6 +189,7 @@ def test_exponential_is_capped_and_grows_monotonically_until_the_cap(
         assert following == cap
 
 
+@NO_DEADLINE
 @given(base=bases, factor=factors, attempt=attempts, seed=seeds)
 def test_full_jitter_is_within_zero_and_the_capped_exponential(
     base: float, factor: float, attempt: int, seed: int
@@ -193,6 +199,7 @@ def test_full_jitter_is_within_zero_and_the_capped_exponential(
     assert 0.0 <= delay <= exponential_delay(attempt, base=base, cap=cap) <= cap
 
 
+@NO_DEADLINE
 @given(base=bases, factor=factors, attempt=attempts, seed=seeds)
 def test_equal_jitter_is_within_half_and_all_of_the_capped_exponential(
     base: float, factor: float, attempt: int, seed: int
@@ -203,6 +210,7 @@ def test_equal_jitter_is_within_half_and_all_of_the_capped_exponential(
     assert ceiling / 2 <= delay <= ceiling <= cap
 
 
+@NO_DEADLINE
 @given(
     base=bases,
     factor=factors,
@@ -218,6 +226,7 @@ def test_decorrelated_jitter_is_within_base_and_the_cap_and_three_times_previous
     assert base <= delay <= upper <= cap
 
 
+@NO_DEADLINE
 @given(
     strategy=st.sampled_from(list(Strategy)),
     base=bases,
@@ -233,6 +242,7 @@ def test_no_strategy_exceeds_its_longest_delay_or_the_cap(
         assert 0.0 <= delay <= backoff.longest_delay(attempt) <= backoff.cap
 
 
+@NO_DEADLINE
 @given(strategy=st.sampled_from(list(Strategy)), seed=seeds)
 def test_the_same_seed_gives_the_same_delays(strategy: Strategy, seed: int) -> None:
     backoff = Backoff(strategy, 0.01, 2.0)
