@@ -95,9 +95,10 @@ class LiveRun:
         return self._finished.is_set()
 
     def _watch(self, observation: Observation) -> None:
-        # The first observation is the run's own RunStarted, emitted on its loop: from here
-        # on a cancel can reach the run (before it, session.cancel() would be lost).
-        if not self._started:
+        # From the run's own RunStarted on, a cancel can reach the run (before it,
+        # session.cancel() would be lost). A cancel asked for in between is sent with the
+        # first observation after RunStarted: by then the run is inside its steps.
+        if not self._started and observation.kind != "run_started":
             with self._lock:
                 self._started = True
                 if self._cancel_requested and not self._cancel_sent:
@@ -106,8 +107,12 @@ class LiveRun:
         self.feed(observation)
 
     def run(self) -> RunResult | None:
-        """Run to the end (blocking; a thread worker calls it). None when it was cancelled."""
+        """Run to the end (blocking; a thread worker calls it). None when it was cancelled
+        (or cancelled before it began: then it does not begin)."""
         try:
+            with self._lock:
+                if self._cancel_requested:
+                    return None
             return self.session.run_sync()
         except (asyncio.CancelledError, KeyboardInterrupt):
             return None
