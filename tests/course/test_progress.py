@@ -181,7 +181,7 @@ def test_the_consistency_check_finds_broken_rows(store: ProgressStore) -> None:
     with store._lock:
         db = store._db
         db.execute("PRAGMA ignore_check_constraints = ON")
-        db.execute("UPDATE lesson_progress SET state = 'done', updated_at = 0")
+        db.execute("UPDATE lesson_progress SET state = 'done'")
         db.execute("UPDATE step_progress SET attempts = 0")
         db.execute(
             "INSERT INTO exercise_progress (exercise_id, passed, updated_at) VALUES ('e', 1, 0)"
@@ -195,7 +195,6 @@ def test_the_consistency_check_finds_broken_rows(store: ProgressStore) -> None:
         [
             "lesson l is done without a completion time",
             "step l/quiz-1 is answered with no attempt",
-            "lesson l was last updated before its latest step answer",
             "exercise e passed without a passing check",
             "step_progress row 2 points at a missing lesson_progress row",
         ]
