@@ -427,10 +427,14 @@ def line_for(table: dict[Location, int], location: Sequence[str | int]) -> int |
 
 
 def describe(location: Sequence[str | int]) -> str:
-    """``("steps", 3, "wait")`` -> ``steps[3].wait``."""
+    """``("steps", 3, "wait")`` -> ``steps[3].wait`` (a key longer than 40 characters is cut)."""
     parts: list[str] = []
     for item in location:
-        parts.append(f"[{item}]" if isinstance(item, int) else (f".{item}" if parts else str(item)))
+        if isinstance(item, int) and not isinstance(item, bool):
+            parts.append(f"[{item}]")
+            continue
+        name = str(item) if len(str(item)) <= 40 else f"{str(item)[:40]}..."
+        parts.append(f".{name}" if parts else name)
     return "".join(parts)
 
 
