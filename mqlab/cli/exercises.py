@@ -45,7 +45,8 @@ GradingBrokerOption = Annotated[
         "--broker",
         "-b",
         help="sim (default: nothing to install) or a real system the exercise lists "
-        "(kafka, rabbitmq, sqs, nats: the local lab's broker).",
+        "(kafka, rabbitmq, sqs, nats: the local lab's broker; postgres or redis for an "
+        "exercise that uses only the lab's database or Redis).",
     ),
 ]
 
@@ -328,12 +329,13 @@ def dev_check(
     starter fails, and every wrong solution fails with the invariant it names."""
     from mqlab.grader.authoring import audit_exercise
     from mqlab.grader.catalog import all_exercises, find_exercise
+    from mqlab.grader.run import real_targets
 
     entries = [find_exercise(exercise)] if exercise else all_exercises()
     console = make_console()
     failures = 0
     for entry in entries:
-        brokers = ["sim"] + (entry.exercise.systems if real else [])
+        brokers = ["sim"] + (real_targets(entry.exercise) if real else [])
         for broker in brokers:
             problems = audit_exercise(entry, broker=broker)
             if problems:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from mqlab.course.exercise import Exercise
 from mqlab.grader.catalog import ExerciseEntry
 from mqlab.grader.invariants import INVARIANTS, Finding, judge
 from mqlab.observe.events import Observation
@@ -131,21 +132,40 @@ class CheckReport:
         }
 
 
+LAB_TARGET = "lab"
+"""The real target of an exercise that uses several lab services and no broker."""
+
+
+def real_targets(exercise: Exercise) -> list[str]:
+    """What ``--broker`` names for a real run of ``exercise``: its systems; for an exercise
+    that needs no broker but lab services (PostgreSQL, Redis), one run on the lab, named after
+    its service (``postgres``), or ``lab`` when it uses several."""
+    if exercise.systems:
+        return list(exercise.systems)
+    if len(exercise.services) == 1:
+        return [exercise.services[0]]
+    return [LAB_TARGET] if exercise.services else []
+
+
 def resolve_grading_broker(entry: ExerciseEntry, broker: str) -> tuple[str | None, bool, str]:
-    """``sim`` / ``sim:kafka`` / ``kafka`` -> (system, simulated, display name).
+    """``sim`` / ``sim:kafka`` / ``kafka`` (or, for an exercise with lab services and no
+    broker, ``postgres`` / ``redis`` / ``lab``) -> (system, simulated, display name).
 
     Raises:
         GraderError: the exercise does not run on that broker.
     """
-    systems = entry.exercise.systems
+    exercise = entry.exercise
+    systems = exercise.systems
     name = broker.strip().lower()
     if name == "sim":
         system = systems[0] if systems else None
         return system, True, f"sim:{system}" if system else "sim"
+    if not systems and exercise.services and name in (*exercise.services, LAB_TARGET):
+        return None, False, real_targets(exercise)[0]
     simulated = name.startswith("sim:")
     system = name.removeprefix("sim:")
     if system not in systems:
-        runs_on = ", ".join(entry.exercise.brokers)
+        runs_on = ", ".join(["sim", *real_targets(exercise)])
         raise GraderError(f"exercise {entry.id!r} runs on {runs_on}, not {broker}")
     return system, simulated, f"sim:{system}" if simulated else system
 

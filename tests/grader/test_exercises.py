@@ -7,6 +7,7 @@ import pytest
 
 from mqlab.grader.authoring import audit_exercise
 from mqlab.grader.catalog import ExerciseEntry, all_exercises
+from mqlab.grader.run import real_targets
 
 EXERCISES = all_exercises()
 
@@ -15,10 +16,12 @@ def _cases() -> list[object]:
     cases: list[object] = []
     for entry in EXERCISES:
         cases.append(pytest.param(entry, "sim", id=f"{entry.id}-sim", marks=pytest.mark.sim))
-        for system in entry.exercise.systems:
-            marks = [getattr(pytest.mark, system)]
-            marks += [getattr(pytest.mark, service) for service in entry.exercise.services]
-            cases.append(pytest.param(entry, system, id=f"{entry.id}-{system}", marks=marks))
+        for target in real_targets(entry.exercise):
+            # A system's marker, or for an exercise without a broker only its services'.
+            names = [target] if target in entry.exercise.systems else []
+            names += entry.exercise.services
+            marks = [getattr(pytest.mark, name) for name in names]
+            cases.append(pytest.param(entry, target, id=f"{entry.id}-{target}", marks=marks))
     return cases
 
 
