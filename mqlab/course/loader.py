@@ -582,26 +582,26 @@ def _is_type_mismatch(error: ErrorDetails) -> bool:
 def _best_message(problem: _Problem, data: Any) -> tuple[Location, str]:
     """One message for one problem; a union reports its most relevant member.
 
-    A member whose type matched but whose value broke a rule (``-1`` for a number that must be
-    positive) says more than the members whose type did not match at all; a deeper error
-    (inside a mapping that matched a model) says more than a shallow one. When every member
-    is a type mismatch the message lists what would have been accepted.
+    A member that matched the value's shape and failed inside it (a mapping that is a
+    ``WaitFor`` with a bad ``timeout``) says the most; then a member whose type matched but
+    whose value broke a rule (``-1`` for a number that must be positive). When every member
+    failed on the type alone, the message lists what would have been accepted.
     """
     scored = []
     for error in problem.alternatives:
         location, _ = _document_location(data, error["loc"], error["type"])
-        scored.append((not _is_type_mismatch(error), len(location), error, location))
-    relevant = [entry for entry in scored if entry[0]]
-    if not relevant and len(scored) > 1:
+        inside = len(location) > len(problem.location)
+        scored.append((inside, not _is_type_mismatch(error), len(location), error, location))
+    if len(scored) > 1 and not any(entry[0] or entry[1] for entry in scored):
         wanted: list[str] = []
-        for *_, error, _location in scored:
-            name = _TYPE_NAMES[error["type"]]
+        for entry in scored:
+            name = _TYPE_NAMES[entry[3]["type"]]
             if name not in wanted:
                 wanted.append(name)
-        value = scored[0][2].get("input")
+        value = scored[0][3].get("input")
         return problem.location, f"must be {' or '.join(wanted)}, got {_show(value)}"
-    best = max(relevant or scored, key=lambda entry: (entry[0], entry[1]))
-    return best[3], error_message(best[2])
+    best = max(scored, key=lambda entry: entry[:3])
+    return best[4], error_message(best[3])
 
 
 def validation_problem(

@@ -269,6 +269,11 @@ def test_field_errors_in_the_formats_words(text: str, message: str) -> None:
         ("title: t\nwait: -2\n", "lesson.yaml:2: wait: must be greater than 0, got -2"),
         # the mapping matched Inner: the error inside it is the relevant one
         ("title: t\nwait:\n  limit: -2\n", "lesson.yaml:3: wait.limit: must be at least 1, got -2"),
+        # the mapping matched Inner, and its field has the wrong type
+        (
+            "title: t\nwait: {limit: many}\n",
+            "lesson.yaml:2: wait.limit: must be a whole number, got 'many'",
+        ),
         # nothing matched: say what would have
         (
             "title: t\nwait: [1]\n",
