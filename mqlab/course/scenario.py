@@ -691,6 +691,11 @@ def _target_problem(
                 f"{target!r} has no proxy: clients never talk to it, so there is no network "
                 f"to break (proxies: {', '.join(names[system])})"
             )
+        if system != "kafka" and (target == "leader" or target.startswith("follower-")):
+            return (
+                f"{target!r} is a Kafka role, but this step also runs on {system} (target "
+                f"'broker', or add only: [kafka] to the step)"
+            )
         elsewhere = [other for other in SYSTEMS if other != system and target in names[other]]
         if elsewhere:
             return (

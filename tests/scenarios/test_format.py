@@ -371,6 +371,14 @@ BAD_FILES: list[tuple[str, str | bytes, int | None, str]] = [
         "steps[1].fault.target: 'rabbitmq' is a rabbitmq target, but this step also runs on kafka (add only: [rabbitmq] to the step, or target 'broker')",
     ),
     (
+        "a Kafka role on another system",
+        with_step("  - fault: {action: kill, target: leader}").replace(
+            "[kafka, sim]", "[kafka, nats, sim]"
+        ),
+        9,
+        "steps[1].fault.target: 'leader' is a Kafka role, but this step also runs on nats (target 'broker', or add only: [kafka] to the step)",
+    ),
+    (
         "toxic on the controller",
         with_step("  - toxic: {kind: cut, target: kafka-controller}"),
         9,
@@ -427,6 +435,36 @@ BAD_FILES: list[tuple[str, str | bytes, int | None, str]] = [
         VALID.format(id="x").replace("{name: c}", "{name: c, source: payments}"),
         9,
         "steps[1].consume.source: 'payments' is no topic of this scenario on kafka: orders",
+    ),
+    (
+        "RabbitMQ source that is no queue",
+        VALID.format(id="x")
+        .replace("[kafka, sim]", "[rabbitmq, sim]")
+        .replace("{name: c}", "{name: c, source: billing}"),
+        9,
+        "steps[1].consume.source: 'billing' is no queue of this scenario on rabbitmq (more queues go under channel.rabbitmq.queues): orders",
+    ),
+    (
+        "SQS source without a fan-out",
+        VALID.format(id="x")
+        .replace("[kafka, sim]", "[sqs, sim]")
+        .replace("{name: c}", "{name: c, source: billing}"),
+        9,
+        "steps[1].consume.source: 'billing' is no queue of this scenario on sqs: only an SNS fan-out (a produce step with to: <topic>) creates more queues (queues: orders)",
+    ),
+    (
+        "dead-letter source without dead-lettering",
+        VALID.format(id="x").replace("{name: c}", "{name: c, source: orders-dlq}"),
+        9,
+        "steps[1].consume.source: 'orders-dlq' exists only with channel.dead_letter",
+    ),
+    (
+        "NATS filter outside the stream",
+        VALID.format(id="x")
+        .replace("[kafka, sim]", "[nats, sim]")
+        .replace("{name: c}", "{name: c, source: 'payments.*'}"),
+        9,
+        "steps[1].consume.source: 'payments.*' is not inside the stream's subjects (orders.>): on NATS a source is a filter subject",
     ),
     (
         "unknown template placeholder",
@@ -561,3 +599,24 @@ def test_a_negative_seed_is_refused() -> None:
     assert result.exit_code == 2
     assert "--seed" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("brokers", "channel", "source"),
+    [
+        ("[rabbitmq, sim]", "{rabbitmq: {exchange: e, queues: {billing: ['#']}}}", "billing"),
+        ("[rabbitmq, sim]", "{dead_letter: {after_attempts: 2}}", "orders-dlq"),
+        ("[kafka, sim]", "{dead_letter: {after_attempts: 2}}", "orders-dlq"),
+        ("[nats, sim]", "{nats: {subjects: ['orders.*.created', 'audit.>']}}", "audit.eu.x"),
+        ("[nats, sim]", "{}", "orders.*.created"),
+    ],
+)
+def test_sources_the_scenario_has_are_accepted(
+    tmp_path: Path, brokers: str, channel: str, source: str
+) -> None:
+    text = (
+        VALID.format(id="x")
+        .replace("[kafka, sim]", f"{brokers}\nchannel: {channel}")
+        .replace("{name: c}", f"{{name: c, source: '{source}'}}")
+    )
+    assert load_scenario(write(tmp_path, "x", text)).steps[1].consume is not None
