@@ -25,6 +25,7 @@ import pstats
 import time
 from collections.abc import Callable
 
+from mqlab.brokers.faults import NetworkFault
 from mqlab.brokers.kafka.api import Acks
 from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.kafka.client import SimKafkaBroker
@@ -148,9 +149,9 @@ async def retry_run(virtual_seconds: float) -> dict[str, float]:
             await world.kill("kafka-broker-2")
             await asyncio.sleep(15)
             await world.restart("kafka-broker-2")
-            await world.add_network_fault("kafka-broker-3", "partition")
+            await world.add_network_fault("kafka-broker-3", NetworkFault("cut"))
             await asyncio.sleep(10)
-            await world.remove_network_fault("kafka-broker-3")
+            await world.remove_network_faults("kafka-broker-3")
 
         wall_start = time.perf_counter()
         await asyncio.gather(produce(), work(0), work(1), faults())

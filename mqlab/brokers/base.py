@@ -18,11 +18,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import BrokerDown, BrokerUp, Observation
+
+if TYPE_CHECKING:
+    from mqlab.brokers.faults import Faults
 
 NAMESPACE_PREFIX = "mq"
 
@@ -36,25 +39,24 @@ class BrokerError(Exception):
     """Base of every error an adapter raises on purpose. ``str()`` is one line for the learner."""
 
 
-SIMULATOR_ADDRESS = "the simulator"
-"""How simulated adapters name their "address" in errors (there is no host or port)."""
-
-
 class BrokerUnavailable(BrokerError):
     """The broker could not be reached within the adapter's connect timeout.
 
     The message names the address and what fixes it, e.g.
     ``kafka is not reachable at 127.0.0.1:19091 (run: mqlab lab up kafka)``. On the simulator
-    the cause is always a fault the run injected, so the hint says that instead: starting the
-    lab would not help there.
+    (``simulated``) the cause is always a fault the run injected, so the hint says that
+    instead: starting the lab would not help there.
     """
 
-    def __init__(self, system: str, address: str, detail: str = "") -> None:
+    def __init__(
+        self, system: str, address: str, detail: str = "", *, simulated: bool = False
+    ) -> None:
         self.system = system
         self.address = address
         self.detail = detail
+        self.simulated = simulated
         why = f": {detail}" if detail else ""
-        if address.startswith(SIMULATOR_ADDRESS):
+        if simulated:
             hint = "a fault injected in this simulated run; it lasts until the node is healed"
         else:
             hint = f"run: mqlab lab up {system}"
@@ -154,6 +156,18 @@ class Broker(ABC):
     def emit(self, observation: Observation) -> None:
         """Publish an observation on this adapter's bus."""
         self.bus.emit(observation)
+
+    def unavailable(self, detail: str = "") -> BrokerUnavailable:
+        """The error for "this broker cannot be reached", with the hint that fits it."""
+        return BrokerUnavailable(self.system, self.address, detail, simulated=self.backend == "sim")
+
+    @property
+    def faults(self) -> Faults:
+        """What can be done to this broker's nodes (kill, pause, network faults ...): the local
+        lab's processes and proxies for a real adapter, the run's world for a simulated one."""
+        from mqlab.brokers.faults import LabFaults
+
+        return LabFaults()
 
     def start_background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``work`` in the background for this adapter (a probe, a reconnect loop).

@@ -33,22 +33,27 @@ from pydantic import (
     model_validator,
 )
 
+from mqlab.brokers.faults import NetworkFault, NetworkFaultKind, ProcessFault
+from mqlab.brokers.registry import SYSTEM_NAMES, SystemName
+from mqlab.brokers.registry import SYSTEMS as SYSTEM_TABLE
 from mqlab.course.loader import (
     Document,
     Location,
     read_document,
     validate_document,
 )
-from mqlab.lab.endpoints import KAFKA_BROKER_IDS
 
 SCENARIO_FORMAT_VERSION = 1
 
-System = Literal["kafka", "rabbitmq", "sqs", "nats"]
+# The systems and the fault kinds come from the brokers' one table and one vocabulary
+# (BrokerChoice is spelled out so that a wrong name's message lists every choice in one line;
+# tests/brokers/test_registry.py holds it to the table).
+System = SystemName
 BrokerChoice = Literal["kafka", "rabbitmq", "sqs", "nats", "sim"]
-SYSTEMS: tuple[System, ...] = ("kafka", "rabbitmq", "sqs", "nats")
+SYSTEMS: tuple[System, ...] = SYSTEM_NAMES
 
-FaultAction = Literal["kill", "pause", "resume", "restart"]
-ToxicKind = Literal["latency", "timeout", "reset_peer", "bandwidth", "cut"]
+FaultAction = ProcessFault
+ToxicKind = NetworkFaultKind
 AckPolicy = Literal["after", "before", "never"]
 CrashPoint = Literal["after_receive", "after_processing", "before_ack", "after_ack"]
 ErrorPolicy = Literal["requeue", "drop", "dead_letter", "ignore"]
@@ -380,6 +385,17 @@ class Toxic(_Strict):
     rate_kb: int = Field(0, ge=0, le=10_000_000)
     """bandwidth: the rate limit in KB/s."""
 
+    def network_fault(self) -> NetworkFault:
+        """This step's fault in the brokers' fault vocabulary (seconds; the keys here are
+        milliseconds, as authors write them)."""
+        return NetworkFault.from_milliseconds(
+            self.kind,
+            latency_ms=self.latency_ms,
+            jitter_ms=self.jitter_ms,
+            timeout_ms=self.timeout_ms,
+            rate_kb=self.rate_kb,
+        )
+
 
 class Heal(_Strict):
     """Undo network faults on ``target`` (all toxics removed, proxy enabled)."""
@@ -644,18 +660,12 @@ Step.model_rebuild()
 # --- cross-references ---------------------------------------------------------------------
 
 PROCESS_TARGETS: dict[System, tuple[str, ...]] = {
-    "kafka": ("kafka-controller", *(f"kafka-broker-{i}" for i in KAFKA_BROKER_IDS)),
-    "rabbitmq": ("rabbitmq",),
-    "sqs": ("sqs",),
-    "nats": ("nats",),
+    name: SYSTEM_TABLE[name].node_names for name in SYSTEMS
 }
 """The lab's processes (and the simulator's nodes) that ``fault`` may target, per system."""
 
 PROXY_TARGETS: dict[System, tuple[str, ...]] = {
-    "kafka": tuple(f"kafka-broker-{i}" for i in KAFKA_BROKER_IDS),
-    "rabbitmq": ("rabbitmq",),
-    "sqs": ("sqs",),
-    "nats": ("nats",),
+    name: SYSTEM_TABLE[name].proxy_names for name in SYSTEMS
 }
 """The Toxiproxy proxies ``toxic`` and ``heal`` may target (the Kafka controller has none:
 clients never talk to it)."""

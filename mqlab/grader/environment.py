@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from mqlab.brokers.registry import get_broker_class
+from mqlab.brokers.registry import BrokerOptions, BrokerRef, create_broker
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
-from mqlab.scenarios.faults import FaultInjector, LabFaultInjector, SimFaultInjector
+from mqlab.scenarios.faults import FaultInjector
 
 if TYPE_CHECKING:
     from mqlab.brokers.base import Broker
@@ -40,18 +40,13 @@ async def open_environment(
             SimWorld(seed=request.seed, bus=bus)  # the bus reads the virtual clock
         yield bus, None, None, endpoints
         return
-    broker: Broker
-    faults: FaultInjector
-    if request.simulated:
-        from mqlab.brokers.sim.world import SimWorld
-
-        world = SimWorld(seed=request.seed, bus=bus)
-        cls = get_broker_class(f"sim:{request.system}")
-        broker = cls(bus=bus, world=world, namespace=request.namespace)  # type: ignore[call-arg]
-        faults = SimFaultInjector(bus, world)
-    else:
-        broker = get_broker_class(request.system)(bus=bus, namespace=request.namespace)
-        faults = LabFaultInjector(bus)
+    broker = create_broker(
+        BrokerRef.of(request.system, simulated=request.simulated),
+        bus=bus,
+        seed=request.seed,
+        options=BrokerOptions(namespace=request.namespace),
+    )
+    faults = FaultInjector(bus, broker.faults, source="sim" if request.simulated else "lab")
     await broker.connect()
     try:
         yield bus, broker, faults, endpoints

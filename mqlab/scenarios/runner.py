@@ -28,7 +28,8 @@ from typing import Any
 
 from mqlab import __version__
 from mqlab.brokers.base import Broker, BrokerError
-from mqlab.brokers.registry import get_broker_class
+from mqlab.brokers.registry import BrokerOptions, BrokerRef, create_broker
+from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.course.scenario import Consume, Produce, Scenario, Step, WaitFor
 from mqlab.observe.bus import ObservationBus, Recorder
 from mqlab.observe.events import (
@@ -52,7 +53,7 @@ from mqlab.scenarios.drivers.base import (
     Driver,
     OutgoingMessage,
 )
-from mqlab.scenarios.faults import FaultInjector, LabFaultInjector, SimFaultInjector
+from mqlab.scenarios.faults import FaultInjector
 from mqlab.scenarios.verdict import RunJudge, RunResult
 
 STOP_GRACE_SECONDS = 15.0
@@ -138,23 +139,22 @@ class ScenarioRunner:
     # --- set-up -------------------------------------------------------------------------
 
     def _make_broker(self) -> Broker:
-        cls = get_broker_class(self.broker_name)
-        if self.sim:
-            from mqlab.brokers.sim.world import SimWorld
-
-            self.world = SimWorld(seed=self.seed, bus=self.bus)
-            options: dict[str, Any] = {}
-            if self.system == "sqs":
-                sqs = self.scenario.channel.sqs
-                options = {"duplicate_rate": sqs.duplicate_rate, "reorder_rate": sqs.reorder_rate}
-            broker: Broker = cls(bus=self.bus, world=self.world, **options)  # type: ignore[call-arg]
-            return broker
-        return cls(bus=self.bus)
+        options = BrokerOptions()
+        if self.system == "sqs":
+            sqs = self.scenario.channel.sqs
+            options = BrokerOptions(
+                sqs_duplicate_rate=sqs.duplicate_rate, sqs_reorder_rate=sqs.reorder_rate
+            )
+        broker = create_broker(
+            BrokerRef(self.system, self.sim), bus=self.bus, seed=self.seed, options=options
+        )
+        self._broker_faults = broker.faults
+        if isinstance(broker, SimBroker):
+            self.world = broker.world
+        return broker
 
     def _make_faults(self) -> FaultInjector:
-        if self.sim:
-            return SimFaultInjector(self.bus, self.world)
-        return LabFaultInjector(self.bus)
+        return FaultInjector(self.bus, self._broker_faults, source="sim" if self.sim else "lab")
 
     async def _dedup_store(self, broker: Broker) -> DedupStore:
         if self._dedup is None:

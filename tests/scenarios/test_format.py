@@ -124,11 +124,12 @@ def test_the_comment_check_finds_an_unquoted_hash() -> None:
 
 
 def test_fault_targets_are_the_lab_and_simulator_names() -> None:
-    from mqlab.brokers.sim.world import LAB_NODES
+    from mqlab.brokers.registry import lab_nodes
     from mqlab.lab.kafka import NODES, KafkaService
     from mqlab.lab.services import SERVICES
 
-    assert {target for names in PROCESS_TARGETS.values() for target in names} == set(LAB_NODES)
+    nodes = {node.name for node in lab_nodes()}
+    assert {target for names in PROCESS_TARGETS.values() for target in names} == nodes
     assert set(PROCESS_TARGETS["kafka"]) == {node.process for node in NODES}
     proxies = {proxy.name for name in SYSTEMS for proxy in SERVICES[name].proxies()}
     assert {target for names in PROXY_TARGETS.values() for target in names} == proxies

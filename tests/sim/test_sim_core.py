@@ -8,10 +8,11 @@ import dataclasses
 
 import pytest
 
+from mqlab.brokers.faults import FaultError, NetworkFault
+from mqlab.brokers.registry import lab_nodes
 from mqlab.brokers.sim.clock import VirtualTimeLoop, run_virtual
 from mqlab.brokers.sim.fast import shortcut_applies, slot_builder
 from mqlab.brokers.sim.world import (
-    LAB_NODES,
     NodeChange,
     NodeState,
     NodeUnreachable,
@@ -174,13 +175,20 @@ async def test_impossible_faults_say_why(world: SimWorld) -> None:
     await world.kill("sqs")
     with pytest.raises(SimFaultError, match="cannot pause sqs: it is down"):
         await world.pause("sqs")
-    with pytest.raises(SimFaultError, match="unknown network fault 'slow'"):
-        await world.add_network_fault("nats", "slow")
-    with pytest.raises(SimFaultError, match=r"latency: missing parameter\(s\) \['latency'\]"):
-        await world.add_network_fault("nats", "latency")
-    with pytest.raises(SimFaultError, match="unexpected parameter"):
-        await world.add_network_fault("nats", "partition", latency=1.0)
-    assert set(LAB_NODES) <= set(world.nodes)
+    with pytest.raises(SimFaultError, match=r"unknown node 'kafka-broker-9'"):
+        await world.add_network_fault("kafka-broker-9", NetworkFault("cut"))
+    # A fault the vocabulary itself refuses never reaches the world.
+    with pytest.raises(FaultError, match="unknown network fault 'slow'"):
+        NetworkFault("slow")  # type: ignore[arg-type]
+    with pytest.raises(FaultError, match=r"latency: missing setting\(s\) \['latency'\]"):
+        NetworkFault("latency")
+    with pytest.raises(FaultError, match=r"cut: unexpected setting\(s\) \['latency'\]"):
+        NetworkFault("cut", latency=1.0)
+    with pytest.raises(FaultError, match="latency must be a finite number >= 0"):
+        NetworkFault("latency", latency=-1.0)
+    with pytest.raises(FaultError, match="unknown stream 'sideways'"):
+        NetworkFault("cut", stream="sideways")  # type: ignore[arg-type]
+    assert {node.name for node in lab_nodes()} <= set(world.nodes)
 
 
 # --- the simulated network -----------------------------------------------------------------
@@ -223,38 +231,42 @@ async def test_network_faults_delay_reset_or_cut_only_their_stream(
 ) -> None:
     loop = asyncio.get_running_loop()
 
-    await world.add_network_fault("kafka-broker-1", "latency", latency=0.25, stream="downstream")
+    await world.add_network_fault(
+        "kafka-broker-1", NetworkFault("latency", latency=0.25, stream="downstream")
+    )
     start = loop.time()
     await world.transmit("kafka-broker-1", "upstream")
     assert loop.time() == start  # requests are not delayed...
     await world.transmit("kafka-broker-1", "downstream")
     assert loop.time() - start == pytest.approx(0.25)  # ... responses are
-    await world.remove_network_fault("kafka-broker-1")
+    await world.remove_network_faults("kafka-broker-1")
     assert world.clear_path("kafka-broker-1")
 
-    await world.add_network_fault("kafka-broker-2", "bandwidth", rate=100)  # KB/s
+    await world.add_network_fault("kafka-broker-2", NetworkFault("bandwidth", rate=100))  # KB/s
     start = loop.time()
     await world.transmit("kafka-broker-2", "upstream", 50_000)
     assert loop.time() - start == pytest.approx(0.5)
 
-    await world.add_network_fault("kafka-broker-3", "reset_peer", timeout=2.0)
+    await world.add_network_fault("kafka-broker-3", NetworkFault("reset_peer", timeout=2.0))
     start = loop.time()
     with pytest.raises(NodeUnreachable, match="connection reset by peer"):
         await world.transmit("kafka-broker-3")
     assert loop.time() - start == pytest.approx(2.0)
 
-    await world.add_network_fault("nats", "timeout", timeout=1.5)
+    await world.add_network_fault("nats", NetworkFault("timeout", timeout=1.5))
     with pytest.raises(NodeUnreachable, match="connection closed"):
         await world.transmit("nats")
 
-    await world.add_network_fault("sqs", "timeout")  # no timeout: data is silently dropped
+    await world.add_network_fault(
+        "sqs", NetworkFault("timeout")
+    )  # no timeout: data is silently dropped
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(world.transmit("sqs"), 30)
 
-    await world.add_network_fault("rabbitmq", "partition")
+    await world.add_network_fault("rabbitmq", NetworkFault("cut"))
     with pytest.raises(NodeUnreachable, match="connection refused"):
         await world.transmit("rabbitmq")
-    await world.remove_network_fault("rabbitmq", "partition")
+    await world.remove_network_faults("rabbitmq")
     await world.transmit("rabbitmq")
 
     injected = [(o.fault, o.target) for o in recorder.observations if isinstance(o, FaultInjected)]
@@ -264,10 +276,10 @@ async def test_network_faults_delay_reset_or_cut_only_their_stream(
         ("reset_peer", "kafka-broker-3"),
         ("timeout", "nats"),
         ("timeout", "sqs"),
-        ("partition", "rabbitmq"),
+        ("cut", "rabbitmq"),
     ]
     healed = [(o.fault, o.target) for o in recorder.observations if isinstance(o, FaultHealed)]
-    assert healed == [("latency", "kafka-broker-1"), ("partition", "rabbitmq")]
+    assert healed == [("latency", "kafka-broker-1"), ("cut", "rabbitmq")]
     (latency,) = [
         o for o in recorder.observations if isinstance(o, FaultInjected) and o.fault == "latency"
     ]
@@ -277,7 +289,7 @@ async def test_network_faults_delay_reset_or_cut_only_their_stream(
 async def test_latency_jitter_comes_from_the_seeded_rng() -> None:
     async def delays(seed: int) -> list[float]:
         world = SimWorld(seed=seed)
-        await world.add_network_fault("nats", "latency", latency=0.1, jitter=0.05)
+        await world.add_network_fault("nats", NetworkFault("latency", latency=0.1, jitter=0.05))
         loop = asyncio.get_running_loop()
         measured = []
         for _ in range(5):

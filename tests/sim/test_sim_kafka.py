@@ -14,6 +14,7 @@ from typing import TypeVar
 import pytest
 
 from mqlab.brokers.base import BrokerError, OperationTimedOut
+from mqlab.brokers.faults import NetworkFault
 from mqlab.brokers.kafka.api import (
     NotEnoughReplicas,
     ProduceTimedOut,
@@ -458,10 +459,12 @@ async def test_a_retry_after_a_lost_ack_duplicates_unless_idempotent(
     (info,) = topic.partitions
     producer = await kafka.producer(acks="all", idempotent=idempotent)
     # The request reaches the leader, but the answer is lost on the way back ...
-    await world.add_network_fault(node(info.leader), "reset_peer", stream="downstream")
+    await world.add_network_fault(
+        node(info.leader), NetworkFault("reset_peer", stream="downstream")
+    )
     send = asyncio.ensure_future(producer.send(topic.name, b"pay 10 EUR", message_id="pay-1"))
     await asyncio.sleep(0.05)
-    await world.remove_network_fault(node(info.leader))  # ... and the retry's answer is not.
+    await world.remove_network_faults(node(info.leader))  # ... and the retry's answer is not.
     metadata = await send
     # Non-idempotent: the retry appended a second copy and is acknowledged with its offset;
     # idempotent: the leader recognised the sequence number and answered with the first.
@@ -526,7 +529,7 @@ async def test_latency_on_the_leader_path_slows_each_request(
 ) -> None:
     topic = await single_partition(kafka, "slow")
     (info,) = topic.partitions
-    await world.add_network_fault(node(info.leader), "latency", latency=0.2)
+    await world.add_network_fault(node(info.leader), NetworkFault("latency", latency=0.2))
     producer = await kafka.producer(acks=1)
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -542,7 +545,7 @@ async def test_a_partitioned_leader_times_producers_out(
 ) -> None:
     topic = await single_partition(kafka, "cut")
     (info,) = topic.partitions
-    await world.add_network_fault(node(info.leader), "partition")
+    await world.add_network_fault(node(info.leader), NetworkFault("cut"))
     producer = await kafka.producer(acks=1, request_timeout=1.0)
     with pytest.raises(ProduceTimedOut, match=r"within 1s.*connection refused"):
         await producer.send(topic.name, b"x", message_id="cut-1")
@@ -585,11 +588,11 @@ async def test_an_answer_dropped_during_replication_times_the_send_out(
     send = asyncio.ensure_future(producer.send(topic.name, b"written, never confirmed"))
     await asyncio.sleep(0.001)  # the leader has it; its followers fetch 5 ms after the append
     # From now on the leader's answers are silently dropped (a timeout toxic without timeout).
-    await world.add_network_fault(node(info.leader), "timeout", stream="downstream")
+    await world.add_network_fault(node(info.leader), NetworkFault("timeout", stream="downstream"))
     loop = asyncio.get_running_loop()
     with pytest.raises(ProduceTimedOut, match="within 2s"):
         await send
     assert loop.time() == pytest.approx(2.0)
-    await world.remove_network_fault(node(info.leader))
+    await world.remove_network_faults(node(info.leader))
     # The producer gave up, yet the record was written: "failed" is not "not written".
     assert await read_all(kafka, topic.name, "readers") == [b"written, never confirmed"]

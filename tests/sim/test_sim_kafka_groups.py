@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 
 from mqlab.brokers.base import BrokerError
+from mqlab.brokers.faults import NetworkFault
 from mqlab.brokers.kafka.api import CommitFailed, ProducerFenced, TopicPartition
 from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.kafka.algorithms import (
@@ -445,7 +446,9 @@ async def scripted_run(seed: int) -> str:
         a = await kafka.consumer([topic.name], group_id=group, name="a")
         b = await kafka.consumer([topic.name], group_id=group, name="b")
         producer = await kafka.producer(acks="all")
-        await world.add_network_fault("kafka-broker-2", "latency", latency=0.01, jitter=0.005)
+        await world.add_network_fault(
+            "kafka-broker-2", NetworkFault("latency", latency=0.01, jitter=0.005)
+        )
         for n in range(40):
             await producer.send(topic.name, bytes(3000), key=None if n % 2 else f"k{n}".encode())
             await asyncio.gather(a.poll(timeout=0.01), b.poll(timeout=0.01))

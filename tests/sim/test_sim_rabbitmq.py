@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.faults import NetworkFault
 from mqlab.brokers.rabbitmq.api import (
     AlreadySettled,
     ConnectionLost,
@@ -515,23 +516,23 @@ async def test_latency_slows_every_call_and_partition_cuts_the_connection(
     recorder = recorded(world)
     async with SimRabbitMQBroker(world=world, reconnect_interval=0.3) as broker:
         await broker.declare_queue("q")
-        await world.add_network_fault("rabbitmq", "latency", latency=0.25)
+        await world.add_network_fault("rabbitmq", NetworkFault("latency", latency=0.25))
         started = world.now()
         await broker.publish("", "q", b"slow")
         assert round(world.now() - started, 6) == 0.5  # one leg each way
-        await world.remove_network_fault("rabbitmq")
-        await world.add_network_fault("rabbitmq", "bandwidth", rate=1.0)  # 1 KB/s
+        await world.remove_network_faults("rabbitmq")
+        await world.add_network_fault("rabbitmq", NetworkFault("bandwidth", rate=1.0))  # 1 KB/s
         started = world.now()
         await broker.publish("", "q", b"x" * 2_000)
         assert round(world.now() - started, 6) == 2.0  # 2,000 bytes through the pipe
-        await world.remove_network_fault("rabbitmq")
+        await world.remove_network_faults("rabbitmq")
 
-        await world.add_network_fault("rabbitmq", "partition")
+        await world.add_network_fault("rabbitmq", NetworkFault("cut"))
         await asyncio.sleep(0)
         assert len([o for o in of(recorder, BrokerDown) if o.broker == broker.name]) == 1
         with pytest.raises(BrokerError):
             await broker.get("q")
-        await world.remove_network_fault("rabbitmq")
+        await world.remove_network_faults("rabbitmq")
         await asyncio.sleep(0.5)
         assert len([o for o in of(recorder, BrokerUp) if o.broker == broker.name]) == 1
         assert await bodies(broker, "q") == [b"slow", b"x" * 2_000]

@@ -15,25 +15,21 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from mqlab.brokers.base import SIMULATOR_ADDRESS
 from mqlab.brokers.sim.world import NodeState, SimWorld
 
 _T = TypeVar("_T")
-
-SIM_ADDRESS = SIMULATOR_ADDRESS
-"""What error messages name as the address of a simulated node."""
 
 
 def connection_refused(world: SimWorld, node: str) -> str | None:
     """Why a connection to ``node`` is refused or reset right now (``None`` if it is not).
 
-    A killed node refuses connections; the lab's ``partition`` disables the node's proxy
-    (refused) and ``reset_peer`` resets every connection through it.
+    A killed node refuses connections; a ``cut`` (the lab disables the node's proxy) refuses
+    them too and ``reset_peer`` resets every connection through it.
     """
     if world.state(node) is NodeState.DOWN:
         return "connection refused"
     for fault in world.faults_on(node):
-        if fault.kind == "partition":
+        if fault.kind == "cut":
             return "connection refused"
         if fault.kind == "reset_peer":
             return "connection reset by peer"
@@ -46,7 +42,7 @@ def connection_silent(world: SimWorld, node: str) -> bool:
     if world.state(node) is NodeState.PAUSED:
         return True
     return any(
-        fault.kind == "timeout" or (fault.kind == "bandwidth" and fault.params.get("rate") == 0)
+        fault.kind == "timeout" or (fault.kind == "bandwidth" and fault.rate == 0)
         for fault in world.faults_on(node)
     )
 

@@ -12,16 +12,18 @@ How a model uses the world (the API other models rely on; it stays stable):
 * Randomness and ids: only :attr:`SimWorld.rng`, :meth:`SimWorld.next_id` and
   :meth:`SimWorld.new_namespace` (never ``uuid``, ``secrets``, ``time.time`` or ``random``):
   that is what makes the same seed give a byte-identical trace.
-* Nodes: the lab's process names (:data:`LAB_NODES`: ``kafka-controller``,
-  ``kafka-broker-1``..``3``, ``rabbitmq``, ``nats``, ``sqs``). Each is ``up``, ``paused``
+* Nodes: the lab's process names, from the table of systems
+  (:func:`mqlab.brokers.registry.lab_nodes`: ``kafka-controller``, ``kafka-broker-1``..``3``,
+  ``rabbitmq``, ``nats``, ``sqs``). Each is ``up``, ``paused``
   (SIGSTOP: connections stay open, nothing answers) or ``down`` (killed: connections refused).
   A model reads :meth:`SimWorld.state` and subscribes with :meth:`SimWorld.watch` to react in
   its own way (Kafka fences a broker after its session timeout, RabbitMQ requeues unacked
   messages, ...). :meth:`SimWorld.register_node` adds nodes beyond the lab's.
-* Faults, with the same names as the lab: ``await world.kill(node)``, ``pause``, ``resume``,
+* Faults, in the one vocabulary of :mod:`mqlab.brokers.faults` (the world is a
+  :class:`~mqlab.brokers.faults.Faults`): ``await world.kill(node)``, ``pause``, ``resume``,
   ``restart``; network faults on the client path to a node with
-  ``await world.add_network_fault(node, kind, **params)`` / ``remove_network_fault(node)``
-  (kinds: :data:`NETWORK_FAULT_KINDS`; time parameters in seconds). Each emits
+  ``await world.add_network_fault(node, NetworkFault("latency", latency=0.3))`` /
+  ``remove_network_faults(node)`` (times in seconds). Each emits
   ``FaultInjected`` / ``FaultHealed`` and, for node state, ``BrokerDown`` / ``BrokerUp``
   (``broker="lab"``, as the lab reports them).
 * Client traffic: a model awaits :meth:`SimWorld.transmit` for each leg of a request
@@ -45,10 +47,12 @@ import difflib
 import enum
 import random
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mqlab.brokers.base import NAMESPACE_PREFIX, BrokerError
+from mqlab.brokers.faults import FaultError, Faults, NetworkFault
+from mqlab.brokers.registry import lab_nodes
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
 
@@ -56,44 +60,6 @@ _M = TypeVar("_M")
 
 LAB_SOURCE = "lab"
 """``broker`` field of the observations the world emits: the lab would report the same."""
-
-LAB_NODES: tuple[str, ...] = (
-    "kafka-controller",
-    "kafka-broker-1",
-    "kafka-broker-2",
-    "kafka-broker-3",
-    "rabbitmq",
-    "nats",
-    "sqs",
-)
-"""The lab's process names; fault methods accept these (and any registered node)."""
-
-STARTUP_SECONDS: dict[str, float] = {
-    "kafka-controller": 2.0,
-    "kafka-broker-1": 3.0,
-    "kafka-broker-2": 3.0,
-    "kafka-broker-3": 3.0,
-    "rabbitmq": 4.5,
-    "nats": 0.05,
-    "sqs": 0.5,
-}
-"""Virtual seconds a restarted node takes to come up, close to what the lab measures (a JVM
-broker needs seconds, nats-server milliseconds), so a sim timeline reads like a real one."""
-
-NETWORK_FAULT_KINDS = ("latency", "timeout", "reset_peer", "bandwidth", "partition")
-"""Toxiproxy's toxics as the lab uses them, plus ``partition`` (the lab disables the proxy)."""
-
-STREAMS = ("upstream", "downstream", "both")
-"""Direction a network fault applies to: client -> node, node -> client, or both."""
-
-# kind -> (allowed parameters, required parameters). Times are seconds, rate is KB/s.
-_FAULT_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "latency": (frozenset({"latency", "jitter"}), frozenset({"latency"})),
-    "timeout": (frozenset({"timeout"}), frozenset()),
-    "reset_peer": (frozenset({"timeout"}), frozenset()),
-    "bandwidth": (frozenset({"rate"}), frozenset({"rate"})),
-    "partition": (frozenset(), frozenset()),
-}
 
 
 class NodeState(enum.StrEnum):
@@ -104,8 +70,8 @@ class NodeState(enum.StrEnum):
     DOWN = "down"  # killed: connections are refused or reset
 
 
-class SimFaultError(BrokerError):
-    """A fault the world cannot apply (unknown node, bad parameters, impossible transition)."""
+class SimFaultError(FaultError):
+    """A fault the world cannot apply (unknown node, impossible transition)."""
 
 
 class NodeUnreachable(BrokerError):
@@ -116,28 +82,6 @@ class NodeUnreachable(BrokerError):
         self.node = node
         self.reason = reason
         super().__init__(f"{node}: {reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkFault:
-    """A fault on the client path to a node (a Toxiproxy toxic in the lab).
-
-    Attributes:
-        kind: one of :data:`NETWORK_FAULT_KINDS`.
-        stream: ``upstream`` (requests), ``downstream`` (responses) or ``both``.
-        latency: added delay per leg in seconds (``latency`` kind).
-        params: the remaining parameters: ``jitter`` (s), ``timeout`` (s; 0 means never),
-            ``rate`` (KB/s).
-    """
-
-    kind: str
-    stream: str = "both"
-    latency: float = 0.0
-    params: Mapping[str, float] = field(default_factory=dict)
-
-    def applies_to(self, stream: str) -> bool:
-        """True when this fault affects traffic flowing in ``stream``."""
-        return self.stream in ("both", stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +98,18 @@ class NodeChange:
 NodeWatcher = Callable[[NodeChange], None]
 
 
-class SimWorld:
+class SimWorld(Faults):
     """Shared state of one simulated run (see the module docstring for how models use it).
 
     Args:
         seed: seeds :attr:`rng`, the only source of randomness the simulator may use.
         bus: observation bus; its clock is replaced by the virtual clock.
-        startup_seconds: per-node restart durations overriding :data:`STARTUP_SECONDS`.
+        startup_seconds: per-node restart durations overriding the table of systems'
+            (:attr:`mqlab.brokers.registry.Node.startup_seconds`).
     """
+
+    reports_itself = True
+    """The world emits FaultInjected / FaultHealed itself, at the virtual instant they happen."""
 
     def __init__(
         self,
@@ -185,8 +133,8 @@ class SimWorld:
         self._changed: dict[str, asyncio.Event] = {}
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._models: dict[str, object] = {}
-        for node in LAB_NODES:
-            self.register_node(node, STARTUP_SECONDS[node])
+        for lab_node in lab_nodes():
+            self.register_node(lab_node.name, lab_node.startup_seconds)
         for node, seconds in (startup_seconds or {}).items():
             self._node(node)
             self._startup[node] = seconds
@@ -317,7 +265,7 @@ class SimWorld:
 
     async def restart(self, node: str) -> None:
         """Stop ``node`` (if it runs or is paused) and start it again; returns once it is up,
-        after its start-up time in virtual seconds (see :data:`STARTUP_SECONDS`)."""
+        after its start-up time in virtual seconds (the table of systems says how long)."""
         name = self._node(node)
         self._emit_fault("restart", name)
         was_killed = self._states[name] is NodeState.DOWN
@@ -333,71 +281,36 @@ class SimWorld:
 
     # -- network faults --------------------------------------------------------------------
 
-    async def add_network_fault(
-        self, node: str, kind: str, *, stream: str = "both", **params: float
-    ) -> NetworkFault:
-        """Put a network fault on the client path to ``node`` (a toxic on its proxy).
+    async def add_network_fault(self, node: str, fault: NetworkFault) -> None:
+        """Put ``fault`` on the client path to ``node`` (a toxic on its proxy in the lab).
 
-        Kinds and parameters (seconds unless noted):
-            ``latency``: ``latency``, optional ``jitter`` (uniform +-jitter) per leg.
-            ``timeout``: data stops; the connection closes after ``timeout`` (0: never, and
-            the data is dropped).
-            ``reset_peer``: the connection is reset after ``timeout`` (default at once).
-            ``bandwidth``: ``rate`` in KB/s.
-            ``partition``: the node is cut off (the lab disables its proxy): connections are
-            refused until the fault is removed.
+        What each kind does here (settings in seconds, rates in KB/s): ``latency`` delays each
+        leg by ``latency`` (+- ``jitter``, drawn from the seeded rng); ``timeout`` stops the
+        data and closes the connection after ``timeout`` (0: never, and the data is dropped);
+        ``reset_peer`` resets the connection after ``timeout`` (0: at once); ``bandwidth``
+        lets ``rate`` KB/s through (0: nothing); ``cut`` refuses connections until removed.
 
         Raises:
-            SimFaultError: unknown node, kind, stream or parameter.
+            SimFaultError: an unknown node.
         """
         name = self._node(node)
-        if kind not in _FAULT_PARAMS:
-            raise SimFaultError(
-                f"unknown network fault {kind!r} (known: {', '.join(NETWORK_FAULT_KINDS)})"
-            )
-        if stream not in STREAMS:
-            raise SimFaultError(f"unknown stream {stream!r} (known: {', '.join(STREAMS)})")
-        allowed, required = _FAULT_PARAMS[kind]
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise SimFaultError(f"{kind}: unexpected parameter(s) {unknown} (allowed: {known})")
-        missing = sorted(required - set(params))
-        if missing:
-            raise SimFaultError(f"{kind}: missing parameter(s) {missing}")
-        if any(value < 0 for value in params.values()):
-            raise SimFaultError(f"{kind}: parameters must not be negative")
-        fault = NetworkFault(
-            kind=kind,
-            stream=stream,
-            latency=float(params.get("latency", 0.0)),
-            params={k: float(v) for k, v in params.items() if k != "latency"},
-        )
         self._faults.setdefault(name, []).append(fault)
-        shown = {"stream": stream, **{k: f"{v:g}" for k, v in sorted(params.items())}}
         self.bus.emit(
             FaultInjected(
                 at=self.now(),
                 broker=LAB_SOURCE,
-                fault=kind,
+                fault=fault.kind,
                 target=name,
-                params=tuple((k, str(v)) for k, v in shown.items()),
+                params=fault.describe(),
             )
         )
         self._notify(name)
         await asyncio.sleep(0)
-        return fault
 
-    async def remove_network_fault(self, node: str, kind: str | None = None) -> None:
-        """Remove the network faults on ``node`` (only those of ``kind`` when given)."""
+    async def remove_network_faults(self, node: str) -> None:
+        """Remove every network fault on the path to ``node`` (a cut node is reachable again)."""
         name = self._node(node)
-        current = self._faults.get(name, [])
-        removed = [f for f in current if kind is None or f.kind == kind]
-        kept = [f for f in current if f not in removed]
-        if kept:
-            self._faults[name] = kept
-        else:
-            self._faults.pop(name, None)
+        removed = self._faults.pop(name, [])
         for fault in removed:
             self.bus.emit(
                 FaultHealed(at=self.now(), broker=LAB_SOURCE, fault=fault.kind, target=name)
@@ -448,21 +361,21 @@ class SimWorld:
     async def _suffer(self, node: str, fault: NetworkFault, nbytes: int) -> None:
         kind = fault.kind
         if kind == "latency":
-            jitter = fault.params.get("jitter", 0.0)
-            delay = fault.latency + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
+            jitter = fault.jitter or 0.0
+            delay = (fault.latency or 0.0) + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
             await asyncio.sleep(max(0.0, delay))
         elif kind == "bandwidth":
-            rate = fault.params["rate"]
+            rate = fault.rate or 0.0
             if rate <= 0:
                 await asyncio.Future()  # nothing flows: hang until the client gives up
             await asyncio.sleep(nbytes / (rate * 1000.0))
         elif kind == "reset_peer":
-            await asyncio.sleep(fault.params.get("timeout", 0.0))
+            await asyncio.sleep(fault.timeout or 0.0)
             raise NodeUnreachable(node, "connection reset by peer")
-        elif kind == "timeout" and fault.params.get("timeout", 0.0) > 0:
-            await asyncio.sleep(fault.params["timeout"])
+        elif kind == "timeout" and (fault.timeout or 0.0) > 0:
+            await asyncio.sleep(fault.timeout or 0.0)
             raise NodeUnreachable(node, "connection closed")
-        elif kind == "partition":
+        elif kind == "cut":
             # The lab cuts the node off by disabling its proxy: connections are refused.
             raise NodeUnreachable(node, "connection refused")
         else:  # a timeout toxic without timeout: data is dropped, and dropped data stays lost

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
+
 from mqlab.brokers.base import Broker
+from mqlab.brokers.registry import BrokerRef, SystemName
 from mqlab.course.scenario import Scenario
 from mqlab.scenarios.drivers.base import Driver
 
+DRIVERS: dict[SystemName, str] = {
+    "kafka": "mqlab.scenarios.drivers.kafka:KafkaDriver",
+    "rabbitmq": "mqlab.scenarios.drivers.rabbitmq:RabbitMQDriver",
+    "sqs": "mqlab.scenarios.drivers.sqs:SqsDriver",
+    "nats": "mqlab.scenarios.drivers.nats:NatsDriver",
+}
+"""Each system's driver, imported when a run needs it (every system of the table has one:
+tests/brokers/test_registry.py checks it)."""
+
 
 def driver_for(broker: Broker, scenario: Scenario) -> Driver:
-    """The driver of ``broker.system``, imported lazily."""
-    if broker.system == "kafka":
-        from mqlab.scenarios.drivers.kafka import KafkaDriver
+    """The driver of ``broker``'s system, imported lazily.
 
-        return KafkaDriver(broker, scenario)
-    if broker.system == "rabbitmq":
-        from mqlab.scenarios.drivers.rabbitmq import RabbitMQDriver
-
-        return RabbitMQDriver(broker, scenario)
-    if broker.system == "sqs":
-        from mqlab.scenarios.drivers.sqs import SqsDriver
-
-        return SqsDriver(broker, scenario)
-    if broker.system == "nats":
-        from mqlab.scenarios.drivers.nats import NatsDriver
-
-        return NatsDriver(broker, scenario)
-    raise ValueError(f"no scenario driver for {broker.system!r}")
+    Raises:
+        UnknownBroker: the adapter speaks a system the table does not know.
+    """
+    system = BrokerRef.of(broker.system, simulated=broker.backend == "sim").system
+    module_name, _, attribute = DRIVERS[system].partition(":")
+    driver_class: type[Driver] = getattr(importlib.import_module(module_name), attribute)
+    return driver_class(broker, scenario)

@@ -26,7 +26,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.kafka.api import (
     Acks,
     AssignmentStrategy,
@@ -42,6 +42,8 @@ from mqlab.brokers.kafka.api import (
     TopicInfo,
     TopicPartition,
 )
+from mqlab.brokers.registry import SYSTEMS
+from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.kafka.config import (
     CONTROLLER_ID,
     CONTROLLER_NODE,
@@ -58,7 +60,7 @@ from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 
 
-class SimKafkaBroker(KafkaAPI):
+class SimKafkaBroker(SimBroker, KafkaAPI):
     """Kafka on the simulator (registered as ``sim:kafka``).
 
     Args:
@@ -71,7 +73,7 @@ class SimKafkaBroker(KafkaAPI):
             virtual clock); ``namespace`` defaults to a deterministic one from the world.
     """
 
-    backend = "sim"
+    nodes = SYSTEMS["kafka"].proxy_names
 
     def __init__(
         self,
@@ -84,13 +86,10 @@ class SimKafkaBroker(KafkaAPI):
         endpoints: Endpoints | None = None,
         connect_timeout: float = 5.0,
     ) -> None:
-        if world is not None and bus is not None and bus is not world.bus:
-            raise BrokerError("a simulated adapter emits on its world's bus: pass one of them")
-        self._owns_world = world is None
-        self.world = world if world is not None else SimWorld(bus=bus)
         super().__init__(
-            bus=self.world.bus,
-            namespace=namespace or self.world.new_namespace(),
+            world=world,
+            bus=bus,
+            namespace=namespace,
             endpoints=endpoints,
             connect_timeout=connect_timeout,
         )
@@ -116,8 +115,7 @@ class SimKafkaBroker(KafkaAPI):
         deadline = self.world.now() + self.connect_timeout
         while not any(self.world.clear_path(b.node) for b in cluster.brokers.values()):
             if self.world.now() >= deadline:
-                nodes = ", ".join(b.node for b in cluster.brokers.values())
-                raise BrokerUnavailable("kafka", f"the simulator ({nodes})", "no broker answers")
+                raise self.unavailable("no broker answers")
             await asyncio.sleep(RETRY_BACKOFF)
 
     async def _close(self) -> None:

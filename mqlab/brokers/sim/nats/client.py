@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.nats.api import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
@@ -27,8 +27,8 @@ from mqlab.brokers.nats.api import (
     check_name,
     check_start_position,
 )
+from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.link import (
-    SIM_ADDRESS,
     connection_refused,
     connection_silent,
     outlive_caller,
@@ -58,7 +58,7 @@ _PING_INTERVAL = 2.0
 _MAX_OUTSTANDING_PINGS = 2
 
 
-class SimNatsBroker(NatsAPI):
+class SimNatsBroker(SimBroker, NatsAPI):
     """The simulator's NATS JetStream adapter: the real adapter's interface and behaviour over
     the world's shared :class:`SimNatsServer`.
 
@@ -68,7 +68,7 @@ class SimNatsBroker(NatsAPI):
         request_timeout: seconds a JetStream request may take (defaults to ``connect_timeout``).
     """
 
-    backend = "sim"
+    nodes = (NODE,)
 
     def __init__(
         self,
@@ -80,18 +80,14 @@ class SimNatsBroker(NatsAPI):
         connect_timeout: float = 5.0,
         request_timeout: float | None = None,
     ) -> None:
-        if world is not None and bus is not None and bus is not world.bus:
-            raise BrokerError("a simulated adapter emits on its world's bus: pass one of them")
-        self._owns_world = world is None
-        self.world = world if world is not None else SimWorld(bus=bus)
         super().__init__(
-            bus=self.world.bus,
-            namespace=namespace or self.world.new_namespace(),
+            world=world,
+            bus=bus,
+            namespace=namespace,
             endpoints=endpoints,
             connect_timeout=connect_timeout,
         )
         self.request_timeout = connect_timeout if request_timeout is None else request_timeout
-        self.address = f"{SIM_ADDRESS} ({NODE})"
         self._server: SimNatsServer | None = None
         self._message_counter = itertools.count(1)
         self._pull_consumers: list[SimPullConsumer] = []
@@ -106,21 +102,21 @@ class SimNatsBroker(NatsAPI):
 
     async def _connect(self) -> None:
         world = self.world
-        server = world.model("nats", lambda: SimNatsServer(world))
+        server = SimNatsServer.of(world)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         # A refused port is tried again every quarter second until connect_timeout (a lab
         # still starting, a short cut), as the real adapter does.
         while (refused := connection_refused(world, NODE)) is not None:
             if loop.time() + _RETRY_INTERVAL > deadline:
-                raise BrokerUnavailable(self.system, self.address, refused)
+                raise self.unavailable(refused)
             await asyncio.sleep(_RETRY_INTERVAL)
         try:
             await within(max(0.5, deadline - loop.time()), self._handshake())
         except TimeoutError:
-            raise BrokerUnavailable(self.system, self.address, "no answer") from None
+            raise self.unavailable("no answer") from None
         except NodeUnreachable as error:
-            raise BrokerUnavailable(self.system, self.address, error.reason) from None
+            raise self.unavailable(error.reason) from None
         self._closing = False
         self._server = server
         self._link_up = True
@@ -146,8 +142,7 @@ class SimNatsBroker(NatsAPI):
         self._server = None
         self._link_up = False
         self._link_ready.clear()
-        if self._owns_world:
-            await self.world.aclose()
+        await self._release_world()
 
     async def cleanup(self) -> None:
         """Delete every stream (with its consumers) of this namespace."""
@@ -459,9 +454,7 @@ class SimNatsBroker(NatsAPI):
         with contextlib.suppress(TimeoutError):
             await within(self.request_timeout, self._link_ready.wait())
         if not self._link_up:
-            raise BrokerUnavailable(
-                self.system, self.address, f"connection lost, reconnecting ({operation})"
-            )
+            raise self.unavailable(f"connection lost, reconnecting ({operation})")
 
     def _stream_name(self, name: str) -> str:
         """Streams are ``<namespace>-<name>``; an already namespaced name is kept."""
@@ -513,18 +506,14 @@ class SimNatsBroker(NatsAPI):
                 return result
         except TimeoutError:
             if not self._link_up:
-                raise BrokerUnavailable(
-                    self.system, self.address, f"connection lost during {operation}"
-                ) from None
+                raise self.unavailable(f"connection lost during {operation}") from None
             raise OperationTimedOut(
                 f"nats did not answer {operation} on {target} within "
                 f"{self.request_timeout:g} s at {self.address}"
             ) from None
         except NodeUnreachable as error:
             self._lose_link(error.reason)
-            raise BrokerUnavailable(
-                self.system, self.address, f"{operation} failed: {error.reason}"
-            ) from None
+            raise self.unavailable(f"{operation} failed: {error.reason}") from None
 
     def _emit_settled(
         self,

@@ -93,6 +93,16 @@ class SimNatsServer:
         self.subscribers: list[CoreSubscriber] = []
         world.watch(self._on_node_change)
 
+    @classmethod
+    def of(cls, world: SimWorld) -> SimNatsServer:
+        """The world's one nats node (created on first use, then shared by every
+        adapter of the world)."""
+
+        def create() -> SimNatsServer:
+            return cls(world)
+
+        return world.model("nats", create)
+
     def _emit(self, observation: Observation) -> None:
         self.world.bus.emit(observation)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.rabbitmq.api import (
     MESSAGE_ID_HEADER,
     ConnectionLost,
@@ -25,8 +25,8 @@ from mqlab.brokers.rabbitmq.api import (
     RabbitMQError,
     RabbitSnapshot,
 )
+from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.link import (
-    SIM_ADDRESS,
     connection_refused,
     connection_silent,
     outlive_caller,
@@ -71,7 +71,7 @@ class _BindingDeclaration:
     arguments: tuple[tuple[str, Any], ...]
 
 
-class SimRabbitMQBroker(RabbitMQAPI):
+class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
     """The simulator's RabbitMQ adapter: the real adapter's interface and behaviour over the
     world's shared :class:`SimRabbitMQServer`.
 
@@ -83,7 +83,7 @@ class SimRabbitMQBroker(RabbitMQAPI):
             seconds.
     """
 
-    backend = "sim"
+    nodes = (NODE,)
 
     def __init__(
         self,
@@ -97,20 +97,16 @@ class SimRabbitMQBroker(RabbitMQAPI):
         reconnect_interval: float = 1.0,
         heartbeat: int = 5,
     ) -> None:
-        if world is not None and bus is not None and bus is not world.bus:
-            raise BrokerError("a simulated adapter emits on its world's bus: pass one of them")
-        self._owns_world = world is None
-        self.world = world if world is not None else SimWorld(bus=bus)
         super().__init__(
-            bus=self.world.bus,
-            namespace=namespace or self.world.new_namespace(),
+            world=world,
+            bus=bus,
+            namespace=namespace,
             endpoints=endpoints,
             connect_timeout=connect_timeout,
         )
         self.operation_timeout = operation_timeout
         self.reconnect_interval = reconnect_interval
         self.heartbeat = heartbeat
-        self.address = f"{SIM_ADDRESS} ({NODE})"
         self._server: SimRabbitMQServer | None = None
         self._getter: Channel | None = None
         # A dict, not a set: iteration order must not depend on memory addresses (same seed,
@@ -147,16 +143,16 @@ class SimRabbitMQBroker(RabbitMQAPI):
 
     async def _connect(self) -> None:
         world = self.world
-        server = world.model("rabbitmq", lambda: SimRabbitMQServer(world))
+        server = SimRabbitMQServer.of(world)
         refused = connection_refused(world, NODE)
         if refused is not None:
-            raise BrokerUnavailable(self.system, self.address, refused)
+            raise self.unavailable(refused)
         try:
             await within(self.connect_timeout, self._handshake())
         except TimeoutError:
-            raise BrokerUnavailable(self.system, self.address, "timed out") from None
+            raise self.unavailable("timed out") from None
         except NodeUnreachable as error:
-            raise BrokerUnavailable(self.system, self.address, error.reason) from None
+            raise self.unavailable(error.reason) from None
         self._closing = False
         self._server = server
         self._link_up = True
@@ -183,8 +179,7 @@ class SimRabbitMQBroker(RabbitMQAPI):
         self._getter = None
         self._link_up = False
         self._link_ready.clear()
-        if self._owns_world:
-            await self.world.aclose()
+        await self._release_world()
 
     async def _watch_link(self) -> None:
         """React like the client's connection: a refused/reset path drops it at once, a silent

@@ -106,6 +106,16 @@ class SimRabbitMQServer:
         self._arrivals = itertools.count(1)
         world.watch(self._on_node_change)
 
+    @classmethod
+    def of(cls, world: SimWorld) -> SimRabbitMQServer:
+        """The world's one rabbitmq node (created on first use, then shared by every
+        adapter of the world)."""
+
+        def create() -> SimRabbitMQServer:
+            return cls(world)
+
+        return world.model("rabbitmq", create)
+
     @property
     def up(self) -> bool:
         """The node's process runs (not killed, not paused)."""

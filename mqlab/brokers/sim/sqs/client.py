@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.link import (
-    SIM_ADDRESS,
     connection_refused,
     first_of,
     outlive_caller,
@@ -69,7 +69,7 @@ class _Receipt:
     consumer: str
 
 
-class SimSqsBroker(SqsAPI):
+class SimSqsBroker(SimBroker, SqsAPI):
     """The simulator's SQS/SNS adapter: the real adapter's interface and behaviour over the
     world's shared :class:`SimSqsServer`.
 
@@ -81,7 +81,7 @@ class SimSqsBroker(SqsAPI):
             :func:`configure_sqs`); ``None`` keeps what the world has.
     """
 
-    backend = "sim"
+    nodes = (NODE,)
 
     def __init__(
         self,
@@ -95,18 +95,14 @@ class SimSqsBroker(SqsAPI):
         duplicate_rate: float | None = None,
         reorder_rate: float | None = None,
     ) -> None:
-        if world is not None and bus is not None and bus is not world.bus:
-            raise BrokerError("a simulated adapter emits on its world's bus: pass one of them")
-        self._owns_world = world is None
-        self.world = world if world is not None else SimWorld(bus=bus)
         super().__init__(
-            bus=self.world.bus,
-            namespace=namespace or self.world.new_namespace(),
+            world=world,
+            bus=bus,
+            namespace=namespace,
             endpoints=endpoints,
             connect_timeout=connect_timeout,
         )
         self.request_timeout = connect_timeout if request_timeout is None else request_timeout
-        self.address = f"{SIM_ADDRESS} ({NODE})"
         self._duplicate_rate = duplicate_rate
         self._reorder_rate = reorder_rate
         self._server: SimSqsServer | None = None
@@ -131,7 +127,7 @@ class SimSqsBroker(SqsAPI):
             self._server = None
             if isinstance(error, BrokerUnavailable):
                 raise
-            raise BrokerUnavailable(self.system, self.address, str(error)) from None
+            raise self.unavailable(str(error)) from None
 
     async def _close(self) -> None:
         if self._probe is not None:
@@ -141,8 +137,7 @@ class SimSqsBroker(SqsAPI):
             self._probe = None
         self._server = None
         self._reachable = None
-        if self._owns_world:
-            await self.world.aclose()
+        await self._release_world()
 
     async def cleanup(self) -> None:
         """Delete every queue and SNS topic (with its subscriptions) of this namespace."""
@@ -584,7 +579,7 @@ class SimSqsBroker(SqsAPI):
             except NodeUnreachable as error:
                 self._mark_unreachable(error.reason)
                 if loop.time() + _RETRY_INTERVAL > deadline:
-                    raise BrokerUnavailable(self.system, self.address, error.reason) from None
+                    raise self.unavailable(error.reason) from None
                 await asyncio.sleep(_RETRY_INTERVAL)
                 continue
             self._mark_reachable()

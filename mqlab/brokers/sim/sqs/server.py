@@ -118,6 +118,16 @@ class SimSqsServer:
         self._subscription_ids = itertools.count(1)
         world.watch(self._on_node_change)
 
+    @classmethod
+    def of(cls, world: SimWorld) -> SimSqsServer:
+        """The world's one sqs node (created on first use, then shared by every
+        adapter of the world)."""
+
+        def create() -> SimSqsServer:
+            return cls(world)
+
+        return world.model("sqs", create)
+
     def _emit(self, observation: Observation) -> None:
         self.world.bus.emit(observation)
 
@@ -557,11 +567,6 @@ def _sns_envelope(
     )
 
 
-def sqs_server(world: SimWorld) -> SimSqsServer:
-    """The world's SQS/SNS endpoint (created on first use)."""
-    return world.model("sqs", lambda: SimSqsServer(world))
-
-
 def configure_sqs(
     world: SimWorld, *, duplicate_rate: float | None = None, reorder_rate: float | None = None
 ) -> SimSqsServer:
@@ -571,7 +576,7 @@ def configure_sqs(
     Raises:
         ValueError: a rate outside 0..1.
     """
-    server = sqs_server(world)
+    server = SimSqsServer.of(world)
     for label, rate in (("duplicate_rate", duplicate_rate), ("reorder_rate", reorder_rate)):
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError(f"{label} must be between 0 and 1, not {rate}")

@@ -1,0 +1,75 @@
+"""What every simulated adapter adds to its system's interface: the world it lives in.
+
+A simulated adapter implements its system's interface exactly as the real adapter does
+(``class SimRabbitMQBroker(SimBroker, RabbitMQAPI)``); this base gives it the run's
+:class:`~mqlab.brokers.sim.world.SimWorld`: observations on the world's bus (stamped with the
+virtual clock), a deterministic namespace, background work as world tasks, the world as its
+:attr:`faults` and errors that point at the injected fault rather than at the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, ClassVar
+
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.sim.world import SimWorld
+from mqlab.lab.endpoints import Endpoints
+from mqlab.observe.bus import ObservationBus
+
+SIMULATOR_ADDRESS = "the simulator"
+"""How simulated adapters name their address in errors (there is no host or port)."""
+
+
+class SimBroker(Broker):
+    """Base of every simulated adapter.
+
+    Args:
+        world: the run's world; a private one (seed 0) when omitted, closed with the adapter.
+        bus: must be the world's bus when both are given (observations carry its virtual
+            clock); the world's bus by default.
+        namespace: defaults to a deterministic one from the world (names end up in traces).
+        endpoints, connect_timeout: as :class:`mqlab.brokers.base.Broker` (``endpoints`` is
+            not used: the simulator has no addresses).
+    """
+
+    backend: ClassVar[str] = "sim"
+    nodes: ClassVar[tuple[str, ...]]
+    """The world nodes this adapter's clients talk to (what its address names)."""
+
+    def __init__(
+        self,
+        *,
+        world: SimWorld | None = None,
+        bus: ObservationBus | None = None,
+        namespace: str | None = None,
+        endpoints: Endpoints | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if world is not None and bus is not None and bus is not world.bus:
+            raise BrokerError("a simulated adapter emits on its world's bus: pass one of them")
+        self._owns_world = world is None
+        self.world = world if world is not None else SimWorld(bus=bus)
+        super().__init__(
+            bus=self.world.bus,
+            namespace=namespace or self.world.new_namespace(),
+            endpoints=endpoints,
+            connect_timeout=connect_timeout,
+        )
+        self.address = f"{SIMULATOR_ADDRESS} ({', '.join(self.nodes)})"
+
+    @property
+    def faults(self) -> SimWorld:
+        """The run's world: its nodes are what faults on this adapter's broker act on."""
+        return self.world
+
+    def start_background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``work`` as a task of the world (stopped with it; a crash fails the run)."""
+        task: asyncio.Task[None] = self.world.spawn(work, name=f"{self.name} {name}")
+        return task
+
+    async def _release_world(self) -> None:
+        """Close the world if this adapter created it (call last in ``_close``)."""
+        if self._owns_world:
+            await self.world.aclose()
