@@ -35,7 +35,7 @@ class ReplayScreen(RunScreen):
         header = self.player.header
         system = header.broker.removeprefix("sim:")
         title = header.scenario or path.name
-        super().__init__(system, title=title, where=f"replay of {header.broker}")
+        super().__init__(system, title=title, where=f"replay {header.broker}")
         self.feed = self.player.feed
         self._initial_speed = speed
         self._worker: Worker[RunResult | None] | None = None
@@ -84,6 +84,9 @@ class ReplayScreen(RunScreen):
         super().frame()
         if self.running:
             self._update_status()  # the position moves even in a quiet stretch
+
+    def on_unmount(self) -> None:
+        self.player.cancel()  # a paused player would otherwise wait forever
 
     async def stop(self) -> None:
         """Stop playing."""

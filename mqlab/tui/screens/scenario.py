@@ -284,6 +284,10 @@ class ScenarioScreen(RunScreen):
     def on_fault_refused(self, message: FaultRefused) -> None:
         self.notice(f"{message.description} refused: {message.error}", error=True)
 
+    def on_unmount(self) -> None:
+        if self.live is not None:
+            self.live.cancel()  # the app is going away: the run must not outlive it
+
     async def stop(self) -> None:
         """Cancel the run and wait until its cleanup put the broker back."""
         live, worker = self.live, self._run_worker

@@ -7,7 +7,8 @@ from textual.widgets import Static
 
 
 class RunStatus(Static):
-    """``kafka-leader-failover · sim:kafka · seed 0 · 2x · t 4.10s · 123 observations · running``"""
+    """``kafka-leader-failover · running · sim:kafka · 2x · t 4.10s · 123 obs``: the state
+    second, so a narrow terminal still shows it."""
 
     def show(
         self,
@@ -22,9 +23,9 @@ class RunStatus(Static):
     ) -> None:
         """Draw the line (called once per frame at most, and only when it changed)."""
         line = Text(title, style="bold")
-        for part in (where, pace, f"t {clock:.2f}s", f"{observations:,} observations"):
-            line.append(" · ", style="dim")
-            line.append(part)
         line.append(" · ", style="dim")
         line.append(state, style=state_style)
+        for part in (where, pace, f"t {clock:.2f}s", f"{observations:,} obs"):
+            line.append(" · ", style="dim")
+            line.append(part)
         self.update(line)

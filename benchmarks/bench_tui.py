@@ -1,0 +1,223 @@
+"""How fast the TUI starts and how much it absorbs: printed, never asserted.
+
+1. **First frame**: the time from process start to the first painted frame of ``mqlab``.
+   Measured two ways: a child interpreter that builds the app as the CLI does and reports
+   when its first frame has been painted (headless, so it is the app's own cost), and the real
+   ``mqlab`` binary in tmux, polled until the course map is on the pane (a real terminal;
+   includes tmux and polling, skipped without tmux). Goal: under 0.6 s.
+2. **Absorption**: synthetic Kafka observations are pushed into an open scenario screen's feed
+   from another thread at a fixed rate (the way a run's thread pushes them), while keys are
+   pressed; for each rate it prints the observations folded per second, the backlog left, and
+   the latency from a key press to the repaint it causes. Goal: at least 50,000
+   observations per second with the key press repainted within 100 ms.
+
+Run::
+
+    python benchmarks/bench_tui.py            # both
+    python benchmarks/bench_tui.py start      # first frame only
+    python benchmarks/bench_tui.py absorb --rates 25000 50000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+_CHILD = """
+import os, sys, time, psutil
+started = psutil.Process().create_time()
+from mqlab.tui.app import make_app
+app = make_app(progress={progress!r})
+def painted():
+    sys.stdout.write(f"{{time.time() - started:.3f}}\\n")
+    sys.stdout.flush()
+    app.exit()
+def first_screen_ready():
+    app.screen.call_after_refresh(painted)
+app.call_after_refresh(lambda: app.call_later(first_screen_ready))
+app.run(headless=True, size=(120, 40))
+"""
+
+
+def first_frame_headless(runs: int) -> list[float]:
+    """Seconds from process start to the first painted frame, per run (child interpreters)."""
+    times = []
+    with tempfile.TemporaryDirectory() as folder:
+        code = _CHILD.format(progress=str(Path(folder) / "progress.sqlite3"))
+        for _ in range(runs):
+            result = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            )
+            times.append(float(result.stdout.strip().splitlines()[-1]))
+    return times
+
+
+def first_frame_tmux(runs: int) -> list[float] | None:
+    """Seconds from spawning ``mqlab`` in tmux to the course map on the pane (None: no tmux)."""
+    if shutil.which("tmux") is None:
+        return None
+    mqlab = Path(sys.executable).with_name("mqlab")
+    times = []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(runs):
+            name = f"mqlab-bench-{uuid.uuid4().hex[:8]}"
+            command = f"env MQLAB_DATA_DIR={folder} TERM=xterm-256color {mqlab} course"
+            started = time.perf_counter()
+            subprocess.run(
+                ["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40", command],
+                check=True,
+            )
+            try:
+                while True:
+                    pane = subprocess.run(
+                        ["tmux", "capture-pane", "-p", "-t", name],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    ).stdout
+                    if "scenario library" in pane:
+                        times.append(time.perf_counter() - started)
+                        break
+                    if time.perf_counter() - started > 30:
+                        raise RuntimeError("mqlab did not paint within 30 s")
+                    time.sleep(0.005)
+            finally:
+                subprocess.run(
+                    ["tmux", "kill-session", "-t", name], capture_output=True, check=False
+                )
+    return times
+
+
+async def _key_to_repaint(pilot: Any, screen: Any, key: str) -> float:
+    """Seconds from pressing ``key`` (a tab switch) to the end of the repaint it causes."""
+    painted = asyncio.Event()
+    pressed_at = time.perf_counter()
+    latency: list[float] = []
+    original = screen.action_show_tab
+
+    def repainted() -> None:
+        latency.append(time.perf_counter() - pressed_at)
+        painted.set()
+
+    def show_and_mark(tab: str) -> None:
+        original(tab)
+        screen.call_after_refresh(repainted)
+
+    screen.action_show_tab = show_and_mark
+    try:
+        await pilot.press(key)
+        await asyncio.wait_for(painted.wait(), 10)
+    finally:
+        screen.action_show_tab = original
+    return latency[0]
+
+
+async def _absorb(rate: int, seconds: float, presses: int) -> dict[str, float]:
+    from mqlab.observe.events import Produced
+    from mqlab.scenarios.library import find
+    from mqlab.tui.app import make_app
+    from mqlab.tui.screens.scenario import ScenarioScreen
+
+    with tempfile.TemporaryDirectory() as folder:
+        app = make_app(progress=Path(folder) / "progress.sqlite3")
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.open_scenario(find("kafka-partition-ordering"))
+            while not isinstance(app.screen, ScenarioScreen) or app.screen.result is not None:
+                await pilot.pause(0.01)
+            screen = app.screen
+            await pilot.pause(0.2)
+            stop = threading.Event()
+
+            def feed() -> None:
+                sent = 0
+                begun = time.perf_counter()
+                while not stop.is_set():
+                    due = int((time.perf_counter() - begun) * rate)
+                    for index in range(sent, due):
+                        screen.feed(
+                            Produced(
+                                at=index / rate,
+                                broker="sim:kafka",
+                                destination="mq-bench-events",
+                                message_id=f"m{index}",
+                                partition=index % 4,
+                                position=index // 4,
+                            )
+                        )
+                    sent = max(sent, due)
+                    time.sleep(0.001)
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            received_before = screen.feed.received
+            begun = time.perf_counter()
+            feeder.start()
+            latencies: list[float] = []
+            tabs = ["v", "l"]
+            interval = seconds / presses
+            for press in range(presses):
+                await pilot.pause(interval)
+                latencies.append(await _key_to_repaint(pilot, screen, tabs[press % 2]))
+            stop.set()
+            feeder.join()
+            elapsed = time.perf_counter() - begun
+            backlog = len(screen.feed)
+            absorbed = screen.feed.received - received_before
+            latencies.sort()
+            return {
+                "offered": rate,
+                "absorbed_per_s": absorbed / elapsed,
+                "backlog": backlog,
+                "median_ms": statistics.median(latencies) * 1000,
+                "p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1000,
+                "max_ms": latencies[-1] * 1000,
+            }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", nargs="?", choices=["start", "absorb", "all"], default="all")
+    parser.add_argument("--runs", type=int, default=5, help="start-up runs (default 5)")
+    parser.add_argument(
+        "--rates", type=int, nargs="+", default=[10_000, 25_000, 50_000, 100_000, 200_000]
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="per rate (default 3)")
+    arguments = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    if arguments.what in ("start", "all"):
+        headless = first_frame_headless(arguments.runs)
+        print(
+            f"first frame, headless child: median {statistics.median(headless):.3f} s "
+            f"(min {min(headless):.3f}, max {max(headless):.3f}; goal < 0.6 s)"
+        )
+        real = first_frame_tmux(arguments.runs)
+        if real is None:
+            print("first frame in tmux: skipped (no tmux)")
+        else:
+            print(
+                f"first frame in tmux (spawn to course map on the pane): median "
+                f"{statistics.median(real):.3f} s (min {min(real):.3f}, max {max(real):.3f})"
+            )
+    if arguments.what in ("absorb", "all"):
+        print("offered/s  absorbed/s  backlog  key->repaint median  p95  max (ms)")
+        for rate in arguments.rates:
+            row = asyncio.run(_absorb(rate, arguments.seconds, presses=20))
+            print(
+                f"{row['offered']:>9,.0f}  {row['absorbed_per_s']:>10,.0f}  "
+                f"{row['backlog']:>7,.0f}  {row['median_ms']:>19.1f}  {row['p95_ms']:>4.1f}  "
+                f"{row['max_ms']:>4.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
