@@ -194,13 +194,8 @@ class ScenarioRunner:
             self._driver = driver
             await driver.setup()
             for number, step in enumerate(self.scenario.steps, start=1):
-                if (
-                    step.only
-                    and self.system not in step.only
-                    and not (self.sim and "sim" in step.only)
-                ):
-                    continue
-                await self._step(number, step, broker, driver, faults)
+                if step.runs_on(self.system, sim=self.sim):
+                    await self._step(number, step, broker, driver, faults)
             await self._finish_background(broker)
             await driver.reconcile()
             for outcome in await driver.broker_agreement(self.judge.ledger):

@@ -203,6 +203,26 @@ class RunResult:
         return json.dumps(self.to_json_dict(), sort_keys=True)
 
 
+def _recorded_scenario(document: str) -> Scenario:
+    """The scenario a ``run_started`` observation carries.
+
+    Raises:
+        ValueError: it is not a valid scenario (a trace edited by hand), in one line.
+    """
+    from pydantic import ValidationError
+
+    from mqlab.course.loader import describe, error_message
+
+    try:
+        return Scenario.model_validate_json(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = describe([p for p in first["loc"] if isinstance(p, str | int)])
+        raise ValueError(
+            f"run_started: the recorded scenario is not valid: {where}: {error_message(first)}"
+        ) from None
+
+
 class RunJudge:
     """Folds one run's observations into its ledger, checks and end, then judges them.
 
@@ -233,7 +253,7 @@ class RunJudge:
                 self.simulated = observation.simulated
                 self.seed = observation.seed
                 if self.scenario is None:
-                    self.scenario = Scenario.model_validate_json(observation.scenario)
+                    self.scenario = _recorded_scenario(observation.scenario)
             case CheckEvaluated():
                 outcome = CheckOutcome(
                     observation.step,

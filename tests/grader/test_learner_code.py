@@ -165,5 +165,6 @@ def test_the_same_seed_gives_the_same_report(jitter: ExerciseEntry, tmp_path: Pa
     second = check_file(jitter, jitter.wrong_file("no_cap.py"), seed=11)
     assert first.to_json_dict() | {"seconds": 0} == second.to_json_dict() | {"seconds": 0}
     other = check_file(jitter, jitter.wrong_file("no_cap.py"), seed=12)
-    assert other.broken is not None and first.broken is not None
+    assert other.broken is not None
+    assert first.broken is not None
     assert other.broken.finding.counterexample != first.broken.finding.counterexample

@@ -41,7 +41,7 @@ from typer.testing import CliRunner
 
 from mqlab.cli import app
 from mqlab.course.content import content_dir
-from mqlab.course.loader import ContentError
+from mqlab.course.loader import ContentError, load_model
 from mqlab.course.scenario import load_scenario
 from mqlab.observe.events import observation_kinds
 from mqlab.observe.trace import TraceError, read_trace
@@ -111,9 +111,45 @@ def _load_copy(path: Path) -> object:
     return load_scenario(path, id_must_match_file=False)
 
 
+def _lesson_files(_work: Path) -> list[bytes]:
+    return [path.read_bytes() for path in sorted(content_dir("lessons").glob("*/lesson.yaml"))]
+
+
+def _course_files(_work: Path) -> list[bytes]:
+    return [(content_dir("lessons") / "course.yaml").read_bytes()]
+
+
+def _load_course(path: Path) -> object:
+    from mqlab.course.lesson import Course
+
+    return load_model(Course, path)
+
+
+def _exercise_files(_work: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(content_dir("lessons").glob("*/exercises/*/*.yaml"))]
+
+
+def _load_lesson_copy(path: Path) -> object:
+    # A fuzzed lesson sits in no lesson folder: load it as the format, then its own checks.
+    from mqlab.course.lesson import Lesson, lesson_problems
+
+    lesson = load_model(Lesson, path)
+    lesson_problems(lesson)
+    return lesson
+
+
+def _load_exercise_copy(path: Path) -> object:
+    from mqlab.course.exercise import Exercise
+
+    return load_model(Exercise, path)
+
+
 TARGETS = [
     FuzzTarget("scenario", ".yaml", _scenario_files, _load_copy, (ContentError,)),
     FuzzTarget("trace", ".jsonl", _recorded_traces, read_trace, (TraceError,)),
+    FuzzTarget("lesson", ".yaml", _lesson_files, _load_lesson_copy, (ContentError,)),
+    FuzzTarget("exercise", ".yaml", _exercise_files, _load_exercise_copy, (ContentError,)),
+    FuzzTarget("course", ".yaml", _course_files, _load_course, (ContentError,)),
 ]
 
 _SEED_CACHE: dict[str, list[bytes]] = {}

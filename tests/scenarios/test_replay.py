@@ -73,3 +73,23 @@ def test_a_trace_without_a_run_is_refused_with_one_line(tmp_path: Path) -> None:
     assert outcome.exit_code == 2
     assert outcome.output.strip().count("\n") == 0
     assert "no run_started" in outcome.output
+
+
+@pytest.mark.sim
+def test_a_trace_whose_scenario_was_edited_is_refused_in_words(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    run_scenario(find("rabbitmq-fanout"), "sim:rabbitmq", record=trace)
+    lines = trace.read_text().splitlines()
+    started = json.loads(lines[1])
+    assert started["kind"] == "run_started"
+    document = json.loads(started["scenario"])
+    document["steps"][0]["produce"]["count"] = -4
+    started["scenario"] = json.dumps(document)
+    lines[1] = json.dumps(started, sort_keys=True, separators=(",", ":"))
+    trace.write_text("\n".join(lines) + "\n")
+    outcome = runner.invoke(app, ["replay", str(trace)])
+    assert outcome.exit_code == 2
+    message = outcome.output.strip()
+    assert "\n" not in message
+    assert "recorded scenario is not valid: steps[0].produce.count" in message
+    assert "validation error" not in message
