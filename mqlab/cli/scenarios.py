@@ -215,6 +215,31 @@ JsonOption = Annotated[
     ),
 ]
 
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Also write the run as one self-contained HTML page (space-time diagram, "
+        "ledger, verdict) that opens in a browser without a network.",
+        dir_okay=False,
+    ),
+]
+
+
+def save_report(
+    path: Path, result: RunResult, scenario: Scenario | None, *, announce: bool
+) -> None:
+    """Write the HTML report of a run (a one-line error and exit 2 if it cannot be written)."""
+    from mqlab.scenarios.html_report import write_report
+
+    try:
+        write_report(path, result, scenario)
+    except OSError as error:
+        typer.echo(f"error: cannot write the report {path}: {error.strerror or error}", err=True)
+        raise typer.Exit(EXIT_CONTENT_ERROR) from None
+    if announce:
+        make_console().print(f"report written to {path}", highlight=False)
+
 
 @user_errors
 @content_errors
@@ -232,6 +257,7 @@ def run(
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live timeline.")] = False,
     as_json: JsonOption = False,
+    report: ReportOption = None,
 ) -> None:
     """Run a scenario with a live timeline, then print the ledger and the verdict.
 
@@ -247,6 +273,8 @@ def run(
         typer.echo(result.to_json())
     else:
         result = run_and_show(found, broker, seed=seed, record=record, predict=predict, quiet=quiet)
+    if report is not None:
+        save_report(report, result, found, announce=not as_json)
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
@@ -261,6 +289,7 @@ def replay(
     ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No timeline.")] = False,
     as_json: JsonOption = False,
+    report: ReportOption = None,
 ) -> None:
     """Play a recorded run back (no broker needed): its timeline, ledger, checks and verdict,
     judged exactly as the live run was.
@@ -287,6 +316,8 @@ def replay(
             highlight=False,
         )
         print_result(console, result)
+    if report is not None:
+        save_report(report, result, None, announce=not as_json)
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
