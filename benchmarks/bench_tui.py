@@ -37,8 +37,9 @@ from typing import Any
 _CHILD = """
 import os, sys, time, psutil
 started = psutil.Process().create_time()
+from pathlib import Path
 from mqlab.tui.app import make_app
-app = make_app(progress={progress!r})
+app = make_app(progress=Path({progress!r}))
 def painted():
     sys.stdout.write(f"{{time.time() - started:.3f}}\\n")
     sys.stdout.flush()

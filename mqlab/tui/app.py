@@ -16,13 +16,12 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from mqlab.course.scenario import Scenario
-from mqlab.tui.screens.run_screen import RunScreen
 from mqlab.tui.theme import THEMES, default_theme
 
 if TYPE_CHECKING:
     from mqlab.course.library import LessonEntry
     from mqlab.course.progress import ProgressStore
+    from mqlab.course.scenario import Scenario
 
 
 class MqlabApp(App[None]):
@@ -223,6 +222,8 @@ class MqlabApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
+        from mqlab.tui.screens.run_screen import RunScreen
+
         for screen in reversed(self.screen_stack):
             if isinstance(screen, RunScreen):
                 await screen.stop()

@@ -8,11 +8,14 @@ Observations are not messages (a burst would flood the queue); they travel throu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from mqlab.lab.doctor import Finding
-from mqlab.scenarios.verdict import RunResult
+if TYPE_CHECKING:
+    from mqlab.course.library import LessonEntry
+    from mqlab.lab.doctor import Finding
+    from mqlab.scenarios.verdict import RunResult
 
 
 @dataclass
@@ -73,3 +76,12 @@ class DiagramDrawn(Message):
 
     lines: tuple[str, ...]
     note: str
+
+
+@dataclass
+class CourseLoaded(Message):
+    """The course's lessons were loaded and checked (in a worker: validating eight lessons
+    takes longer than the first frame may); ``error`` says why they could not be."""
+
+    entries: list[LessonEntry]
+    error: str | None = None

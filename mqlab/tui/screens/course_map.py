@@ -16,10 +16,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from mqlab.course.library import LessonEntry
-from mqlab.course.progress import LessonProgress, ProgressStore
+from mqlab.tui.messages import CourseLoaded
 
 if TYPE_CHECKING:
+    from mqlab.course.library import LessonEntry
+    from mqlab.course.progress import LessonProgress, ProgressStore
     from mqlab.tui.app import MqlabApp
 
 NARROW_WIDTH = 100
@@ -27,6 +28,12 @@ LIBRARY = "library"
 
 _STATE_MARK = {"done": ("✓", "green"), "in_progress": ("◐", "yellow"), "new": ("○", "dim")}
 _EXERCISE_MARK = {"passed": ("✓ passed", "green"), "failing": ("✗ failing", "red")}
+
+
+def _progress_of(progress: dict[str, LessonProgress], lesson_id: str) -> LessonProgress:
+    from mqlab.course.progress import LessonProgress
+
+    return progress.get(lesson_id) or LessonProgress(lesson_id, "new")
 
 
 def lesson_prompt(entry: LessonEntry, progress: LessonProgress) -> Text:
@@ -93,15 +100,31 @@ class CourseMap(Screen[None]):
     def on_mount(self) -> None:
         self.entries: list[LessonEntry] = []
         self.load_error: str | None = None
+        self.loaded = False
+        options = self.query_one(OptionList)
+        options.add_option(Option(Text("loading the course…", style="dim"), disabled=True))
+        options.add_option(Option(Text("▸ scenario library", style="bold"), id=LIBRARY))
+        options.focus()
+        self.run_worker(self._load, thread=True, group="course", exit_on_error=False)
+
+    def _load(self) -> None:
+        app = self.mqlab
         try:
-            self.entries = self.mqlab.lesson_entries()
+            entries = app.lesson_entries()
         except Exception as error:  # a broken lesson must not keep the library out of reach
-            self.load_error = str(error).splitlines()[0]
+            self.post_message(CourseLoaded([], str(error).splitlines()[0]))
+            return
+        app.progress_store()  # opened here too: the first read of the map is then quick
+        self.post_message(CourseLoaded(entries))
+
+    def on_course_loaded(self, message: CourseLoaded) -> None:
+        self.entries = message.entries
+        self.load_error = message.error
+        self.loaded = True
         self.refresh_map()
-        self.query_one(OptionList).focus()
 
     def on_screen_resume(self) -> None:
-        if hasattr(self, "entries"):
+        if getattr(self, "loaded", False):
             self.refresh_map()  # progress moved while a lesson was open
 
     def on_resize(self, event: Resize) -> None:
@@ -117,7 +140,7 @@ class CourseMap(Screen[None]):
         course = self.mqlab.course_title()
         options.border_title = course or "lessons"
         for index, entry in enumerate(self.entries):
-            state = progress.get(entry.lesson.id, LessonProgress(entry.lesson.id, "new"))
+            state = _progress_of(progress, entry.lesson.id)
             options.add_option(Option(lesson_prompt(entry, state), id=str(index)))
         options.add_option(Option(Text("▸ scenario library", style="bold"), id=LIBRARY))
         if highlighted is None:
@@ -129,7 +152,7 @@ class CourseMap(Screen[None]):
         """The lesson to resume: the one in progress, else the first not done."""
         for state in ("in_progress", "new"):
             for index, entry in enumerate(self.entries):
-                current = progress.get(entry.lesson.id, LessonProgress(entry.lesson.id, "new"))
+                current = _progress_of(progress, entry.lesson.id)
                 if current.state == state:
                     return index
         return 0
@@ -160,7 +183,7 @@ class CourseMap(Screen[None]):
         entry = self.entries[int(str(option.id))]
         store = self.mqlab.progress_store()
         state = store.lesson(entry.lesson.id) if store is not None else None
-        text.update(lesson_details(entry, state or LessonProgress(entry.lesson.id, "new"), store))
+        text.update(lesson_details(entry, state or _progress_of({}, entry.lesson.id), store))
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         self._show_details()
