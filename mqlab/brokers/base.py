@@ -106,6 +106,19 @@ class Capabilities:
     max_priority: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Base of every system's ``inspect()`` answer (``KafkaSnapshot``, ``RabbitSnapshot``,
+    ``SqsSnapshot``, ``NatsSnapshot``): the broker's state inside one namespace, complete
+    enough that a UI can draw it without further I/O. Code written against one system's
+    interface gets that system's snapshot type back; code that handles any broker gets this
+    one and tells them apart with ``isinstance``.
+    """
+
+    system: ClassVar[str]
+    """The system the snapshot describes."""
+
+
 class Broker(ABC):
     """Base class of every adapter, real or simulated.
 
@@ -230,9 +243,9 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    async def inspect(self) -> object:
-        """A typed snapshot of the broker's state inside this namespace (see each system's
-        ``*Snapshot``), complete enough that a UI can draw it without further I/O."""
+    async def inspect(self) -> Snapshot:
+        """A typed snapshot of the broker's state inside this namespace (each system's
+        interface narrows it to its own ``*Snapshot``)."""
 
 
 class Reachability:

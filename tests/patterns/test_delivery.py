@@ -83,7 +83,7 @@ class Run:
         first = await self.consumer()
         with pytest.raises(Crashed):
             await loop(first, crash_at(point, detail=on))
-        first.crash(point)
+        await first.crash(point)
         second = await self.consumer()
         try:
             return await loop(second, no_crash)

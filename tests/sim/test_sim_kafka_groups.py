@@ -148,7 +148,7 @@ async def test_a_crashed_member_keeps_its_partitions_until_the_session_times_out
     loop = asyncio.get_running_loop()
     crashed_at = loop.time()
 
-    a.crash("while processing")
+    await a.crash("while processing")
     await settle([b], 5.5)
     assert owned(b) == [2, 3]  # nobody has noticed yet: partitions 0 and 1 are orphaned
     await settle([b], 1.0)
@@ -220,7 +220,7 @@ async def test_committed_offsets_survive_the_members_and_define_lag(
     assert [r.offset for r in await reader.poll(timeout=2.0)] == [0, 1, 2, 3]
     await reader.commit()  # commits the position: the next offset to read
     assert await reader.committed(tp) == 4
-    reader.crash()
+    await reader.crash()
     (info,) = (await kafka.inspect()).groups
     assert [(o.committed, o.high_watermark, o.lag) for o in info.offsets] == [(4, 10, 6)]
 
@@ -259,7 +259,7 @@ async def test_auto_commit_is_at_least_once_when_the_crash_comes_before_the_comm
         [topic.name], group_id=group, auto_commit=True, auto_commit_interval=5.0
     )
     assert len(await first.poll(timeout=1.0)) == 5
-    first.crash("right after processing, before the next auto-commit")
+    await first.crash("right after processing, before the next auto-commit")
     second = await kafka.consumer([topic.name], group_id=group)
     again = await second.poll(timeout=10.0)
     assert [r.offset for r in again] == [0, 1, 2, 3, 4]  # processed twice
@@ -283,7 +283,7 @@ async def test_auto_commit_is_at_most_once_when_it_commits_during_processing(
     for record in batch[:2]:  # each record takes a second; the crash comes in the third
         await asyncio.sleep(1.0)
         processed.append(record.offset)
-    first.crash("processing offset 2")
+    await first.crash("processing offset 2")
     # The background auto-commit already stored position 5 while offsets 2..4 waited.
     assert await kafka.group_offsets(group) == {TopicPartition(topic.name, 0): 5}
     second = await kafka.consumer([topic.name], group_id=group)
@@ -452,7 +452,7 @@ async def scripted_run(seed: int) -> str:
         for n in range(40):
             await producer.send(topic.name, bytes(3000), key=None if n % 2 else f"k{n}".encode())
             await asyncio.gather(a.poll(timeout=0.01), b.poll(timeout=0.01))
-        a.crash()
+        await a.crash()
         await world.kill("kafka-broker-1")
         for _ in range(40):
             await b.poll(timeout=0.25)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities
+from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
 
 MESSAGE_ID_HEADER = "mqlab-id"
 """Header that carries mqlab's message id (see :mod:`mqlab.observe.events`)."""
@@ -172,8 +172,10 @@ class GroupInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class KafkaSnapshot:
+class KafkaSnapshot(Snapshot):
     """Everything a UI needs to draw the cluster for one namespace."""
+
+    system: ClassVar[str] = "kafka"
 
     brokers: tuple[KafkaNode, ...]
     topics: tuple[TopicInfo, ...]
@@ -279,6 +281,17 @@ class KafkaConsumer(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Leave the group cleanly (triggers a rebalance for the others)."""
+
+    async def crash(self, point: str = "crash()") -> None:
+        """Stop the way a killed process stops: no commit, no LeaveGroup, so the group
+        notices only when the session timeout runs out and only then moves the partitions.
+
+        ``point`` says where in the consume loop it happened (for the observation). A client
+        inside a live process cannot vanish from a real cluster like this, so this default
+        (the real adapter's) closes cleanly instead: a real crash is a worker process killed
+        with SIGKILL (:mod:`mqlab.scenarios.worker`). The simulator's consumer does vanish.
+        """
+        await self.close()
 
 
 class KafkaAPI(Broker):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities
+from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
 
 MESSAGE_ID_HEADER = "mqlab-id"
 
@@ -158,8 +158,10 @@ class ConsumerInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class NatsSnapshot:
+class NatsSnapshot(Snapshot):
     """Streams and their consumers in one namespace."""
+
+    system: ClassVar[str] = "nats"
 
     streams: tuple[StreamInfo, ...]
     consumers: tuple[ConsumerInfo, ...]

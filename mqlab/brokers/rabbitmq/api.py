@@ -9,9 +9,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities
+from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
 
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
 
@@ -183,8 +183,10 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class RabbitSnapshot:
+class RabbitSnapshot(Snapshot):
     """Exchanges, bindings and queues of one namespace."""
+
+    system: ClassVar[str] = "rabbitmq"
 
     exchanges: tuple[ExchangeInfo, ...]
     bindings: tuple[BindingInfo, ...]

@@ -10,10 +10,11 @@ virtual clock), a deterministic namespace, background work as world tasks, the w
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
-from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.base import Broker, BrokerError, Snapshot
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
@@ -63,6 +64,13 @@ class SimBroker(Broker):
     def faults(self) -> SimWorld:
         """The run's world: its nodes are what faults on this adapter's broker act on."""
         return self.world
+
+    @abstractmethod
+    def peek(self) -> Snapshot | None:
+        """This namespace's state read straight from the server model, as ``inspect()``
+        would answer it but without a simulated request: no virtual time passes and nothing in
+        the run changes (no timer, no reconnect, no observation), however often a UI looks.
+        None while the adapter is not connected."""
 
     def start_background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``work`` as a task of the world (stopped with it; a crash fails the run)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities
+from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
 
 MESSAGE_ID_ATTRIBUTE = "mqlab-id"
 """Message attribute that carries mqlab's message id."""
@@ -131,8 +132,10 @@ class SnsTopicInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class SqsSnapshot:
+class SqsSnapshot(Snapshot):
     """Queues (with DLQ depth) and SNS topics of one namespace."""
+
+    system: ClassVar[str] = "sqs"
 
     queues: tuple[SqsQueueInfo, ...]
     topics: tuple[SnsTopicInfo, ...] = ()

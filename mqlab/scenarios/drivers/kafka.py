@@ -134,15 +134,9 @@ class KafkaSession(ConsumerSession):
         return not self.consumer.assignment()
 
     async def crash(self) -> None:
-        crash = getattr(self.consumer, "crash", None)
-        if crash is not None:
-            # The simulator's consumer can vanish without leaving the group: the group only
-            # notices after the session timeout, exactly like a kill -9.
-            result = crash()
-            if asyncio.iscoroutine(result):
-                await result
-        else:
-            await self.consumer.close()
+        # The simulator's consumer vanishes without leaving the group, so the group notices
+        # only after the session timeout, exactly like a kill -9 (the real adapter closes).
+        await self.consumer.crash()
 
 
 class KafkaDriver(Driver):

@@ -342,6 +342,14 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         """Brokers as the controller sees them (fenced ones not alive), this namespace's
         topics and groups. The controller is not a broker (KRaft, node 0 in the lab): it shows
         as ``controller_id`` (None while it is down)."""
+        return self._snapshot()
+
+    def peek(self) -> KafkaSnapshot | None:
+        """The snapshot :meth:`inspect` gives, read without a request (see
+        :meth:`SimBroker.peek`; the simulated cluster's metadata needs none anyway)."""
+        return self._snapshot() if self._connected else None
+
+    def _snapshot(self) -> KafkaSnapshot:
         cluster = self.cluster
         controller_alive = cluster.controller_up
         nodes = [

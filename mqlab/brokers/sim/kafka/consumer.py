@@ -558,7 +558,7 @@ class SimKafkaConsumer(KafkaConsumer):
         self._wakeup.set()
         self._adapter._forget(self)
 
-    def crash(self, point: str = "crash()") -> None:
+    async def crash(self, point: str = "crash()") -> None:
         """Die like kill -9: no commit, no LeaveGroup. The coordinator notices when the
         session timeout expires, and only then are the partitions reassigned."""
         if self._state != "running":

@@ -429,6 +429,12 @@ class SimNatsBroker(SimBroker, NatsAPI):
 
     # --- inspection ---------------------------------------------------------------------
 
+    def peek(self) -> NatsSnapshot | None:
+        """This namespace's state straight from the server model (see :meth:`SimBroker.peek`)."""
+        if self._server is None:
+            return None
+        return self._server.snapshot(f"{self.namespace}-")
+
     async def inspect(self) -> NatsSnapshot:
         """Every stream of the namespace and every consumer on them."""
         server = self._require_server()

@@ -530,6 +530,12 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
 
     # --- inspect and cleanup ------------------------------------------------------------------
 
+    def peek(self) -> RabbitSnapshot | None:
+        """This namespace's state straight from the server model (see :meth:`SimBroker.peek`)."""
+        if self._server is None:
+            return None
+        return self._server.snapshot(f"{self.namespace}-")
+
     async def inspect(self) -> RabbitSnapshot:
         """Exchanges (with type), bindings and queues (ready / unacked / consumers and their
         arguments) of this namespace, in one consistent sample."""

@@ -491,6 +491,12 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
     # --- inspection ---------------------------------------------------------------------
 
+    def peek(self) -> SqsSnapshot | None:
+        """This namespace's state straight from the server model (see :meth:`SimBroker.peek`)."""
+        if self._server is None:
+            return None
+        return self._server.snapshot(f"{self.namespace}-")
+
     async def inspect(self) -> SqsSnapshot:
         """Every queue (depths, FIFO settings, redrive, DLQ depth) and topic of the namespace."""
         server = self._require_server()
