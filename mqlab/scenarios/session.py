@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from mqlab.course.scenario import Scenario, Toxic
 from mqlab.observe.bus import Subscriber
@@ -257,17 +257,17 @@ class RunSession:
         cannot answer (a killed RabbitMQ, a cut network).
 
         Awaited on the run's loop (:meth:`request_snapshot` from another thread). On the
-        simulator it reads the server model directly instead of asking through the adapter:
-        the adapter's ``inspect()`` is a request over the simulated network (timers, a
-        reconnect, a "broker up" observation), and a snapshot taken to draw a run must never
-        change the run. Same seed, same run, however often the UI looks.
+        simulator it is the adapter's ``peek()``, read from the server model: ``inspect()``
+        there is a request over the simulated network (timers, a reconnect, a "broker up"
+        observation), and a snapshot taken to draw a run must never change the run. Same
+        seed, same run, however often the UI looks.
         """
         driver = self.runner._driver
         if driver is None:
             return None
         broker = driver.broker
         if self.simulated:
-            return _simulated_snapshot(self.system, broker, self.runner.world)
+            return _simulated_snapshot(broker)
         from mqlab.brokers.base import BrokerError
 
         try:
@@ -296,35 +296,11 @@ SNAPSHOT_TIMEOUT_SECONDS = 2.0
 """How long a real broker may take to answer :meth:`RunSession.snapshot` (a UI polls again)."""
 
 
-def _not_created() -> object:
-    raise LookupError("the simulator has no such server yet")
+def _simulated_snapshot(broker: Broker) -> object | None:
+    """The simulated broker's state without a simulated request (``SimBroker.peek``)."""
+    from mqlab.brokers.sim.adapter import SimBroker
 
-
-def _simulated_snapshot(system: str, broker: Broker, world: Any) -> object | None:
-    """The simulated broker's state without a simulated request: a pure read of the model.
-
-    Kafka's adapter already inspects the cluster model without network (its coroutine never
-    waits), so it is driven to completion here; the other systems' server models have their
-    own ``snapshot(prefix)`` over the run's namespace.
-    """
-    if world is None:
-        return None
-    if system == "kafka":
-        inspecting = broker.inspect()
-        try:
-            inspecting.send(None)
-        except StopIteration as finished:
-            value: object = finished.value
-            return value
-        inspecting.close()  # it would have waited: not a pure read after all
-        return None
-    try:
-        server = world.model(system, _not_created)
-    except LookupError:
-        return None
-    prefix = f"{broker.namespace}-"
-    result: object = server.snapshot(prefix)
-    return result
+    return broker.peek() if isinstance(broker, SimBroker) else None
 
 
 def run_scenario(
