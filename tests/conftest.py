@@ -11,8 +11,8 @@ visibility timeout running out, a killed broker being fenced) while the other br
 with pytest-xdist (``-n 6 --dist loadgroup``, as ``./scripts/test`` does), every test gets the
 lane of the system it uses (:func:`lane_of`): the tests of one system run one after another in
 one worker, as they did before, and the systems run side by side. Kafka's fault tests, which
-kill and freeze brokers, have a lane of their own; tests that start private labs have another
-(two of them must not pick the same free ports).
+kill and freeze brokers, have a lane of their own, and Kafka's scenario library another; tests
+that start private labs have one more (two of them must not pick the same free ports).
 
 Service locks. A lane keeps a system's tests in order, but some tests reach across lanes: a
 Kafka scenario with an idempotent consumer uses Redis while a test elsewhere kills Redis, and
@@ -21,7 +21,7 @@ is marked with, *shared* to use the service and *exclusive* when it is marked ``
 breaks the service: kills, pauses or cuts it). While a Kafka fault test has a broker down, no
 other Kafka test runs; while nothing breaks Kafka, every Kafka user runs freely. The locks are
 taken before the reachability probe, so a test never sees a broker that another test has
-broken on purpose. Without xdist the tests run one at a time and no lock is needed.
+broken on purpose. Without xdist the tests run one at a time and the locks are never contended.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ SERVICE_PORTS: dict[str, tuple[str, ...]] = {
 # microseconds and serve every lane; their tests go wherever a worker is free.
 SYSTEM_LANES = ("kafka", "rabbitmq", "sqs", "nats")
 KAFKA_FAULT_LANE = "kafka-faults"
+# Kafka is the longest way through the suite (its fault tests exclude every other Kafka test),
+# so the rest of its tests take two lanes: the scenario library, and everything else.
+KAFKA_LIBRARY_LANE = "kafka-library"
+KAFKA_LIBRARY_MODULE = "tests/scenarios/test_library_real.py"
 PRIVATE_LAB_LANE = "lab"
 
 _reachable: set[str] = set()
@@ -85,14 +89,18 @@ def brokers_required() -> bool:
 # --- lanes ----------------------------------------------------------------------------------
 
 
-def lane_of(markers: set[str]) -> str | None:
-    """The xdist lane of a test with these markers; None: any worker may run it.
+def lane_of(markers: set[str], module: str = "") -> str | None:
+    """The xdist lane of a test with these markers, in this module (its path from the repo
+    root); None: any worker may run it.
 
     A test that breaks Kafka goes to the Kafka fault lane; any other test of a broker to that
-    broker's lane; a ``lab`` test without a broker (a private lab of its own) to the lab lane.
+    broker's lane (Kafka's scenario library to a second Kafka lane); a ``lab`` test without a
+    broker (a private lab of its own) to the lab lane.
     """
     if "kafka" in markers and "lab" in markers:
         return KAFKA_FAULT_LANE
+    if "kafka" in markers and module == KAFKA_LIBRARY_MODULE:
+        return KAFKA_LIBRARY_LANE
     for system in SYSTEM_LANES:
         if system in markers:
             return system
@@ -105,7 +113,8 @@ def lane_of(markers: set[str]) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: before xdist's own hook turns the xdist_group marks into scheduling groups.
     for item in items:
-        lane = lane_of({marker.name for marker in item.iter_markers()})
+        module = item.nodeid.split("::", 1)[0]
+        lane = lane_of({marker.name for marker in item.iter_markers()}, module)
         if lane is not None:
             item.add_marker(pytest.mark.xdist_group(lane))
 
@@ -183,9 +192,28 @@ _lock_directory_key = pytest.StashKey[Path]()
 _held_for_item = pytest.StashKey[contextlib.ExitStack]()
 
 
+# --- CPU priority ---------------------------------------------------------------------------
+
+# Niceness of a test outside every lane while the suite runs in parallel. Those tests (the
+# simulator, the TUI, fuzzing, crash tests that start dozens of interpreters) only need CPU;
+# the lanes' tests wait on real time (consumer heartbeats, session timeouts, a broker being
+# fenced) and must get the CPU when they need it, or a busy machine turns a 6 s session into a
+# rebalance. The CPU-bound tests still get every cycle the broker lanes leave idle.
+NICE_OUTSIDE_LANES = 5
+
+
+def _set_niceness(item: pytest.Item, lane: str | None) -> None:
+    # Only under xdist (a worker runs tests of every kind, one after another), and only where
+    # the niceness can be lowered again for the next test: that takes root.
+    if not hasattr(item.config, "workerinput") or os.geteuid() != 0:
+        return
+    os.setpriority(os.PRIO_PROCESS, 0, NICE_OUTSIDE_LANES if lane is None else 0)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     markers = {marker.name for marker in item.iter_markers()}
+    _set_niceness(item, lane_of(markers, item.nodeid.split("::", 1)[0]))
     directory = os.environ.get(LOCK_DIRECTORY_VARIABLE)
     if directory:
         stack = contextlib.ExitStack()

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KAFKA_FAULT_LANE, PRIVATE_LAB_LANE, ServiceLock, lane_of, service_locks
+from tests.conftest import (
+    KAFKA_FAULT_LANE,
+    KAFKA_LIBRARY_LANE,
+    KAFKA_LIBRARY_MODULE,
+    PRIVATE_LAB_LANE,
+    ServiceLock,
+    lane_of,
+    service_locks,
+)
 from tests.waiting import wait_until
 
 # Tries to take the resource lock without waiting, in another process (flock locks are per open
@@ -34,6 +42,7 @@ else:
         ({"kafka"}, "kafka"),
         ({"kafka", "redis"}, "kafka"),
         ({"kafka", "toxiproxy", "lab"}, KAFKA_FAULT_LANE),
+        ({"kafka", "lab"}, KAFKA_FAULT_LANE),
         ({"rabbitmq", "toxiproxy", "lab"}, "rabbitmq"),
         ({"nats", "toxiproxy"}, "nats"),
         ({"sqs"}, "sqs"),
@@ -46,6 +55,13 @@ else:
 )
 def test_lane_of(markers: set[str], lane: str | None) -> None:
     assert lane_of(markers) == lane
+
+
+def test_kafkas_scenario_library_has_a_lane_of_its_own_but_not_its_fault_scenarios() -> None:
+    assert lane_of({"kafka", "redis"}, KAFKA_LIBRARY_MODULE) == KAFKA_LIBRARY_LANE
+    assert lane_of({"kafka", "toxiproxy", "lab"}, KAFKA_LIBRARY_MODULE) == KAFKA_FAULT_LANE
+    assert lane_of({"nats"}, KAFKA_LIBRARY_MODULE) == "nats"
+    assert lane_of({"kafka"}, "tests/brokers/test_kafka_adapter.py") == "kafka"
 
 
 def test_a_lab_test_holds_what_it_breaks_exclusively_and_toxiproxy_shared() -> None:

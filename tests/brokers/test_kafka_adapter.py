@@ -132,9 +132,19 @@ async def describe_group_with_kafka_tools(bootstrap: str, group: str) -> list[di
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
     lines = [line.split() for line in stdout.decode().splitlines() if line.strip()]
-    header_index = next(i for i, cells in enumerate(lines) if cells[:2] == ["GROUP", "TOPIC"])
+    header_index = next(
+        (i for i, cells in enumerate(lines) if cells[:2] == ["GROUP", "TOPIC"]), None
+    )
+    if header_index is None:
+        # No table: the tool describes the group as it is at that moment, which may be
+        # "rebalancing"; the caller asks again (the output says why, if it does not settle).
+        raise GroupNotDescribed(stdout.decode(errors="replace").strip())
     header = lines[header_index]
     return [dict(zip(header, cells, strict=True)) for cells in lines[header_index + 1 :]]
+
+
+class GroupNotDescribed(Exception):
+    """ConsumerGroupCommand answered without a table of the group's partitions."""
 
 
 @pytest.mark.kafka
@@ -155,7 +165,12 @@ async def test_inspect_agrees_with_kafkas_consumer_group_command(endpoints: Endp
         )  # partition 2 left uncommitted on purpose
 
         snapshot = await broker.inspect()
-        rows = await describe_group_with_kafka_tools(broker.bootstrap, group)
+        rows = await eventually(
+            lambda: describe_group_with_kafka_tools(broker.bootstrap, group),
+            SETTLE,
+            f"Kafka's ConsumerGroupCommand describing {group}",
+            retry_on=(GroupNotDescribed,),
+        )
 
         (info,) = [g for g in snapshot.groups if g.group_id == group]
         ours = {

@@ -83,7 +83,9 @@ def rabbitmqctl_queues(prefix: str) -> dict[str, tuple[int, int]]:
         env={**os.environ, **service.ctl_environment(paths)},
         capture_output=True,
         text=True,
-        timeout=60,
+        # A bound only: the Erlang CLI takes 3 s on an idle machine and half a minute when
+        # every lane is busy.
+        timeout=180,
         check=True,
     )
     queues = {}
