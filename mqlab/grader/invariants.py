@@ -144,12 +144,31 @@ def _strings(params: Params, name: str) -> list[str]:
     return [str(v) for v in value]
 
 
-def _last_fault_before(observations: Sequence[Observation], at: float) -> str:
-    """The latest injected fault at or before ``at``, as text (what exposed the problem)."""
+def _heals(fault: FaultInjected, earlier: Sequence[FaultInjected]) -> bool:
+    """A resume, or the restart of a target an earlier fault killed or paused."""
+    if fault.fault == "resume":
+        return True
+    return fault.fault == "restart" and any(
+        e.target == fault.target and e.fault in ("kill", "pause") for e in earlier
+    )
+
+
+def _last_fault_before(
+    observations: Sequence[Observation], at: float, about: str | None = None
+) -> str:
+    """The latest injected fault at or before ``at``, as text (what exposed the problem).
+
+    With ``about`` (a message id), the latest fault that names it (as its target or one of
+    its parameters: a crash while handling it, its duplicate delivery) is preferred to
+    whatever fault came last. Recoveries (a resume, the restart of a broker that was killed
+    or paused) are passed over: they put the lab back together, they exposed nothing.
+    """
     faults = [o for o in observations if isinstance(o, FaultInjected) and o.at <= at]
+    faults = [f for number, f in enumerate(faults) if not _heals(f, faults[:number])]
     if not faults:
         return "no fault had been injected yet"
-    last = faults[-1]
+    naming = [f for f in faults if about in (f.target, *(v for _, v in f.params))]
+    last = naming[-1] if about is not None and naming else faults[-1]
     params = " ".join(f"{k}={v}" for k, v in last.params)
     return f"after the fault: {last.fault} {last.target} {params}".rstrip()
 
@@ -196,12 +215,14 @@ def nothing_lost(observations: Sequence[Observation], params: Params) -> Finding
         return Finding(True, proven=f"all {len(sent)} acknowledged messages were processed")
     first = missing[0]
     lines = [f"{p.message_id}{_where(p)}: acknowledged, never processed" for p in missing]
-    lines.append(_last_fault_before(observations, observations[-1].at if observations else 0))
+    fault = _last_fault_before(
+        observations, observations[-1].at if observations else 0, first.message_id
+    )
     return Finding(
         False,
         problem=f"{len(missing)} of {len(sent)} acknowledged messages were never processed "
         f"(first: {first.message_id})",
-        counterexample=_examples(lines),
+        counterexample=(*_examples(lines), fault),  # the fault stays visible however many
     )
 
 
@@ -225,7 +246,7 @@ def no_double_effect(observations: Sequence[Observation], params: Params) -> Fin
             steps = ", ".join(f"{e.before}->{e.after}" for e in applied)
             lines.append(
                 f"{message_id} applied {len(applied)} times to {entity} ({steps}); "
-                f"{_last_fault_before(observations, applied[1].at)}"
+                f"{_last_fault_before(observations, applied[1].at, message_id)}"
             )
         return Finding(
             False,

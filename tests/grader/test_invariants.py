@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from mqlab.grader.invariants import judge
-from mqlab.observe.events import FaultInjected, Observation, RetryAttempted, RetryGaveUp
+from mqlab.observe.events import (
+    EffectApplied,
+    FaultInjected,
+    Observation,
+    Produced,
+    RetryAttempted,
+    RetryGaveUp,
+)
 
 pytestmark = pytest.mark.sim
 
@@ -81,3 +88,71 @@ def test_within_deadline_without_calls_tested_nothing() -> None:
 def test_within_deadline_needs_its_deadline() -> None:
     with pytest.raises(ValueError, match="'seconds'"):
         judge("within-deadline", [_call("op-1", ended=1.0, duration=1.0)], {})
+
+
+# --- the fault a counter-example names ----------------------------------------------------
+
+
+def test_a_lost_message_is_explained_by_the_fault_that_named_it_not_the_last_one() -> None:
+    history: list[Observation] = [
+        Produced(at=0.0, broker="grader", destination="payments", message_id="pay-1"),
+        Produced(at=0.0, broker="grader", destination="payments", message_id="pay-2"),
+        FaultInjected(
+            at=1.0,
+            broker="grader",
+            fault="crash",
+            target="learner",
+            params=(("point", "between_dedup_and_write"), ("detail", "pay-1")),
+        ),
+        EffectApplied(
+            at=2.0,
+            broker="grader",
+            entity="acct",
+            operation="credit 5",
+            before=0,
+            after=5,
+            message_id="pay-2",
+            idempotent=False,
+        ),
+        FaultInjected(at=3.0, broker="grader", fault="duplicate-delivery", target="pay-2"),
+    ]
+    finding = judge("nothing-lost", history, {})
+    assert not finding.holds
+    assert finding.counterexample[-1] == (
+        "after the fault: crash learner point=between_dedup_and_write detail=pay-1"
+    )
+
+
+def test_a_double_effect_is_explained_by_the_fault_that_named_its_message() -> None:
+    def credit(at: float, message_id: str, before: int) -> EffectApplied:
+        return EffectApplied(
+            at=at,
+            broker="grader",
+            entity="acct",
+            operation="credit 5",
+            before=before,
+            after=before + 5,
+            message_id=message_id,
+            idempotent=False,
+        )
+
+    history: list[Observation] = [
+        credit(1.0, "pay-1", 0),
+        FaultInjected(at=1.5, broker="grader", fault="duplicate-delivery", target="pay-1"),
+        FaultInjected(at=1.6, broker="grader", fault="redelivery", target="pay-9"),
+        credit(2.0, "pay-1", 5),
+    ]
+    finding = judge("no-double-effect", history, {})
+    assert not finding.holds
+    assert finding.counterexample == (
+        "pay-1 applied 2 times to acct (0->5, 5->10); after the fault: duplicate-delivery pay-1",
+    )
+
+
+def test_without_a_fault_naming_the_message_the_last_fault_is_named() -> None:
+    history: list[Observation] = [
+        Produced(at=0.0, broker="grader", destination="payments", message_id="pay-1"),
+        FaultInjected(at=1.0, broker="grader", fault="kill", target="broker-1"),
+    ]
+    finding = judge("nothing-lost", history, {})
+    assert finding.counterexample[-1] == "after the fault: kill broker-1"
