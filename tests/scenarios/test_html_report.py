@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mqlab.cli import app
+from mqlab.course.scenario import Scenario
 from mqlab.observe.events import (
     Acked,
     BrokerDown,
@@ -41,6 +42,7 @@ from mqlab.scenarios.library import find
 from mqlab.scenarios.session import replay_trace, run_scenario
 from mqlab.scenarios.spacetime import build_diagram
 from tests.conftest import brokers_required
+from tests.scenarios._cases import cases
 
 pytestmark = pytest.mark.sim
 
@@ -582,6 +584,22 @@ def test_the_reference_check_finds_what_would_fetch_something() -> None:
     ):
         assert external_references(page), page
     assert external_references('<svg><use href="#icon"/></svg><style>a{b:url(#mk)}</style>') == []
+
+
+@pytest.mark.parametrize(("scenario", "system"), cases(real=False))
+def test_every_library_run_draws_what_its_ledger_counts(scenario: Scenario, system: str) -> None:
+    """The picture never disagrees with the numbers beside it."""
+    result = run_scenario(scenario, f"sim:{system}")
+    diagram = build_diagram(result.observations, system=system, stream=scenario.channel.name)
+    for fate in ("lost", "dead_lettered", "duplicated", "produce_failed", "aborted"):
+        assert len(diagram.fates[fate]) == result.summary[fate], fate
+    assert len([m for m in diagram.marks if m.kind == "lost"]) == result.summary.lost
+    produced = {a.message_id for a in diagram.arrows if a.kind == "produce"}
+    assert len(produced) >= result.summary.produced
+    consumer_lanes = {lane.label for lane in diagram.lanes if lane.kind == "consumer"}
+    started = {o.consumer for o in result.observations if isinstance(o, ConsumerStarted)}
+    assert started <= consumer_lanes
+    assert external_references(render_report(result, scenario)) == []
 
 
 @pytest.fixture(scope="module")
