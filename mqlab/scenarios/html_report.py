@@ -388,17 +388,26 @@ _LEGEND: tuple[tuple[str, str, str], ...] = (
         '<path class="m dead-lettered" d="M14 1.5L20.5 8L14 14.5L7.5 8Z"/>',
         "dead-lettered",
     ),
+    ("produce-failed", '<path class="m produce-failed" d="M9 3L19 13M9 13L19 3"/>', "send failed"),
+    ("expired", '<path class="m expired" d="M11 5L17 11M11 11L17 5"/>', "expired"),
+    ("transaction", '<path class="m transaction" d="M10.5 4.5h7v7h-7Z"/>', "transaction ended"),
+    ("fault-action", '<path class="m fault-action" d="M14 3L19 13L9 13Z"/>', "resume / restart"),
     ("fault", '<rect class="swatch-fault" x="2" y="1" width="24" height="14"/>', "fault"),
     ("down", '<rect class="band down" x="2" y="3" width="24" height="10"/>', "node down"),
 )
 
 
-def _legend() -> str:
+def _legend(diagram: Diagram) -> str:
+    """One toggle per kind of arrow, mark and band that this diagram has."""
+    present = {arrow.kind.replace("_", "-") for arrow in diagram.arrows}
+    present |= {mark.kind.replace("_", "-") for mark in diagram.marks}
+    present |= {band.kind for band in diagram.bands}
     items = "".join(
         f'<button type="button" data-toggle="{name}" aria-pressed="true" '
         f'title="show or hide: {_e(text)}"><svg width="28" height="16" aria-hidden="true">'
         f"{swatch}</svg>{_e(text)}</button>"
         for name, swatch, text in _LEGEND
+        if name in present
     )
     return f'<div class="legend" role="group" aria-label="legend">{items}</div>'
 
@@ -563,7 +572,7 @@ def _diagram_section(result: RunResult, diagram: Diagram) -> str:
         "many things happen at the same instant the axis makes room for each, and the ticks "
         "keep the true times. Each line is a message moving between lanes. Hover over anything "
         "for what it was (and to follow that message); click the legend to hide or show a "
-        f"kind. {_e(counts)}.</p>{thinning}{_legend()}"
+        f"kind. {_e(counts)}.</p>{thinning}{_legend(diagram)}"
         '<div id="detail" class="detail" aria-live="polite">Hover over an arrow or a mark.</div>'
         f'<div class="scroll">{diagram_svg(diagram)}</div>{_fates_section(diagram)}</section>'
     )
@@ -725,7 +734,8 @@ marker-end:url(#mk-dead-letter)}
 .hide-committed .m.committed,.hide-failed .m.failed,.hide-crashed .m.crashed,
 .hide-crashed .crashline,.hide-leader .m.leader,.hide-rebalanced .m.rebalanced,
 .hide-lost .m.lost,.hide-dead-lettered .m.dead-lettered,.hide-fault .band.fault,
-.hide-down .band.down{display:none}
+.hide-down .band.down,.hide-produce-failed .m.produce-failed,.hide-expired .m.expired,
+.hide-transaction .m.transaction,.hide-fault-action .m.fault-action{display:none}
 svg.focus .a,svg.focus .m{opacity:.18}svg.focus .hl{opacity:1}svg.focus .a.hl{stroke-width:2.6}
 code.hl{outline:2px solid var(--c-produce)}
 ul.fates{padding-left:18px}ul.fates code{cursor:default;margin-right:4px}

@@ -195,17 +195,6 @@ class Diagram:
     duration: float
     """Seconds from the first observation to the last."""
 
-    def lane(self, key: str) -> Lane:
-        """The lane with this key.
-
-        Raises:
-            KeyError: no such lane.
-        """
-        for lane in self.lanes:
-            if lane.key == key:
-                return lane
-        raise KeyError(key)
-
 
 # --- names ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ reads the DOM it rendered; in CI (``MQLAB_REQUIRE_BROKERS=1``) a missing Chromiu
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import struct
@@ -637,6 +638,16 @@ def test_the_page_has_the_scenario_the_ledger_the_checks_and_the_verdict(unclean
     assert drawn.count('class="m lost"') == 5
     assert drawn.count('class="band fault') >= 1
     assert drawn.count('class="band down') >= 1
+    # The legend offers what this diagram has, and nothing it has not.
+    assert 'data-toggle="lost"' in page
+    assert 'data-toggle="dead-lettered"' not in page
+
+
+def test_a_run_without_observations_still_renders() -> None:
+    result = run_scenario(find("rabbitmq-fanout"), "sim:rabbitmq")
+    page = render_report(dataclasses.replace(result, observations=()), find("rabbitmq-fanout"))
+    assert '<svg id="diagram"' in page
+    assert "No message was lost, duplicated or dead-lettered." in page
 
 
 def test_a_failed_verdict_lists_its_failures(tmp_path: Path) -> None:
