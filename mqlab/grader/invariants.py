@@ -201,23 +201,57 @@ def _examples(lines: Sequence[str]) -> tuple[str, ...]:
 # --- messages -----------------------------------------------------------------------------
 
 
-@_invariant("nothing-lost", "nothing acknowledged is lost")
+def _fault_after_delivery(observations: Sequence[Observation], message_id: str) -> str | None:
+    """The first fault after ``message_id`` was last delivered: the crash (or rebalance) that
+    took it from the consumer that had it. None when it was never delivered, or nothing
+    happened after."""
+    delivered = [d.at for d in _of(observations, Delivered) if d.message_id == message_id]
+    if not delivered:
+        return None
+    faults = [o for o in observations if isinstance(o, FaultInjected) and o.at >= delivered[-1]]
+    faults = [f for number, f in enumerate(faults) if not _heals(f, faults[:number])]
+    if not faults:
+        return None
+    params = " ".join(f"{k}={v}" for k, v in faults[0].params)
+    return f"after the fault: {faults[0].fault} {faults[0].target} {params}".rstrip()
+
+
+@_invariant("nothing-lost", "nothing acknowledged is lost", "dead_letter_to")
 def nothing_lost(observations: Sequence[Observation], params: Params) -> Finding:
-    """Every message the broker acknowledged was processed (or moved to a dead-letter place)."""
+    """Every message the broker acknowledged was processed (or moved to a dead-letter place).
+
+    ``dead_letter_to`` (optional): only a move to a destination whose name ends with it
+    counts, where a dead-letter exchange is also the way to a retry queue (a message
+    rejected into the wait queue is not parked, and may still be lost from there).
+    """
     sent = _sent(observations)
     if not sent:
         return Finding(False, problem="no message was acknowledged: nothing was tested")
+    parking = params.get("dead_letter_to")
+    if parking is not None and not isinstance(parking, str):
+        raise ValueError("parameter 'dead_letter_to' must be a string")
     handled = {p.message_id for p in _of(observations, Processed) if not p.skipped_duplicate}
     handled |= {e.message_id for e in _of(observations, EffectApplied)}
-    handled |= {d.message_id for d in _of(observations, DeadLettered)}
+    handled |= {
+        d.message_id
+        for d in _of(observations, DeadLettered)
+        if parking is None or d.target.endswith(parking)
+    }
     missing = [produced for mid, produced in sent.items() if mid not in handled]
     if not missing:
         return Finding(True, proven=f"all {len(sent)} acknowledged messages were processed")
     first = missing[0]
     lines = [f"{p.message_id}{_where(p)}: acknowledged, never processed" for p in missing]
-    fault = _last_fault_before(
+    naming = _last_fault_before(
         observations, observations[-1].at if observations else 0, first.message_id
     )
+    # A fault that names the message says most; else the one that took it from its consumer.
+    names_it = any(
+        first.message_id in (f.target, *(v for _, v in f.params))
+        for f in _of(observations, FaultInjected)
+    )
+    taken = None if names_it else _fault_after_delivery(observations, first.message_id)
+    fault = taken or naming
     return Finding(
         False,
         problem=f"{len(missing)} of {len(sent)} acknowledged messages were never processed "
@@ -658,5 +692,67 @@ def within_deadline(observations: Sequence[Observation], params: Params) -> Find
     return Finding(
         False,
         problem=f"{len(lines)} operations ran past their {deadline:g}s deadline",
+        counterexample=_examples(lines),
+    )
+
+
+# --- broker exercises (keyed producer, delivery loops, RabbitMQ retries, SQS FIFO) ---------
+# Added with the broker exercises of lessons 01, 02, 06 and 08; the sections above are others'.
+
+
+@_invariant(
+    "parked-after-attempts",
+    "a message that keeps failing is parked after its last attempt, not before, not never",
+    "attempts",
+    "parking",
+)
+def parked_after_attempts(observations: Sequence[Observation], params: Params) -> Finding:
+    """A message moved to the parking place (a ``DeadLettered`` whose target ends with
+    ``parking``) was delivered exactly ``attempts`` times before it got there, and no message
+    is delivered more than ``attempts`` times. Deliveries are the ``Delivered`` of the message
+    from anywhere but the parking place itself (a check reading it back is no attempt).
+
+    Parked after fewer deliveries: a transient failure got no retry. Delivered more often: a
+    poison message that goes round for ever (or is parked too late).
+    """
+    attempts = int(_number(params, "attempts"))
+    parking = params.get("parking")
+    if not isinstance(parking, str) or not parking:
+        raise ValueError("parameter 'parking' must be the parking queue's name (its end)")
+    deliveries: defaultdict[str, list[float]] = defaultdict(list)
+    for delivered in _of(observations, Delivered):
+        if not delivered.destination.endswith(parking):
+            deliveries[delivered.message_id].append(delivered.at)
+    parked: dict[str, DeadLettered] = {}
+    for moved in _of(observations, DeadLettered):
+        if moved.target.endswith(parking):
+            parked.setdefault(moved.message_id, moved)
+    lines = []
+    for message_id, times in deliveries.items():
+        before = [t for t in times if message_id not in parked or t <= parked[message_id].at]
+        why = "".join(
+            f"; the fault: {_fault_text(f)}" for f in _faults_on(observations, message_id)[:1]
+        )
+        if message_id in parked and len(before) != attempts:
+            lines.append(
+                f"{message_id} was parked after {len(before)} "
+                f"{'delivery' if len(before) == 1 else 'deliveries'}, not {attempts}{why}"
+            )
+        elif message_id not in parked and len(times) > attempts:
+            lines.append(
+                f"{message_id} was delivered {len(times)} times, {times[-1] - times[0]:.2f}s "
+                f"from first to last, and never parked (limit {attempts} attempts){why}"
+            )
+    if not parked and not lines:
+        return Finding(False, problem="no message was parked: nothing was tested")
+    if not lines:
+        return Finding(
+            True,
+            proven=f"{len(parked)} failing messages parked after exactly {attempts} attempts, "
+            f"no message delivered more than {attempts} times",
+        )
+    return Finding(
+        False,
+        problem=f"{len(lines)} messages were not parked after exactly {attempts} attempts",
         counterexample=_examples(lines),
     )

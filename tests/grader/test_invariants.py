@@ -7,9 +7,12 @@ import pytest
 
 from mqlab.grader.invariants import judge
 from mqlab.observe.events import (
+    DeadLettered,
+    Delivered,
     EffectApplied,
     FaultInjected,
     Observation,
+    Processed,
     Produced,
     RetryAttempted,
     RetryGaveUp,
@@ -156,3 +159,160 @@ def test_without_a_fault_naming_the_message_the_last_fault_is_named() -> None:
     ]
     finding = judge("nothing-lost", history, {})
     assert finding.counterexample[-1] == "after the fault: kill broker-1"
+
+
+# --- broker exercises: nothing-lost's fault and parking, parked-after-attempts --------------
+
+
+def _sent(message_id: str, at: float = 0.0, destination: str = "mq-1-orders") -> Produced:
+    return Produced(at=at, broker="kafka", destination=destination, message_id=message_id)
+
+
+def _delivered(message_id: str, at: float, destination: str = "mq-1-orders") -> Delivered:
+    return Delivered(
+        at=at, broker="rabbitmq", destination=destination, message_id=message_id, consumer="c"
+    )
+
+
+def _crash(at: float, point: str, detail: str) -> FaultInjected:
+    return FaultInjected(
+        at=at,
+        broker="grader",
+        fault="crash",
+        target="learner",
+        params=(("point", point), ("detail", detail)),
+    )
+
+
+def test_a_lost_message_is_explained_by_the_crash_that_took_it_from_its_consumer() -> None:
+    # pay-2 was polled with pay-3 and auto-committed; the member died working on pay-3, and
+    # a rebalance came later: the crash is what lost pay-2, not the rebalance.
+    history: list[Observation] = [
+        _sent("pay-2"),
+        _sent("pay-3"),
+        _delivered("pay-2", 1.0),
+        _delivered("pay-3", 1.0),
+        _crash(2.0, "after_receive", "pay-3"),
+        _delivered("pay-3", 5.0),
+        Processed(at=5.1, broker="grader", message_id="pay-3", consumer="member-2"),
+        FaultInjected(at=6.0, broker="grader", fault="rebalance", target="payments"),
+    ]
+    finding = judge("nothing-lost", history, {})
+    assert not finding.holds
+    assert finding.counterexample == (
+        "pay-2: acknowledged, never processed",
+        "after the fault: crash learner point=after_receive detail=pay-3",
+    )
+
+
+def test_the_restart_of_a_killed_broker_is_no_fault_that_explains_a_loss() -> None:
+    history: list[Observation] = [
+        _sent("order-1/paid"),
+        FaultInjected(at=1.0, broker="lab", fault="pause", target="kafka-broker-2"),
+        FaultInjected(at=2.0, broker="lab", fault="kill", target="kafka-broker-2"),
+        FaultInjected(at=3.0, broker="lab", fault="restart", target="kafka-broker-2"),
+    ]
+    finding = judge("nothing-lost", history, {})
+    assert finding.counterexample[-1] == "after the fault: kill kafka-broker-2"
+
+
+def test_the_fault_stays_in_the_counterexample_however_many_were_lost() -> None:
+    history: list[Observation] = [_sent(f"m{n}") for n in range(6)]
+    history.append(FaultInjected(at=1.0, broker="lab", fault="kill", target="kafka-broker-1"))
+    finding = judge("nothing-lost", history, {})
+    assert finding.counterexample == (
+        "m0: acknowledged, never processed",
+        "m1: acknowledged, never processed",
+        "m2: acknowledged, never processed",
+        "... and 3 more",
+        "after the fault: kill kafka-broker-1",
+    )
+
+
+def _dead_lettered(message_id: str, at: float, target: str) -> DeadLettered:
+    return DeadLettered(
+        at=at,
+        broker="rabbitmq",
+        source="mq-1-orders",
+        target=target,
+        message_id=message_id,
+        reason="rejected",
+    )
+
+
+def test_nothing_lost_counts_only_the_parking_place_when_told_where_it_is() -> None:
+    # m1 was rejected into the retry queue and never came back: that is a loss, not a park.
+    history: list[Observation] = [
+        _sent("m1"),
+        _sent("m2"),
+        _delivered("m1", 1.0),
+        _dead_lettered("m1", 1.1, "mq-1-orders.retry"),
+        _delivered("m2", 1.0),
+        _dead_lettered("m2", 1.2, "mq-1-orders.parked"),
+    ]
+    assert judge("nothing-lost", history, {}).holds  # any dead-lettering counts by default
+    finding = judge("nothing-lost", history, {"dead_letter_to": "orders.parked"})
+    assert not finding.holds
+    assert finding.counterexample[0] == "m1: acknowledged, never processed"
+    history.append(_dead_lettered("m1", 3.0, "mq-1-orders.parked"))
+    assert judge("nothing-lost", history, {"dead_letter_to": "orders.parked"}).holds
+    with pytest.raises(ValueError, match="dead_letter_to"):
+        judge("nothing-lost", history, {"dead_letter_to": 3})
+
+
+PARKING = {"attempts": 4, "parking": "orders.parked"}
+
+
+def _attempts(message_id: str, count: int, start: float = 0.0) -> list[Observation]:
+    return [_delivered(message_id, start + 0.5 * n) for n in range(count)]
+
+
+def test_parked_after_attempts_holds_when_poison_is_parked_on_its_last_attempt() -> None:
+    history: list[Observation] = [
+        *_attempts("poison-1", 4),
+        _dead_lettered("poison-1", 1.6, "mq-1-orders.parked"),
+        *_attempts("flaky-2", 3),  # succeeded at its third: never parked, within the limit
+        # The check reads the parking queue back: that delivery is no attempt.
+        _delivered("poison-1", 9.0, destination="mq-1-orders.parked"),
+    ]
+    finding = judge("parked-after-attempts", history, PARKING)
+    assert finding.holds
+    assert finding.proven == (
+        "1 failing messages parked after exactly 4 attempts, no message delivered more than 4 times"
+    )
+
+
+def test_parked_after_attempts_fails_for_a_poison_message_that_goes_round_for_ever() -> None:
+    history: list[Observation] = [
+        FaultInjected(at=0.0, broker="grader", fault="poison", target="poison-1"),
+        *_attempts("poison-1", 9),
+    ]
+    finding = judge("parked-after-attempts", history, PARKING)
+    assert not finding.holds
+    assert finding.counterexample == (
+        "poison-1 was delivered 9 times, 4.00s from first to last, and never parked "
+        "(limit 4 attempts); the fault: poison poison-1",
+    )
+
+
+def test_parked_after_attempts_fails_for_a_transient_failure_parked_at_once() -> None:
+    history: list[Observation] = [
+        FaultInjected(
+            at=0.0, broker="grader", fault="transient", target="flaky-2", params=(("fails", "2"),)
+        ),
+        *_attempts("flaky-2", 1),
+        _dead_lettered("flaky-2", 0.1, "mq-1-orders.parked"),
+    ]
+    finding = judge("parked-after-attempts", history, PARKING)
+    assert not finding.holds
+    assert finding.counterexample == (
+        "flaky-2 was parked after 1 delivery, not 4; the fault: transient flaky-2 fails=2",
+    )
+
+
+def test_parked_after_attempts_without_anything_parked_tested_nothing() -> None:
+    finding = judge("parked-after-attempts", _attempts("m1", 2), PARKING)
+    assert not finding.holds
+    assert finding.problem == "no message was parked: nothing was tested"
+    with pytest.raises(ValueError, match="parking"):
+        judge("parked-after-attempts", [], {"attempts": 4})
