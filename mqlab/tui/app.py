@@ -148,7 +148,7 @@ class MqlabApp(App[None]):
                 severity="warning",
             )
             return "sim"
-        return scenario.systems[0]
+        return scenario.targets[0]
 
     def open_scenario(self, scenario: Scenario, *, autostart: bool = False) -> None:
         """Open the scenario screen on the learner's broker."""

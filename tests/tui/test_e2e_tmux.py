@@ -173,7 +173,7 @@ def test_a_scenario_on_the_lab_with_a_broker_killed_from_the_keyboard(
         "--scenario",
         "kafka-consumer-group-rebalance",
     )
-    terminal.wait_for(r"kafka-consumer-group-rebalance · kafka · real time")
+    terminal.wait_for(r"kafka-consumer-group-rebalance · running · kafka · real time", timeout=90)
     terminal.keys("v")
     terminal.wait_for(r"clicks:0 leader \d", timeout=90)
     terminal.keys("k")

@@ -60,6 +60,13 @@ class KafkaView:
     groups: dict[str, GroupState] = field(default_factory=dict)
     version: int = 0
     """Bumped on every change, so a widget repaints only when something moved."""
+    ended: bool = False
+    """The run is over: the last snapshot is the last look before its topics were deleted."""
+
+    def end(self) -> None:
+        """Mark the run over (the view says its snapshot is the last look)."""
+        self.ended = True
+        self.version += 1
 
     def __call__(self, observation: Observation) -> None:
         """Fold one observation (anything that is not about Kafka is ignored)."""

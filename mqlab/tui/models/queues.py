@@ -162,6 +162,13 @@ class QueueSystemView:
     visibility_timeout: float | None = None
     """SQS: the queue's visibility timeout, from the scenario until a snapshot says."""
     snapshots_applied: int = 0
+    ended: bool = False
+    """The run is over: the snapshot is the last look before its queues were deleted."""
+
+    def end(self) -> None:
+        """Mark the run over (the view says its snapshot is the last look)."""
+        self.ended = True
+        self.flow.version += 1
 
     def __call__(self, observation: Observation) -> None:
         self.flow(observation)

@@ -25,7 +25,7 @@ NARROW_WIDTH = 100
 
 def describe_scenario(scenario: Scenario, broker: str) -> RenderableType:
     """The library's right-hand side: what the scenario shows and where it runs."""
-    where = ", ".join(scenario.systems) + (" and the simulator" if scenario.runs_on_sim else "")
+    where = ", ".join(scenario.targets) + (" and the simulator" if scenario.runs_on_sim else "")
     parts: list[RenderableType] = [
         Text(scenario.title, style="bold"),
         Text(f"runs on {where}; you run it on {broker}", style="dim"),

@@ -262,6 +262,8 @@ class RunScreen(Screen[None]):
         self.result = message.result
         self.error = message.error
         self.frame()  # whatever arrived before the end
+        self.kafka.end()
+        self.queues.end()
         if message.result is not None:
             self._draw_ledger()
             self.query_one(TabbedContent).active = "ledger"

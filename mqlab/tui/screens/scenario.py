@@ -216,7 +216,7 @@ class ScenarioScreen(RunScreen):
     def action_other_system(self) -> None:
         if self.running or not self.broker.startswith("sim:"):
             return
-        systems: list[str] = list(self.scenario.systems)
+        systems: list[str] = list(self.scenario.targets)
         following = systems[(systems.index(self.system) + 1) % len(systems)]
         self.app.switch_screen(
             ScenarioScreen(self.scenario, f"sim:{following}", seed=self.seed, speed=self._speed)

@@ -115,6 +115,8 @@ def render_kafka(view: KafkaView) -> RenderableType:
     parts.append(
         Text("█ committed  ▓ readable (below HW)  ░ not yet in every ISR replica", style="dim")
     )
+    if view.ended and view.controller_known:
+        parts.append(Text("the run is over: this is the cluster as last seen", style="dim"))
     return Group(*parts)
 
 

@@ -173,6 +173,8 @@ def render_queues(view: QueueSystemView) -> RenderableType:
         parts.extend(_sqs(view, snapshot))
     elif isinstance(snapshot, NatsSnapshot):
         parts.extend(_nats(snapshot))
+    if parts and view.ended:
+        parts.append(Text("(the broker as last seen, before the run deleted its queues)", "dim"))
     flow = _flow(view)
     if parts and flow:
         parts.append(Text(""))
