@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from mqlab.observe.events import Observation
 from mqlab.scenarios.verdict import RunJudge, RunResult
@@ -40,6 +40,8 @@ from mqlab.tui.widgets.scenario.run_status import RunStatus
 from mqlab.tui.widgets.scenario.saga_view import SagaPanel
 from mqlab.tui.widgets.scenario.timeline import Timeline
 
+BROKER_SYSTEMS = ("kafka", "rabbitmq", "sqs", "nats")
+"""Systems with a live broker view."""
 LEDGER_REDRAW_SECONDS = 0.2
 NARROW_WIDTH = 100
 """Below this many columns the timeline and the side panels stack instead of sitting side by
@@ -123,14 +125,21 @@ class RunScreen(Screen[None]):
         self._routes = self._make_routes()
         self._first_at = None
         self._last_at = 0.0
-        for panel_id, model in (
-            ("#broker-panel", self.kafka if self.system == "kafka" else self.queues),
+        panels: list[tuple[str, object]] = [
             ("#retry-panel", self.retries),
             ("#saga-panel", self.sagas),
             ("#event-panel", self.events),
-        ):
+        ]
+        if self.has_broker:
+            panels.append(("#broker-panel", self.kafka if self.system == "kafka" else self.queues))
+        for panel_id, model in panels:
             self.query_one(panel_id, ModelPanel).view = model
         self.query_one(Timeline).restart()
+
+    @property
+    def has_broker(self) -> bool:
+        """Whether the run is on a broker (a pattern scenario may run on PostgreSQL alone)."""
+        return self.system in BROKER_SYSTEMS
 
     def _make_routes(self) -> dict[str, list[Callable[[Observation], None]]]:
         routes: dict[str, list[Callable[[Observation], None]]] = defaultdict(list)
@@ -151,14 +160,22 @@ class RunScreen(Screen[None]):
         yield RunStatus(id="status")
         with Horizontal(id="run-body"):
             yield Timeline(id="timeline")
-            with TabbedContent(id="side", initial="ledger"):
+            with TabbedContent(id="side", initial="ledger" if self.has_broker else "patterns"):
                 with TabPane("Ledger", id="ledger"), VerticalScroll():
                     yield LedgerPanel(id="ledger-panel")
                 with TabPane("Broker", id="broker"), VerticalScroll():
                     if self.system == "kafka":
                         yield KafkaPanel(self.kafka, id="broker-panel")
-                    else:
+                    elif self.has_broker:
                         yield QueuePanel(self.queues, id="broker-panel")
+                    else:
+                        yield Static(
+                            Text(
+                                f"This scenario runs a pattern against {self.system}, with no "
+                                "broker to draw: see the patterns tab.",
+                                style="dim",
+                            )
+                        )
                 with TabPane("Patterns", id="patterns"), VerticalScroll():
                     yield RetryPanel(self.retries, id="retry-panel")
                     yield SagaPanel(self.sagas, id="saga-panel")
