@@ -58,6 +58,12 @@ class RunningLoop:
         """The loop is over (it returned, raised, crashed or was stopped)."""
         return self.task.done()
 
+    @property
+    def crashed(self) -> bool:
+        """It ended at a crash point (:class:`Crashed`), not by the learner's doing."""
+        done = self.task.done() and not self.task.cancelled()
+        return done and isinstance(self.task.exception(), Crashed)
+
     def check(self) -> None:
         """Re-raise what ended the loop, if it ended by itself.
 

@@ -1,0 +1,49 @@
+"""Wrong on purpose: a fresh deduplication id for every send."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
+from mqlab.patterns.idempotency import DedupStore
+
+VISIBILITY_SECONDS = 2
+EXTEND_EVERY = 0.5
+
+
+async def send_event(sqs: SqsAPI, queue: str, order_id: str, event_id: str, body: str) -> None:
+    """The order is the message group (its events stay in order); the event id is the
+    deduplication id, so a retried send within five minutes is dropped by SQS."""
+    await sqs.send(queue, body, group_id=order_id, dedup_id=str(uuid.uuid4()), message_id=event_id)
+
+
+async def _keep_invisible(sqs: SqsAPI, queue: str, message: SqsMessage) -> None:
+    """Push the visibility timeout out while the work runs (a heartbeat)."""
+    while True:
+        await asyncio.sleep(EXTEND_EVERY)
+        await sqs.change_visibility(queue, message.receipt_handle, VISIBILITY_SECONDS)
+
+
+async def consume(
+    sqs: SqsAPI,
+    queue: str,
+    handle: Callable[[SqsMessage], Awaitable[None]],
+    processed: DedupStore,
+    name: str,
+) -> None:
+    """Skip what was handled; handle under a visibility heartbeat; remember; then delete."""
+    while True:
+        for message in await sqs.receive(queue, wait_time=1, consumer=name):
+            if await processed.seen(message.message_id):
+                # Handled by a consumer that died before its delete: just delete it.
+                await sqs.delete_message(queue, message.receipt_handle, consumer=name)
+                continue
+            heartbeat = asyncio.ensure_future(_keep_invisible(sqs, queue, message))
+            try:
+                await handle(message)
+            finally:
+                heartbeat.cancel()
+            await processed.remember(message.message_id)
+            await sqs.delete_message(queue, message.receipt_handle, consumer=name)
