@@ -257,3 +257,18 @@ async def test_a_burst_is_drawn_a_frame_at_a_time(make: Callable[..., MqlabApp])
         timeline = screen.query_one(Timeline)
         assert timeline.lines_shown <= LINES_PER_FRAME  # but only the newest drawn
         await until_shown(pilot, "more observations (counted in the ledger)")
+
+
+async def test_a_pattern_scenario_draws_its_saga(make: Callable[..., MqlabApp]) -> None:
+    app = make(speed=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.open_scenario(find("saga-crash-recovery"), autostart=True)
+        await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario")
+        screen = _scenario_screen(app)
+        await until(pilot, lambda: screen.result is not None, "the run's end", timeout=120)
+        assert screen.sagas.sagas["order-1"].recovered == "resume"
+        await pilot.press("p")
+        text = await until_shown(pilot, "recovered: resume")
+        assert "✓ confirm_order" in text
+        await pilot.press("v")
+        await until_shown(pilot, "runs a pattern against postgres")
