@@ -125,7 +125,7 @@ def walkthrough(broker: str) -> None:
         console.print(f"[bold]{topic}[/bold]")
         for index in indexes:
             item = scenarios[index - 1]
-            systems = ", ".join(item.systems)
+            systems = ", ".join(item.targets)
             console.print(f"  {index:>2}. {item.title}  [dim]({systems})[/dim]")
     if not sys.stdin.isatty():
         console.print("\nRun one with: mqlab run <id> --broker sim   (ids: mqlab scenarios list)")
@@ -138,10 +138,10 @@ def walkthrough(broker: str) -> None:
             console.print(f"pick a number from 1 to {len(scenarios)}")
             continue
         item = scenarios[int(choice) - 1]
-        system = item.systems[0]
-        if len(item.systems) > 1:
+        system = item.targets[0]
+        if len(item.targets) > 1:
             system = typer.prompt(
-                f"which system ({', '.join(item.systems)})", default=item.systems[0]
+                f"which system ({', '.join(item.targets)})", default=item.targets[0]
             )
         target = f"sim:{system}" if broker == "sim" else system
         # A failed verdict is part of learning: stay in the course.

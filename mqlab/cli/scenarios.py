@@ -7,6 +7,7 @@ print the result it returns. ``--json`` prints that result as one JSON object in
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,33 @@ def scenarios_list(
             continue
         table.add_row(scenario.id, scenario.topic, ", ".join(scenario.brokers), scenario.title)
     make_console().print(table)
+
+
+@scenarios_app.command("programs")
+@user_errors
+def scenarios_programs(
+    program: Annotated[str | None, typer.Argument(help="One program: all its details.")] = None,
+) -> None:
+    """The pattern programs a scenario's ``pattern:`` step can run, their parameters and
+    their crash points."""
+    from mqlab.patterns.programs import UnknownProgram, all_programs, find_program
+
+    console = make_console()
+    try:
+        chosen = [find_program(program)] if program else list(all_programs().values())
+    except UnknownProgram as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_CONTENT_ERROR) from None
+    for entry in sorted(chosen, key=lambda p: p.id):
+        services = f"  (real runs use: {', '.join(entry.services)})" if entry.services else ""
+        console.print(f"[bold]{entry.id}[/bold]: {entry.summary}{services}", highlight=False)
+        for name, spec in entry.params.items():
+            choices = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
+            console.print(
+                f"    {name} = {json.dumps(spec.default)}: {spec.doc}{choices}", highlight=False
+            )
+        if entry.crash_points:
+            console.print(f"    crash points: {', '.join(entry.crash_points)}", highlight=False)
 
 
 @scenarios_app.command("show")

@@ -555,7 +555,7 @@ def _broker_problems(
         problems.append(
             Problem(
                 (*where, "broker"),
-                f"scenario {scenario.id!r} runs on {', '.join(scenario.systems)}, not {broker}",
+                f"scenario {scenario.id!r} runs on {', '.join(scenario.targets)}, not {broker}",
             )
         )
 
@@ -572,9 +572,9 @@ def _variant_problems(
             key = (*at, "set", error.key) if error.key is not None else (*at, "set")
             yield Problem(key, str(error))
             continue
-        broker = variant.broker or experiment.broker or changed.systems[0]
-        if broker not in changed.systems:
-            runs_on = ", ".join(changed.systems)
+        broker = variant.broker or experiment.broker or changed.targets[0]
+        if broker not in changed.targets:
+            runs_on = ", ".join(changed.targets)
             place = (*at, "broker") if variant.broker else (*at, "set") if variant.overrides else at
             yield Problem(place, f"this variant runs on {runs_on}, not {broker}")
         fingerprint = f"{broker}:{changed.model_dump_json()}"

@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     field_validator,
     model_validator,
@@ -54,6 +55,11 @@ SYSTEMS: tuple[System, ...] = SYSTEM_NAMES
 
 FaultAction = ProcessFault
 ToxicKind = NetworkFaultKind
+Service = Literal["postgres", "redis"]
+"""Lab services a pattern scenario uses on a real run (the simulator stands in for them)."""
+SERVICES: tuple[Service, ...] = ("postgres", "redis")
+LAB_TARGET = "lab"
+"""The real run of a scenario without a broker that uses several services."""
 AckPolicy = Literal["after", "before", "never"]
 CrashPoint = Literal["after_receive", "after_processing", "before_ack", "after_ack"]
 ErrorPolicy = Literal["requeue", "drop", "dead_letter", "ignore"]
@@ -451,6 +457,38 @@ class Check(_Strict):
         return self
 
 
+SERVICE_ONLY_ACTIONS = ("pattern", "note", "wait")
+"""What a scenario without a broker may do (there is no channel to produce to or consume)."""
+
+
+class CrashAt(_Strict):
+    """Where a pattern program crashes: the ``occurrence``-th time it reaches ``point``
+    (with ``detail``, when given). Each program documents its crash points."""
+
+    point: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
+    """A crash point of the program (``after_action``, ``between_transactions`` ...)."""
+    detail: Name | None = None
+    """Only count passes with this detail (a step name, a message key)."""
+    occurrence: int = Field(1, ge=1, le=1000)
+    """1 for the first matching pass, 2 for the second ..."""
+
+
+class PatternRun(_Strict):
+    """Run a program of the pattern library (a saga, an idempotent consumer, a retry loop,
+    an event-sourced aggregate, an outbox ...) on this run's bus, so its observations join the
+    timeline and the ledger. ``mqlab scenarios programs`` lists the programs, their
+    parameters and their crash points."""
+
+    program: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=60)]
+    """The program's id."""
+    params: dict[Name, JsonValue] = Field(default_factory=dict, max_length=50)
+    """Its parameters (checked against the program's own list when the scenario loads)."""
+    crash: CrashAt | None = None
+    """Crash the program at a point: in-process on the simulator; on a real run the program
+    runs in a worker process that is SIGKILLed there, so whatever it kept in memory is gone
+    and only PostgreSQL, Redis or the broker remember."""
+
+
 class Step(_Strict):
     """One step; exactly one action key is set."""
 
@@ -470,6 +508,8 @@ class Step(_Strict):
     check: Check | None = None
     note: Annotated[str, StringConstraints(max_length=2000)] | None = None
     """Text shown in the timeline (explain what is about to happen)."""
+    pattern: PatternRun | None = None
+    """Run a program of the pattern library (see :class:`PatternRun`)."""
     only: list[BrokerChoice] = Field(default_factory=list, max_length=5)
     """Run this step only on these brokers (e.g. a fault that exists only on Kafka)."""
 
@@ -534,6 +574,42 @@ class LedgerExpectation(_Strict):
     """Sends the broker itself recognised as duplicates and dropped."""
     skipped_duplicates: Count | None = None
     """Redeliveries an idempotent consumer recognised and did not process again."""
+    calls: Count | None = None
+    """Calls made by retried operations (first calls included)."""
+    retries: Count | None = None
+    """Retries a retry policy scheduled."""
+    gave_up: Count | None = None
+    """Retried operations that stopped without succeeding."""
+    permanent_retried: Count | None = None
+    """Retries scheduled after an error classified as permanent (should be 0)."""
+    effects: Count | None = None
+    """Business writes that changed the state."""
+    effects_repeated: Count | None = None
+    """Messages whose business effect was applied more than once to the same entity."""
+    dedup_hits: Count | None = None
+    """Deliveries a dedup store recognised as already processed (or in progress)."""
+    sagas_completed: Count | None = None
+    """Sagas whose every step succeeded."""
+    sagas_compensated: Count | None = None
+    """Sagas that failed and undid every step that may have applied."""
+    sagas_parked: Count | None = None
+    """Sagas stopped because a compensation kept failing."""
+    sagas_recovered: Count | None = None
+    """Unfinished sagas an orchestrator found in its log after a restart."""
+    compensations: Count | None = None
+    """Compensations that finished."""
+    compensations_out_of_order: Count | None = None
+    """Sagas whose compensations did not run in the reverse order of their steps (should be 0)."""
+    events_appended: Count | None = None
+    """Domain events appended to event-sourced aggregates."""
+    version_conflicts: Count | None = None
+    """Appends refused because another writer got there first (optimistic concurrency)."""
+    projection_updates: Count | None = None
+    """Events a projection applied (a rebuild included)."""
+    outbox_relayed: Count | None = None
+    """Outbox rows the relay published."""
+    events_unpublished: Count | None = None
+    """Business writes committed whose event no producer published (the dual-write bug)."""
 
 
 class GroupExpectation(_Strict):
@@ -604,7 +680,13 @@ class Scenario(_Strict):
     summary: Prose
     """One or two sentences: what the scenario shows."""
     brokers: list[BrokerChoice] = Field(min_length=1, max_length=5)
-    """Systems it runs on; ``sim`` means: also on the simulator for each listed system."""
+    """Systems it runs on; ``sim`` means: also on the simulator for each listed system. A
+    pattern scenario that needs no broker lists only ``sim`` and names its ``services``."""
+    services: list[Service] = Field(default_factory=list, max_length=2)
+    """Lab services its pattern steps use on a real run (``postgres``: the saga log, the
+    business database, the event store; ``redis``: dedup keys). On the simulator in-memory
+    stand-ins are used. A scenario with no broker runs for real as ``postgres``, ``redis`` or,
+    with both, ``lab``."""
     predict: Prediction | None = None
     channel: Channel = Channel()
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
@@ -632,14 +714,38 @@ class Scenario(_Strict):
         """Whether the scenario also runs on the simulator."""
         return "sim" in self.brokers
 
+    @property
+    def service_only(self) -> bool:
+        """A pattern scenario without a broker: it runs against the lab's services."""
+        return not self.systems
+
+    @property
+    def targets(self) -> list[str]:
+        """The names of its real runs: its systems; for a scenario without a broker its one
+        service (``postgres``) or ``lab`` for several."""
+        if self.systems:
+            return list(self.systems)
+        return [self.services[0]] if len(self.services) == 1 else [LAB_TARGET]
+
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        if not self.systems and not self.services:
+            raise ValueError(
+                "brokers must name at least one system (kafka, rabbitmq, sqs, nats), or the "
+                "scenario names the services its pattern steps use (services: [postgres])"
+            )
         if not self.systems:
-            raise ValueError("brokers must name at least one system (kafka, rabbitmq, sqs, nats)")
+            for step in self.steps:
+                if step.action not in SERVICE_ONLY_ACTIONS or isinstance(step.wait, WaitFor):
+                    raise ValueError(
+                        f"a scenario without a broker has only pattern, note and wait steps "
+                        f"(found {step.action}); add the broker it needs to brokers"
+                    )
         return self
 
     def runs(self) -> list[tuple[System, bool]]:
-        """Every run the scenario has: ``(system, simulated)`` for each listed system."""
+        """Every broker run the scenario has: ``(system, simulated)`` for each listed system
+        (none for a scenario without a broker)."""
         sims = (False, True) if self.runs_on_sim else (False,)
         return [(system, sim) for system in self.systems for sim in sims]
 

@@ -88,13 +88,14 @@ class LearnerBroker:
             return f"sim:{self.preferred}" if self.preferred else "sim"
         return self.preferred or "lab"
 
-    def system_for(self, scenario: Scenario, pinned: System | None = None) -> System:
-        """The system a step runs ``scenario`` on."""
+    def system_for(self, scenario: Scenario, pinned: System | None = None) -> str:
+        """The system (or, for a pattern scenario without a broker, the service) a step runs
+        ``scenario`` on."""
         if pinned is not None:
             return pinned
-        if self.preferred is not None and self.preferred in scenario.systems:
+        if self.preferred is not None and self.preferred in scenario.targets:
             return self.preferred
-        return scenario.systems[0]
+        return scenario.targets[0]
 
     def target(self, scenario: Scenario, pinned: System | None = None) -> str:
         """The run session's broker name for a step: ``kafka`` or ``sim:kafka``."""

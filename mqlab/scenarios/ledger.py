@@ -37,6 +37,7 @@ from mqlab.observe.events import (
     Rebalanced,
     TransactionEnded,
 )
+from mqlab.scenarios.pattern_ledger import PatternTally
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,25 @@ LEDGER_ROWS: tuple[LedgerRow, ...] = (
     LedgerRow("rebalances", "rebalances (assignment changes, joins and leaves included)"),
     LedgerRow("broker_duplicates", "dropped by broker dedup"),
     LedgerRow("skipped_duplicates", "skipped by idempotent consumer"),
+    # patterns (retries, idempotency, sagas, event sourcing, outbox)
+    LedgerRow("calls", "calls made by retried operations"),
+    LedgerRow("retries", "retries scheduled"),
+    LedgerRow("gave_up", "operations given up"),
+    LedgerRow("permanent_retried", "permanent errors retried"),
+    LedgerRow("effects", "business effects applied"),
+    LedgerRow("effects_repeated", "effects applied more than once"),
+    LedgerRow("dedup_hits", "duplicates recognised by a dedup store"),
+    LedgerRow("sagas_completed", "sagas completed"),
+    LedgerRow("sagas_compensated", "sagas compensated"),
+    LedgerRow("sagas_parked", "sagas parked for a human"),
+    LedgerRow("sagas_recovered", "sagas recovered after a restart"),
+    LedgerRow("compensations", "compensations done"),
+    LedgerRow("compensations_out_of_order", "sagas compensated out of reverse order"),
+    LedgerRow("events_appended", "domain events appended"),
+    LedgerRow("version_conflicts", "stale appends refused"),
+    LedgerRow("projection_updates", "projection updates"),
+    LedgerRow("outbox_relayed", "outbox rows relayed"),
+    LedgerRow("events_unpublished", "committed writes whose event was never published"),
 )
 """Every ledger number in the order the report shows them (the TUI uses the same rows)."""
 
@@ -106,6 +126,42 @@ class LedgerSummary:
     """Sends the broker itself dropped as duplicates."""
     skipped_duplicates: int = 0
     """Redeliveries an idempotent consumer recognised and skipped."""
+    calls: int = 0
+    """Calls made by retried operations (first calls included)."""
+    retries: int = 0
+    """Retries a retry policy scheduled."""
+    gave_up: int = 0
+    """Retried operations that stopped without succeeding."""
+    permanent_retried: int = 0
+    """Retries scheduled after an error classified as permanent (should be 0)."""
+    effects: int = 0
+    """Business writes that changed the state."""
+    effects_repeated: int = 0
+    """Messages whose business effect was applied more than once to the same entity."""
+    dedup_hits: int = 0
+    """Deliveries a dedup store recognised as already processed (or in progress)."""
+    sagas_completed: int = 0
+    """Sagas whose every step succeeded."""
+    sagas_compensated: int = 0
+    """Sagas that failed and undid every step that may have applied."""
+    sagas_parked: int = 0
+    """Sagas stopped because a compensation kept failing."""
+    sagas_recovered: int = 0
+    """Unfinished sagas an orchestrator found in its log after a restart."""
+    compensations: int = 0
+    """Compensations that finished."""
+    compensations_out_of_order: int = 0
+    """Sagas whose compensations did not run in the reverse order of their steps (should be 0)."""
+    events_appended: int = 0
+    """Domain events appended to event-sourced aggregates."""
+    version_conflicts: int = 0
+    """Appends refused because another writer got there first (optimistic concurrency)."""
+    projection_updates: int = 0
+    """Events a projection applied (a rebuild included)."""
+    outbox_relayed: int = 0
+    """Outbox rows the relay published."""
+    events_unpublished: int = 0
+    """Business writes committed whose event no producer published (the dual-write bug)."""
 
     def __getitem__(self, name: str) -> int:
         if name not in _SUMMARY_FIELDS:
@@ -195,6 +251,8 @@ class Ledger:
     _rebalance_state: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
         default_factory=dict
     )
+    patterns: PatternTally = field(default_factory=PatternTally)
+    """The patterns' numbers (retries, effects, sagas, events, outbox)."""
 
     def __call__(self, observation: Observation) -> None:
         """Fold one observation (the ledger is a bus subscriber)."""
@@ -236,7 +294,7 @@ class Ledger:
                     self._rebalance_state[group] = assignment
                     self.rebalances += 1
             case _:
-                pass
+                self.patterns(observation)
 
     def _processed(self, event: Processed) -> None:
         group = self.groups.setdefault(event.group, GroupLedger(event.group))
@@ -314,6 +372,7 @@ class Ledger:
             rebalances=self.rebalances,
             broker_duplicates=self.broker_duplicates,
             skipped_duplicates=sum(g.skipped_duplicates for g in self.groups.values()),
+            **self.patterns.summary(set(self.produced_order)),
         )
 
     def per_group(self) -> dict[str, GroupSummary]:

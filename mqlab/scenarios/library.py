@@ -11,14 +11,61 @@ import difflib
 from pathlib import Path
 
 from mqlab.course.content import content_dir
-from mqlab.course.loader import ContentError
-from mqlab.course.scenario import Scenario, load_scenario
+from mqlab.course.loader import ContentError, describe, line_for, parse_yaml
+from mqlab.course.scenario import Scenario
+from mqlab.course.scenario import load_scenario as _load_scenario_file
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
 
 class UnknownScenario(ContentError):
     """No scenario with that id (the message suggests the closest one)."""
+
+
+def pattern_problems(scenario: Scenario) -> list[tuple[tuple[str | int, ...], str]]:
+    """What is wrong with the scenario's ``pattern:`` steps: an unknown program, a parameter
+    it does not take or of the wrong type, a crash point it does not have; and a program that
+    needs a lab service the scenario does not name (so its real run would fail half-way)."""
+    from mqlab.patterns.programs import UnknownProgram, find_program
+
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, step in enumerate(scenario.steps):
+        run = step.pattern
+        if run is None:
+            continue
+        where: tuple[str | int, ...] = ("steps", index, "pattern")
+        try:
+            program = find_program(run.program)
+        except UnknownProgram as error:
+            problems.append(((*where, "program"), str(error)))
+            continue
+        for problem in program.problems(run.params, run.crash.point if run.crash else None):
+            problems.append(((*where, "params"), problem))
+        missing = [s for s in program.services if s not in scenario.services]
+        if missing:
+            problems.append(
+                (
+                    (*where, "program"),
+                    f"{run.program} uses {', '.join(missing)} on a real run: add "
+                    f"services: [{', '.join(missing)}] to the scenario",
+                )
+            )
+    return problems
+
+
+def load_scenario(path: Path, *, id_must_match_file: bool = True) -> Scenario:
+    """Load a scenario file and check its pattern steps against the pattern library.
+
+    Raises:
+        ContentError: ``path:line: what is wrong``.
+    """
+    scenario = _load_scenario_file(path, id_must_match_file=id_must_match_file)
+    problems = pattern_problems(scenario)
+    if problems:
+        location, message = problems[0]
+        _, table = parse_yaml(path)
+        raise ContentError(path, line_for(table, location), f"{describe(location)}: {message}")
+    return scenario
 
 
 def _library_dir(directory: Path | None) -> Path:

@@ -329,7 +329,8 @@ def ledger_table(result: RunResult) -> Table:
     for row in LEDGER_ROWS:
         value = result.summary[row.name]
         expectation = expected.get(row.name)
-        if value == 0 and expectation is None and not row.always_shown:
+        shown = row.always_shown and result.has_broker
+        if value == 0 and expectation is None and not shown:
             continue
         table.add_row(row.label, str(value), _mark(expectation) if expectation else "")
     for expectation in result.expectations:

@@ -54,6 +54,7 @@ from mqlab.scenarios.drivers.base import (
     OutgoingMessage,
 )
 from mqlab.scenarios.faults import FaultInjector
+from mqlab.scenarios.pattern_steps import PatternSteps
 from mqlab.scenarios.verdict import RunJudge, RunResult
 
 STOP_GRACE_SECONDS = 15.0
@@ -102,7 +103,9 @@ class ScenarioRunner:
         in_process: bool | None = None,
         on_observation: Callable[[Observation], None] | None = None,
     ) -> None:
-        if system not in scenario.systems:
+        if system not in scenario.systems and not (
+            scenario.service_only and system in scenario.targets
+        ):
             raise ScenarioError(
                 f"scenario {scenario.id!r} does not run on {system} "
                 f"(it runs on: {', '.join(scenario.brokers)})"
@@ -135,6 +138,7 @@ class ScenarioRunner:
         self.faults: FaultInjector | None = None
         """The run's fault injector once the run started (live faults from the TUI use it)."""
         self._driver: Driver | None = None
+        self._patterns: PatternSteps | None = None
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -146,7 +150,10 @@ class ScenarioRunner:
                 sqs_duplicate_rate=sqs.duplicate_rate, sqs_reorder_rate=sqs.reorder_rate
             )
         broker = create_broker(
-            BrokerRef(self.system, self.sim), bus=self.bus, seed=self.seed, options=options
+            BrokerRef.of(self.system, simulated=self.sim),
+            bus=self.bus,
+            seed=self.seed,
+            options=options,
         )
         self._broker_faults = broker.faults
         if isinstance(broker, SimBroker):
@@ -168,11 +175,7 @@ class ScenarioRunner:
 
     # --- the run ------------------------------------------------------------------------
 
-    async def run(self) -> RunResult:
-        """Execute every step, then judge. Never raises for broker trouble: the error is in
-        :attr:`RunResult.error` (Ctrl-C still propagates after cleanup)."""
-        wall_start = time.perf_counter()
-        broker = self._make_broker()
+    def _run_started(self) -> None:
         self.bus.emit(
             RunStarted(
                 at=self.bus.now(),
@@ -185,6 +188,73 @@ class ScenarioRunner:
                 mqlab_version=__version__,
             )
         )
+
+    def _pattern_steps(self, namespace: str, broker: Broker | None) -> PatternSteps:
+        service = self.system if self.scenario.service_only else "postgres"
+        self._patterns = PatternSteps(
+            self.scenario,
+            self.bus,
+            simulated=self.sim,
+            seed=self.seed,
+            namespace=namespace,
+            broker=broker,
+            source=f"sim:{service}" if self.sim else service,
+        )
+        return self._patterns
+
+    async def _run_without_broker(self) -> RunResult:
+        """A pattern scenario with no broker: its programs run against the lab's services
+        (or the simulator's stand-ins); only pattern, note and wait steps exist."""
+        wall_start = time.perf_counter()
+        if self.sim:
+            self.bus.clock = _loop_clock  # the virtual clock, as a simulated world would set
+        self._run_started()
+        from mqlab.brokers.base import new_namespace
+
+        patterns = self._pattern_steps("mq-sim" if self.sim else new_namespace(), None)
+        try:
+            for number, step in enumerate(self.scenario.steps, start=1):
+                if step.pattern is not None:
+                    await patterns.run(step.pattern, number)
+                elif step.note is not None:
+                    self.bus.emit(Note(at=self.bus.now(), broker="runner", text=step.note))
+                elif isinstance(step.wait, int | float):
+                    await asyncio.sleep(step.wait)
+        except (BrokerError, ScenarioError, OSError, RuntimeError) as error:
+            self._error = _one_line(error)
+        except Exception as error:  # a bug must still end as a result, never half-cleaned
+            self._error = f"internal error: {type(error).__name__}: {_one_line(error)}"
+        finally:
+
+            async def cleanup() -> None:
+                await patterns.cleanup()
+                self._run_ended()
+
+            await asyncio.shield(cleanup())
+        return self.judge.result(
+            observations=tuple(self.recorder.observations),
+            wall_seconds=time.perf_counter() - wall_start,
+        )
+
+    def _run_ended(self) -> None:
+        self.bus.emit(
+            RunEnded(
+                at=self.bus.now(),
+                broker="runner",
+                error=self._error or "",
+                restore_problem=self._restore_problem or "",
+            )
+        )
+
+    async def run(self) -> RunResult:
+        """Execute every step, then judge. Never raises for broker trouble: the error is in
+        :attr:`RunResult.error` (Ctrl-C still propagates after cleanup)."""
+        if self.scenario.service_only:
+            return await self._run_without_broker()
+        wall_start = time.perf_counter()
+        broker = self._make_broker()
+        self._pattern_steps(broker.namespace, broker)
+        self._run_started()
         faults = self._make_faults()
         self.faults = faults
         driver: Driver | None = None
@@ -250,19 +320,14 @@ class ScenarioRunner:
                     with contextlib.suppress(Exception):
                         await clear()
                 await self._dedup.close()
+            if self._patterns is not None:
+                await self._patterns.cleanup()
             try:
                 await broker.close()
             except BrokerError as error:
                 problems = [p for p in (self._restore_problem, _one_line(error)) if p]
                 self._restore_problem = "; ".join(problems)
-            self.bus.emit(
-                RunEnded(
-                    at=self.bus.now(),
-                    broker="runner",
-                    error=self._error or "",
-                    restore_problem=self._restore_problem or "",
-                )
-            )
+            self._run_ended()
 
         await asyncio.shield(cleanup())
 
@@ -302,6 +367,8 @@ class ScenarioRunner:
             self._report_check(number, await driver.check(step.check))
         elif step.note is not None:
             self.bus.emit(Note(at=self.bus.now(), broker="runner", text=step.note))
+        elif step.pattern is not None and self._patterns is not None:
+            await self._patterns.run(step.pattern, number)
         else:  # pragma: no cover - the model guarantees one action
             raise ScenarioError(f"step {number}: unknown action {action}")
 
@@ -548,6 +615,10 @@ async def _pump_worker(process: asyncio.subprocess.Process, bus: ObservationBus)
     error = (await process.stderr.read()).decode().strip().splitlines()
     await process.wait()
     return error[-1] if error else ""
+
+
+def _loop_clock() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _one_line(error: BaseException) -> str:

@@ -42,7 +42,8 @@ SYSTEM_NAMES = ("kafka", "rabbitmq", "sqs", "nats")
 
 def resolve_broker(name: str, scenario: Scenario) -> tuple[str, bool]:
     """``kafka`` -> (kafka, real); ``sim`` -> (the scenario's first system, simulated);
-    ``sim:nats`` -> (nats, simulated).
+    ``sim:nats`` -> (nats, simulated). For a pattern scenario without a broker, its target:
+    ``postgres`` -> (postgres, real), ``sim`` -> (postgres, simulated).
 
     Raises:
         UnknownBroker: not a broker name at all (with a "did you mean").
@@ -52,9 +53,17 @@ def resolve_broker(name: str, scenario: Scenario) -> tuple[str, bool]:
     if normalised == "sim":
         if not scenario.runs_on_sim:
             raise ScenarioError(f"scenario {scenario.id!r} does not run on the simulator")
-        return scenario.systems[0], True
+        return scenario.targets[0], True
     simulated = normalised.startswith("sim:")
     system = normalised.removeprefix("sim:")
+    if scenario.service_only:
+        # A pattern scenario without a broker runs against the lab's services themselves.
+        if system not in scenario.targets:
+            runs_on = ", ".join(["sim", *scenario.targets])
+            raise ScenarioError(f"scenario {scenario.id!r} runs on {runs_on}, not {name}")
+        if simulated and not scenario.runs_on_sim:
+            raise ScenarioError(f"scenario {scenario.id!r} does not run on the simulator")
+        return system, simulated
     if system not in SYSTEM_NAMES:
         from mqlab.brokers.registry import resolve_name
 

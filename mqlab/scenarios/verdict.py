@@ -141,6 +141,13 @@ class RunResult:
         return self.broker.startswith("sim:")
 
     @property
+    def has_broker(self) -> bool:
+        """Whether a message broker took part (a pattern scenario may run on services only)."""
+        from mqlab.brokers.registry import SYSTEM_NAMES
+
+        return self.broker.removeprefix("sim:") in SYSTEM_NAMES
+
+    @property
     def passed(self) -> bool:
         """The verdict: it completed, and every expectation and check holds."""
         return (
@@ -280,7 +287,7 @@ class RunJudge:
         """
         if self.scenario is None:
             raise ValueError("no scenario to judge against (the trace has no run_started line)")
-        system = self.system or self.scenario.systems[0]
+        system = self.system or self.scenario.targets[0]
         summary, groups = self.ledger.summary(), self.ledger.per_group()
         ended = self.ended
         error = ended.error if ended is not None else "the run did not finish (trace cut short)"

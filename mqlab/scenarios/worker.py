@@ -127,6 +127,10 @@ def main() -> int:
     """Entry point of ``python -m mqlab.scenarios.worker``."""
     order = json.loads(sys.stdin.readline())
     try:
+        if order.get("mode") == "pattern":
+            from mqlab.scenarios.pattern_steps import run_pattern_worker
+
+            return asyncio.run(run_pattern_worker(order))
         return asyncio.run(_work(order))
     except KeyboardInterrupt:
         return 130

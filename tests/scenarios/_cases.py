@@ -1,10 +1,13 @@
-"""Parametrisation shared by the library tests: every (scenario, system) pair."""
+"""Parametrisation shared by the library tests: every (scenario, system) pair (a pattern
+scenario without a broker runs as its service: ``postgres``, ``redis`` or ``lab``)."""
 
 from __future__ import annotations
 
 import pytest
 
+from mqlab.brokers.registry import SYSTEM_NAMES
 from mqlab.course.scenario import Scenario
+from mqlab.scenarios.ledger import LEDGER_ROWS
 from mqlab.scenarios.library import load_all
 from mqlab.scenarios.verdict import RunResult
 
@@ -23,15 +26,29 @@ CORE_NUMBERS = (
     "out_of_order",
 )
 
+PATTERN_NUMBERS = tuple(
+    row.name for row in LEDGER_ROWS[[r.name for r in LEDGER_ROWS].index("calls") :]
+)
+"""The patterns' ledger numbers: compared too where a scenario has pattern steps."""
+
+
+def compared_numbers(scenario: Scenario) -> tuple[str, ...]:
+    """The ledger numbers the simulator must reproduce for ``scenario``."""
+    if any(step.pattern is not None for step in scenario.steps):
+        return CORE_NUMBERS + PATTERN_NUMBERS
+    return CORE_NUMBERS
+
 
 def cases(*, real: bool) -> list[object]:
     """One pytest param per scenario and system, marked with the system's marker when real."""
     params: list[object] = []
     for scenario in SCENARIOS:
-        for system in scenario.systems:
+        for system in scenario.targets:
             marks: list[pytest.MarkDecorator] = []
             if real:
-                marks.append(getattr(pytest.mark, system))
+                if system in SYSTEM_NAMES:
+                    marks.append(getattr(pytest.mark, system))
+                marks += [getattr(pytest.mark, service) for service in scenario.services]
                 if any(step.action in FAULT_ACTIONS for step in scenario.steps):
                     marks += [pytest.mark.toxiproxy, pytest.mark.lab]
                 if any(s.consume is not None and s.consume.idempotent for s in scenario.steps):

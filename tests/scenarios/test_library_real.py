@@ -12,7 +12,7 @@ import pytest
 
 from mqlab.course.scenario import Scenario
 from mqlab.scenarios.session import run_scenario
-from tests.scenarios._cases import CORE_NUMBERS, cases, deterministic_on, explain_failure
+from tests.scenarios._cases import cases, compared_numbers, deterministic_on, explain_failure
 
 
 @pytest.mark.parametrize(("scenario", "system"), cases(real=True))
@@ -22,6 +22,7 @@ def test_scenario_verdict_holds_on_real_broker(scenario: Scenario, system: str) 
     assert result.passed, explain_failure(result)
     if deterministic_on(scenario, system):
         simulated = run_scenario(scenario, f"sim:{system}", seed=7)
-        real_numbers = {k: result.summary[k] for k in CORE_NUMBERS}
-        sim_numbers = {k: simulated.summary[k] for k in CORE_NUMBERS}
+        numbers = compared_numbers(scenario)
+        real_numbers = {k: result.summary[k] for k in numbers}
+        sim_numbers = {k: simulated.summary[k] for k in numbers}
         assert sim_numbers == real_numbers, f"sim and {system} disagree on {scenario.id}"
