@@ -323,6 +323,8 @@ class _Pending:
 
 @dataclass
 class _Builder:
+    """One walk over a run's observations, collecting lanes and pending elements."""
+
     observations: list[Observation]
     system: str
     stream: str
@@ -415,6 +417,8 @@ class _Builder:
             self.consumer_lane(consumer)
 
     def walk(self) -> None:
+        """Turn each observation into its arrow, mark or band (faults and outages are closed
+        by what heals them, or by the end of the run)."""
         open_faults: list[tuple[int, FaultInjected]] = []
         down_since: dict[str, list[int]] = {}
         for index, observation in enumerate(self.observations):

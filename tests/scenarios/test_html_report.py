@@ -643,6 +643,13 @@ def test_the_page_has_the_scenario_the_ledger_the_checks_and_the_verdict(unclean
     assert 'data-toggle="dead-lettered"' not in page
 
 
+def test_a_run_that_could_not_complete_says_why() -> None:
+    result = run_scenario(find("rabbitmq-fanout"), "sim:rabbitmq")
+    page = render_report(dataclasses.replace(result, error="RabbitMQ is not reachable"))
+    assert '<p class="badge error">ERROR</p>' in page
+    assert '<p class="verdict error">ERROR on sim:rabbitmq: RabbitMQ is not reachable</p>' in page
+
+
 def test_a_run_without_observations_still_renders() -> None:
     result = run_scenario(find("rabbitmq-fanout"), "sim:rabbitmq")
     page = render_report(dataclasses.replace(result, observations=()), find("rabbitmq-fanout"))
