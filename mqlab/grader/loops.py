@@ -28,8 +28,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from types import ModuleType
 from typing import Any
 
-from mqlab.brokers.kafka.api import KafkaConsumer, KafkaRecord, TopicPartition
-from mqlab.grader.context import GradingContext, LearnerMistake
+from mqlab.brokers.kafka.api import KafkaAPI, KafkaConsumer, KafkaRecord, TopicPartition
+from mqlab.grader.context import GradingContext, LearnerMistake, learner_function
 from mqlab.patterns.harness import Crashed, CrashHook, no_crash
 
 POLL_SECONDS = 0.05
@@ -44,12 +44,22 @@ class RunningLoop:
     Args:
         name: who runs it (``consumer-2``), as the learner reads it in a message.
         function: the learner's function name, for the messages (``consume``).
-        coroutine: the call of the learner's function.
+        call: what calling the learner's function returned: a coroutine, if they wrote it
+            with ``async def`` as the task asks.
+
+    Raises:
+        LearnerMistake: ``call`` is no coroutine (a plain ``def``).
     """
 
-    def __init__(self, name: str, function: str, coroutine: Coroutine[Any, Any, object]) -> None:
+    def __init__(self, name: str, function: str, call: object) -> None:
+        if not asyncio.iscoroutine(call):
+            raise LearnerMistake(
+                f"{function} must be an async function (async def {function}(...)); "
+                f"calling it returned {type(call).__name__}"
+            )
         self.name = name
         self.function = function
+        coroutine: Coroutine[Any, Any, object] = call
         self.task: asyncio.Task[object] = asyncio.ensure_future(coroutine)
         self._stopping = False
 
@@ -156,6 +166,23 @@ def fresh_module(learner: ModuleType) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+async def open_learner_consumer(
+    learner: ModuleType, kafka: KafkaAPI, topic: str, group: str
+) -> KafkaConsumer:
+    """The consumer the learner's ``open_consumer(kafka, topic, group)`` opens.
+
+    Raises:
+        LearnerMistake: it returned something that is no consumer.
+    """
+    opened = await learner_function(learner, "open_consumer")(kafka, topic, group)
+    if not isinstance(opened, KafkaConsumer):
+        raise LearnerMistake(
+            "open_consumer must return the consumer from `await kafka.consumer(...)`, "
+            f"not {type(opened).__name__}"
+        )
+    return opened
 
 
 def offsets_text(offsets: dict[TopicPartition, int] | None) -> str:

@@ -56,6 +56,11 @@ def test_a_loop_that_returns_by_itself_is_a_learner_mistake_naming_the_function(
     _virtual(test)
 
 
+def test_a_consume_written_without_async_is_named_for_it() -> None:
+    with pytest.raises(LearnerMistake, match=r"async def consume\(\.\.\.\)"):
+        RunningLoop("member-1", "consume", None)
+
+
 def test_a_loop_that_swallows_its_cancellation_is_named_for_it() -> None:
     async def stubborn() -> None:
         while True:

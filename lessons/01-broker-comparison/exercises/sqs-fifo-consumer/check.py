@@ -204,8 +204,6 @@ def _start(
     running = learner_function(module, "consume")(
         graded, QUEUE, shipping.handler(graded), processed, name
     )
-    if not asyncio.iscoroutine(running):
-        raise LearnerMistake("consume must be an async function (async def consume(...))")
     return Consumer(graded, RunningLoop(name, "consume", running))
 
 

@@ -152,8 +152,6 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
             handle=handler.handle,
             max_attempts=MAX_ATTEMPTS,
         )
-        if not asyncio.iscoroutine(running):
-            raise LearnerMistake("consume must be an async function (async def consume(...))")
         loop = RunningLoop("orders-consumer", "consume", running)
         try:
             await wait_until(

@@ -30,12 +30,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from mqlab.brokers.kafka.api import KafkaAPI, KafkaConsumer, KafkaRecord, TopicPartition
-from mqlab.grader.context import GradingContext, LearnerMistake, learner_function
+from mqlab.brokers.kafka.api import KafkaAPI, KafkaRecord, TopicPartition
+from mqlab.grader.context import GradingContext, learner_function
 from mqlab.grader.loops import (
     GradedKafkaConsumer,
     RunningLoop,
     fresh_module,
+    open_learner_consumer,
     run_to_crash,
     wait_until,
 )
@@ -147,18 +148,9 @@ async def _start(
     name: str,
     crash: CrashHook = no_crash,
 ) -> Member:
-    opened = await learner_function(module, "open_consumer")(
-        kafka, kafka.qualify(TOPIC), kafka.qualify(GROUP)
-    )
-    if not isinstance(opened, KafkaConsumer):
-        raise LearnerMistake(
-            "open_consumer must return the consumer from `await kafka.consumer(...)`, "
-            f"not {type(opened).__name__}"
-        )
+    opened = await open_learner_consumer(module, kafka, kafka.qualify(TOPIC), kafka.qualify(GROUP))
     consumer = GradedKafkaConsumer(opened, crash, describe=_committed_record)
     running = learner_function(module, "consume")(consumer, _processor(ctx, name, consumer, crash))
-    if not asyncio.iscoroutine(running):
-        raise LearnerMistake("consume must be an async function (async def consume(...))")
     return Member(consumer, RunningLoop(name, "consume", running))
 
 

@@ -23,18 +23,18 @@ and ``nothing-lost`` judge the committed credits.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from types import ModuleType
 
-from mqlab.brokers.kafka.api import KafkaAPI, KafkaConsumer
-from mqlab.grader.context import GradingContext, LearnerMistake, learner_function
+from mqlab.brokers.kafka.api import KafkaAPI
+from mqlab.grader.context import GradingContext, learner_function
 from mqlab.grader.database import WatchedDatabase
 from mqlab.grader.loops import (
     GradedKafkaConsumer,
     RunningLoop,
     fresh_module,
+    open_learner_consumer,
     run_to_crash,
     wait_until,
 )
@@ -142,19 +142,10 @@ async def _start(
     name: str,
     crash: CrashHook = no_crash,
 ) -> tuple[GradedKafkaConsumer, RunningLoop]:
-    opened = await learner_function(module, "open_consumer")(
-        kafka, kafka.qualify(TOPIC), kafka.qualify(GROUP)
-    )
-    if not isinstance(opened, KafkaConsumer):
-        raise LearnerMistake(
-            "open_consumer must return the consumer from `await kafka.consumer(...)`, "
-            f"not {type(opened).__name__}"
-        )
+    opened = await open_learner_consumer(module, kafka, kafka.qualify(TOPIC), kafka.qualify(GROUP))
     consumer = GradedKafkaConsumer(opened)
     db = WatchedDatabase(database, ctx, crash, record_at=_record_at)
     running = learner_function(module, "consume")(consumer, db)
-    if not asyncio.iscoroutine(running):
-        raise LearnerMistake("consume must be an async function (async def consume(...))")
     return consumer, RunningLoop(name, "consume", running)
 
 
