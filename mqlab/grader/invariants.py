@@ -561,13 +561,18 @@ def sagas_resolved(observations: Sequence[Observation], params: Params) -> Findi
         end = ended.get(saga_id)
         if saga_id in parked:
             continue
+        fault = _fault_naming(observations, saga_id)
+        because = f"; {fault}" if fault else ""
         if end is None:
             lines.append(
                 f"saga {saga_id}: never finished (steps applied: {sorted(applied[saga_id])})"
+                f"{because}"
             )
         elif end.outcome == "compensated" and not applied[saga_id] <= undone[saga_id]:
             left = sorted(applied[saga_id] - undone[saga_id])
-            lines.append(f"saga {saga_id}: compensated, but {', '.join(left)} still applied")
+            lines.append(
+                f"saga {saga_id}: compensated, but {', '.join(left)} still applied{because}"
+            )
     if not lines:
         return Finding(True, proven=f"{len(started)} sagas, each completed, undone or parked")
     return Finding(False, problem="a saga was left half-done", counterexample=_examples(lines))
@@ -642,6 +647,17 @@ def _faults_on(observations: Sequence[Observation], target: str) -> list[FaultIn
 def _fault_text(fault: FaultInjected) -> str:
     params = " ".join(f"{k}={v}" for k, v in fault.params)
     return f"{fault.fault} {fault.target} {params}".rstrip()
+
+
+def _fault_naming(observations: Sequence[Observation], about: str) -> str | None:
+    """``after the fault: ...`` for the latest fault that names ``about`` (a saga or message
+    id) as its target or a parameter; None when no fault does (then none is blamed)."""
+    naming = [
+        o
+        for o in observations
+        if isinstance(o, FaultInjected) and about in (o.target, *(v for _, v in o.params))
+    ]
+    return f"after the fault: {_fault_text(naming[-1])}" if naming else None
 
 
 @_invariant("within-deadline", "every operation ends within its deadline", "seconds")

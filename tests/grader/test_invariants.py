@@ -7,6 +7,7 @@ import pytest
 
 from mqlab.grader.invariants import judge
 from mqlab.observe.events import (
+    CompensationSucceeded,
     DeadLettered,
     Delivered,
     EffectApplied,
@@ -16,6 +17,10 @@ from mqlab.observe.events import (
     Produced,
     RetryAttempted,
     RetryGaveUp,
+    SagaEnded,
+    SagaStarted,
+    SagaStepFailed,
+    SagaStepSucceeded,
 )
 
 pytestmark = pytest.mark.sim
@@ -316,3 +321,31 @@ def test_parked_after_attempts_without_anything_parked_tested_nothing() -> None:
     assert finding.problem == "no message was parked: nothing was tested"
     with pytest.raises(ValueError, match="parking"):
         judge("parked-after-attempts", [], {"attempts": 4})
+
+
+def test_a_half_done_saga_is_explained_by_the_fault_that_named_it() -> None:
+    history: list[Observation] = [
+        SagaStarted(
+            at=0.0, broker="grader", saga_id="order-1", saga="place-order", steps=("a", "b")
+        ),
+        SagaStarted(
+            at=0.0, broker="grader", saga_id="order-2", saga="place-order", steps=("a", "b")
+        ),
+        FaultInjected(
+            at=0.5, broker="grader", fault="step-slow", target="order-1", params=(("step", "b"),)
+        ),
+        SagaStepSucceeded(at=1.0, broker="grader", saga_id="order-1", step="a"),
+        SagaStepFailed(at=2.0, broker="grader", saga_id="order-1", step="b", error="timeout"),
+        CompensationSucceeded(
+            at=3.0, broker="grader", saga_id="order-1", step="a", compensation_id="order-1/a/undo"
+        ),
+        SagaEnded(at=3.0, broker="grader", saga_id="order-1", outcome="compensated"),
+        FaultInjected(at=3.5, broker="grader", fault="crash", target="learner"),
+        SagaStepSucceeded(at=4.0, broker="grader", saga_id="order-2", step="a"),
+    ]
+    finding = judge("sagas-resolved", history, {})
+    assert not finding.holds
+    assert finding.counterexample == (
+        "saga order-1: compensated, but b still applied; after the fault: step-slow order-1 step=b",
+        "saga order-2: never finished (steps applied: ['a'])",
+    )
