@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mqlab.grader.catalog import ExerciseEntry
+from mqlab.grader.run import real_targets
 
 MARKER_DIR = ".mqlab"
 MARKER_FILE = "workspace.json"
@@ -70,7 +71,7 @@ def _write_atomically(path: Path, text: str) -> None:
 def task_text(entry: ExerciseEntry) -> str:
     """The TASK.md of an exercise: title, task, how it is graded."""
     exercise = entry.exercise
-    brokers = ", ".join(exercise.brokers)
+    brokers = ", ".join(["sim", *real_targets(exercise)])
     return (
         f"# {exercise.title}\n\n{exercise.summary.strip()}\n\n"
         f"Edit `{exercise.file}` in this folder, then run `mqlab check {exercise.id}`.\n\n"

@@ -67,3 +67,10 @@ def test_a_simulator_only_exercise_has_no_real_target() -> None:
     assert real_targets(entry.exercise) == []
     with pytest.raises(GraderError, match="runs on sim, not postgres"):
         resolve_grading_broker(entry, "postgres")
+
+
+def test_the_task_names_the_lab_service_an_exercise_is_graded_on() -> None:
+    from mqlab.grader.workspace import task_text
+
+    text = task_text(_entry(brokers=["sim"], services=["postgres"]))
+    assert "- Graded on: sim, postgres (`--broker`" in text

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from mqlab.brokers.base import BrokerUnavailable
 from mqlab.grader.context import GradingContext, LearnerMistake, learner_function
 from mqlab.grader.loops import fresh_module
 from mqlab.observe.events import Acked, Delivered, EffectApplied, Nacked, Produced
@@ -236,10 +237,23 @@ class PrefixedRedis:
         return int(await self._client.ttl(self._key(name)))
 
 
-def _lab_client(ctx: GradingContext) -> Any:
-    import redis.asyncio as redis_asyncio
+async def _lab_client(ctx: GradingContext) -> Any:
+    """A redis-py client of the lab's Redis, known to answer.
 
-    return redis_asyncio.from_url(ctx.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    Raises:
+        BrokerUnavailable: Redis does not answer (the learner is told to start it).
+    """
+    import redis.asyncio as redis_asyncio
+    from redis.exceptions import RedisError
+
+    client = redis_asyncio.from_url(ctx.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as error:
+        await client.aclose()
+        address = ctx.redis_url.removeprefix("redis://").split("/")[0]
+        raise BrokerUnavailable("redis", address, str(error)) from None
+    return client
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -331,7 +345,7 @@ async def _check_key(
 
 async def drive(learner: ModuleType, ctx: GradingContext) -> None:
     plan = _plan(ctx.rng)
-    client = None if ctx.simulated else _lab_client(ctx)
+    client = None if ctx.simulated else await _lab_client(ctx)
     redis: MemoryRedis | PrefixedRedis = (
         MemoryRedis() if client is None else PrefixedRedis(client, ctx.namespace)
     )
@@ -411,7 +425,7 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
 
 async def cleanup(ctx: GradingContext) -> None:
     """Delete every key of the run (the learner's and the grader's) from the lab's Redis."""
-    client = _lab_client(ctx)
+    client = await _lab_client(ctx)
     try:
         async for name in client.scan_iter(match=f"{ctx.namespace}:*"):
             await client.delete(name)
