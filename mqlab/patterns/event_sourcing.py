@@ -607,21 +607,10 @@ class NatsEventStore(EventStore):
         return f"{self.namespace}.events.{aggregate_id}"
 
     async def setup(self) -> None:
-        import nats
         from nats.js.api import StreamConfig
 
-        from mqlab.brokers.base import BrokerUnavailable
-
         if self._nc is None:
-            try:
-                self._nc = await nats.connect(
-                    self.url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
-                )
-            except (OSError, TimeoutError, nats.errors.Error) as error:
-                address = self.url.removeprefix("nats://")
-                raise BrokerUnavailable(
-                    "nats", address, str(error) or type(error).__name__
-                ) from None
+            self._nc = await self._connect()
             self._js = self._nc.jetstream()
         await self._js.add_stream(
             StreamConfig(
@@ -635,6 +624,40 @@ class NatsEventStore(EventStore):
                 max_msgs_per_subject=1,
             )
         )
+
+    async def _connect(self) -> Any:
+        """A nats-py client, or :class:`BrokerUnavailable` within a few seconds.
+
+        The port is probed first: nats-py on its own keeps retrying a refused connection
+        without a bound and prints each failure.
+        """
+        from urllib.parse import urlsplit
+
+        import nats
+
+        from mqlab.brokers.base import BrokerUnavailable
+
+        parts = urlsplit(self.url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+        address = f"{host}:{port}"
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=3.0)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        except (OSError, TimeoutError) as error:
+            raise BrokerUnavailable("nats", address, str(error) or "no answer") from None
+
+        async def quiet(error: Exception) -> None:
+            """nats-py's default error callback prints a traceback; the caller gets the error."""
+
+        try:
+            return await asyncio.wait_for(
+                nats.connect(self.url, allow_reconnect=False, connect_timeout=3, error_cb=quiet),
+                timeout=5.0,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as error:
+            raise BrokerUnavailable("nats", address, str(error) or "no answer") from None
 
     async def close(self) -> None:
         if self._nc is not None:
