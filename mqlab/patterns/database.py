@@ -361,38 +361,16 @@ class _PostgresOutboxBatch(OutboxBatch):
         )
 
 
-class PostgresDatabase(BusinessDatabase):
+class PostgresDatabase(postgres.PostgresClient, BusinessDatabase):
     """The business database in PostgreSQL, in the schema named after ``namespace``.
 
-    One connection, used by one transaction at a time (two concurrent writers in one process
-    need two instances, as two processes would).
-
-    Args:
-        dsn: the server (the lab's: ``Endpoints.local().postgres_dsn``).
-        namespace: the schema its tables live in (the run's namespace).
-        name: what observations call it.
+    Args: those of :class:`~mqlab.patterns.postgres.PostgresClient` (one connection, one
+    transaction at a time).
     """
-
-    def __init__(self, dsn: str, namespace: str, *, name: str = "postgres") -> None:
-        self.dsn = dsn
-        self.namespace = namespace
-        self.name = name
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
 
     async def setup(self) -> None:
         connection = await self._connect()
         await postgres.create_tables(connection, self.namespace, _schema(self.namespace))
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await postgres.connect(self.dsn)
-        return self._connection
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
 
     async def drop(self) -> None:
         connection = await self._connect()

@@ -63,7 +63,6 @@ from mqlab.observe.events import (
 )
 from mqlab.patterns import postgres
 from mqlab.patterns.harness import Reporter
-from mqlab.patterns.postgres import table
 
 if TYPE_CHECKING:
     from mqlab.brokers.kafka.api import KafkaAPI, KafkaProducer
@@ -394,7 +393,7 @@ class MemoryEventStore(EventStore):
         return self._snapshots.get(aggregate_id)
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(postgres.PostgresClient, EventStore):
     """Events in PostgreSQL: ``events`` with ``UNIQUE (aggregate_id, version)``, and
     ``snapshots``, in the namespace's schema.
 
@@ -408,25 +407,8 @@ class PostgresEventStore(EventStore):
     of order (5 commits after 6), so a projection that had read up to 6 would never see 5.
     One writer at a time is the price; a lab does not notice it.
 
-    Args:
-        dsn: the server (the lab's: ``Endpoints.local().postgres_dsn``).
-        namespace: the schema its tables live in.
+    Args: those of :class:`~mqlab.patterns.postgres.PostgresClient`.
     """
-
-    def __init__(self, dsn: str, namespace: str, *, name: str = "postgres") -> None:
-        self.dsn = dsn
-        self.namespace = namespace
-        self.name = name
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
-
-    def _table(self, name: str) -> sql.Identifier:
-        return table(self.namespace, name)
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await postgres.connect(self.dsn)
-        return self._connection
 
     async def setup(self) -> None:
         connection = await self._connect()
@@ -447,11 +429,6 @@ class PostgresEventStore(EventStore):
                 ).format(self._table("snapshots")),
             ],
         )
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
 
     async def _current_version(
         self, connection: psycopg.AsyncConnection[Any], aggregate_id: str

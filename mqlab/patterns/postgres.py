@@ -11,6 +11,7 @@ explicit (``async with connection.transaction():``), which is what the lessons a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,3 +86,39 @@ async def drop_namespace(dsn: str, namespace: str) -> None:
         )
     finally:
         await connection.close()
+
+
+class PostgresClient:
+    """The connection of one PostgreSQL-backed store (business database, saga log, event
+    store): opened on first use, used by one operation at a time (``_lock``), in the schema
+    of ``namespace``.
+
+    Two concurrent writers in one process need two stores, as two processes would: a
+    connection runs one transaction at a time.
+
+    Args:
+        dsn: the server (the lab's: ``Endpoints.local().postgres_dsn``).
+        namespace: the schema the store's tables live in (the run's namespace).
+        name: what observations call the store.
+    """
+
+    def __init__(self, dsn: str, namespace: str, *, name: str = "postgres") -> None:
+        self.dsn = dsn
+        self.namespace = namespace
+        self.name = name
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    def _table(self, name: str) -> sql.Identifier:
+        return table(self.namespace, name)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        if self._connection is None or self._connection.closed:
+            self._connection = await connect(self.dsn)
+        return self._connection
+
+    async def close(self) -> None:
+        """Close the connection (the rows stay); the next use opens a new one."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None

@@ -79,7 +79,6 @@ from mqlab.observe.events import (
 )
 from mqlab.patterns import postgres
 from mqlab.patterns.harness import CrashHook, Reporter, no_crash
-from mqlab.patterns.postgres import table
 from mqlab.patterns.retry import Backoff, RandomSource, Strategy
 
 SagaStatus = Literal["running", "compensating", "completed", "compensated", "parked"]
@@ -415,7 +414,7 @@ class MemorySagaLog(SagaLog):
         return [r for r in self._sagas.values() if r.status in statuses]
 
 
-class PostgresSagaLog(SagaLog):
+class PostgresSagaLog(postgres.PostgresClient, SagaLog):
     """The log in PostgreSQL: ``sagas`` (one row per saga id: type, status, start data) and
     ``saga_log`` (the entries, primary key ``(saga_id, seq)``), in the namespace's schema.
 
@@ -424,25 +423,8 @@ class PostgresSagaLog(SagaLog):
     the append, so two orchestrators writing to one saga take turns (and the primary key
     would refuse a second entry with the same ``seq``).
 
-    Args:
-        dsn: the server (the lab's: ``Endpoints.local().postgres_dsn``).
-        namespace: the schema its tables live in.
+    Args: those of :class:`~mqlab.patterns.postgres.PostgresClient`.
     """
-
-    def __init__(self, dsn: str, namespace: str, *, name: str = "postgres") -> None:
-        self.dsn = dsn
-        self.namespace = namespace
-        self.name = name
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
-
-    def _table(self, name: str) -> sql.Identifier:
-        return table(self.namespace, name)
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await postgres.connect(self.dsn)
-        return self._connection
 
     async def setup(self) -> None:
         connection = await self._connect()
