@@ -154,7 +154,21 @@ class Producer(KafkaProducer):
             raise BrokerError(f"kafka: topic {topic} does not exist") from None
         except KafkaError as error:
             raise self._translate(error, where) from error
+        if record is None:
+            # acks=0: aiokafka resolves the send with no metadata, the broker never answered.
+            landed = await self._partition_of(topic, key, partition)
+            return RecordMetadata(topic=topic, partition=landed, offset=-1)
         return RecordMetadata(topic=record.topic, partition=record.partition, offset=record.offset)
+
+    async def _partition_of(self, topic: str, key: bytes | None, partition: int | None) -> int:
+        """Where an unacknowledged record went: the explicit partition, the key's (the same
+        murmur2 rule the client applied), or -1 for a keyless record (the client picked one
+        at random and does not say which)."""
+        if partition is not None:
+            return partition
+        if key is None:
+            return -1
+        return default_partition(key, len(await self._producer.partitions_for(topic)))
 
     def _translate(self, error: KafkaError, where: str) -> BrokerError:
         if isinstance(error, NotEnoughReplicasError | NotEnoughReplicasAfterAppendError):

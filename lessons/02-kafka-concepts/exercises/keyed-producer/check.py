@@ -25,9 +25,11 @@ import asyncio
 import json
 from types import ModuleType
 
+from mqlab.brokers.base import BrokerError
 from mqlab.brokers.kafka.api import (
     KafkaAPI,
     KafkaProducer,
+    TopicInfo,
     TopicPartition,
     default_partition,
 )
@@ -99,17 +101,26 @@ async def _freeze_then_kill(ctx: GradingContext, node: str, frozen: asyncio.Even
     await ctx.faults.apply("kill", node)
 
 
-async def _until_whole(kafka: KafkaAPI, topic: str) -> None:
-    """Wait until every replica is back in every partition's ISR, so the high watermark has
-    caught up with what each leader wrote (records above it are invisible to a reader)."""
+async def _until_whole(kafka: KafkaAPI, topic: str) -> TopicInfo:
+    """Wait until every replica is in every partition's ISR: before the fault (a broker of
+    the lab that another run restarted may still be catching up), and after it, so that the
+    high watermark has caught up with what each leader wrote (a reader sees nothing above it).
+
+    Raises:
+        BrokerError: the cluster stayed degraded (a broker of the lab is down).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_SECONDS
     while True:
         info = await kafka.describe_topic(topic)
         if all(set(p.isr) == set(p.replicas) and p.leader >= 0 for p in info.partitions):
-            return
+            return info
         if loop.time() >= deadline:
-            raise RuntimeError(f"the cluster did not heal within {SETTLE_SECONDS:g}s: {info}")
+            isr = ", ".join(f"{p.partition}: {list(p.isr)}" for p in info.partitions)
+            raise BrokerError(
+                f"kafka: the topic's replicas were not all in sync within {SETTLE_SECONDS:g}s "
+                f"(ISR {isr}): is every broker of the lab up? (mqlab lab status)"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -147,7 +158,7 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
     assert isinstance(kafka, KafkaAPI)
     assert ctx.faults is not None
     topic = kafka.qualify("orders")
-    info = await kafka.create_topic(
+    await kafka.create_topic(
         topic,
         partitions=PARTITIONS,
         replication_factor=3,
@@ -155,6 +166,8 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
     )
     frozen_partition = ctx.rng.randrange(PARTITIONS)
     freeze_after = ctx.rng.randint(12, 20)
+    # One broker is about to go: the other two must both be in sync for acks=all to go on.
+    info = await _until_whole(kafka, topic)
     node = f"kafka-broker-{info.partitions[frozen_partition].leader}"
     publish = learner_function(learner, "publish")
     sends = _Sends(kafka.name)
