@@ -34,10 +34,15 @@ import socket
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from mqlab.lab.endpoints import HOST, KAFKA_BROKER_IDS, Endpoints, port
+from mqlab.lab.errors import LabError
+
+if TYPE_CHECKING:
+    from mqlab.lab.supervisor import Lab
 
 # marker -> the public ports that must accept connections
 SERVICE_PORTS: dict[str, tuple[str, ...]] = {
@@ -190,35 +195,65 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 _lock_directory_key = pytest.StashKey[Path]()
 _held_for_item = pytest.StashKey[contextlib.ExitStack]()
+_healthy_before = pytest.StashKey[tuple[list[str], set[str]]]()
 
 
-# --- CPU priority ---------------------------------------------------------------------------
+# --- a test that breaks a service leaves it as it found it -----------------------------------
 
-# Niceness of a test outside every lane while the suite runs in parallel. Those tests (the
-# simulator, the TUI, fuzzing, crash tests that start dozens of interpreters) only need CPU;
-# the lanes' tests wait on real time (consumer heartbeats, session timeouts, a broker being
-# fenced) and must get the CPU when they need it, or a busy machine turns a 6 s session into a
-# rebalance. The CPU-bound tests still get every cycle the broker lanes leave idle.
-NICE_OUTSIDE_LANES = 5
+# The lab's main services: what a `lab` test may break (its private labs are its own business).
+BREAKABLE = ("kafka", "rabbitmq", "sqs", "nats", "redis", "postgres")
 
 
-def _set_niceness(item: pytest.Item, lane: str | None) -> None:
-    # Only under xdist (a worker runs tests of every kind, one after another), and only where
-    # the niceness can be lowered again for the next test: that takes root.
-    if not hasattr(item.config, "workerinput") or os.geteuid() != 0:
-        return
-    os.setpriority(os.PRIO_PROCESS, 0, NICE_OUTSIDE_LANES if lane is None else 0)
+def healthy_processes(services: list[str], lab: Lab | None = None) -> set[str]:
+    """The processes of ``services`` that are healthy now."""
+    from mqlab.lab.supervisor import Lab
+
+    return {
+        row.process
+        for row in (lab or Lab()).status()
+        if row.service in services and row.health == "healthy"
+    }
+
+
+def repair(services: list[str], healthy_before: set[str], lab: Lab | None = None) -> list[str]:
+    """Put back what a test broke and did not repair: resume, restart, clear the proxies of
+    ``services``. Returns what was found broken, for the error that names the test."""
+    from mqlab.lab import faults
+    from mqlab.lab.supervisor import Lab
+
+    lab = lab or Lab()
+    repaired = []
+    for row in lab.status():
+        if row.process not in healthy_before or row.health == "healthy":
+            continue
+        if row.health.startswith("unhealthy"):
+            continue  # running but slow to answer the probe: not a fault left behind
+        if row.health == "paused":
+            faults.resume(row.process, lab)
+        else:
+            faults.restart(row.process, lab)
+        repaired.append(f"{row.process} was {row.health}")
+    toxics = faults.Toxics(lab=lab)
+    for name, proxy in toxics.proxies().items():
+        try:
+            service = lab.proxy_spec(name).service
+        except LabError:  # a proxy the lab does not know: not ours to touch
+            continue
+        if service in services and (proxy.get("toxics") or proxy.get("enabled") is False):
+            toxics.clear(name)
+            repaired.append(f"proxy {name} was cut or had toxics")
+    return repaired
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     markers = {marker.name for marker in item.iter_markers()}
-    _set_niceness(item, lane_of(markers, item.nodeid.split("::", 1)[0]))
     directory = os.environ.get(LOCK_DIRECTORY_VARIABLE)
+    locks = service_locks(markers)
     if directory:
         stack = contextlib.ExitStack()
         item.stash[_held_for_item] = stack
-        for service, exclusive in service_locks(markers):
+        for service, exclusive in locks:
             stack.enter_context(ServiceLock(Path(directory), service).held(exclusive))
     for service in sorted(markers & SERVICE_PORTS.keys()):
         problem = _unreachable_port(service)
@@ -228,17 +263,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if brokers_required():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    broken_on_purpose = [s for s, exclusive in locks if exclusive and s in BREAKABLE]
+    if broken_on_purpose:
+        item.stash[_healthy_before] = (
+            broken_on_purpose,
+            healthy_processes(broken_on_purpose),
+        )
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    repaired: list[str] = []
     try:
         yield
+        # A test that broke a service must leave it as it found it. One that did not (its
+        # clean-up died with the process that was to run it) is repaired here, while it still
+        # holds the service, and reported, instead of failing every test that comes after it.
+        before = item.stash.get(_healthy_before, None)
+        if before is not None:
+            repaired = repair(*before)
     finally:
         # After every fixture of the test is torn down: its clean-up still uses the services.
         stack = item.stash.get(_held_for_item, None)
         if stack is not None:
             stack.close()
+    if repaired:
+        pytest.fail(f"left the lab broken, repaired after it: {'; '.join(repaired)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

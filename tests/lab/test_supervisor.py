@@ -16,8 +16,11 @@ import subprocess
 import psutil
 import pytest
 
+from mqlab.lab import faults
 from mqlab.lab.endpoints import HOST
 from mqlab.lab.process import ProcessRecord
+from mqlab.lab.supervisor import Lab
+from tests.conftest import healthy_processes, repair
 from tests.lab.conftest import CLI_TIMEOUT, IsolatedLab, require_installed
 from tests.waiting import wait_until
 
@@ -229,3 +232,29 @@ def test_down_wipe_removes_data(isolated_lab: IsolatedLab) -> None:
     assert json.loads(isolated_lab.cli("lab", "status", "--json").stdout)[0]["health"] == (
         "healthy"
     )
+
+
+def test_what_a_test_left_broken_is_repaired_and_named(
+    isolated_lab: IsolatedLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's guard (tests/conftest.py) for a test that breaks a service and does not
+    repair it: exercised here on a private lab, in this process, as the guard runs."""
+    require_installed("nats", "redis")
+    isolated_lab.cli("lab", "up", "nats", "redis")
+    monkeypatch.setenv("MQLAB_STATE_DIR", str(isolated_lab.state))
+    monkeypatch.setenv("MQLAB_PORT_OFFSET", str(isolated_lab.offset))
+    lab = Lab()
+    before = healthy_processes(["nats", "redis"], lab)
+    assert before == {"nats", "redis"}
+    assert repair(["nats", "redis"], before, lab) == []  # nothing broken: nothing to say
+
+    faults.pause("nats", lab)
+    faults.kill("redis", lab)
+    faults.Toxics(lab=lab).add("nats", "latency", latency=100)
+    assert repair(["nats", "redis"], before, lab) == [
+        "nats was paused",
+        "redis was killed",
+        "proxy nats was cut or had toxics",
+    ]
+    assert healthy_processes(["nats", "redis"], lab) == before
+    assert faults.Toxics(lab=lab).list("nats") == []
