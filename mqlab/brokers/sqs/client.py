@@ -54,6 +54,7 @@ import json
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
+    BatchEntry,
     SendResult,
     SnsTopicInfo,
     SqsAPI,
@@ -68,6 +70,7 @@ from mqlab.brokers.sqs.api import (
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
+    check_batch,
     check_queue_settings,
 )
 from mqlab.brokers.sqs.endpoint import (
@@ -352,7 +355,96 @@ class SqsBroker(SqsAPI):
                 )
             )
             raise
-        sqs_message_id = response["MessageId"]
+        self._report_sent(name, settings, body, mqlab_id, group_id, dedup_id)
+        return SendResult(
+            sqs_message_id=response["MessageId"],
+            message_id=mqlab_id,
+            sequence_number=response.get("SequenceNumber"),
+        )
+
+    async def send_batch(self, queue: str, entries: Sequence[BatchEntry]) -> list[SendResult]:
+        """SendMessageBatch: one request for up to ten messages (see the interface).
+
+        Raises:
+            SqsRequestRefused: no entries or more than ten; or SQS refused some entries (the
+                others were sent; the refused ones are reported as ``ProduceFailed``).
+        """
+        check_batch(entries)
+        name = self._queue_name(queue)
+        ids = [entry.message_id or self._new_message_id() for entry in entries]
+
+        def failed(error: str, which: Sequence[int]) -> None:
+            for index in which:
+                self.emit(
+                    ProduceFailed(
+                        at=self.bus.now(),
+                        broker=self.name,
+                        destination=name,
+                        message_id=ids[index],
+                        error=error,
+                        key=entries[index].group_id,
+                    )
+                )
+
+        try:
+            settings = await self._settings(name)
+            request_entries: list[Any] = []
+            for index, entry in enumerate(entries):
+                request: dict[str, Any] = {
+                    "Id": str(index),
+                    "MessageBody": entry.body,
+                    "MessageAttributes": {
+                        MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": ids[index]}
+                    },
+                }
+                if entry.group_id is not None:
+                    request["MessageGroupId"] = entry.group_id
+                if entry.dedup_id is not None:
+                    request["MessageDeduplicationId"] = entry.dedup_id
+                request_entries.append(request)
+            response = await self._endpoint.call(
+                "SendMessageBatch",
+                name,
+                lambda: self._endpoint.sqs.send_message_batch(
+                    QueueUrl=settings.url, Entries=request_entries
+                ),
+            )
+        except BrokerError as error:
+            failed(str(error), range(len(entries)))
+            raise
+        results: dict[int, SendResult] = {}
+        for answer in response.get("Successful", []):
+            index = int(answer["Id"])
+            entry = entries[index]
+            self._report_sent(
+                name, settings, entry.body, ids[index], entry.group_id, entry.dedup_id
+            )
+            results[index] = SendResult(
+                sqs_message_id=answer["MessageId"],
+                message_id=ids[index],
+                sequence_number=answer.get("SequenceNumber"),
+            )
+        refused = response.get("Failed", [])
+        if refused:
+            first = refused[0]
+            refusal = (
+                f"sqs refused a batch entry on {name}: {first.get('Code')}: {first.get('Message')}"
+            )
+            failed(refusal, [int(item["Id"]) for item in refused])
+            raise SqsRequestRefused(f"{refusal} ({len(refused)} of {len(entries)} refused)")
+        return [results[index] for index in range(len(entries))]
+
+    def _report_sent(
+        self,
+        name: str,
+        settings: _QueueSettings,
+        body: str,
+        mqlab_id: str,
+        group_id: str | None,
+        dedup_id: str | None,
+    ) -> None:
+        """Emit ``Produced`` for an accepted send, marked a duplicate when a FIFO queue's
+        deduplication dropped it (SQS answers a deduplicated send like any other)."""
         duplicate = False
         if settings.fifo:
             dedup_key = dedup_id
@@ -369,11 +461,6 @@ class SqsBroker(SqsAPI):
                 key=group_id,
                 duplicate=duplicate,
             )
-        )
-        return SendResult(
-            sqs_message_id=sqs_message_id,
-            message_id=mqlab_id,
-            sequence_number=response.get("SequenceNumber"),
         )
 
     def _seen_dedup_id(self, queue: str, dedup_key: str) -> bool:

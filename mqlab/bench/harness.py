@@ -1,0 +1,710 @@
+"""The benchmark harness: one workload, the same on every system, through mqlab's adapters.
+
+What it must show is the broker, not itself. A producer that waits for each confirm before
+sending the next message measures one network round trip per message, whatever the broker
+can do; so the harness keeps ``in_flight`` sends outstanding at once (``in_flight`` workers,
+each awaiting its own acknowledgement), lets the client batch where it batches (Kafka's
+linger, SQS's SendMessageBatch), and bounds the backlog (sent but not yet received) so that
+the end-to-end latency measures the system rather than a queue the producer filled up.
+
+A consumer runs at the same time, in the same process. Each payload starts with the time it
+was sent (the event loop's clock: monotonic on the lab, virtual on the simulator), so the
+consumer measures end-to-end latency per message; the producer measures each send's time to
+acknowledgement. Every number comes with the settings it was measured with
+(:attr:`BenchResult.settings`): acks, confirms, persistence, batching, sizes and bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.registry import BrokerRef, SystemName, create_broker
+
+BenchTarget = Literal["kafka", "rabbitmq", "sqs", "sqs-fifo", "nats"]
+"""What ``mqlab bench`` measures: the four systems, with SQS's two queue types apart (the
+comparison table has a column for each)."""
+TARGETS: tuple[BenchTarget, ...] = get_args(BenchTarget)
+
+TARGET_TITLES: dict[BenchTarget, str] = {
+    "kafka": "Kafka",
+    "rabbitmq": "RabbitMQ",
+    "sqs": "SQS standard",
+    "sqs-fifo": "SQS FIFO",
+    "nats": "NATS JetStream",
+}
+
+MIN_SIZE = 24
+"""Smallest message: the send time stamped at the start of each payload takes 18 bytes."""
+MAX_SIZE = 256 * 1024
+"""Largest message: SQS's limit (256 KiB), so every system can run the same workload."""
+MAX_MESSAGES = 10_000_000
+MAX_IN_FLIGHT = 10_000
+
+IDLE_TIMEOUT = 30.0
+"""Seconds without a single message arriving before the run gives up (something is stuck)."""
+JOIN_TIMEOUT = 30.0
+"""Seconds the Kafka consumer may take to join its group before the clock starts."""
+
+KAFKA_PARTITIONS = 3
+"""One partition led by each of the lab's three brokers."""
+KAFKA_LINGER_MS = 5
+KAFKA_POLL_RECORDS = 500
+RABBITMQ_PREFETCH = 1000
+NATS_FETCH_BATCH = 256
+SQS_BATCH = 10
+"""The most SendMessageBatch takes and ReceiveMessage returns."""
+SQS_MAX_BACKLOG = 100
+"""moto's ReceiveMessage costs time in proportion to the queue's depth (it rescans it for
+each message it returns), so an SQS backlog is kept short, as a healthy consumer keeps it."""
+SQS_FIFO_GROUPS = 8
+"""Message groups the FIFO workload spreads over (order holds within each)."""
+
+
+class BenchInputError(ValueError):
+    """A workload or target a run cannot take (one line, for the learner)."""
+
+
+def parse_targets(names: Sequence[str]) -> list[BenchTarget]:
+    """The targets named (every target when none), in the table's order, each once.
+
+    Raises:
+        BenchInputError: an unknown name (with a "did you mean").
+    """
+    if not names:
+        return list(TARGETS)
+    chosen: set[str] = set()
+    for raw in names:
+        name = raw.strip().lower().replace("_", "-")
+        if name == "fifo":
+            name = "sqs-fifo"
+        if name not in TARGETS:
+            close = difflib.get_close_matches(name, TARGETS, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise BenchInputError(f"unknown system {raw!r}{hint} (known: {', '.join(TARGETS)})")
+        chosen.add(name)
+    return [target for target in TARGETS if target in chosen]
+
+
+def target_system(target: BenchTarget) -> SystemName:
+    """The system whose adapter runs ``target`` (both SQS targets run on SQS's)."""
+    return "sqs" if target == "sqs-fifo" else target
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The same workload for every system.
+
+    Attributes:
+        messages: how many messages are produced (and consumed).
+        size: bytes per message (the timestamp included).
+        in_flight: sends awaiting their acknowledgement at once (for SQS, messages: a batch
+            of ten is one request carrying ten of them).
+    """
+
+    messages: int = 10_000
+    size: int = 100
+    in_flight: int = 256
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.messages <= MAX_MESSAGES:
+            raise BenchInputError(f"--messages must be 1..{MAX_MESSAGES:,}, not {self.messages}")
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise BenchInputError(
+                f"--size must be {MIN_SIZE}..{MAX_SIZE} bytes (the send time is stamped in "
+                f"the first bytes; SQS takes at most 256 KiB), not {self.size}"
+            )
+        if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
+            raise BenchInputError(f"--in-flight must be 1..{MAX_IN_FLIGHT}, not {self.in_flight}")
+
+    @property
+    def max_backlog(self) -> int:
+        """Messages that may be sent but not yet received before the producer waits."""
+        return max(1000, 4 * self.in_flight)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of one kind of latency, in milliseconds (nearest rank)."""
+
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    samples: int
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        """The summary of ``seconds`` (zeros for no samples)."""
+        if not seconds:
+            return cls(0.0, 0.0, 0.0, 0)
+        ordered = sorted(seconds)
+        return cls(
+            p50_ms=percentile(ordered, 0.50) * 1000,
+            p99_ms=percentile(ordered, 0.99) * 1000,
+            max_ms=ordered[-1] * 1000,
+            samples=len(ordered),
+        )
+
+    def to_json_dict(self) -> dict[str, float | int]:
+        return {
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "max_ms": round(self.max_ms, 3),
+            "samples": self.samples,
+        }
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (``fraction`` 0.5 = median)."""
+    if not ordered:
+        raise ValueError("no values")
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """What one run of the workload on one system measured, with the settings it ran with."""
+
+    target: BenchTarget
+    broker: str
+    """``kafka`` (the lab's broker) or ``sim:kafka`` (the simulator: virtual seconds)."""
+    workload: Workload
+    settings: tuple[tuple[str, str], ...]
+    """What the numbers depend on, in the order they are shown: acks or confirms,
+    persistence, batching, the in-flight and backlog bounds, the consumer's batch."""
+    sent: int
+    received: int
+    produce_seconds: float
+    """From the first send to the last acknowledgement."""
+    total_seconds: float
+    """From the first send to the last message received."""
+    ack_latency: Latency
+    """Each send's time to acknowledgement (a batch's applies to each of its messages)."""
+    end_to_end: Latency
+    """Send time (stamped in the payload) to receipt, per message."""
+
+    @property
+    def simulated(self) -> bool:
+        return self.broker.startswith("sim:")
+
+    @property
+    def produce_rate(self) -> float | None:
+        """Messages acknowledged per second; None when no time passed (a simulated system
+        that models no cost per message takes no virtual time at all)."""
+        return self.sent / self.produce_seconds if self.produce_seconds > 0 else None
+
+    @property
+    def end_to_end_rate(self) -> float | None:
+        """Messages received per second, from the first send to the last receipt (None as
+        for :attr:`produce_rate`)."""
+        return self.received / self.total_seconds if self.total_seconds > 0 else None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "broker": self.broker,
+            "simulated": self.simulated,
+            "messages": self.workload.messages,
+            "size": self.workload.size,
+            "in_flight": self.workload.in_flight,
+            "settings": dict(self.settings),
+            "sent": self.sent,
+            "received": self.received,
+            "produce_seconds": round(self.produce_seconds, 6),
+            "total_seconds": round(self.total_seconds, 6),
+            "produce_rate": _rounded(self.produce_rate),
+            "end_to_end_rate": _rounded(self.end_to_end_rate),
+            "ack_latency": self.ack_latency.to_json_dict(),
+            "end_to_end_latency": self.end_to_end.to_json_dict(),
+        }
+
+
+def _rounded(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 1)
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (messages acknowledged, messages received) as a run goes on."""
+
+
+def stamp(size: int, now: float) -> str:
+    """A payload of ``size`` characters that starts with ``now`` (seconds) and a colon."""
+    return f"{now:017.6f}:".ljust(size, "x")
+
+
+def stamped_at(payload: str | bytes) -> float:
+    """The send time :func:`stamp` put at the start of ``payload``.
+
+    Raises:
+        BrokerError: the payload is not one of the harness's (something else is on the
+            channel).
+    """
+    text = payload.decode("ascii", "replace") if isinstance(payload, bytes) else payload
+    head, colon, _ = text[:24].partition(":")
+    try:
+        if not colon:
+            raise ValueError(head)
+        return float(head)
+    except ValueError:
+        raise BrokerError(f"bench: a message without the harness's timestamp: {head!r}") from None
+
+
+class _Flow:
+    """The run's shared counters: what was sent and received, the backlog bound, progress."""
+
+    def __init__(
+        self, workload: Workload, max_backlog: int, progress: ProgressCallback | None
+    ) -> None:
+        self.workload = workload
+        self.loop = asyncio.get_running_loop()
+        self.backlog = asyncio.Semaphore(max_backlog)
+        self.sent = 0
+        self.received = 0
+        self.ack_seconds: list[float] = []
+        self.end_to_end_seconds: list[float] = []
+        self.last_ack = 0.0
+        self.last_receipt = 0.0
+        self.first_arrival = asyncio.Event()
+        self._progress = progress
+        self._report_every = max(1, workload.messages // 200)
+        self._next_report = 0
+
+    def payload(self) -> str:
+        return stamp(self.workload.size, self.loop.time())
+
+    def acknowledged(self, count: int, started: float) -> None:
+        now = self.loop.time()
+        self.sent += count
+        self.last_ack = now
+        self.ack_seconds.extend([now - started] * count)
+        self._report()
+
+    def arrived(self, payloads: Sequence[str | bytes]) -> None:
+        now = self.loop.time()
+        for payload in payloads:
+            self.end_to_end_seconds.append(now - stamped_at(payload))
+        self.received += len(payloads)
+        self.last_receipt = now
+        for _ in payloads:
+            self.backlog.release()
+        self._report()
+
+    def _report(self) -> None:
+        done = self.sent + self.received
+        if self._progress is not None and (
+            done >= self._next_report or self.received >= self.workload.messages
+        ):
+            self._next_report = done + self._report_every
+            self._progress(self.sent, self.received)
+
+
+SendUnit = Callable[[_Flow, int], Awaitable[int]]
+"""Send unit ``index`` of the workload (one message, or a batch); returns how many it sent."""
+Receive = Callable[[], Awaitable[list[Any]]]
+"""Wait a moment for messages; returns what arrived (payloads are extracted by ``payload_of``)."""
+
+
+async def _produce(flow: _Flow, units: int, in_flight: int, send: SendUnit) -> None:
+    """``in_flight`` workers sharing one sequence of units, each awaiting its own send."""
+    indexes = iter(range(units))
+
+    async def worker() -> None:
+        for index in indexes:  # shared: every unit is taken by exactly one worker
+            started = flow.loop.time()
+            count = await send(flow, index)
+            flow.acknowledged(count, started)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(in_flight, units)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+
+
+async def _consume(
+    flow: _Flow,
+    receive: Receive,
+    payload_of: Callable[[Any], str | bytes],
+    settle: Callable[[list[Any]], Awaitable[None]],
+    target: str,
+) -> None:
+    """Receive until every message arrived, settling each batch after measuring it."""
+    expected = flow.workload.messages
+    idle_since = flow.loop.time()
+    while flow.received < expected:
+        batch = await receive()
+        if not batch:
+            if flow.loop.time() - idle_since > IDLE_TIMEOUT:
+                raise BrokerError(
+                    f"{target}: only {flow.received} of {expected} messages arrived; nothing "
+                    f"for {IDLE_TIMEOUT:g} s"
+                )
+            continue
+        idle_since = flow.loop.time()
+        flow.arrived([payload_of(item) for item in batch])
+        await settle(batch)
+
+
+async def _measure(
+    broker: Broker,
+    target: BenchTarget,
+    workload: Workload,
+    settings: list[tuple[str, str]],
+    *,
+    units: int,
+    in_flight_units: int,
+    send: SendUnit,
+    receive: Receive,
+    payload_of: Callable[[Any], str | bytes],
+    settle: Callable[[list[Any]], Awaitable[None]],
+    max_backlog: int,
+    progress: ProgressCallback | None,
+) -> BenchResult:
+    """Run producer and consumer side by side and put the numbers together."""
+    flow = _Flow(workload, max_backlog, progress)
+    per_unit = -(-workload.messages // units)
+
+    async def bounded_send(flow: _Flow, index: int) -> int:
+        batch = min(workload.messages - index * per_unit, per_unit)
+        for _ in range(batch):
+            await flow.backlog.acquire()
+        return await send(flow, index)
+
+    started = flow.loop.time()
+    producer = asyncio.ensure_future(_produce(flow, units, in_flight_units, bounded_send))
+    consumer = asyncio.ensure_future(_consume(flow, receive, payload_of, settle, target))
+    try:
+        await asyncio.gather(producer, consumer)
+    except BaseException:
+        for task in (producer, consumer):
+            task.cancel()
+        await asyncio.gather(producer, consumer, return_exceptions=True)
+        raise
+    settings.append(("backlog", f"at most {max_backlog:,} sent but not yet received"))
+    return BenchResult(
+        target=target,
+        broker=broker.name,
+        workload=workload,
+        settings=tuple(settings),
+        sent=flow.sent,
+        received=flow.received,
+        produce_seconds=flow.last_ack - started,
+        total_seconds=flow.last_receipt - started,
+        ack_latency=Latency.of(flow.ack_seconds),
+        end_to_end=Latency.of(flow.end_to_end_seconds),
+    )
+
+
+# --- the systems -------------------------------------------------------------------------
+
+
+async def bench_kafka(
+    broker: Broker, workload: Workload, progress: ProgressCallback | None = None
+) -> BenchResult:
+    """A topic of three partitions (replication factor 3, min.insync.replicas 2), acks=all,
+    linger.ms 5; one consumer in a group polling up to 500 records, offsets auto-committed."""
+    from mqlab.brokers.kafka.api import KafkaAPI
+
+    if not isinstance(broker, KafkaAPI):
+        raise TypeError(f"{broker.name} is not a Kafka adapter")
+    topic = await broker.create_topic(
+        broker.qualify("bench"),
+        partitions=KAFKA_PARTITIONS,
+        replication_factor=3,
+        config={"min.insync.replicas": "2"},
+    )
+    producer = await broker.producer(acks="all", linger_ms=KAFKA_LINGER_MS, name="bench-producer")
+    consumer = await broker.consumer(
+        [topic.name],
+        group_id=broker.qualify("bench-readers"),
+        name="bench-consumer",
+        auto_commit=True,
+        max_poll_records=KAFKA_POLL_RECORDS,
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_TIMEOUT
+        while not consumer.assignment():  # joined before the clock starts
+            if loop.time() > deadline:
+                raise BrokerError(
+                    f"kafka: the bench consumer got no partition in {JOIN_TIMEOUT:g} s"
+                )
+            await consumer.poll(timeout=0.2)
+
+        async def send(flow: _Flow, index: int) -> int:
+            await producer.send(topic.name, flow.payload().encode())
+            return 1
+
+        async def receive() -> list[Any]:
+            return list(await consumer.poll(max_records=KAFKA_POLL_RECORDS, timeout=0.5))
+
+        async def settle(batch: list[Any]) -> None:
+            """Offsets are committed in the background (auto-commit)."""
+
+        settings = [
+            (
+                "topic",
+                f"{KAFKA_PARTITIONS} partitions, replication factor 3, min.insync.replicas 2",
+            ),
+            ("acks", "all (every in-sync replica)"),
+            ("batching", f"aiokafka's per-partition batches, linger.ms {KAFKA_LINGER_MS}"),
+            ("persistence", "the log (page cache; Kafka leaves fsync to the OS)"),
+            ("in flight", f"{workload.in_flight} sends awaiting their ack"),
+            ("consumer", f"1 group member, polls of {KAFKA_POLL_RECORDS}, auto-commit"),
+        ]
+        return await _measure(
+            broker,
+            "kafka",
+            workload,
+            settings,
+            units=workload.messages,
+            in_flight_units=workload.in_flight,
+            send=send,
+            receive=receive,
+            payload_of=lambda record: record.value,
+            settle=settle,
+            max_backlog=workload.max_backlog,
+            progress=progress,
+        )
+    finally:
+        await consumer.close()
+        await producer.close()
+
+
+async def bench_rabbitmq(
+    broker: Broker, workload: Workload, progress: ProgressCallback | None = None
+) -> BenchResult:
+    """Persistent messages into a durable classic queue with publisher confirms; one consumer
+    (prefetch 1000) acknowledging each message."""
+    from mqlab.brokers.rabbitmq.api import RabbitMQAPI
+
+    if not isinstance(broker, RabbitMQAPI):
+        raise TypeError(f"{broker.name} is not a RabbitMQ adapter")
+    await broker.declare_queue("bench", durable=True)
+    consumer = await broker.consume("bench", prefetch=RABBITMQ_PREFETCH, name="bench-consumer")
+    try:
+
+        async def send(flow: _Flow, index: int) -> int:
+            await broker.publish("", "bench", flow.payload().encode())
+            return 1
+
+        async def receive() -> list[Any]:
+            delivery = await consumer.next(timeout=0.5)
+            return [] if delivery is None else [delivery]
+
+        async def settle(batch: list[Any]) -> None:
+            for delivery in batch:
+                await delivery.ack()
+
+        settings = [
+            ("queue", "durable classic queue, default exchange"),
+            ("confirms", "publisher confirms, each publish awaits its own"),
+            ("persistence", "persistent messages (delivery mode 2)"),
+            ("batching", "none (AMQP publishes one message per frame set)"),
+            ("in flight", f"{workload.in_flight} publishes awaiting their confirm"),
+            ("consumer", f"1 consumer, prefetch {RABBITMQ_PREFETCH}, an ack per message"),
+        ]
+        return await _measure(
+            broker,
+            "rabbitmq",
+            workload,
+            settings,
+            units=workload.messages,
+            in_flight_units=workload.in_flight,
+            send=send,
+            receive=receive,
+            payload_of=lambda delivery: delivery.body,
+            settle=settle,
+            max_backlog=workload.max_backlog,
+            progress=progress,
+        )
+    finally:
+        await consumer.close()
+
+
+async def bench_nats(
+    broker: Broker, workload: Workload, progress: ProgressCallback | None = None
+) -> BenchResult:
+    """A file-backed stream; JetStream publishes awaiting their PubAck; a durable pull
+    consumer fetching batches of 256 and acknowledging every message."""
+    from mqlab.brokers.nats.api import NatsAPI
+
+    if not isinstance(broker, NatsAPI):
+        raise TypeError(f"{broker.name} is not a NATS adapter")
+    await broker.add_stream("bench", [broker.subject("bench.>")])
+    consumer = await broker.pull_consumer("bench", "bench-reader")
+    subject = broker.subject("bench.data")
+    try:
+
+        async def send(flow: _Flow, index: int) -> int:
+            await broker.publish(subject, flow.payload().encode())
+            return 1
+
+        async def receive() -> list[Any]:
+            return list(await consumer.fetch(NATS_FETCH_BATCH, timeout=0.5))
+
+        async def settle(batch: list[Any]) -> None:
+            await asyncio.gather(*(message.ack() for message in batch))
+
+        settings = [
+            ("stream", "file storage, one replica"),
+            ("acks", "each publish awaits its PubAck (stored)"),
+            ("batching", "none (one publish per message)"),
+            ("in flight", f"{workload.in_flight} publishes awaiting their PubAck"),
+            ("consumer", f"1 durable pull consumer, fetch {NATS_FETCH_BATCH}, an ack per message"),
+        ]
+        return await _measure(
+            broker,
+            "nats",
+            workload,
+            settings,
+            units=workload.messages,
+            in_flight_units=workload.in_flight,
+            send=send,
+            receive=receive,
+            payload_of=lambda message: message.data,
+            settle=settle,
+            max_backlog=workload.max_backlog,
+            progress=progress,
+        )
+    finally:
+        await consumer.close()
+
+
+async def _bench_sqs(
+    broker: Broker, workload: Workload, progress: ProgressCallback | None, *, fifo: bool
+) -> BenchResult:
+    from mqlab.brokers.sqs.api import BatchEntry, SqsAPI
+
+    if not isinstance(broker, SqsAPI):
+        raise TypeError(f"{broker.name} is not an SQS adapter")
+    queue = "bench.fifo" if fifo else "bench"
+    await broker.create_queue(queue)
+    units = -(-workload.messages // SQS_BATCH)
+
+    async def send(flow: _Flow, index: int) -> int:
+        first = index * SQS_BATCH
+        count = min(SQS_BATCH, workload.messages - first)
+        entries = [
+            BatchEntry(
+                flow.payload(),
+                group_id=f"g{(first + n) % SQS_FIFO_GROUPS}" if fifo else None,
+                dedup_id=str(first + n) if fifo else None,
+            )
+            for n in range(count)
+        ]
+        await broker.send_batch(queue, entries)
+        return count
+
+    async def receive() -> list[Any]:
+        return list(await broker.receive(queue, max_messages=SQS_BATCH, wait_time=0.5))
+
+    async def settle(batch: list[Any]) -> None:
+        await asyncio.gather(
+            *(broker.delete_message(queue, message.receipt_handle) for message in batch)
+        )
+
+    settings = [
+        (
+            "queue",
+            f"FIFO, {SQS_FIFO_GROUPS} message groups, a dedup id per message"
+            if fifo
+            else "standard",
+        ),
+        ("acks", "each SendMessageBatch awaits its answer"),
+        ("persistence", "moto keeps messages in memory (AWS stores them redundantly)"),
+        ("batching", f"SendMessageBatch of {SQS_BATCH}; ReceiveMessage of up to {SQS_BATCH}"),
+        (
+            "in flight",
+            f"{max(1, workload.in_flight // SQS_BATCH)} batch requests "
+            f"({workload.in_flight} messages) awaiting their answer",
+        ),
+        ("consumer", "1 consumer, long polls, a DeleteMessage per message"),
+    ]
+    return await _measure(
+        broker,
+        "sqs-fifo" if fifo else "sqs",
+        workload,
+        settings,
+        units=units,
+        in_flight_units=max(1, workload.in_flight // SQS_BATCH),
+        send=send,
+        receive=receive,
+        payload_of=lambda message: message.body,
+        settle=settle,
+        max_backlog=max(SQS_MAX_BACKLOG, workload.in_flight),
+        progress=progress,
+    )
+
+
+async def bench_sqs(
+    broker: Broker, workload: Workload, progress: ProgressCallback | None = None
+) -> BenchResult:
+    """A standard queue: batches of ten sent with SendMessageBatch, received in batches of up
+    to ten with long polling, each message deleted."""
+    return await _bench_sqs(broker, workload, progress, fifo=False)
+
+
+async def bench_sqs_fifo(
+    broker: Broker, workload: Workload, progress: ProgressCallback | None = None
+) -> BenchResult:
+    """A FIFO queue, the same as :func:`bench_sqs` with a group id and a dedup id per
+    message (eight groups, so receives are not held to one group's order)."""
+    return await _bench_sqs(broker, workload, progress, fifo=True)
+
+
+RUNNERS: dict[
+    BenchTarget,
+    Callable[[Broker, Workload, ProgressCallback | None], Awaitable[BenchResult]],
+] = {
+    "kafka": bench_kafka,
+    "rabbitmq": bench_rabbitmq,
+    "sqs": bench_sqs,
+    "sqs-fifo": bench_sqs_fifo,
+    "nats": bench_nats,
+}
+
+
+async def run_bench(
+    target: BenchTarget,
+    workload: Workload,
+    *,
+    simulated: bool = False,
+    progress: ProgressCallback | None = None,
+) -> BenchResult:
+    """Connect to ``target``'s broker (the lab's, or the simulator's), run the workload,
+    delete what it created.
+
+    On the simulator it must be awaited on the virtual-time loop (:func:`run_bench_sync`).
+
+    Raises:
+        BrokerUnavailable: the broker is not reachable.
+        BrokerError: the run failed (a send refused, messages that never arrived).
+    """
+    broker = create_broker(BrokerRef(target_system(target), simulated))
+    async with broker:
+        return await RUNNERS[target](broker, workload, progress)
+
+
+def run_bench_sync(
+    target: BenchTarget,
+    workload: Workload,
+    *,
+    simulated: bool = False,
+    progress: ProgressCallback | None = None,
+) -> BenchResult:
+    """:func:`run_bench` on a fresh event loop of the right kind (virtual time on ``sim``)."""
+    coroutine = run_bench(target, workload, simulated=simulated, progress=progress)
+    if simulated:
+        from mqlab.brokers.sim.clock import run_virtual
+
+        return run_virtual(coroutine)
+    return asyncio.run(coroutine)
