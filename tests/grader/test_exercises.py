@@ -12,6 +12,13 @@ from mqlab.grader.run import real_targets
 EXERCISES = all_exercises()
 
 
+def _breaks_the_lab(entry: ExerciseEntry) -> bool:
+    """A check that uses ``ctx.faults`` kills, freezes or cuts the lab's brokers, so its real
+    runs carry the ``lab`` marker: they hold the broker exclusively (see tests/conftest.py)
+    and no other test of it runs meanwhile."""
+    return "ctx.faults" in entry.check_file.read_text(encoding="utf-8")
+
+
 def _cases() -> list[object]:
     cases: list[object] = []
     for entry in EXERCISES:
@@ -20,6 +27,8 @@ def _cases() -> list[object]:
             # A system's marker, or for an exercise without a broker only its services'.
             names = [target] if target in entry.exercise.systems else []
             names += entry.exercise.services
+            if _breaks_the_lab(entry):
+                names.append("lab")
             marks = [getattr(pytest.mark, name) for name in names]
             cases.append(pytest.param(entry, target, id=f"{entry.id}-{target}", marks=marks))
     return cases
