@@ -504,7 +504,10 @@ def judge_ops_burden(
     system = "sqs" if target == "sqs-fifo" else target
     mine = footprints.get(system)
     if mine is None:
-        return Judgement("not testable here", "the lab's processes were not read in this run (on the simulator none run)")
+        return Judgement(
+            "not testable here",
+            "the lab's processes were not read in this run (on the simulator none run)",
+        )
     described = _footprint_text(mine)
     if mine.stand_in:
         return Judgement(

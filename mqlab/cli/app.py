@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from mqlab import __version__
+from mqlab.cli import bench as bench_commands
 from mqlab.cli import course as course_commands
 from mqlab.cli import exercises as exercise_commands
 from mqlab.cli import lab as lab_commands
@@ -63,6 +64,7 @@ app.add_typer(lesson_commands.lessons_app, name="lessons")
 app.command("run")(scenario_commands.run)
 app.command("replay")(scenario_commands.replay)
 app.command("compare")(scenario_commands.compare)
+app.command("bench")(bench_commands.bench)
 app.command("course")(course_commands.course)
 app.add_typer(retry_commands.retries_app, name="retries")
 app.command("init")(exercise_commands.init)

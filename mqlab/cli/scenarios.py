@@ -354,16 +354,44 @@ def replay(
 @user_errors
 @content_errors
 def compare(
-    scenario: Annotated[str, typer.Argument(help="Scenario id or file.")],
+    scenario: Annotated[
+        str | None, typer.Argument(help="Scenario id or file (not with --table).")
+    ] = None,
     sim: Annotated[
         bool, typer.Option("--sim", help="Compare the simulated systems instead of the lab.")
     ] = False,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
+    table: Annotated[
+        bool,
+        typer.Option(
+            "--table",
+            help="The cheat sheet's comparison table, every testable cell run here and marked "
+            "verified, contradicted or not testable here, with its evidence.",
+        ),
+    ] = False,
+    messages: Annotated[
+        int,
+        typer.Option(
+            "--messages", help="--table: messages of its throughput runs (0: do not measure)."
+        ),
+    ] = 5_000,
 ) -> None:
-    """Run one fault script on every broker it applies to and print the ledgers side by side."""
+    """Run one fault script on every broker it applies to and print the ledgers side by side;
+    with --table, verify the broker comparison table live."""
     import json
 
+    if table:
+        if scenario is not None:
+            typer.echo("error: --table runs its own experiments; name no scenario", err=True)
+            raise typer.Exit(EXIT_CONTENT_ERROR)
+        from mqlab.cli.bench import verified_table
+
+        verified_table(sim=sim, as_json=as_json, messages=messages)
+        return
+    if scenario is None:
+        typer.echo("error: name a scenario (mqlab scenarios list), or use --table", err=True)
+        raise typer.Exit(EXIT_CONTENT_ERROR)
     from mqlab.scenarios.library import find
     from mqlab.scenarios.report import comparison_table
     from mqlab.scenarios.session import RunSession
