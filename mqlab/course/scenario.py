@@ -583,7 +583,7 @@ class LedgerExpectation(_Strict):
     permanent_retried: Count | None = None
     """Retries scheduled after an error classified as permanent (should be 0)."""
     effects: Count | None = None
-    """Business writes that changed the state."""
+    """Business writes that changed the state (a write that left it as it was is none)."""
     effects_repeated: Count | None = None
     """Messages whose business effect was applied more than once to the same entity."""
     dedup_hits: Count | None = None
@@ -598,6 +598,8 @@ class LedgerExpectation(_Strict):
     """Unfinished sagas an orchestrator found in its log after a restart."""
     compensations: Count | None = None
     """Compensations that finished."""
+    compensations_failed: Count | None = None
+    """Compensation attempts that failed (retried with backoff until the saga is parked)."""
     compensations_out_of_order: Count | None = None
     """Sagas whose compensations did not run in the reverse order of their steps (should be 0)."""
     events_appended: Count | None = None
@@ -693,9 +695,12 @@ class Scenario(_Strict):
     expect: Expectations = Expectations()
     explain: Prose = ""
     """What happened and why, shown after the verdict."""
-    nondeterministic: dict[BrokerChoice, Prose] = Field(default_factory=dict)
-    """Brokers on which the exact numbers may vary between runs, and why. On those the
-    expectations must use comparisons (">0") rather than exact numbers."""
+    nondeterministic: dict[BrokerChoice | Service | Literal["lab"], Prose] = Field(
+        default_factory=dict
+    )
+    """Brokers (or, for a scenario without a broker, its real target: ``postgres``,
+    ``redis``, ``lab``) on which the exact numbers may vary between runs, and why. On those
+    the expectations must use comparisons (">0") rather than exact numbers."""
 
     @field_validator("id")
     @classmethod

@@ -22,6 +22,10 @@ and applies them at commit, one transaction at a time.
 
 The memory database models the database *server*: a consumer that crashes on the simulator
 loses its own state, but the rows it committed stay, exactly as they would in PostgreSQL.
+
+:class:`ReportingDatabase` wraps either one and reports every business write whose
+transaction committed as an :class:`~mqlab.observe.events.EffectApplied`: what a scenario's
+ledger counts as effects, and as effects applied twice.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from typing import Any, Self
 import psycopg
 from psycopg import sql
 
+from mqlab.observe.events import EffectApplied
 from mqlab.patterns import postgres
+from mqlab.patterns.harness import Reporter
 from mqlab.patterns.postgres import table
 
 
@@ -622,3 +628,118 @@ class MemoryDatabase(BusinessDatabase):
 
     async def outbox(self) -> list[OutboxRow]:
         return [row for _, row in sorted(self.tables.outbox.items())]
+
+
+# --- committed effects, reported -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _BusinessWrite:
+    account: str
+    operation: str
+    change: BalanceChange
+    message_id: str
+    idempotent: bool
+
+
+class _RecordingTransaction(Transaction):
+    """A transaction that passes every write on and lists the business writes it made."""
+
+    def __init__(self, inner: Transaction) -> None:
+        self._inner = inner
+        self.writes: list[_BusinessWrite] = []
+
+    async def claim(self, consumer: str, key: str) -> bool:
+        return await self._inner.claim(consumer, key)
+
+    async def credit(self, account: str, amount: int, *, message_id: str) -> BalanceChange:
+        change = await self._inner.credit(account, amount, message_id=message_id)
+        operation = f"INCREMENT balance BY {amount}"
+        self.writes.append(_BusinessWrite(account, operation, change, message_id, False))
+        return change
+
+    async def set_balance(self, account: str, value: int, *, message_id: str) -> BalanceChange:
+        change = await self._inner.set_balance(account, value, message_id=message_id)
+        operation = f"SET balance = {value}"
+        self.writes.append(_BusinessWrite(account, operation, change, message_id, True))
+        return change
+
+    async def balance(self, account: str) -> int:
+        return await self._inner.balance(account)
+
+    async def advance_offset(
+        self, group: str, topic: str, partition: int, *, start: int, end: int
+    ) -> bool:
+        return await self._inner.advance_offset(group, topic, partition, start=start, end=end)
+
+    async def add_to_outbox(self, message: OutboxMessage) -> int:
+        return await self._inner.add_to_outbox(message)
+
+
+class ReportingDatabase(BusinessDatabase):
+    """``inner`` with every *committed* business write reported as an
+    :class:`~mqlab.observe.events.EffectApplied` (the message id, the account, before and
+    after), so a run's ledger can count effects and effects applied twice.
+
+    Only a write whose transaction committed is reported: a credit made inside a transaction
+    that then rolled back (an exception, a crash, a SIGKILL before COMMIT) never happened, and
+    reporting it would make a correct consumer look as if it had applied a message twice. The
+    report is made right after the commit, before anything else is awaited, so a crash hook
+    that fires after the commit finds the effect already reported, as the database has it.
+
+    Args:
+        inner: the database that does the work (memory or PostgreSQL).
+        reporter: where the observations go.
+    """
+
+    def __init__(self, inner: BusinessDatabase, reporter: Reporter) -> None:
+        self.inner = inner
+        self.reporter = reporter
+        self.name = inner.name
+        self.namespace = inner.namespace
+
+    async def setup(self) -> None:
+        await self.inner.setup()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def drop(self) -> None:
+        await self.inner.drop()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.inner.transaction() as inner:
+            recording = _RecordingTransaction(inner)
+            yield recording
+        # Reached only when the block committed: these writes are in the database now.
+        for write in recording.writes:
+            self.reporter.emit(
+                EffectApplied,
+                entity=write.account,
+                operation=write.operation,
+                before=write.change.before,
+                after=write.change.after,
+                message_id=write.message_id,
+                idempotent=write.idempotent,
+            )
+
+    def outbox_batch(self, limit: int = 100) -> AbstractAsyncContextManager[OutboxBatch]:
+        return self.inner.outbox_batch(limit)
+
+    async def balance(self, account: str) -> int:
+        return await self.inner.balance(account)
+
+    async def postings(self, account: str | None = None) -> list[Posting]:
+        return await self.inner.postings(account)
+
+    async def is_claimed(self, consumer: str, key: str) -> bool:
+        return await self.inner.is_claimed(consumer, key)
+
+    async def stored_offsets(
+        self, group: str, partitions: Iterable[PartitionKey]
+    ) -> dict[PartitionKey, int]:
+        return await self.inner.stored_offsets(group, partitions)
+
+    async def outbox(self) -> list[OutboxRow]:
+        return await self.inner.outbox()

@@ -80,6 +80,7 @@ LEDGER_ROWS: tuple[LedgerRow, ...] = (
     LedgerRow("sagas_parked", "sagas parked for a human"),
     LedgerRow("sagas_recovered", "sagas recovered after a restart"),
     LedgerRow("compensations", "compensations done"),
+    LedgerRow("compensations_failed", "compensation attempts that failed"),
     LedgerRow("compensations_out_of_order", "sagas compensated out of reverse order"),
     LedgerRow("events_appended", "domain events appended"),
     LedgerRow("version_conflicts", "stale appends refused"),
@@ -135,7 +136,7 @@ class LedgerSummary:
     permanent_retried: int = 0
     """Retries scheduled after an error classified as permanent (should be 0)."""
     effects: int = 0
-    """Business writes that changed the state."""
+    """Business writes that changed the state (a write that left it as it was is none)."""
     effects_repeated: int = 0
     """Messages whose business effect was applied more than once to the same entity."""
     dedup_hits: int = 0
@@ -150,6 +151,9 @@ class LedgerSummary:
     """Unfinished sagas an orchestrator found in its log after a restart."""
     compensations: int = 0
     """Compensations that finished."""
+    compensations_failed: int = 0
+    """Compensation attempts that failed (each is retried with backoff, until the saga is
+    parked)."""
     compensations_out_of_order: int = 0
     """Sagas whose compensations did not run in the reverse order of their steps (should be 0)."""
     events_appended: int = 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mqlab.observe.events import (
     BusinessWriteCommitted,
+    CompensationFailed,
     CompensationStarted,
     CompensationSucceeded,
     DedupHit,
@@ -48,6 +49,7 @@ class PatternTally:
     sagas_parked: int = 0
     sagas_recovered: int = 0
     compensations: int = 0
+    compensations_failed: int = 0
     events_appended: int = 0
     version_conflicts: int = 0
     projection_updates: int = 0
@@ -65,15 +67,21 @@ class PatternTally:
         match observation:
             case RetryAttempted():
                 self.calls += 1
+                # Only the call that a retry follows decides: an operation of the same name
+                # that failed permanently earlier (another step) and transiently now is fine.
                 if observation.outcome == "failed" and observation.error_class == "permanent":
                     self._failed_permanently.add(observation.message_id)
+                else:
+                    self._failed_permanently.discard(observation.message_id)
             case RetryScheduled():
                 self.retries += 1
                 if observation.message_id in self._failed_permanently:
                     self.permanent_retried += 1
             case RetryGaveUp():
                 self.gave_up += 1
-            case EffectApplied():
+            case EffectApplied() if observation.before != observation.after:
+                # A write that left the state as it was (a SET redelivered) is no effect:
+                # that is what natural idempotency means, and it is not "applied twice".
                 self.effects += 1
                 self._effect_counts[(observation.entity, observation.message_id)] += 1
             case DedupHit():
@@ -94,6 +102,8 @@ class PatternTally:
                     order.append(observation.step)
             case CompensationSucceeded():
                 self.compensations += 1
+            case CompensationFailed():
+                self.compensations_failed += 1
             case EventAppended():
                 self.events_appended += 1
             case VersionConflict():
@@ -132,6 +142,7 @@ class PatternTally:
             "sagas_parked": self.sagas_parked,
             "sagas_recovered": self.sagas_recovered,
             "compensations": self.compensations,
+            "compensations_failed": self.compensations_failed,
             "compensations_out_of_order": self._out_of_order(),
             "events_appended": self.events_appended,
             "version_conflicts": self.version_conflicts,

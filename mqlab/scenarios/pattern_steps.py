@@ -114,6 +114,7 @@ class PatternSteps:
             endpoints=self.endpoints,
             crash=crash,
             broker=self.broker,
+            channel=self.scenario.channel.name,
             shared=self.shared,
             rng=random.Random(f"{self.seed}:{number}"),
         )
@@ -162,6 +163,9 @@ class PatternSteps:
             "seed": self.seed,
             "namespace": self.namespace,
             "source": self.source,
+            # The worker opens its own adapter of the run's system on the run's namespace
+            # (the outbox's publish, a consumer loop), as the consumer workers do.
+            "system": getattr(self.broker, "system", None),
         }
         process.stdin.write(json.dumps(order).encode() + b"\n")
         await process.stdin.drain()
@@ -237,18 +241,26 @@ async def run_pattern_worker(order: dict[str, Any]) -> int:
         sys.stdout.flush()
 
     bus.subscribe(forward)
+    namespace = str(order["namespace"])
+    broker: Any = None
+    if order.get("system"):
+        from mqlab.brokers.registry import get_broker_class
+
+        broker = get_broker_class(str(order["system"]))(bus=bus, namespace=namespace)
     steps = PatternSteps(
         scenario,
         bus,
         simulated=False,
         seed=int(order["seed"]),
-        namespace=str(order["namespace"]),
-        broker=None,
+        namespace=namespace,
+        broker=broker,
         source=str(order["source"]),
     )
     program = find_program(step.program)
     hook = crash_hook(step.crash, bus, step.program, kill=True)
     try:
+        if broker is not None:
+            await broker.connect()
         await program.run(steps.context(step, number, hook))
     except Exception as error:
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -256,4 +268,8 @@ async def run_pattern_worker(order: dict[str, Any]) -> int:
         return 3
     finally:
         await close_shared(steps.shared)
+        if broker is not None:
+            # keep=True: the runner owns the namespace and deletes it at the end of the run.
+            with contextlib.suppress(Exception):
+                await broker.close(keep=True)
     return 0

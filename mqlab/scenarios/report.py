@@ -54,6 +54,8 @@ from mqlab.observe.events import (
     ProjectionRebuilt,
     ProjectionUpdated,
     Rebalanced,
+    RetryAttempted,
+    RetryGaveUp,
     RetryScheduled,
     RunEnded,
     RunStarted,
@@ -213,6 +215,13 @@ def _describe_pattern(observation: Observation) -> str:
     """One line for an observation of :mod:`mqlab.patterns` (its kind when unknown)."""
     o = observation
     match o:
+        case RetryAttempted(outcome="succeeded"):
+            return f"{o.message_id}: call {o.call} succeeded"
+        case RetryAttempted():
+            kind = f" ({o.error_class})" if o.error_class else ""
+            return f"{o.message_id}: call {o.call} failed{kind}: {o.error}"
+        case RetryGaveUp():
+            return f"{o.message_id}: gave up after {o.calls} call(s) ({o.reason})"
         case DedupMiss():
             late = " (its key had expired)" if o.expired else ""
             return f"{o.store}: {o.key} is new{late}"

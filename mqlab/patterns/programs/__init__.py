@@ -27,11 +27,19 @@ from mqlab.patterns.harness import CrashHook, Reporter, no_crash
 
 if TYPE_CHECKING:
     from mqlab.lab.endpoints import Endpoints
-    from mqlab.patterns.database import BusinessDatabase
+    from mqlab.patterns.database import BusinessDatabase, ReportingDatabase
+    from mqlab.patterns.event_sourcing import EventStore
     from mqlab.patterns.idempotency import DedupStore
     from mqlab.patterns.saga import SagaLog
 
-PROGRAM_MODULES = ("mqlab.patterns.programs.sagas",)
+PROGRAM_MODULES = (
+    "mqlab.patterns.programs.retries",
+    "mqlab.patterns.programs.idempotency",
+    "mqlab.patterns.programs.sagas",
+    "mqlab.patterns.programs.event_sourcing",
+    "mqlab.patterns.programs.delivery",
+    "mqlab.patterns.programs.outbox",
+)
 """The modules that register programs (imported on first lookup)."""
 
 
@@ -171,7 +179,10 @@ class ProgramContext:
         endpoints: the lab's addresses (real runs).
         crash: the step's crash hook (no crash when the step names none).
         broker: the run's broker adapter when the scenario has a broker (an outbox publishes
-            through it), else None.
+            through it), else None. In a worker process (a real run with a crash) it is the
+            worker's own adapter on the run's namespace, so a SIGKILL takes its connections.
+        channel: the scenario's channel name (unqualified: the adapter qualifies it), where
+            a program consumes what the scenario produced, or publishes.
         shared: state that outlives one step within a run: the simulator's stores live here,
             so a recovery step finds what the crashed step left behind.
     """
@@ -184,6 +195,7 @@ class ProgramContext:
     endpoints: Endpoints
     crash: CrashHook = no_crash
     broker: object | None = None
+    channel: str = "orders"
     shared: dict[str, Any] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -214,11 +226,13 @@ class ProgramContext:
         """What observations call a store standing for ``service`` (``sim:postgres``)."""
         return f"sim:{service}" if self.simulated else service
 
-    async def database(self) -> BusinessDatabase:
-        """The run's business database (the same one for every step of the run)."""
-        from mqlab.patterns.database import MemoryDatabase, PostgresDatabase
+    async def database(self) -> ReportingDatabase:
+        """The run's business database (the same tables for every step of the run), with
+        every committed business write reported as an ``EffectApplied`` on this context's
+        reporter; its ``inner`` writes without reporting (opening balances)."""
+        from mqlab.patterns.database import MemoryDatabase, PostgresDatabase, ReportingDatabase
 
-        found = self.shared.get("database")
+        found: BusinessDatabase | None = self.shared.get("database")
         if found is None:
             if self.simulated:
                 found = MemoryDatabase(name=self.store_name("postgres"), namespace=self.namespace)
@@ -226,7 +240,7 @@ class ProgramContext:
                 found = PostgresDatabase(self.endpoints.postgres_dsn, self.namespace)
             await found.setup()
             self.shared["database"] = found
-        return found
+        return ReportingDatabase(found, self.reporter)
 
     async def saga_log(self) -> SagaLog:
         """The run's saga log (PostgreSQL on the lab, memory on the simulator)."""
@@ -240,6 +254,20 @@ class ProgramContext:
                 found = PostgresSagaLog(self.endpoints.postgres_dsn, self.namespace)
             await found.setup()
             self.shared["saga_log"] = found
+        return found
+
+    async def event_store(self) -> EventStore:
+        """The run's event store (PostgreSQL on the lab, memory on the simulator)."""
+        from mqlab.patterns.event_sourcing import MemoryEventStore, PostgresEventStore
+
+        found = self.shared.get("event_store")
+        if found is None:
+            if self.simulated:
+                found = MemoryEventStore(name=self.store_name("postgres"))
+            else:
+                found = PostgresEventStore(self.endpoints.postgres_dsn, self.namespace)
+            await found.setup()
+            self.shared["event_store"] = found
         return found
 
     async def dedup_store(self, ttl: float | None) -> DedupStore:

@@ -3,7 +3,9 @@
 ``order-saga`` places one order (reserve stock, charge the customer, confirm) with the
 orchestrator of :mod:`mqlab.patterns.saga` against the saga log and the business database of
 the run: the lab's PostgreSQL, or the simulator's memory stand-ins that the run keeps between
-steps. A failure, a timeout or failing compensations come from :class:`OrderFaults`; a crash
+steps. Every committed move of stock or money (an action or a compensation) is reported as an
+``EffectApplied`` keyed by its idempotency key, so the ledger shows an effect applied twice.
+A failure, a timeout or failing compensations come from :class:`OrderFaults`; a crash
 from the step's ``crash:`` point. A later step with ``recover: true`` is the restarted
 orchestrator: it reads the log and finishes (or undoes) every saga it finds unfinished.
 """
@@ -95,5 +97,7 @@ async def order_saga(ctx: ProgramContext) -> None:
         quantity=1,
         amount=30,
     )
-    await saga.open_accounts(order, stock=ctx.int_param("stock"), wallet=ctx.int_param("wallet"))
+    # The opening balances are set up before the saga, not effects of it: not reported.
+    opening = OrderSaga(database.inner)
+    await opening.open_accounts(order, stock=ctx.int_param("stock"), wallet=ctx.int_param("wallet"))
     await orchestrator.run(saga.definition, order.order_id, order.as_data())
