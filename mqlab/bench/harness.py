@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -162,7 +163,7 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile of already sorted values (``fraction`` 0.5 = median)."""
     if not ordered:
         raise ValueError("no values")
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -620,7 +621,12 @@ async def _bench_sqs(
             else "standard",
         ),
         ("acks", "each SendMessageBatch awaits its answer"),
-        ("persistence", "moto keeps messages in memory (AWS stores them redundantly)"),
+        (
+            "persistence",
+            "the simulator's memory"
+            if broker.backend == "sim"
+            else "moto keeps messages in memory (AWS stores them redundantly)",
+        ),
         ("batching", f"SendMessageBatch of {SQS_BATCH}; ReceiveMessage of up to {SQS_BATCH}"),
         (
             "in flight",

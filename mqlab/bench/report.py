@@ -81,18 +81,21 @@ def settings_text(result: BenchResult) -> Text:
 
 def bar_chart(results: Sequence[BenchResult], native: Mapping[BenchTarget, NativeResult]) -> Text:
     """Produce rates as text bars on one scale, each native tool under its harness."""
-    bars: list[tuple[str, float, str]] = []
+    bars: list[tuple[str, float | None, str]] = []
     for result in results:
-        bars.append((f"{result.target} (mqlab)", result.produce_rate or 0.0, "cyan"))
+        bars.append((f"{result.target} (mqlab)", result.produce_rate, "cyan"))
         tool = native.get(result.target)
         if tool is not None:
             bars.append((f"{result.target} ({tool.tool})", tool.produce_rate, "magenta"))
     text = Text()
-    top = max((rate for _, rate, _ in bars), default=0.0)
+    top = max((rate or 0.0 for _, rate, _ in bars), default=0.0)
     label_width = max((len(label) for label, _, _ in bars), default=0)
     for label, rate, style in bars:
-        filled = round(BAR_WIDTH * rate / top) if top > 0 else 0
         text.append(f"{label:<{label_width}}  ")
+        if rate is None:
+            text.append(" " * BAR_WIDTH + "  n/a (no virtual time passed: nothing to plot)\n")
+            continue
+        filled = round(BAR_WIDTH * rate / top) if top > 0 else 0
         text.append("█" * filled, style=style)
         text.append(" " * (BAR_WIDTH - filled))
         text.append(f"  {rate:,.0f} msg/s\n")

@@ -1,0 +1,82 @@
+"""The harness on the simulator (virtual time), its workload checks and its payload stamp."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqlab.bench.harness import (
+    TARGETS,
+    BenchInputError,
+    Workload,
+    parse_targets,
+    percentile,
+    run_bench_sync,
+    stamp,
+    stamped_at,
+)
+from mqlab.brokers.base import BrokerError
+
+pytestmark = pytest.mark.sim
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_message_is_sent_received_and_timed(target: str) -> None:
+    seen: list[tuple[int, int]] = []
+    result = run_bench_sync(
+        target,  # type: ignore[arg-type]
+        Workload(messages=300, size=64, in_flight=32),
+        simulated=True,
+        progress=lambda sent, received: seen.append((sent, received)),
+    )
+    assert (result.sent, result.received) == (300, 300)
+    assert result.broker.startswith("sim:")
+    assert result.ack_latency.samples == 300
+    assert result.end_to_end.samples == 300
+    assert seen[-1] == (300, 300)
+    assert dict(result.settings)["in flight"]
+    assert result.to_json_dict()["received"] == 300
+
+
+def test_the_in_flight_bound_is_kept() -> None:
+    """With one send in flight on simulated Kafka (10 ms per acks=all round trip), sends take
+    turns: 20 messages need at least 20 round trips of virtual time."""
+    one = run_bench_sync("kafka", Workload(messages=20, in_flight=1), simulated=True)
+    many = run_bench_sync("kafka", Workload(messages=20, in_flight=20), simulated=True)
+    assert one.produce_seconds >= 20 * 0.009
+    assert many.produce_seconds < one.produce_seconds / 5
+
+
+@pytest.mark.parametrize(
+    ("workload", "message"),
+    [
+        ({"messages": 0}, "--messages"),
+        ({"size": 10}, "--size"),
+        ({"in_flight": 0}, "--in-flight"),
+    ],
+)
+def test_bad_workloads_say_which_option(workload: dict[str, int], message: str) -> None:
+    with pytest.raises(BenchInputError, match=message):
+        Workload(**workload)
+
+
+def test_targets() -> None:
+    assert parse_targets([]) == list(TARGETS)
+    assert parse_targets(["NATS", "kafka", "fifo"]) == ["kafka", "sqs-fifo", "nats"]
+    with pytest.raises(BenchInputError, match="did you mean 'kafka'"):
+        parse_targets(["kafak"])
+
+
+def test_stamp_round_trip_and_foreign_payloads() -> None:
+    payload = stamp(40, 12345.678901)
+    assert len(payload) == 40
+    assert stamped_at(payload) == pytest.approx(12345.678901)
+    assert stamped_at(payload.encode()) == pytest.approx(12345.678901)
+    with pytest.raises(BrokerError, match="without the harness's timestamp"):
+        stamped_at(b"hello world")
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
