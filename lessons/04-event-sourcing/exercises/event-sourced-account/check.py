@@ -80,6 +80,7 @@ class AccountStore:
     def __init__(self, ctx: GradingContext, writer: str, streams: Streams | None) -> None:
         self._ctx = ctx
         self.writer = writer
+        self.name = writer  # what the library's EventStore calls its store, for its Repository
         self._streams = streams
         self._connection: psycopg.AsyncConnection[Any] | None = None
         self.race: Race | None = None
@@ -113,9 +114,10 @@ class AccountStore:
         """Make this writer's next load wait for the other writer's (None: no race)."""
         self.race, self._raced = race, False
 
-    async def load(self, account_id: str) -> list[DomainEvent]:
-        """The account's events in the order the stream has them (oldest first)."""
-        events = await self._read(account_id)
+    async def load(self, account_id: str, after_version: int = 0) -> list[DomainEvent]:
+        """The account's events in the order the stream has them (oldest first), from the
+        ``after_version + 1``-th on (the library's ``EventStore.load`` takes it too)."""
+        events = (await self._read(account_id))[after_version:]
         if self.race is not None and not self._raced:
             self._raced = True
             await self.race.arrive()
