@@ -193,6 +193,7 @@ def _require(ctx: ProgramContext, system: str, program_id: str) -> None:
 async def concurrent_writers_nats(ctx: ProgramContext) -> None:
     """The race on a NATS JetStream event store (memory on the simulator)."""
     _require(ctx, "nats", "concurrent-writers-nats")
+    ctx.reporter = ctx.reporter.with_source(getattr(ctx.broker, "name", "nats"))
     if ctx.simulated:
         store = MemoryEventStore(name=ctx.store_name("nats"))
         await _race(ctx, store, store, retry=bool(ctx.params["retry"]))
@@ -223,6 +224,7 @@ async def concurrent_writers_kafka(ctx: ProgramContext) -> None:
 
     _require(ctx, "kafka", "concurrent-writers-kafka")
     assert isinstance(ctx.broker, KafkaAPI)
+    ctx.reporter = ctx.reporter.with_source(ctx.broker.name)
     log = KafkaEventLog(ctx.broker, f"{ctx.channel}-events")
     await log.setup()
     clock, new_id = _sources(ctx)
