@@ -4,7 +4,7 @@ A run reports every observation on its own thread, synchronously, and a simulate
 hundreds of thousands of them a second. Posting one UI message per observation would flood
 Textual's queue and the interface would fall behind the run. Instead the session's subscriber
 only appends to a deque (atomic, no lock), and the screen drains everything that arrived since
-the previous frame, 30 times a second, folding the whole batch into its models before one
+the previous frame, 15 times a second, folding the whole batch into its models before one
 repaint. However fast the broker produces, a key press waits at most one frame plus one fold.
 """
 
@@ -14,8 +14,10 @@ from collections import deque
 
 from mqlab.observe.events import Observation
 
-FRAME_SECONDS = 1 / 30
-"""How often a screen drains its feed and repaints what changed."""
+FRAME_SECONDS = 1 / 15
+"""How often a screen drains its feed and repaints what changed. Smooth enough for a
+timeline, and each repaint under a burst costs the terminal a full redraw of the timeline:
+fewer of them leave more time for the learner's keys."""
 
 
 class ObservationFeed:

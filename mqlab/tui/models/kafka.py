@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mqlab.observe.events import (
     BrokerDown,
@@ -69,43 +71,60 @@ class KafkaView:
         self.version += 1
 
     def __call__(self, observation: Observation) -> None:
-        """Fold one observation (anything that is not about Kafka is ignored)."""
-        match observation:
-            case Produced(partition=int(partition), position=int(position), duplicate=False):
-                if "kafka" not in observation.broker:
-                    return
-                state = self._partition(short_name(observation.destination), partition)
-                state.log_end = max(state.log_end, position + 1)
-                # Observations do not carry the high watermark; with acks=all it follows the
-                # acknowledged end closely, and a snapshot corrects it.
-                state.high_watermark = max(state.high_watermark, position + 1)
-            case LeaderChanged():
-                state = self._partition(short_name(observation.topic), observation.partition)
-                state.leader = observation.leader
-                state.isr = observation.isr
-                for broker_id in observation.isr:
-                    self.brokers.setdefault(broker_id, True)
-            case BrokerDown(node=node) if node.startswith(BROKER_PREFIX):
-                self._set_alive(node, alive=False)
-            case BrokerUp(node=node) if node.startswith(BROKER_PREFIX):
-                self._set_alive(node, alive=True)
-            case Committed():
-                group = self._group(short_name(observation.group))
-                group.committed[(short_name(observation.topic), observation.partition)] = (
-                    observation.offset
-                )
-            case Rebalanced():
-                if "kafka" not in observation.broker:
-                    return
-                group = self._group(short_name(observation.group))
-                group.generation = observation.generation
-                group.assignment = {
-                    member: tuple(short_name(tp) for tp in partitions)
-                    for member, partitions in observation.assignment
-                }
-            case _:
-                return
-        self.version += 1
+        """Fold one observation (anything that is not about Kafka is ignored).
+
+        Dispatched on the observation's type: a burst is mostly ``Produced``, and this runs
+        for every one of them in the UI's frame.
+        """
+        fold = _FOLDS.get(type(observation))
+        if fold is not None and fold(self, observation):
+            self.version += 1
+
+    def _produced(self, observation: Produced) -> bool:
+        partition, position = observation.partition, observation.position
+        if partition is None or position is None or observation.duplicate:
+            return False
+        if "kafka" not in observation.broker:
+            return False
+        state = self._partition(short_name(observation.destination), partition)
+        if position >= state.log_end:
+            state.log_end = position + 1
+        # Observations do not carry the high watermark; with acks=all it follows the
+        # acknowledged end closely, and a snapshot corrects it.
+        if position >= state.high_watermark:
+            state.high_watermark = position + 1
+        return True
+
+    def _leader_changed(self, observation: LeaderChanged) -> bool:
+        state = self._partition(short_name(observation.topic), observation.partition)
+        state.leader = observation.leader
+        state.isr = observation.isr
+        for broker_id in observation.isr:
+            self.brokers.setdefault(broker_id, True)
+        return True
+
+    def _broker_down(self, observation: BrokerDown) -> bool:
+        return self._set_alive(observation.node, alive=False)
+
+    def _broker_up(self, observation: BrokerUp) -> bool:
+        return self._set_alive(observation.node, alive=True)
+
+    def _committed(self, observation: Committed) -> bool:
+        group = self._group(short_name(observation.group))
+        key = (short_name(observation.topic), observation.partition)
+        group.committed[key] = observation.offset
+        return True
+
+    def _rebalanced(self, observation: Rebalanced) -> bool:
+        if "kafka" not in observation.broker:
+            return False
+        group = self._group(short_name(observation.group))
+        group.generation = observation.generation
+        group.assignment = {
+            member: tuple(short_name(tp) for tp in partitions)
+            for member, partitions in observation.assignment
+        }
+        return True
 
     def apply_snapshot(self, snapshot: KafkaSnapshot) -> None:
         """Take the broker's own word for everything it reports."""
@@ -163,7 +182,22 @@ class KafkaView:
             group = self.groups[name] = GroupState(name)
         return group
 
-    def _set_alive(self, node: str, *, alive: bool) -> None:
+    def _set_alive(self, node: str, *, alive: bool) -> bool:
+        if not node.startswith(BROKER_PREFIX):
+            return False
         number = node.removeprefix(BROKER_PREFIX)
-        if number.isdigit():
-            self.brokers[int(number)] = alive
+        if not number.isdigit():
+            return False
+        self.brokers[int(number)] = alive
+        return True
+
+
+_FOLDS: dict[type[Observation], Callable[[KafkaView, Any], bool]] = {
+    Produced: KafkaView._produced,
+    LeaderChanged: KafkaView._leader_changed,
+    BrokerDown: KafkaView._broker_down,
+    BrokerUp: KafkaView._broker_up,
+    Committed: KafkaView._committed,
+    Rebalanced: KafkaView._rebalanced,
+}
+"""What each observation type changes (the rest are not about Kafka)."""

@@ -43,6 +43,7 @@ from mqlab.tui.widgets.scenario.timeline import Timeline
 BROKER_SYSTEMS = ("kafka", "rabbitmq", "sqs", "nats")
 """Systems with a live broker view."""
 LEDGER_REDRAW_SECONDS = 0.2
+"""The ledger is redrawn at most this often (and less often when it takes long)."""
 NARROW_WIDTH = 100
 """Below this many columns the timeline and the side panels stack instead of sitting side by
 side."""
@@ -112,6 +113,7 @@ class RunScreen(Screen[None]):
         self._last_at = 0.0
         self._ledger_dirty = False
         self._ledger_drawn_at = 0.0
+        self._ledger_interval = LEDGER_REDRAW_SECONDS
         self._resume_speed: float | None = 1.0
 
     def reset_models(self) -> None:
@@ -202,7 +204,7 @@ class RunScreen(Screen[None]):
             self.query_one(Timeline).add_observations(batch)
             self._ledger_dirty = True
         now = time.monotonic()
-        if self._ledger_dirty and now - self._ledger_drawn_at >= LEDGER_REDRAW_SECONDS:
+        if self._ledger_dirty and now - self._ledger_drawn_at >= self._ledger_interval:
             self._draw_ledger()
         for panel in self.query(ModelPanel):
             panel.redraw()
@@ -222,7 +224,15 @@ class RunScreen(Screen[None]):
 
     def _draw_ledger(self) -> None:
         self._ledger_dirty = False
-        self._ledger_drawn_at = time.monotonic()
+        started = time.monotonic()
+        self._ledger_drawn_at = started
+        self._draw_ledger_panel()
+        # The ledger recounts every message: with a long run it gets slower, so it is
+        # redrawn less often, never taking more than a tenth of the frames' time.
+        took = time.monotonic() - started
+        self._ledger_interval = max(LEDGER_REDRAW_SECONDS, took * 10)
+
+    def _draw_ledger_panel(self) -> None:
         panel = self.query_one(LedgerPanel)
         if self.judge.scenario is not None and panel.scenario is None:
             panel.scenario = self.judge.scenario

@@ -8,9 +8,10 @@ from textual.widgets import RichLog
 from mqlab.observe.events import Observation
 from mqlab.scenarios.report import describe
 
-LINES_PER_FRAME = 200
-"""At most this many lines are written per frame; the rest of a burst is summed up in one
-line (the ledger still counts every observation)."""
+LINES_PER_FRAME = 40
+"""At most this many lines are written per frame (600 a second: more than anyone reads);
+the rest of a burst is summed up in one line (the ledger still counts every observation).
+Writing a line to the log renders it, which is the frame's largest cost under a burst."""
 KEPT_LINES = 5000
 """Older lines scroll out of the log."""
 
@@ -54,22 +55,26 @@ class Timeline(RichLog):
         self.lines_shown = 0
 
     def add_observations(self, batch: list[Observation]) -> None:
-        """Write a frame's observations (the newest :data:`LINES_PER_FRAME` of a burst)."""
+        """Write a frame's observations (the newest :data:`LINES_PER_FRAME` of a burst), as
+        one block: the log measures, scrolls and refreshes once per frame, not per line."""
         if not batch:
             return
         if self._start is None:
             self._start = batch[0].at
         skipped = max(0, len(batch) - LINES_PER_FRAME)
+        lines: list[Text] = []
         if skipped:
-            self.write(Text(f"  … {skipped:,} more observations (counted in the ledger)", "dim"))
+            lines.append(Text(f"  … {skipped:,} more observations (counted in the ledger)", "dim"))
         for observation in batch[skipped:]:
             line = describe(observation)
             if line is None:
                 continue
             text = Text(f"{observation.at - self._start:8.3f} ", style="dim")
             text.append(line, style=_STYLES.get(observation.kind, ""))
-            self.write(text)
-            self.lines_shown += 1
+            lines.append(text)
+        if lines:
+            self.write(Text("\n").join(lines))
+            self.lines_shown += len(lines) - (1 if skipped else 0)
 
     def restart(self) -> None:
         """Empty it for a new run."""
