@@ -116,17 +116,23 @@ def _check_once(
     """One check: grade, record progress, print; returns the exit code."""
     import json
 
-    from mqlab.grader.run import GraderError, check_file
+    from mqlab.grader.run import GraderError, check_file, resolve_grading_broker
 
     console = make_console()
     learner_file = workspace.learner_file(entry)
-    if not as_json:
-        console.print(f"checking {entry.id} ({learner_file}) on {broker} ...", highlight=False)
     try:
+        _, _, display = resolve_grading_broker(entry, broker)
+        if not as_json:
+            console.print(f"checking {entry.id} ({learner_file}) on {display} ...", highlight=False)
         report = check_file(entry, learner_file, broker=broker, seed=seed)
     except GraderError as error:
         typer.echo(f"error: {error}", err=True)
         return EXIT_CONTENT_ERROR
+    unreachable = report.check_error is not None and "not reachable" in report.check_error
+    if unreachable:
+        # The code was not graded: no attempt, no hint spent; say what to start.
+        _print_report(console, report, None)
+        return EXIT_BROKER_ERROR
     store.record_check(
         entry.id,
         passed=report.passed,
@@ -140,11 +146,7 @@ def _check_once(
     else:
         hint = None if report.passed else _next_hint(entry, store)
         _print_report(console, report, hint)
-    if report.passed:
-        return 0
-    if report.check_error is not None and "not reachable" in report.check_error:
-        return EXIT_BROKER_ERROR
-    return EXIT_VERDICT_FAILED
+    return 0 if report.passed else EXIT_VERDICT_FAILED
 
 
 @user_errors

@@ -106,3 +106,17 @@ def test_reset_restores_the_starter_and_keeps_a_backup(workspace: Path) -> None:
     assert learner.read_text() == entry.starter_file.read_text()
     backups = list((workspace / ".mqlab" / "backups").iterdir())
     assert [b.read_text() for b in backups] == ["# my attempt\n"]
+
+
+def test_a_check_that_cannot_reach_its_service_spends_no_attempt_and_no_hint(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Move every lab port: nothing listens there, as on a machine without the lab.
+    monkeypatch.setenv("MQLAB_PORT_OFFSET", "7")
+    result = runner.invoke(app, ["check", "redis-dedup-ttl", "--broker", "redis"])
+    assert result.exit_code == 3, result.output
+    assert "hint" not in result.output
+    from mqlab.course.progress import ProgressStore
+
+    with ProgressStore() as store:
+        assert store.exercise("redis-dedup-ttl") is None
