@@ -90,7 +90,7 @@ class Program:
                 value, spec.kinds
             ):
                 found.append(f"{self.id}.{name}: must be {_kinds(spec.kinds)}, got {value!r}")
-            elif spec.choices and value not in spec.choices:
+            elif spec.choices and value is not None and value not in spec.choices:
                 found.append(f"{self.id}.{name}: {value!r} is not one of {', '.join(spec.choices)}")
         if crash_point is not None and crash_point not in self.crash_points:
             points = ", ".join(self.crash_points) or "none"
