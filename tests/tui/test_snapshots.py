@@ -229,7 +229,7 @@ async def _lesson_step(pilot: Pilot[object], kind: str, keys: tuple[str, ...] = 
         await pilot.press(key)
     if kind == "predict" and keys:
         await until_shown(pilot, "prediction held", timeout=120)
-    await pilot.pause()
+    await _settled(pilot, "#step")
 
 
 LIBRARY_SCENARIOS = (

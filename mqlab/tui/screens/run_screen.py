@@ -292,6 +292,8 @@ class RunScreen(Screen[None]):
         self.kafka.end()
         self.queues.end()
         if message.result is not None:
+            if self.query_one(Timeline).skipped_any:
+                self.query_one(Timeline).show_all(message.result.observations)
             self._draw_ledger()
             self.query_one(TabbedContent).active = "ledger"
         self._update_status()

@@ -86,6 +86,9 @@ class PredictStep(StepView):
         if not isinstance(outcome, PredictOutcome):
             status.update(Text(f"the run could not start: {error}", style="bold red"))
             return
+        timeline = self.query_one(Timeline)
+        if timeline.skipped_any:
+            timeline.show_all(outcome.result.observations)
         ledger = self.query_one(LedgerPanel)
         ledger.scenario = self.play.scenario
         ledger.system = self.play.target.removeprefix("sim:")

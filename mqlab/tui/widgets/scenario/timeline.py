@@ -53,6 +53,8 @@ class Timeline(RichLog):
         self.border_title = "timeline"
         self._start: float | None = None
         self.lines_shown = 0
+        self.skipped_any = False
+        """Some burst was summed up instead of written line by line."""
 
     def add_observations(self, batch: list[Observation]) -> None:
         """Write a frame's observations (the newest :data:`LINES_PER_FRAME` of a burst), as
@@ -64,6 +66,7 @@ class Timeline(RichLog):
         skipped = max(0, len(batch) - LINES_PER_FRAME)
         lines: list[Text] = []
         if skipped:
+            self.skipped_any = True
             lines.append(Text(f"  … {skipped:,} more observations (counted in the ledger)", "dim"))
         for observation in batch[skipped:]:
             line = describe(observation)
@@ -76,8 +79,30 @@ class Timeline(RichLog):
             self.write(Text("\n").join(lines))
             self.lines_shown += len(lines) - (1 if skipped else 0)
 
+    def show_all(self, observations: tuple[Observation, ...] | list[Observation]) -> None:
+        """Replace what a burst summed up with the whole history (the newest
+        :data:`KEPT_LINES`): at the end of a run every observation can be read back."""
+        self.clear()
+        self.lines_shown = 0
+        if not observations:
+            return
+        self._start = observations[0].at
+        lines: list[Text] = []
+        for observation in observations:
+            line = describe(observation)
+            if line is None:
+                continue
+            text = Text(f"{observation.at - self._start:8.3f} ", style="dim")
+            text.append(line, style=_STYLES.get(observation.kind, ""))
+            lines.append(text)
+        lines = lines[-KEPT_LINES:]
+        if lines:
+            self.write(Text("\n").join(lines))
+        self.lines_shown = len(lines)
+
     def restart(self) -> None:
         """Empty it for a new run."""
         self.clear()
         self._start = None
         self.lines_shown = 0
+        self.skipped_any = False
