@@ -12,6 +12,7 @@ work's transaction) or to lose one (the teaching variants, which these tests sho
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,7 +28,6 @@ from mqlab.patterns.idempotency import RedisDedupStore
 from mqlab.patterns.order_saga import orders_account, stock_account, wallet_account
 from mqlab.patterns.postgres import drop_namespace
 from mqlab.patterns.saga import PostgresSagaLog
-from tests.patterns.conftest import new_namespace
 from tests.patterns.crash_child import MESSAGES, ORDER, STOCK, WALLET, Spec, prepare, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def spec(endpoints: Endpoints, pattern: str, variant: str = "") -> Spec:
         pattern=pattern,
         dsn=endpoints.postgres_dsn,
         redis_url=endpoints.redis_url,
-        namespace=new_namespace(),
+        namespace=f"mq-{secrets.token_hex(3)}",
         variant=variant,
     )
 
