@@ -233,7 +233,7 @@ async def test_kafka_transactions_give_each_input_one_committed_output(
     # The crash hits the first transaction. On the simulator a transaction that a producer
     # begins within the replication delay after its previous commit loses the start of its
     # aborted range (its first record then leaks to read_committed readers), so a crash in a
-    # later batch is tested on the real Kafka only (test_patterns_real_kafka.py).
+    # later batch is tested on the real Kafka only (test_patterns_kafka.py).
     await run.crash_then_recover(loop, point, on="m1")
     committed = await read_output(sim_kafka, out, "read_committed")
     assert sorted(committed) == sorted(f"{m}>1" for m in MESSAGES)
