@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mqlab.patterns.harness import loop_clock
 from mqlab.patterns.retry import (
     Backoff,
     ErrorClass,
@@ -53,7 +54,6 @@ from mqlab.patterns.retry import (
     TransientError,
     retry,
 )
-from mqlab.patterns.retry_budget import loop_clock
 
 if TYPE_CHECKING:
     from mqlab.observe.bus import ObservationBus

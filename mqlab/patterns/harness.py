@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -151,6 +152,10 @@ class Reporter:
 def loop_clock() -> float:
     """The running event loop's clock: virtual seconds on the simulator, monotonic otherwise.
 
-    In-memory stores that expire keys use it, so a TTL runs out in virtual time on ``sim``.
+    In-memory stores that expire keys use it, so a TTL runs out in virtual time on ``sim``;
+    retry budgets and deadlines too. Outside a running loop it is the monotonic clock.
     """
-    return asyncio.get_running_loop().time()
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()

@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mqlab.brokers.base import BrokerUnavailable, OperationTimedOut
 from mqlab.observe.events import Observation, RetryAttempted, RetryGaveUp, RetryScheduled
-from mqlab.patterns.retry_budget import RetryBudget, loop_clock
+from mqlab.patterns.harness import loop_clock
+from mqlab.patterns.retry_budget import RetryBudget
 
 if TYPE_CHECKING:
     from mqlab.observe.bus import ObservationBus

@@ -17,21 +17,13 @@ second); mqlab's version is the plain token bucket the course describes.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections.abc import Callable
+
+from mqlab.patterns.harness import loop_clock
 
 _TOKEN_EPSILON = 1e-9
 """Ten deposits of 0.1 add up to 0.9999999999999999 in floating point: still a whole token."""
-
-
-def loop_clock() -> float:
-    """The running event loop's clock (virtual on the simulator), or the monotonic clock."""
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:
-        return time.monotonic()
 
 
 class RetryBudget:
