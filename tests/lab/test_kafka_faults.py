@@ -10,7 +10,6 @@ fixed time: how fast a broker is fenced follows from the lab's settings (heartbe
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -21,6 +20,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, RequestTimedOutError
 
 from mqlab.lab import faults
 from mqlab.lab.endpoints import KAFKA_BROKER_IDS, Endpoints
+from tests import waiting
 
 pytestmark = [pytest.mark.kafka, pytest.mark.toxiproxy, pytest.mark.lab]
 
@@ -59,17 +59,15 @@ async def wait_for_states(
     what: str,
 ) -> PartitionStates:
     """Poll the topic's metadata until ``condition`` holds; fail after SETTLE_SECONDS."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    last: PartitionStates | None = None
-    while True:
-        states = await partition_states(admin, topic)
-        if states is not None:
-            last = states
-            if condition(states):
-                return states
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {SETTLE_SECONDS:g}s (last seen: {last})")
-        await asyncio.sleep(0.2)
+    states = await waiting.eventually(
+        lambda: partition_states(admin, topic),
+        SETTLE_SECONDS,
+        what,
+        accept=lambda states: states is not None and condition(states),
+        interval=0.2,
+    )
+    assert states is not None
+    return states
 
 
 def fully_replicated(states: PartitionStates) -> bool:
@@ -124,16 +122,16 @@ async def produce_until_acknowledged(
 
     Returns the offset. Fails the test if no attempt succeeds within SETTLE_SECONDS.
     """
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
-        try:
-            metadata = await producer.send_and_wait(topic, value, partition=partition)
-            offset: int = metadata.offset
-            return offset
-        except KafkaError as error:
-            if time.monotonic() > deadline:
-                pytest.fail(f"produce to {topic}:{partition} kept failing: {error!r}")
-            await asyncio.sleep(0.2)
+    metadata = await waiting.eventually(
+        lambda: producer.send_and_wait(topic, value, partition=partition),
+        SETTLE_SECONDS,
+        f"an acknowledged produce to {topic}:{partition}",
+        accept=lambda metadata: metadata is not None,
+        interval=0.2,
+        retry_on=(KafkaError,),
+    )
+    offset: int = metadata.offset
+    return offset
 
 
 async def test_killed_broker_leaves_the_isr_and_acks_all_still_succeeds(

@@ -7,8 +7,6 @@ replication factor 3) with a unique name and deletes it afterwards, also when th
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from mqlab.lab.endpoints import KAFKA_BROKER_IDS, Endpoints
+from tests import waiting
 
 pytestmark = pytest.mark.kafka
 
@@ -41,14 +40,11 @@ async def eventually(
     probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = SETTLE_SECONDS
 ) -> T:
     """Poll ``probe`` until it returns something other than None; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:g}s")
-        await asyncio.sleep(0.1)
+    result = await waiting.eventually(
+        probe, timeout, what, accept=lambda answer: answer is not None, interval=0.1
+    )
+    assert result is not None
+    return result
 
 
 async def partition_states(
