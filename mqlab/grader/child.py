@@ -90,14 +90,25 @@ def _vm_bytes() -> int:
 
 
 def _apply_limits(request: ChildRequest) -> None:
-    """Cap memory above what is already mapped, CPU as a backstop, and arm the stack dump."""
+    """Cap memory above what is already mapped, CPU as a backstop, and arm the stack dump.
+
+    Only the soft limits are lowered: a check that kills a lab broker restarts it from this
+    process, and the lab lifts its processes back to the hard limits
+    (:data:`mqlab.lab.process.LIFTED_LIMITS`), which it could not if these were hard too.
+    """
     budget = request.memory_mb * MEGABYTE
     current = _vm_bytes()
     if current:
-        resource.setrlimit(resource.RLIMIT_AS, (current + budget, current + budget))
-    cpu = int(request.seconds * 2) + 5
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        _lower_soft_limit(resource.RLIMIT_AS, current + budget)
+    _lower_soft_limit(resource.RLIMIT_CPU, int(request.seconds * 2) + 5)
     faulthandler.dump_traceback_later(max(0.1, request.seconds - 0.25), exit=False)
+
+
+def _lower_soft_limit(limit: int, value: int) -> None:
+    hard = resource.getrlimit(limit)[1]
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(limit, (value, hard))
 
 
 def _load(path: str, name: str) -> ModuleType:

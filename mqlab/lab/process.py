@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -221,6 +222,30 @@ def rotate_log(log_file: Path, max_bytes: int = LOG_ROTATE_BYTES) -> bool:
     return True
 
 
+LIFTED_LIMITS = {"RLIMIT_AS": "-v", "RLIMIT_CPU": "-t"}
+"""Resource limits a lab process must not inherit from whoever starts it (with the shell's
+``ulimit`` flag for each). The grader's child caps its own address space and CPU time (learner
+code runs there), and a check that kills a broker also restarts it from there: a JVM under that
+cap cannot even reserve its heap, and one under the CPU cap would be killed minutes later."""
+
+
+def _without_inherited_limits(argv: tuple[str, ...]) -> list[str]:
+    """``argv``, started so that it runs with the hard limits of :data:`LIFTED_LIMITS` where
+    this process lowered the soft ones: ``/bin/sh`` raises them (any process may, up to the
+    hard limit) and execs ``argv`` in its place, same pid. The shell, not this interpreter,
+    because a server may run as another OS user (PostgreSQL), who can always run ``sh``."""
+    flags = [
+        flag
+        for name, flag in LIFTED_LIMITS.items()
+        if resource.getrlimit(getattr(resource, name))[0]
+        != resource.getrlimit(getattr(resource, name))[1]
+    ]
+    if not flags:
+        return list(argv)
+    lift = " && ".join(f'ulimit -S {flag} "$(ulimit -H {flag})"' for flag in flags)
+    return ["/bin/sh", "-c", f'{lift} && exec "$@"', "mqlab-lab", *argv]
+
+
 def start_detached(spec: ProcessSpec, log_file: Path) -> ProcessRecord:
     """Start ``spec`` in its own session, output appended to ``log_file`` (rotated first when it
     has grown past :data:`LOG_ROTATE_BYTES`); return its record.
@@ -250,7 +275,7 @@ def start_detached(spec: ProcessSpec, log_file: Path) -> ProcessRecord:
         log.flush()
         try:
             child = subprocess.Popen(
-                spec.argv,
+                _without_inherited_limits(spec.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
