@@ -44,6 +44,7 @@ class FaultInjector:
         await self.faults.apply(action, target)
         if action == "kill":
             self.killed.add(target)
+            self.paused.discard(target)  # a killed process is no longer paused: restart it
         elif action == "pause":
             self.paused.add(target)
         elif action == "resume":

@@ -132,6 +132,19 @@ def test_the_injector_restores_what_it_broke_on_the_simulated_world() -> None:
     ]
 
 
+def test_a_node_frozen_and_then_killed_is_restarted_not_resumed() -> None:
+    async def freeze_kill_restore() -> tuple[SimWorld, list[str]]:
+        world = SimWorld()
+        injector = FaultInjector(world.bus, world, source="sim")
+        await injector.apply("pause", "rabbitmq")
+        await injector.apply("kill", "rabbitmq")
+        return world, await injector.restore_all()
+
+    world, restored = run_virtual(freeze_kill_restore())
+    assert restored == ["restarted rabbitmq"]
+    assert world.is_up("rabbitmq")
+
+
 @pytest.mark.toxiproxy
 @pytest.mark.rabbitmq
 def test_the_lab_puts_a_whole_path_fault_on_both_directions_and_cuts_by_disabling() -> None:

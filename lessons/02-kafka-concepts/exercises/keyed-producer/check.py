@@ -193,8 +193,11 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
         await producer.close()  # acks=0: whatever is still in a dead socket is given up here
     finally:
         unsubscribe()
-        if faults is not None and not faults.done():
-            faults.cancel()
-    await ctx.faults.apply("restart", node)
+        if faults is not None:
+            if not faults.done():
+                faults.cancel()
+                await asyncio.gather(faults, return_exceptions=True)
+            # Back to three brokers, whatever the learner's code did meanwhile.
+            await ctx.faults.apply("restart", node)
     await _until_whole(kafka, topic)
     await _read_back(ctx, kafka, topic)
