@@ -43,8 +43,15 @@ def _why_not(report: CheckReport) -> str:
     return f"{broken.id}: {broken.finding.problem}" if broken else "no invariant was judged"
 
 
-def audit_exercise(entry: ExerciseEntry, *, broker: str = "sim", seed: int = 0) -> list[str]:
-    """Everything wrong with an exercise on ``broker`` (empty: it is sound there)."""
+def audit_exercise(
+    entry: ExerciseEntry, *, broker: str = "sim", seed: int = 0, wrong: bool = True
+) -> list[str]:
+    """Everything wrong with an exercise on ``broker`` (empty: it is sound there).
+
+    ``wrong=False`` skips the wrong solutions: they are about the invariants, which the
+    simulator judges the same way, while the solution and the starter are about the broker
+    (the test suite runs those two on every real broker, and all of them on ``sim``).
+    """
     problems = _files_problems(entry)
     if problems:
         return problems
@@ -54,11 +61,13 @@ def audit_exercise(entry: ExerciseEntry, *, broker: str = "sim", seed: int = 0) 
     starter = check_file(entry, entry.starter_file, broker=broker, seed=seed)
     if starter.passed:
         problems.append("the starter passes: a learner who changes nothing would pass")
-    for wrong in entry.exercise.wrong:
-        report = check_file(entry, entry.wrong_file(wrong.file), broker=broker, seed=seed)
-        caught = any(r.id == wrong.breaks and not r.finding.holds for r in report.results)
+    for mistake in entry.exercise.wrong if wrong else ():
+        report = check_file(entry, entry.wrong_file(mistake.file), broker=broker, seed=seed)
+        caught = any(r.id == mistake.breaks and not r.finding.holds for r in report.results)
         if report.passed:
-            problems.append(f"wrong/{wrong.file} passes ({wrong.why})")
+            problems.append(f"wrong/{mistake.file} passes ({mistake.why})")
         elif not caught:
-            problems.append(f"wrong/{wrong.file} fails, but not {wrong.breaks}: {_why_not(report)}")
+            problems.append(
+                f"wrong/{mistake.file} fails, but not {mistake.breaks}: {_why_not(report)}"
+            )
     return problems

@@ -11,7 +11,8 @@ dropped, swapped; keys misspelled or repeated; numbers replaced by hostile ones 
 in; control characters, NUL bytes, invalid UTF-8 and byte order marks inserted. Other inputs
 are generated from scratch from the format's own vocabulary.
 
-Another content kind joins with one more :class:`FuzzTarget` in :data:`TARGETS`: its seed
+Another content kind joins with one more :class:`FuzzTarget` in :data:`TARGETS` (or
+:data:`COURSE_TARGETS`, fuzzed a quarter as much): its seed
 files, its load function and the error type it may raise. Lesson files, for example::
 
     FuzzTarget("lesson", ".yaml", _lesson_files, load_lesson, (ContentError,))
@@ -147,10 +148,16 @@ def _load_exercise_copy(path: Path) -> object:
 TARGETS = [
     FuzzTarget("scenario", ".yaml", _scenario_files, _load_copy, (ContentError,)),
     FuzzTarget("trace", ".jsonl", _recorded_traces, read_trace, (TraceError,)),
+]
+"""The files a learner edits or feeds back most: fuzzed with :data:`EXAMPLES` each."""
+
+COURSE_TARGETS = [
     FuzzTarget("lesson", ".yaml", _lesson_files, _load_lesson_copy, (ContentError,)),
     FuzzTarget("exercise", ".yaml", _exercise_files, _load_exercise_copy, (ContentError,)),
     FuzzTarget("course", ".yaml", _course_files, _load_course, (ContentError,)),
 ]
+"""Course authors' files: the same loader, so a quarter as many examples each (a lesson file is
+twenty times a scenario's size, and each example costs as much more)."""
 
 _SEED_CACHE: dict[str, list[bytes]] = {}
 
@@ -408,6 +415,19 @@ def test_mutated_files_are_answered_within_bounds(
     answer_within_bounds(target, content, path)
 
 
+@pytest.mark.parametrize("target", COURSE_TARGETS, ids=lambda target: target.name)
+@settings(FUZZ_SETTINGS, max_examples=max(EXAMPLES // 4, 1))
+@given(data=st.data())
+def test_mutated_course_files_are_answered_within_bounds(
+    target: FuzzTarget,
+    seed_dir: Path,
+    data: st.DataObject,
+) -> None:
+    seeds = seeds_of(target, seed_dir)
+    content = data.draw(mutated(seeds, json_style=False), label="file")
+    answer_within_bounds(target, content, seed_dir / f"fuzzed-{target.name}{target.suffix}")
+
+
 @pytest.mark.parametrize(
     "target", [t for t in TARGETS if t.name in GENERATORS], ids=lambda target: target.name
 )
@@ -420,7 +440,7 @@ def test_generated_files_are_answered_within_bounds(
     answer_within_bounds(target, content, seed_dir / f"generated{target.suffix}")
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=lambda target: target.name)
+@pytest.mark.parametrize("target", TARGETS + COURSE_TARGETS, ids=lambda target: target.name)
 def test_every_seed_file_loads(target: FuzzTarget, seed_dir: Path) -> None:
     """The starting points are valid, so the mutations are what breaks them."""
     for number, content in enumerate(seeds_of(target, seed_dir)):
