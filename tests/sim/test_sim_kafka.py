@@ -596,3 +596,28 @@ async def test_an_answer_dropped_during_replication_times_the_send_out(
     await world.remove_network_faults(node(info.leader))
     # The producer gave up, yet the record was written: "failed" is not "not written".
     assert await read_all(kafka, topic.name, "readers") == [b"written, never confirmed"]
+
+
+async def test_a_cancel_that_lands_while_the_controller_answers_is_not_lost(
+    kafka: SimKafkaBroker,
+) -> None:
+    # Python 3.11's asyncio.wait_for returns the inner result when the outer task is
+    # cancelled in the very loop turn its inner future finished, and the cancel is gone (a
+    # RunSession.cancel() at the start of a run was ignored that way). The cancel is timed to
+    # land in exactly that turn; it must end the task at its next await at the latest.
+    loop = asyncio.get_running_loop()
+    finished = False
+
+    async def create_then_go_on() -> None:
+        nonlocal finished
+        await kafka.create_topic(kafka.qualify("cancelled"))
+        await asyncio.sleep(1)
+        finished = True
+
+    task = asyncio.create_task(create_then_go_on())
+    # The task's first step starts the controller wait; in the turn after it the wait's inner
+    # future finishes, and this cancel lands in that same turn, before the waiter wakes.
+    loop.call_soon(lambda: loop.call_soon(task.cancel))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not finished

@@ -159,11 +159,15 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
     # -- topics ----------------------------------------------------------------------------
 
     async def _controller(self, what: str) -> None:
-        """Admin requests go to the controller: wait for it up to the connect timeout."""
+        """Admin requests go to the controller: wait for it up to the connect timeout.
+
+        ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11, ``wait_for`` swallows a
+        cancel that lands in the loop turn its inner wait finishes (the run session's cancel
+        at the very start of a run was lost that way).
+        """
         try:
-            await asyncio.wait_for(
-                self.world.until_state(CONTROLLER_NODE, NodeState.UP), self.connect_timeout
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                await self.world.until_state(CONTROLLER_NODE, NodeState.UP)
         except TimeoutError:
             raise OperationTimedOut(
                 f"{what}: the Kafka controller did not answer within {self.connect_timeout:g}s"
