@@ -43,6 +43,7 @@ PAYLOAD_BYTES = 3000
 FROZEN_SECONDS = 1.0
 READ_SECONDS = 30.0
 SETTLE_SECONDS = 40.0
+RESTART_SECONDS = 30.0
 READER_GROUP = "order-reader"
 
 
@@ -99,6 +100,27 @@ async def _freeze_then_kill(ctx: GradingContext, node: str, frozen: asyncio.Even
     frozen.set()
     await asyncio.sleep(FROZEN_SECONDS)
     await ctx.faults.apply("kill", node)
+
+
+async def _restart(ctx: GradingContext, node: str) -> None:
+    """Start the killed broker again. Right after a SIGKILL its old connections can hold its
+    ports for a few seconds (the kernel is still closing them, for no process), and the lab
+    will not start a server over a port in use: ask again until they are free.
+
+    Raises:
+        Exception: the lab's error, if the broker still cannot start after a while.
+    """
+    assert ctx.faults is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESTART_SECONDS
+    while True:
+        try:
+            await ctx.faults.apply("restart", node)
+            return
+        except Exception as error:  # the lab's LabError (the simulator never refuses)
+            if "already in use" not in str(error) or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(1.0)
 
 
 async def _until_whole(kafka: KafkaAPI, topic: str) -> TopicInfo:
@@ -198,6 +220,6 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
                 faults.cancel()
                 await asyncio.gather(faults, return_exceptions=True)
             # Back to three brokers, whatever the learner's code did meanwhile.
-            await ctx.faults.apply("restart", node)
+            await _restart(ctx, node)
     await _until_whole(kafka, topic)
     await _read_back(ctx, kafka, topic)
