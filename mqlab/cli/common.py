@@ -160,13 +160,17 @@ def content_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from mqlab.brokers.registry import UnknownBroker
-        from mqlab.course.loader import ContentError
-        from mqlab.scenarios.runner import ScenarioError
-
         try:
             return command(*args, **kwargs)
-        except (ContentError, ScenarioError, UnknownBroker) as error:
+        except Exception as error:
+            # Imported only when something went wrong: the runner module costs more than half
+            # a second, which every command (and the course's first frame) would pay first.
+            from mqlab.brokers.registry import UnknownBroker
+            from mqlab.course.loader import ContentError
+            from mqlab.scenarios.runner import ScenarioError
+
+            if not isinstance(error, ContentError | ScenarioError | UnknownBroker):
+                raise
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(EXIT_CONTENT_ERROR) from None
 

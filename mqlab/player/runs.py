@@ -17,9 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mqlab.course.scenario import SYSTEMS, Scenario, System
+# The systems' names from the registry, not the scenario models: the CLI checks --broker
+# through LearnerBroker before the course opens, and building the pydantic models would hold
+# up the app's first frame.
+from mqlab.brokers.registry import SYSTEM_NAMES as SYSTEMS
+from mqlab.brokers.registry import SystemName as System
 
 if TYPE_CHECKING:
+    from mqlab.course.scenario import Scenario
     from mqlab.observe.bus import Subscriber
     from mqlab.scenarios.verdict import RunResult
 

@@ -8,6 +8,7 @@ never leaves broker state behind.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -222,11 +223,13 @@ class MqlabApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
-        from mqlab.tui.screens.run_screen import RunScreen
-
-        for screen in reversed(self.screen_stack):
-            if isinstance(screen, RunScreen):
-                await screen.stop()
+        # Only a run screen has a run to stop, and if its module was never imported none was
+        # opened: quitting from the course map does not pay for importing it.
+        run_screens = sys.modules.get("mqlab.tui.screens.run_screen")
+        if run_screens is not None:
+            for screen in reversed(self.screen_stack):
+                if isinstance(screen, run_screens.RunScreen):
+                    await screen.stop()
         self.exit()
 
 

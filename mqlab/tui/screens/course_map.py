@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from rich.console import Group, RenderableType
-from rich.markdown import Markdown
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -49,6 +48,10 @@ def lesson_details(
     entry: LessonEntry, progress: LessonProgress, store: ProgressStore | None
 ) -> RenderableType:
     """The right-hand side: the lesson, where the learner is in it, its exercises."""
+    # Imported here: markdown-it costs a tenth of a second, and the first frame (which shows
+    # no lesson yet) should not wait for it.
+    from rich.markdown import Markdown
+
     lesson = entry.lesson
     steps = len(lesson.steps)
     state = {
@@ -105,6 +108,11 @@ class CourseMap(Screen[None]):
         options.add_option(Option(Text("loading the course…", style="dim"), disabled=True))
         options.add_option(Option(Text("▸ scenario library", style="bold"), id=LIBRARY))
         options.focus()
+        # After the first paint: loading validates every lesson (pydantic, YAML), and even in
+        # a thread it would hold the interpreter the first frame is waiting for.
+        self.call_after_refresh(self._start_loading)
+
+    def _start_loading(self) -> None:
         self.run_worker(self._load, thread=True, group="course", exit_on_error=False)
 
     def _load(self) -> None:
