@@ -13,19 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
-from mqlab.observe.events import BrokerDown, BrokerUp, Observation
+from mqlab.observe.events import (
+    Acked,
+    BrokerDown,
+    BrokerUp,
+    Delivered,
+    Nacked,
+    Observation,
+    Produced,
+    ProduceFailed,
+)
 
 if TYPE_CHECKING:
     from mqlab.brokers.faults import Faults
+
+_T = TypeVar("_T")
 
 NAMESPACE_PREFIX = "mq"
 
@@ -107,6 +119,21 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an acknowledged send landed, as :class:`~mqlab.observe.events.Produced` says it:
+    Kafka's partition and offset, a NATS stream sequence, or that the broker dropped the
+    message as a duplicate (NATS Nats-Msg-Id, SQS FIFO dedup id, Kafka idempotent retry)."""
+
+    partition: int | None = None
+    position: int | None = None
+    duplicate: bool = False
+
+
+NOWHERE_IN_PARTICULAR = Placement()
+"""The placement of a send the broker acknowledged without saying where (RabbitMQ, SQS)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Base of every system's ``inspect()`` answer (``KafkaSnapshot``, ``RabbitSnapshot``,
     ``SqsSnapshot``, ``NatsSnapshot``): the broker's state inside one namespace, complete
@@ -151,6 +178,7 @@ class Broker(ABC):
         self.address = ""
         """Where the broker is, as error messages and observations name it (set by adapters)."""
         self._connected = False
+        self._message_ids = itertools.count(1)
 
     @property
     def name(self) -> str:
@@ -161,6 +189,11 @@ class Broker(ABC):
         """The broker-side name for ``logical_name`` inside this adapter's namespace."""
         return f"{self.namespace}-{logical_name}"
 
+    def new_message_id(self) -> str:
+        """A fresh mqlab message id for a send without one: ``<namespace>-000001``, ...
+        (deterministic on the simulator, whose namespaces are)."""
+        return f"{self.namespace}-{next(self._message_ids):06d}"
+
     def unqualify(self, broker_name: str) -> str:
         """Strip this adapter's namespace prefix again (for display); other names unchanged."""
         prefix = f"{self.namespace}-"
@@ -169,6 +202,146 @@ class Broker(ABC):
     def emit(self, observation: Observation) -> None:
         """Publish an observation on this adapter's bus."""
         self.bus.emit(observation)
+
+    # -- observations every adapter reports the same way ------------------------------------
+
+    async def send_reported(
+        self,
+        send: Awaitable[_T],
+        *,
+        destination: str,
+        message_id: str,
+        key: str | None = None,
+        producer: str = "",
+        placed: Callable[[_T], Placement] | None = None,
+    ) -> _T:
+        """Await ``send`` and report its outcome: ``Produced`` once the broker acknowledged it
+        (where, from ``placed(result)``), ``ProduceFailed`` when it raised a BrokerError
+        (which then propagates). Every adapter's publish goes through here, so the ledger
+        reads the same on every broker and on the simulator."""
+        try:
+            result = await send
+        except BrokerError as error:
+            self.report_produce_failed(
+                destination, message_id, str(error), key=key, producer=producer
+            )
+            raise
+        where = placed(result) if placed is not None else NOWHERE_IN_PARTICULAR
+        self.report_produced(
+            destination,
+            message_id,
+            key=key,
+            partition=where.partition,
+            position=where.position,
+            producer=producer,
+            duplicate=where.duplicate,
+        )
+        return result
+
+    def report_produced(
+        self,
+        destination: str,
+        message_id: str,
+        *,
+        key: str | None = None,
+        partition: int | None = None,
+        position: int | None = None,
+        producer: str = "",
+        duplicate: bool = False,
+    ) -> None:
+        """Emit ``Produced``: the broker acknowledged ``message_id`` on ``destination``."""
+        self.emit(
+            Produced(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=destination,
+                message_id=message_id,
+                key=key,
+                partition=partition,
+                position=position,
+                producer=producer,
+                duplicate=duplicate,
+            )
+        )
+
+    def report_produce_failed(
+        self,
+        destination: str,
+        message_id: str,
+        error: str,
+        *,
+        key: str | None = None,
+        producer: str = "",
+    ) -> None:
+        """Emit ``ProduceFailed``: the send of ``message_id`` was not acknowledged."""
+        self.emit(
+            ProduceFailed(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=destination,
+                message_id=message_id,
+                error=error,
+                producer=producer,
+                key=key,
+            )
+        )
+
+    def report_delivered(
+        self,
+        destination: str,
+        message_id: str,
+        consumer: str,
+        *,
+        key: str | None = None,
+        partition: int | None = None,
+        position: int | None = None,
+        delivery_count: int = 1,
+        redelivered: bool = False,
+    ) -> None:
+        """Emit ``Delivered``: ``consumer`` received ``message_id`` (``redelivered`` is the
+        broker's own flag)."""
+        self.emit(
+            Delivered(
+                at=self.bus.now(),
+                broker=self.name,
+                destination=destination,
+                message_id=message_id,
+                consumer=consumer,
+                key=key,
+                partition=partition,
+                position=position,
+                delivery_count=delivery_count,
+                redelivered=redelivered,
+            )
+        )
+
+    def report_settled(
+        self, destination: str, message_id: str, consumer: str, *, requeue: bool | None = None
+    ) -> None:
+        """Emit ``Acked`` (``requeue`` None) or ``Nacked`` (the broker delivers it again when
+        ``requeue``, drops or dead-letters it when not)."""
+        now = self.bus.now()
+        if requeue is None:
+            self.emit(
+                Acked(
+                    at=now,
+                    broker=self.name,
+                    destination=destination,
+                    message_id=message_id,
+                    consumer=consumer,
+                )
+            )
+        else:
+            self.emit(
+                Nacked(
+                    at=now,
+                    broker=self.name,
+                    destination=destination,
+                    message_id=message_id,
+                    consumer=consumer,
+                    requeue=requeue,
+                )
+            )
 
     def unavailable(self, detail: str = "") -> BrokerUnavailable:
         """The error for "this broker cannot be reached", with the hint that fits it."""

@@ -181,12 +181,15 @@ class KafkaContract:
             (r.offset, r.message_id) for r in taken
         ]
 
+        # The second member reads the same offsets again. Kafka has no redelivered flag and no
+        # delivery count, so both reads look alike: the re-read shows as the same offsets
+        # delivered to another consumer (and as duplicates in a scenario's ledger).
         deliveries = [
             (o.consumer, o.position, o.delivery_count, o.redelivered)
             for o in observed(recorder, Delivered)
         ]
         assert deliveries == [("first", n, 1, False) for n in range(3)] + [
-            ("second", n, 2, True) for n in range(3)
+            ("second", n, 1, False) for n in range(3)
         ]
 
     async def test_replay_with_seek_to_beginning(self, broker: KafkaAPI) -> None:
@@ -212,11 +215,9 @@ class KafkaContract:
         await consumer.seek(tp, 3)
         assert [r.offset for r in await poll_until(consumer, 2)] == [3, 4]
 
+        # Every replayed offset is delivered again, and none is flagged (Kafka has no flag).
         flags = [(o.position, o.redelivered) for o in observed(recorder, Delivered)]
-        assert flags == [(n, False) for n in range(5)] + [(n, True) for n in range(5)] + [
-            (3, True),
-            (4, True),
-        ]
+        assert flags == [(n, False) for n in range(5)] * 2 + [(3, False), (4, False)]
         # Replaying moved the position, not the committed offset.
         assert await broker.group_offsets(consumer.group_id) == {tp: 5}
 

@@ -24,6 +24,8 @@ CORE_NUMBERS = (
     "lost",
     "dead_lettered",
     "out_of_order",
+    "redelivered",
+    "rebalances",
 )
 
 PATTERN_NUMBERS = tuple(

@@ -195,13 +195,15 @@ async def test_generations_count_rebalances_and_the_group_empties(
     await first.close()
     await settle([second], 1.0)
     await second.close()
+    # Each member reports its own assignment (as the real adapter's do); when the last member
+    # leaves, nobody is left to hear of generation 4, so nothing is reported for it.
     rebalances = [(o.generation, dict(o.assignment)) for o in of_kind(recorder, Rebalanced)]
     t = topic.name
     assert rebalances == [
         (1, {"first": (f"{t}:0", f"{t}:1")}),
-        (2, {"first": (f"{t}:0",), "second": (f"{t}:1",)}),
+        (2, {"first": (f"{t}:0",)}),
+        (2, {"second": (f"{t}:1",)}),
         (3, {"second": (f"{t}:0", f"{t}:1")}),
-        (4, {}),
     ]
     (info,) = (await kafka.inspect()).groups
     assert (info.state, info.members) == ("Empty", ())
@@ -263,8 +265,10 @@ async def test_auto_commit_is_at_least_once_when_the_crash_comes_before_the_comm
     second = await kafka.consumer([topic.name], group_id=group)
     again = await second.poll(timeout=10.0)
     assert [r.offset for r in again] == [0, 1, 2, 3, 4]  # processed twice
-    redelivered = [o for o in of_kind(recorder, Delivered) if o.redelivered]
-    assert len(redelivered) == 5
+    # Each offset was delivered twice, and Kafka flags neither delivery as a redelivery (it
+    # has no such flag): only the duplicates in the ledger show the re-read.
+    deliveries = [(o.position, o.redelivered) for o in of_kind(recorder, Delivered)]
+    assert deliveries == [(n, False) for n in range(5)] * 2
 
 
 async def test_auto_commit_is_at_most_once_when_it_commits_during_processing(
@@ -303,8 +307,9 @@ async def test_seek_replays_and_a_new_group_reads_from_the_start_or_the_end(
     assert len(await reader.poll(timeout=1.0)) == 3
     await reader.seek(tp, 1)
     assert [r.offset for r in await reader.poll(timeout=1.0)] == [1, 2]
-    counts = [(o.position, o.delivery_count) for o in of_kind(recorder, Delivered)]
-    assert counts == [(0, 1), (1, 1), (2, 1), (1, 2), (2, 2)]
+    # The replay delivers offsets 1 and 2 again; Kafka counts no deliveries and flags nothing.
+    counts = [(o.position, o.delivery_count, o.redelivered) for o in of_kind(recorder, Delivered)]
+    assert counts == [(0, 1, False), (1, 1, False), (2, 1, False), (1, 1, False), (2, 1, False)]
 
     latest = await kafka.consumer(
         [topic.name], group_id=kafka.qualify("b"), auto_offset_reset="latest"

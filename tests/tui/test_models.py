@@ -93,6 +93,31 @@ def test_kafka_view_follows_leaders_brokers_offsets_and_assignment() -> None:
     assert view.brokers[1] is True
 
 
+def test_kafka_view_merges_each_members_report_of_a_generation() -> None:
+    view = KafkaView()
+    group = "mq-3f2a9c-billing"
+
+    def rebalanced(generation: int, member: str, *partitions: int) -> None:
+        share = tuple(f"{TOPIC}:{p}" for p in partitions)
+        view(
+            Rebalanced(
+                at=1,
+                broker="kafka",
+                group=group,
+                generation=generation,
+                assignment=((member, share),),
+            )
+        )
+
+    rebalanced(1, "c1", 0, 1)
+    rebalanced(2, "c1", 0)
+    rebalanced(2, "c2", 1)
+    assert view.groups["billing"].assignment == {"c1": ("orders:0",), "c2": ("orders:1",)}
+    rebalanced(3, "c2", 0, 1)  # c1 left: the new generation is c2's alone
+    assert view.groups["billing"].assignment == {"c2": ("orders:0", "orders:1")}
+    assert view.groups["billing"].generation == 3
+
+
 def test_kafka_view_ignores_what_is_not_kafka() -> None:
     view = KafkaView()
     view(

@@ -9,11 +9,12 @@ cluster) and by the simulator's Kafka model. Offsets follow Kafka's convention e
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
+from mqlab.brokers.base import Broker, BrokerError, Capabilities, Placement, Snapshot
+from mqlab.observe.events import Committed
 
 MESSAGE_ID_HEADER = "mqlab-id"
 """Header that carries mqlab's message id (see :mod:`mqlab.observe.events`)."""
@@ -69,11 +70,17 @@ class TopicPartition:
 
 @dataclass(frozen=True, slots=True)
 class RecordMetadata:
-    """Where an acknowledged record landed."""
+    """Where an acknowledged record landed (offset -1: acks=0, the broker never said)."""
 
     topic: str
     partition: int
     offset: int
+
+    def placement(self) -> Placement:
+        """Where the send landed, as ``Produced`` reports it."""
+        return Placement(
+            partition=self.partition, position=self.offset if self.offset >= 0 else None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +307,24 @@ class KafkaAPI(Broker):
     system = "kafka"
     capabilities = KAFKA_CAPABILITIES
 
+    def report_committed(
+        self, group_id: str, offsets: Mapping[TopicPartition, int], consumer: str
+    ) -> None:
+        """Emit one ``Committed`` per partition, in partition order, once the broker has the
+        offsets (a consumer's commit, or a transaction's at its commit)."""
+        for tp in sorted(offsets):
+            self.emit(
+                Committed(
+                    at=self.bus.now(),
+                    broker=self.name,
+                    group=group_id,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=offsets[tp],
+                    consumer=consumer,
+                )
+            )
+
     @abstractmethod
     async def create_topic(
         self,
@@ -335,8 +360,13 @@ class KafkaAPI(Broker):
         name: str | None = None,
         request_timeout: float = 10.0,
         linger_ms: int = 0,
+        transaction_timeout: float = 60.0,
     ) -> KafkaProducer:
-        """A started producer. ``transactional_id`` implies ``idempotent``."""
+        """A started producer. ``transactional_id`` implies ``idempotent``.
+
+        ``transaction_timeout`` (transaction.timeout.ms, in seconds): the coordinator aborts a
+        transaction left open longer, and the producer is fenced.
+        """
 
     @abstractmethod
     async def consumer(
@@ -353,11 +383,14 @@ class KafkaAPI(Broker):
         session_timeout: float = 6.0,
         heartbeat_interval: float = 0.3,
         max_poll_records: int = 500,
+        max_poll_interval: float = 300.0,
     ) -> KafkaConsumer:
         """A started consumer subscribed to ``topics`` as a member of ``group_id``.
 
         The defaults are short on purpose (heartbeat 0.3 s, session 6 s): with Kafka's own
         defaults a two-member group takes over 10 s to settle, which hides the lesson.
+        ``max_poll_interval`` (max.poll.interval.ms, in seconds): a member that does not poll
+        for this long leaves its group (Kafka's default, 5 minutes).
         """
 
     @abstractmethod

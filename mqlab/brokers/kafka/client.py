@@ -14,10 +14,10 @@ What it adds on top of aiokafka, and why:
   one-line message: :class:`BrokerUnavailable` from ``connect()``, ``NotEnoughReplicas`` /
   ``ProduceTimedOut`` from ``send()``, :class:`OperationTimedOut` elsewhere.
 * **Observations.** Every send, delivery, commit (explicit, automatic or transactional) and
-  rebalance is reported on the bus. Kafka itself has no "redelivered" flag, so the adapter
-  keeps, per consumer group, the highest offset it has delivered on each partition: a record
-  at or below that mark is a redelivery (a consumer died before committing, or someone
-  replayed with ``seek``).
+  rebalance is reported on the bus. Kafka itself has no "redelivered" flag and no delivery
+  count, so a record read again (a consumer died before committing, a rebalance, a ``seek``)
+  is reported like a first delivery, on the real cluster and on the simulator alike: what
+  shows the re-read is the same offset delivered twice, and the ledger's duplicates.
 * **A cluster watcher** (:class:`~mqlab.brokers.kafka.watcher.ClusterWatcher`) reports
   BrokerDown / BrokerUp and LeaderChanged from metadata rounds twice a second.
 * **Never stranded on dead brokers.** aiokafka asks only the brokers of the last metadata
@@ -80,9 +80,6 @@ from mqlab.brokers.kafka.watcher import ClusterWatcher
 from mqlab.brokers.kafka.wire import REBOOTSTRAP_TIMEOUT, error_text, key_text
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
-from mqlab.observe.events import (
-    Delivered,
-)
 
 __all__ = ["KafkaBroker"]
 
@@ -134,9 +131,6 @@ class KafkaBroker(KafkaAPI):
         self._consumers: list[Consumer] = []
         self._created_topics: set[str] = set()
         self._used_groups: set[str] = set()
-        self._delivered_up_to: dict[str, dict[tuple[str, int], int]] = {}
-        self._redeliveries: dict[tuple[str, str, int, int], int] = {}
-        self._message_ids = itertools.count(1)
         self._producer_numbers = itertools.count(1)
         self._consumer_numbers = itertools.count(1)
 
@@ -146,10 +140,6 @@ class KafkaBroker(KafkaAPI):
         return self.endpoints.kafka_bootstrap
 
     # -- small helpers shared by producers and consumers -----------------------------------
-
-    def new_message_id(self) -> str:
-        """A fresh mqlab message id for a record sent without one."""
-        return f"{self.namespace}-{next(self._message_ids)}"
 
     async def bounded(
         self, awaitable: Awaitable[_T], what: str, timeout: float | None = None
@@ -182,30 +172,16 @@ class KafkaBroker(KafkaAPI):
             self._consumers.remove(consumer)
 
     def report_delivery(self, consumer: Consumer, record: KafkaRecord) -> None:
-        """Emit Delivered, flagging a redelivery when this group already got that offset."""
-        marks = self._delivered_up_to.setdefault(consumer.group_id, {})
-        where = (record.topic, record.partition)
-        redelivered = record.offset <= marks.get(where, -1)
-        count = 1
-        if redelivered:
-            key = (consumer.group_id, record.topic, record.partition, record.offset)
-            count = self._redeliveries.get(key, 1) + 1
-            self._redeliveries[key] = count
-        else:
-            marks[where] = record.offset
-        self.emit(
-            Delivered(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=record.topic,
-                message_id=record.message_id,
-                consumer=consumer.name,
-                key=key_text(record.key),
-                partition=record.partition,
-                position=record.offset,
-                delivery_count=count,
-                redelivered=redelivered,
-            )
+        """Emit Delivered for a fetched record. Kafka has no redelivered flag and no delivery
+        count: a record read again (after a crash, a rebalance or a seek) is delivered like the
+        first time, and only the consumer's own bookkeeping can tell it apart."""
+        self.report_delivered(
+            record.topic,
+            record.message_id,
+            consumer.name,
+            key=key_text(record.key),
+            partition=record.partition,
+            position=record.offset,
         )
 
     @property
@@ -484,6 +460,7 @@ class KafkaBroker(KafkaAPI):
         name: str | None = None,
         request_timeout: float = 10.0,
         linger_ms: int = 0,
+        transaction_timeout: float = 60.0,
     ) -> KafkaProducer:
         name = name or f"producer-{next(self._producer_numbers)}"
         idempotent = idempotent or transactional_id is not None
@@ -497,6 +474,7 @@ class KafkaBroker(KafkaAPI):
             transactional_id=transactional_id,
             request_timeout_ms=int(request_timeout * 1000),
             linger_ms=linger_ms,
+            transaction_timeout_ms=int(transaction_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(producer.client, REBOOTSTRAP_TIMEOUT)
         await self._start_client(producer.start(), producer.stop, f"producer {name}")
@@ -526,6 +504,7 @@ class KafkaBroker(KafkaAPI):
         session_timeout: float = 6.0,
         heartbeat_interval: float = 0.3,
         max_poll_records: int = 500,
+        max_poll_interval: float = 300.0,
     ) -> KafkaConsumer:
         if assignment_strategy not in _ASSIGNORS:
             raise BrokerError(
@@ -551,6 +530,7 @@ class KafkaBroker(KafkaAPI):
             session_timeout_ms=int(session_timeout * 1000),
             heartbeat_interval_ms=int(heartbeat_interval * 1000),
             max_poll_records=max_poll_records,
+            max_poll_interval_ms=int(max_poll_interval * 1000),
             request_timeout_ms=int(self.request_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(consumer._client, REBOOTSTRAP_TIMEOUT)
@@ -759,8 +739,6 @@ class KafkaBroker(KafkaAPI):
         await self._delete_topics(topics)
         self._created_topics.clear()
         self._used_groups.clear()
-        self._delivered_up_to.clear()
-        self._redeliveries.clear()
         if problems:
             raise BrokerError("kafka: cleanup incomplete: " + "; ".join(problems))
 

@@ -23,7 +23,6 @@ from mqlab.brokers.kafka.api import (
 )
 from mqlab.brokers.kafka.wire import error_text, ours, theirs
 from mqlab.observe.events import (
-    Committed,
     Rebalanced,
 )
 
@@ -85,19 +84,7 @@ class Consumer(KafkaConsumer):
         coordinator._do_commit_offsets = commit_and_report
 
     def _report_commits(self, offsets: dict[TopicPartition, int]) -> None:
-        broker = self._broker
-        for tp, offset in sorted(offsets.items()):
-            broker.emit(
-                Committed(
-                    at=broker.bus.now(),
-                    broker=broker.name,
-                    group=self.group_id,
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=offset,
-                    consumer=self.name,
-                )
-            )
+        self._broker.report_committed(self.group_id, offsets, self.name)
 
     def report_assignment(self, assignment: frozenset[TopicPartition]) -> None:
         """Emit Rebalanced for this member's new assignment (called by the listener)."""

@@ -33,11 +33,6 @@ from mqlab.brokers.kafka.api import (
     default_partition,
 )
 from mqlab.brokers.kafka.wire import error_text, key_text, theirs
-from mqlab.observe.events import (
-    Committed,
-    Produced,
-    ProduceFailed,
-)
 
 if TYPE_CHECKING:
     from mqlab.brokers.kafka.client import KafkaBroker
@@ -81,35 +76,14 @@ class Producer(KafkaProducer):
             raise BrokerError(f"kafka: producer {self.name} is closed")
         message_id = message_id or self._broker.new_message_id()
         all_headers = [(MESSAGE_ID_HEADER, message_id.encode()), *headers]
-        broker = self._broker
-        try:
-            metadata = await self._send(topic, value, key, partition, all_headers)
-        except BrokerError as error:
-            broker.emit(
-                ProduceFailed(
-                    at=broker.bus.now(),
-                    broker=broker.name,
-                    destination=topic,
-                    message_id=message_id,
-                    error=str(error),
-                    producer=self.name,
-                    key=key_text(key),
-                )
-            )
-            raise
-        broker.emit(
-            Produced(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=topic,
-                message_id=message_id,
-                key=key_text(key),
-                partition=metadata.partition,
-                position=metadata.offset if metadata.offset >= 0 else None,
-                producer=self.name,
-            )
+        return await self._broker.send_reported(
+            self._send(topic, value, key, partition, all_headers),
+            destination=topic,
+            message_id=message_id,
+            key=key_text(key),
+            producer=self.name,
+            placed=RecordMetadata.placement,
         )
-        return metadata
 
     async def _send(
         self,
@@ -236,18 +210,7 @@ class Producer(KafkaProducer):
         # Offsets sent inside the transaction are committed only now, atomically with it.
         broker = self._broker
         for group_id, offsets in self._pending_offsets:
-            for tp, offset in sorted(offsets.items()):
-                broker.emit(
-                    Committed(
-                        at=broker.bus.now(),
-                        broker=broker.name,
-                        group=group_id,
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=offset,
-                        consumer=self.name,
-                    )
-                )
+            broker.report_committed(group_id, offsets, self.name)
         self._pending_offsets.clear()
 
     async def abort_transaction(self) -> None:

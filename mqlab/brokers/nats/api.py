@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
+from mqlab.brokers.base import Broker, BrokerError, Capabilities, Placement, Snapshot
 
 MESSAGE_ID_HEADER = "mqlab-id"
 
 DeliverPolicy = Literal["all", "last", "new", "by_start_sequence", "by_start_time"]
 Retention = Literal["limits", "interest", "workqueue"]
+JsOperation = Literal["ack", "nak", "term", "in_progress"]
 
 NATS_CAPABILITIES = Capabilities(
     ordering="stream",
@@ -42,6 +43,10 @@ class PubAck:
     sequence: int
     duplicate: bool = False
 
+    def placement(self) -> Placement:
+        """Where the publish landed, as ``Produced`` reports it."""
+        return Placement(position=self.sequence, duplicate=self.duplicate)
+
 
 _FORBIDDEN_IN_NAMES = frozenset(" .*>\t\r\n")
 
@@ -58,7 +63,15 @@ class NoStreamForSubject(JetStreamError):
 
 
 class JsMessage(ABC):
-    """A message fetched by a JetStream consumer, not yet acknowledged."""
+    """A message fetched by a JetStream consumer, not yet acknowledged.
+
+    Settling is written here once for both backends: send it (each adapter's :meth:`_send`),
+    then report ``Acked`` / ``Nacked``. Adapters set the attributes below from the fetch.
+
+    Args:
+        broker: the adapter it was fetched through (observations go on its bus).
+        consumer: the durable consumer that fetched it, as observations name it.
+    """
 
     subject: str
     stream: str
@@ -68,26 +81,59 @@ class JsMessage(ABC):
     data: bytes
     headers: Mapping[str, str]
 
+    def __init__(self, broker: Broker, consumer: str) -> None:
+        self._reporter = broker
+        self.consumer = consumer
+
     @property
     def message_id(self) -> str:
         """mqlab's message id (or ``stream#seq`` when missing)."""
         return self.headers.get(MESSAGE_ID_HEADER) or f"{self.stream}#{self.stream_sequence}"
 
-    @abstractmethod
-    async def ack(self) -> None:
-        """Acknowledge: the consumer's ack floor can move past this sequence."""
+    @property
+    def where(self) -> str:
+        """``stream#sequence``, as error messages name the message."""
+        return f"{self.stream}#{self.stream_sequence}"
 
-    @abstractmethod
+    def report_delivered(self) -> None:
+        """Emit the ``Delivered`` observation of this fetch (a redelivery when JetStream has
+        delivered it before)."""
+        self._reporter.report_delivered(
+            self.subject,
+            self.message_id,
+            self.consumer,
+            position=self.stream_sequence,
+            delivery_count=self.num_delivered,
+            redelivered=self.num_delivered > 1,
+        )
+
+    async def ack(self) -> None:
+        """Acknowledge (and wait for the server to confirm it): the consumer's ack floor can
+        move past this sequence."""
+        await self._send("ack")
+        self._reporter.report_settled(self.subject, self.message_id, self.consumer)
+
     async def nak(self, delay: float | None = None) -> None:
         """Negative ack: redeliver (after ``delay`` seconds if given)."""
+        await self._send("nak", delay=delay)
+        self._reporter.report_settled(self.subject, self.message_id, self.consumer, requeue=True)
 
-    @abstractmethod
     async def term(self) -> None:
         """Terminate: never redeliver this message to this consumer."""
+        await self._send("term")
+        self._reporter.report_settled(self.subject, self.message_id, self.consumer, requeue=False)
 
-    @abstractmethod
     async def in_progress(self) -> None:
         """Reset the ack-wait timer (still working on it)."""
+        await self._send("in_progress")
+
+    @abstractmethod
+    async def _send(self, operation: JsOperation, *, delay: float | None = None) -> None:
+        """Send the acknowledgement ``operation`` and wait until the server has it.
+
+        Raises:
+            JetStreamError: the server refused it (already acknowledged ...).
+        """
 
 
 class NatsPullConsumer(ABC):
@@ -117,6 +163,14 @@ class NatsSubscription(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Unsubscribe."""
+
+    def report_delivered(self, broker: Broker, subject: str, headers: Mapping[str, str]) -> None:
+        """Emit ``Delivered`` for a core message received on ``subject``."""
+        broker.report_delivered(
+            subject,
+            headers.get(MESSAGE_ID_HEADER) or f"{subject}@core",
+            f"core:{self.subject}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +235,21 @@ class NatsAPI(Broker):
     def subject(self, logical: str) -> str:
         """A subject inside this namespace: ``orders.eu`` -> ``mq-3f2a9c.orders.eu``."""
         return f"{self.namespace}.{logical}"
+
+    def stream_name(self, name: str) -> str:
+        """The server-side stream name: ``<namespace>-<name>`` (an already namespaced name is
+        kept).
+
+        Raises:
+            JetStreamError: a name the server would refuse.
+        """
+        stream = name if name.startswith(f"{self.namespace}-") else self.qualify(name)
+        check_name("stream", stream)
+        return stream
+
+    def full_subject(self, subject: str) -> str:
+        """The server-side subject (an already namespaced subject is kept)."""
+        return subject if subject.startswith(f"{self.namespace}.") else self.subject(subject)
 
     @abstractmethod
     async def add_stream(

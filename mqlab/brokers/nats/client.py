@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -75,8 +74,6 @@ from mqlab.observe.events import (
     BrokerDown,
     BrokerUp,
     DeadLettered,
-    Produced,
-    ProduceFailed,
 )
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
@@ -121,7 +118,6 @@ class NatsBroker(NatsAPI):
         self._js: JetStreamContext | None = None
         self._closing = False
         self._last_error = ""
-        self._message_counter = itertools.count(1)
         self._pull_consumers: list[PullConsumer] = []
         self._link_up = asyncio.Event()  # set while the client is connected
         self._subscriptions: list[CoreSubscription] = []
@@ -298,10 +294,10 @@ class NatsBroker(NatsAPI):
         Raises:
             JetStreamError: a bad name or setting, or subjects that overlap another stream.
         """
-        stream = self._stream_name(name)
+        stream = self.stream_name(name)
         config = js_api.StreamConfig(
             name=stream,
-            subjects=[self._subject(subject) for subject in subjects],
+            subjects=[self.full_subject(subject) for subject in subjects],
             retention=js_api.RetentionPolicy(retention),
             max_msgs=max_msgs,
             max_age=max_age,
@@ -321,7 +317,7 @@ class NatsBroker(NatsAPI):
 
     async def delete_stream(self, name: str) -> None:
         """Delete the stream and its consumers; a stream that is already gone is fine."""
-        stream = self._stream_name(name)
+        stream = self.stream_name(name)
         js = await self._jetstream()
         with (
             self.translate("delete stream", stream),
@@ -331,7 +327,7 @@ class NatsBroker(NatsAPI):
 
     async def stream_info(self, name: str) -> StreamInfo:
         """A stream's subjects, limits and state, fresh from the server."""
-        stream = self._stream_name(name)
+        stream = self.stream_name(name)
         js = await self._jetstream()
         with self.translate("stream info", stream):
             return _stream_info(await js.stream_info(stream))
@@ -353,58 +349,34 @@ class NatsBroker(NatsAPI):
             NoStreamForSubject: no stream captures ``subject``.
             OperationTimedOut: the PubAck did not come within ``request_timeout``.
         """
-        target = self._subject(subject)
-        mqlab_id = message_id or self._new_message_id()
+        target = self.full_subject(subject)
+        mqlab_id = message_id or self.new_message_id()
         all_headers = {**(headers or {}), MESSAGE_ID_HEADER: mqlab_id}
         if msg_id is not None:
             all_headers[MSG_ID_HEADER] = msg_id
-        try:
+
+        async def acknowledged() -> PubAck:
             js = await self._jetstream()
             with self.translate("publish", target):
                 ack = await js.publish(target, data, headers=all_headers)
-        except BrokerError as error:
-            self.emit(
-                ProduceFailed(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    destination=target,
-                    message_id=mqlab_id,
-                    error=str(error),
-                )
-            )
-            raise
-        result = PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
-        self.emit(
-            Produced(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=target,
-                message_id=mqlab_id,
-                position=result.sequence,
-                duplicate=result.duplicate,
-            )
+            return PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+        return await self.send_reported(
+            acknowledged(), destination=target, message_id=mqlab_id, placed=PubAck.placement
         )
-        return result
 
     async def publish_core(self, subject: str, data: bytes) -> None:
         """Core NATS publish: no stream, no ack; only current subscribers ever see it.
 
         The adapter flushes (one PING/PONG) so ``Produced`` means the server has it.
         """
-        target = self._subject(subject)
-        mqlab_id = self._new_message_id()
+        target = self.full_subject(subject)
+        mqlab_id = self.new_message_id()
         nc = await self.connection()
         with self.translate("publish", target):
             await nc.publish(target, data, headers={MESSAGE_ID_HEADER: mqlab_id})
             await nc.flush(timeout=self.flush_timeout())
-        self.emit(
-            Produced(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=target,
-                message_id=mqlab_id,
-            )
-        )
+        self.report_produced(target, mqlab_id)
 
     # --- consumers ----------------------------------------------------------------------
 
@@ -427,7 +399,7 @@ class NatsBroker(NatsAPI):
                 ``by_start_time``, an unknown stream, or a durable that exists with other
                 settings.
         """
-        stream_name = self._stream_name(stream)
+        stream_name = self.stream_name(stream)
         check_name("consumer", durable)
         check_start_position(deliver_policy, start_sequence, start_time)
         config = js_api.ConsumerConfig(
@@ -442,7 +414,7 @@ class NatsBroker(NatsAPI):
                 if deliver_policy == "by_start_time" and start_time is not None
                 else None
             ),
-            filter_subject=self._subject(filter_subject) if filter_subject else None,
+            filter_subject=self.full_subject(filter_subject) if filter_subject else None,
         )
         js = await self._jetstream()
         with self.translate("add consumer", f"{stream_name}/{durable}"):
@@ -454,14 +426,14 @@ class NatsBroker(NatsAPI):
 
     async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
-        stream_name = self._stream_name(stream)
+        stream_name = self.stream_name(stream)
         js = await self._jetstream()
         with self.translate("consumer info", f"{stream_name}/{durable}"):
             return _consumer_info(await js.consumer_info(stream_name, durable))
 
     async def delete_consumer(self, stream: str, durable: str) -> None:
         """Delete a durable consumer; one that is already gone is fine."""
-        stream_name = self._stream_name(stream)
+        stream_name = self.stream_name(stream)
         js = await self._jetstream()
         with (
             self.translate("delete consumer", f"{stream_name}/{durable}"),
@@ -471,7 +443,7 @@ class NatsBroker(NatsAPI):
 
     async def subscribe(self, subject: str) -> NatsSubscription:
         """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
-        target = self._subject(subject)
+        target = self.full_subject(subject)
         nc = await self.connection()
         with self.translate("subscribe", target):
             subscription = await nc.subscribe(target)
@@ -545,19 +517,6 @@ class NatsBroker(NatsAPI):
             self._pull_consumers.remove(closed)
         if closed in self._subscriptions:
             self._subscriptions.remove(closed)
-
-    def _stream_name(self, name: str) -> str:
-        """Streams are ``<namespace>-<name>``; an already namespaced name is kept."""
-        stream = name if name.startswith(f"{self.namespace}-") else self.qualify(name)
-        check_name("stream", stream)
-        return stream
-
-    def _subject(self, subject: str) -> str:
-        """Subjects are ``<namespace>.<subject>``; an already namespaced subject is kept."""
-        return subject if subject.startswith(f"{self.namespace}.") else self.subject(subject)
-
-    def _new_message_id(self) -> str:
-        return f"{self.namespace}-{next(self._message_counter):06d}"
 
     @contextlib.contextmanager
     def translate(self, operation: str, target: str) -> Iterator[None]:

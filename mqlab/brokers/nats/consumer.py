@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -15,29 +13,12 @@ from nats.js import JetStreamContext
 
 from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.nats.api import (
-    MESSAGE_ID_HEADER,
     JetStreamError,
     JsMessage,
+    JsOperation,
     NatsPullConsumer,
     NatsSubscription,
 )
-from mqlab.observe.events import (
-    Acked,
-    Delivered,
-    Nacked,
-)
-
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-"""Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
-MSG_ID_HEADER = "Nats-Msg-Id"
-"""JetStream's deduplication header."""
-_STREAM_EXISTS = 10058  # JetStream error code: stream name already in use (other config)
-_RECONNECT_WAIT = 0.5
-_RETRY_INTERVAL = 0.25
-_PING_INTERVAL = 2
-_MAX_OUTSTANDING_PINGS = 2
-_STREAM_PAGE = 256  # JetStream's page size for STREAM.LIST
-
 
 if TYPE_CHECKING:
     from mqlab.brokers.nats.client import NatsBroker
@@ -77,19 +58,8 @@ class PullConsumer(NatsPullConsumer):
         messages: list[JsMessage] = []
         for raw in raw_messages:
             message = Message(broker, raw, self.name)
+            message.report_delivered()
             messages.append(message)
-            broker.emit(
-                Delivered(
-                    at=broker.bus.now(),
-                    broker=broker.name,
-                    destination=message.subject,
-                    message_id=message.message_id,
-                    consumer=self.name,
-                    position=message.stream_sequence,
-                    delivery_count=message.num_delivered,
-                    redelivered=message.num_delivered > 1,
-                )
-            )
         return messages
 
     async def close(self) -> None:
@@ -103,13 +73,18 @@ class PullConsumer(NatsPullConsumer):
 
 
 class Message(JsMessage):
-    """A fetched JetStream message; settling it emits Acked / Nacked."""
+    """A fetched JetStream message, settled through nats-py.
+
+    ``ack`` waits for the server's confirmation (``ack_sync``) so that an ``Acked``
+    observation means the server has it; ``nak``, ``term`` and ``in_progress`` are
+    fire-and-forget in the protocol, so they are followed by a flush (a PING/PONG round trip).
+    """
 
     def __init__(self, broker: NatsBroker, raw: Msg, consumer: str) -> None:
+        super().__init__(broker, consumer)
         metadata = raw.metadata
         self._broker = broker
         self._raw = raw
-        self._consumer = consumer
         self.subject = raw.subject
         self.stream = metadata.stream
         self.stream_sequence = metadata.sequence.stream
@@ -118,55 +93,20 @@ class Message(JsMessage):
         self.data = raw.data
         self.headers = dict(raw.headers or {})
 
-    async def ack(self) -> None:
-        """Acknowledge and wait for the server to confirm it."""
-        broker = self._broker
-        await broker.connection()
-        with broker.translate("ack", f"{self.stream}#{self.stream_sequence}"):
-            await self._raw.ack_sync(timeout=broker.request_timeout)
-        broker.emit(
-            Acked(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=self.subject,
-                message_id=self.message_id,
-                consumer=self._consumer,
-            )
-        )
-
-    async def nak(self, delay: float | None = None) -> None:
-        """Negative ack: JetStream redelivers (after ``delay`` seconds when given)."""
-        await self._settle("nak", partial(self._raw.nak, delay=delay))
-        self._emit_nack(requeue=True)
-
-    async def term(self) -> None:
-        """Terminate: this consumer will never get the message again."""
-        await self._settle("term", self._raw.term)
-        self._emit_nack(requeue=False)
-
-    async def in_progress(self) -> None:
-        """Still working: restart the ack-wait timer."""
-        await self._settle("in_progress", self._raw.in_progress)
-
-    async def _settle(self, operation: str, send: Callable[[], Awaitable[None]]) -> None:
+    async def _send(self, operation: JsOperation, *, delay: float | None = None) -> None:
         broker = self._broker
         nc = await broker.connection()
-        with broker.translate(operation, f"{self.stream}#{self.stream_sequence}"):
-            await send()
+        with broker.translate(operation, self.where):
+            if operation == "ack":
+                await self._raw.ack_sync(timeout=broker.request_timeout)
+                return
+            if operation == "nak":
+                await self._raw.nak(delay=delay)
+            elif operation == "term":
+                await self._raw.term()
+            else:
+                await self._raw.in_progress()
             await nc.flush(timeout=broker.flush_timeout())
-
-    def _emit_nack(self, *, requeue: bool) -> None:
-        broker = self._broker
-        broker.emit(
-            Nacked(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=self.subject,
-                message_id=self.message_id,
-                consumer=self._consumer,
-                requeue=requeue,
-            )
-        )
 
 
 class CoreSubscription(NatsSubscription):
@@ -187,16 +127,7 @@ class CoreSubscription(NatsSubscription):
             raw = await self._subscription.next_msg(timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):
             return None
-        headers = raw.headers or {}
-        broker.emit(
-            Delivered(
-                at=broker.bus.now(),
-                broker=broker.name,
-                destination=raw.subject,
-                message_id=headers.get(MESSAGE_ID_HEADER) or f"{raw.subject}@core",
-                consumer=f"core:{self.subject}",
-            )
-        )
+        self.report_delivered(broker, raw.subject, raw.headers or {})
         return raw.subject, raw.data
 
     async def close(self) -> None:

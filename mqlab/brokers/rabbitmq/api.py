@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
 
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
+SettleVerb = Literal["ack", "nack", "reject"]
 
 MESSAGE_ID_HEADER = "mqlab-id"
 
@@ -77,7 +78,17 @@ class AlreadySettled(RabbitMQError):
 
 
 class RabbitDelivery(ABC):
-    """A message delivered to a consumer, not yet settled."""
+    """A message delivered to a consumer, not yet settled.
+
+    Settling is written here once for both backends: refuse a second settle, send it on the
+    delivery's channel (each adapter's :meth:`_send_settle`), then report ``Acked`` /
+    ``Nacked``. Adapters set the attributes below from what the broker delivered.
+
+    Args:
+        broker: the adapter the delivery came through (observations go on its bus).
+        consumer: who received it, as observations name it.
+        no_ack: fetched with ``no_ack``: RabbitMQ already forgot it, nothing to settle.
+    """
 
     queue: str
     exchange: str
@@ -88,6 +99,12 @@ class RabbitDelivery(ABC):
     redelivered: bool
     delivery_tag: int
 
+    def __init__(self, broker: Broker, *, consumer: str, no_ack: bool) -> None:
+        self._reporter = broker
+        self.consumer = consumer
+        self.no_ack = no_ack
+        self._settled = no_ack
+
     @property
     def message_id(self) -> str:
         """mqlab's message id from the headers (or ``queue#tag`` when missing)."""
@@ -95,6 +112,15 @@ class RabbitDelivery(ABC):
         if isinstance(value, bytes):
             return value.decode()
         return str(value) if value is not None else f"{self.queue}#{self.delivery_tag}"
+
+    @property
+    def delivery_count(self) -> int:
+        """Quorum queues count deliveries (x-delivery-count); classic queues only flag a
+        redelivery, so 2 means "at least the second time"."""
+        counted = self.headers.get("x-delivery-count")
+        if isinstance(counted, int):
+            return counted + 1
+        return 2 if self.redelivered else 1
 
     @property
     def x_death(self) -> tuple[XDeath, ...]:
@@ -114,17 +140,59 @@ class RabbitDelivery(ABC):
             )
         return tuple(deaths)
 
-    @abstractmethod
-    async def ack(self) -> None:
-        """Settle positively: the broker forgets the message."""
+    def report_delivered(self) -> None:
+        """Emit the ``Delivered`` observation of this delivery."""
+        self._reporter.report_delivered(
+            self.queue,
+            self.message_id,
+            self.consumer,
+            key=self.routing_key,
+            delivery_count=self.delivery_count,
+            redelivered=self.redelivered,
+        )
 
-    @abstractmethod
+    async def ack(self) -> None:
+        """Settle positively on the delivery's channel: the broker forgets the message.
+
+        Raises:
+            AlreadySettled: settled before, or fetched with ``no_ack``.
+            ConnectionLost: the channel closed since (RabbitMQ requeued the message).
+        """
+        await self._settle("ack", requeue=None)
+
     async def nack(self, *, requeue: bool = True) -> None:
         """Settle negatively: requeue (redelivered=True next time) or drop / dead-letter."""
+        await self._settle("nack", requeue=requeue)
 
     async def reject(self, *, requeue: bool = False) -> None:
-        """Reject one message (same effect as ``nack`` for a single delivery)."""
-        await self.nack(requeue=requeue)
+        """basic.reject: the single-message form of ``nack``, with the same effect."""
+        await self._settle("reject", requeue=requeue)
+
+    async def _settle(self, verb: SettleVerb, *, requeue: bool | None) -> None:
+        if self.no_ack:
+            raise AlreadySettled(
+                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
+                "RabbitMQ already forgot it"
+            )
+        if self._settled:
+            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
+        await self._send_settle(verb, requeue=bool(requeue))
+        self._settled = True
+        self._reporter.report_settled(self.queue, self.message_id, self.consumer, requeue=requeue)
+        if requeue is False:
+            self._rejected()
+
+    @abstractmethod
+    async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
+        """Send basic.ack / basic.nack / basic.reject on the channel it was delivered on.
+
+        Raises:
+            RabbitMQError: the broker refused it or the channel is gone.
+        """
+
+    def _rejected(self) -> None:  # noqa: B027 (an optional hook: most adapters need none)
+        """Called after a negative settle without requeue (an adapter that must infer the
+        dead-lettering RabbitMQ does silently reports it here)."""
 
 
 def _text(value: object) -> str:
@@ -194,10 +262,112 @@ class RabbitSnapshot(Snapshot):
 
 
 class RabbitMQAPI(Broker):
-    """RabbitMQ in its own vocabulary."""
+    """RabbitMQ in its own vocabulary.
+
+    Names: methods take *logical* names (``"work"``) and qualify them with the adapter's
+    namespace (``"mq-3f2a9c-work"``); a name that already carries the namespace, the default
+    exchange ``""`` and the predefined ``amq.*`` exchanges are used as they are. What comes
+    back from the broker uses the broker-side name. The naming rules and the argument checks
+    below are shared by the real adapter and the simulator's.
+    """
 
     system = "rabbitmq"
     capabilities = RABBITMQ_CAPABILITIES
+
+    def qualify(self, logical_name: str) -> str:
+        """The broker-side name; the default exchange, ``amq.*`` and names that already carry
+        this namespace are left alone (so names read back from the broker can be passed in)."""
+        if (
+            not logical_name
+            or logical_name.startswith("amq.")
+            or logical_name.startswith(f"{self.namespace}-")
+        ):
+            return logical_name
+        return super().qualify(logical_name)
+
+    def qualify_queue(self, name: str) -> str:
+        """The broker-side name of a queue.
+
+        Raises:
+            RabbitMQError: an empty name.
+        """
+        if not name:
+            raise RabbitMQError("rabbitmq: a queue name must not be empty")
+        return self.qualify(name)
+
+    def own_exchange(self, name: str, doing: str) -> str:
+        """The broker-side name of an exchange this namespace may declare or delete.
+
+        Raises:
+            RabbitMQError: the default exchange or a predefined ``amq.*`` one.
+        """
+        full = self.qualify(name)
+        if not full or full.startswith("amq."):
+            raise RabbitMQError(f"rabbitmq: {name!r} is predefined and cannot be {doing}")
+        return full
+
+    def queue_arguments(
+        self,
+        *,
+        max_priority: int | None = None,
+        message_ttl_ms: int | None = None,
+        dead_letter_exchange: str | None = None,
+        dead_letter_routing_key: str | None = None,
+        max_length: int | None = None,
+    ) -> dict[str, Any]:
+        """The ``x-*`` arguments of a queue declaration, names qualified.
+
+        ``dead_letter_exchange=""`` is the default exchange; then the dead-letter routing key
+        names a queue and is qualified like one.
+
+        Raises:
+            RabbitMQError: a value RabbitMQ refuses (priority outside 1..255, a negative TTL
+                or length).
+        """
+        arguments: dict[str, Any] = {}
+        if max_priority is not None:
+            if not 1 <= max_priority <= 255:
+                raise RabbitMQError(f"rabbitmq: max_priority must be 1..255, not {max_priority}")
+            arguments["x-max-priority"] = max_priority
+        if message_ttl_ms is not None:
+            if message_ttl_ms < 0:
+                raise RabbitMQError("rabbitmq: message_ttl_ms must not be negative")
+            arguments["x-message-ttl"] = message_ttl_ms
+        if dead_letter_exchange is not None:
+            arguments["x-dead-letter-exchange"] = self.qualify(dead_letter_exchange)
+        if dead_letter_routing_key is not None:
+            arguments["x-dead-letter-routing-key"] = (
+                self.qualify(dead_letter_routing_key)
+                if dead_letter_exchange == ""
+                else dead_letter_routing_key
+            )
+        if max_length is not None:
+            if max_length < 0:
+                raise RabbitMQError("rabbitmq: max_length must not be negative")
+            arguments["x-max-length"] = max_length
+        return arguments
+
+    def publish_target(
+        self,
+        exchange: str,
+        routing_key: str,
+        *,
+        priority: int | None = None,
+        expiration_ms: int | None = None,
+    ) -> tuple[str, str]:
+        """``(exchange, routing key)`` as the broker gets them: on the default exchange the
+        routing key names a queue and is qualified like one.
+
+        Raises:
+            RabbitMQError: a priority outside 0..255 or a negative expiration.
+        """
+        if priority is not None and not 0 <= priority <= 255:
+            raise RabbitMQError(f"rabbitmq: priority must be 0..255, not {priority}")
+        if expiration_ms is not None and expiration_ms < 0:
+            raise RabbitMQError(f"rabbitmq: expiration_ms must be >= 0, not {expiration_ms}")
+        full_exchange = self.qualify(exchange)
+        full_key = self.qualify(routing_key) if exchange == "" else routing_key
+        return full_exchange, full_key
 
     @abstractmethod
     async def declare_exchange(

@@ -49,7 +49,6 @@ import logging
 import struct
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -80,15 +79,13 @@ from mqlab.brokers.rabbitmq.api import (
     Unroutable,
 )
 from mqlab.brokers.rabbitmq.consumer import Consumer, Delivery
+from mqlab.brokers.rabbitmq.topology import Topology
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
     BrokerDown,
     BrokerUp,
     DeadLettered,
-    Delivered,
-    Produced,
-    ProduceFailed,
 )
 
 _T = TypeVar("_T")
@@ -113,23 +110,6 @@ _SEEN_DEATHS_LIMIT = 100_000  # bounded memory for x-death attribution on long r
 
 
 # --- the adapter ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _QueueDeclaration:
-    """What this adapter declared, to re-declare it identically after a reconnect."""
-
-    name: str
-    durable: bool
-    arguments: tuple[tuple[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Binding:
-    queue: str
-    exchange: str
-    routing_key: str
-    arguments: tuple[tuple[str, Any], ...]
 
 
 class RabbitMQBroker(RabbitMQAPI):
@@ -172,32 +152,11 @@ class RabbitMQBroker(RabbitMQAPI):
         self._channel_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
         self._consumers: set[Consumer] = set()
-        self._exchanges: dict[str, tuple[str, bool]] = {}
-        self._queues: dict[str, _QueueDeclaration] = {}
-        self._bindings: dict[_Binding, None] = {}
-        self._message_ids = itertools.count(1)
+        self._declared = Topology()
         self._consumer_ids = itertools.count(1)
         self._seen_deaths: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self.link_up = False
         self._closing = False
-
-    # --- names --------------------------------------------------------------------------------
-
-    def qualify(self, logical_name: str) -> str:
-        """The broker-side name; the default exchange, ``amq.*`` and names that already carry
-        this namespace are left alone (so names read back from the broker can be passed in)."""
-        if (
-            not logical_name
-            or logical_name.startswith("amq.")
-            or logical_name.startswith(f"{self.namespace}-")
-        ):
-            return logical_name
-        return super().qualify(logical_name)
-
-    def _qualify_queue(self, name: str) -> str:
-        if not name:
-            raise RabbitMQError("rabbitmq: a queue name must not be empty")
-        return self.qualify(name)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -269,16 +228,17 @@ class RabbitMQBroker(RabbitMQAPI):
         self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=NODE, detail=detail))
 
     async def _recover_topology(self) -> str:
+        declared = self._declared
         async with self._scratch() as channel:
-            for name, (kind, durable) in self._exchanges.items():
+            for name, (kind, durable) in declared.exchanges.items():
                 await channel.exchange_declare(name, exchange_type=kind, durable=durable)
-            for declaration in self._queues.values():
+            for declaration in declared.queues.values():
                 await channel.queue_declare(
                     declaration.name,
                     durable=declaration.durable,
                     arguments=dict(declaration.arguments),
                 )
-            for binding in self._bindings:
+            for binding in declared.bindings:
                 await channel.queue_bind(
                     binding.queue,
                     binding.exchange,
@@ -294,10 +254,7 @@ class RabbitMQBroker(RabbitMQAPI):
                 # Its queue did not survive and this adapter did not declare it: end this
                 # consumer (next() says why) instead of retrying forever.
                 consumer.lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
-        return (
-            f"{len(self._exchanges)} exchanges, {len(self._queues)} queues, "
-            f"{len(self._bindings)} bindings, re-subscribed {resubscribed} consumers"
-        )
+        return f"{declared.summary()}, re-subscribed {resubscribed} consumers"
 
     # --- topology -----------------------------------------------------------------------------
 
@@ -309,14 +266,12 @@ class RabbitMQBroker(RabbitMQAPI):
         Raises:
             PreconditionFailed: it exists with another type or durability.
         """
-        full = self.qualify(name)
-        if not full or full.startswith("amq."):
-            raise RabbitMQError(f"rabbitmq: {name!r} is predefined; declare your own exchange")
+        full = self.own_exchange(name, "declared")
         await self._admin(
             f"declare exchange {full!r}",
             lambda channel: channel.exchange_declare(full, exchange_type=type, durable=durable),
         )
-        self._exchanges[full] = (type, durable)
+        self._declared.exchange_declared(full, type, durable)
 
     async def declare_queue(
         self,
@@ -331,36 +286,25 @@ class RabbitMQBroker(RabbitMQAPI):
     ) -> None:
         """Declare a queue with the ``x-*`` arguments the course teaches.
 
-        ``dead_letter_exchange=""`` is the default exchange; then the dead-letter routing key
-        names a queue and is qualified like one.
+        Arguments are checked and qualified by :meth:`RabbitMQAPI.queue_arguments`.
 
         Raises:
             PreconditionFailed: the queue exists with other arguments (RabbitMQ never changes
                 a queue's arguments; delete it first).
         """
-        full = self._qualify_queue(name)
-        arguments: dict[str, Any] = {}
-        if max_priority is not None:
-            if not 1 <= max_priority <= 255:
-                raise RabbitMQError(f"rabbitmq: max_priority must be 1..255, not {max_priority}")
-            arguments["x-max-priority"] = max_priority
-        if message_ttl_ms is not None:
-            arguments["x-message-ttl"] = message_ttl_ms
-        if dead_letter_exchange is not None:
-            arguments["x-dead-letter-exchange"] = self.qualify(dead_letter_exchange)
-        if dead_letter_routing_key is not None:
-            arguments["x-dead-letter-routing-key"] = (
-                self.qualify(dead_letter_routing_key)
-                if dead_letter_exchange == ""
-                else dead_letter_routing_key
-            )
-        if max_length is not None:
-            arguments["x-max-length"] = max_length
+        full = self.qualify_queue(name)
+        arguments = self.queue_arguments(
+            max_priority=max_priority,
+            message_ttl_ms=message_ttl_ms,
+            dead_letter_exchange=dead_letter_exchange,
+            dead_letter_routing_key=dead_letter_routing_key,
+            max_length=max_length,
+        )
         await self._admin(
             f"declare queue {full!r}",
             lambda channel: channel.queue_declare(full, durable=durable, arguments=arguments),
         )
-        self._queues[full] = _QueueDeclaration(full, durable, tuple(sorted(arguments.items())))
+        self._declared.queue_declared(full, durable, arguments)
 
     async def bind_queue(
         self,
@@ -375,7 +319,7 @@ class RabbitMQBroker(RabbitMQAPI):
         Raises:
             NotFound: the queue or the exchange does not exist.
         """
-        full_queue = self._qualify_queue(queue)
+        full_queue = self.qualify_queue(queue)
         full_exchange = self.qualify(exchange)
         binding_arguments = dict(arguments or {})
         await self._admin(
@@ -384,10 +328,7 @@ class RabbitMQBroker(RabbitMQAPI):
                 full_queue, full_exchange, routing_key=routing_key, arguments=binding_arguments
             ),
         )
-        binding = _Binding(
-            full_queue, full_exchange, routing_key, tuple(sorted(binding_arguments.items()))
-        )
-        self._bindings[binding] = None
+        self._declared.bound(full_queue, full_exchange, routing_key, binding_arguments)
 
     # --- publish ------------------------------------------------------------------------------
 
@@ -413,13 +354,10 @@ class RabbitMQBroker(RabbitMQAPI):
             PublishRejected: RabbitMQ nacked it.
             OperationTimedOut / ConnectionLost: no confirm within ``operation_timeout``.
         """
-        if priority is not None and not 0 <= priority <= 255:
-            raise RabbitMQError(f"rabbitmq: priority must be 0..255, not {priority}")
-        if expiration_ms is not None and expiration_ms < 0:
-            raise RabbitMQError(f"rabbitmq: expiration_ms must be >= 0, not {expiration_ms}")
-        message_id = message_id or f"{self.namespace}-{next(self._message_ids)}"
-        full_exchange = self.qualify(exchange)
-        full_key = self.qualify(routing_key) if exchange == "" else routing_key
+        full_exchange, full_key = self.publish_target(
+            exchange, routing_key, priority=priority, expiration_ms=expiration_ms
+        )
+        message_id = message_id or self.new_message_id()
         destination = full_exchange or full_key
         properties = spec.Basic.Properties(
             headers={**(headers or {}), MESSAGE_ID_HEADER: message_id},
@@ -445,7 +383,7 @@ class RabbitMQBroker(RabbitMQAPI):
                     f"rabbitmq: cannot encode message {message_id}: {_describe(error)}"
                 ) from None
 
-        try:
+        async def confirmed() -> None:
             result = await self.bounded(f"publish to {destination!r}", send())
             if isinstance(result, DeliveredMessage):
                 where = f"exchange {full_exchange!r}" if full_exchange else "the default exchange"
@@ -453,26 +391,9 @@ class RabbitMQBroker(RabbitMQAPI):
                     f"rabbitmq: no queue is bound to {where} for routing key {full_key!r} "
                     "(mandatory publish returned)"
                 )
-        except BrokerError as error:
-            self.emit(
-                ProduceFailed(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    destination=destination,
-                    message_id=message_id,
-                    error=str(error),
-                    key=routing_key,
-                )
-            )
-            raise
-        self.emit(
-            Produced(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=destination,
-                message_id=message_id,
-                key=routing_key,
-            )
+
+        await self.send_reported(
+            confirmed(), destination=destination, message_id=message_id, key=routing_key
         )
         return message_id
 
@@ -484,7 +405,7 @@ class RabbitMQBroker(RabbitMQAPI):
         Raises:
             NotFound: the queue does not exist.
         """
-        full = self._qualify_queue(queue)
+        full = self.qualify_queue(queue)
 
         async def fetch() -> DeliveredMessage:
             channel = await self._channel("getter")
@@ -504,7 +425,7 @@ class RabbitMQBroker(RabbitMQAPI):
         Raises:
             NotFound: the queue does not exist.
         """
-        full = self._qualify_queue(queue)
+        full = self.qualify_queue(queue)
         if prefetch < 1:
             raise RabbitMQError("rabbitmq: prefetch must be at least 1")
         consumer_name = name or f"consumer-{next(self._consumer_ids)}"
@@ -523,49 +444,34 @@ class RabbitMQBroker(RabbitMQAPI):
     ) -> Delivery:
         delivery = Delivery(self, message, queue=queue, consumer=consumer, no_ack=no_ack)
         self._report_deaths(delivery)
-        self.emit(
-            Delivered(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=queue,
-                message_id=delivery.message_id,
-                consumer=consumer,
-                key=delivery.routing_key,
-                delivery_count=delivery.delivery_count,
-                redelivered=delivery.redelivered,
-            )
-        )
+        delivery.report_delivered()
         return delivery
 
     # --- queue operations ---------------------------------------------------------------------
 
     async def purge_queue(self, name: str) -> int:
         """Drop every ready message (unacked ones stay); returns how many."""
-        full = self._qualify_queue(name)
+        full = self.qualify_queue(name)
         result = await self._admin(f"purge {full!r}", lambda channel: channel.queue_purge(full))
         return int(result.message_count or 0)
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue (no error if gone); this adapter's consumers on it are closed first,
         so that their automatic re-subscription cannot re-create it."""
-        full = self._qualify_queue(name)
+        full = self.qualify_queue(name)
         for consumer in tuple(self._consumers):
             if consumer.queue == full:
                 await consumer.close()
         await self._admin(f"delete queue {full!r}", lambda channel: channel.queue_delete(full))
-        self._forget_queue(full)
+        self._declared.queue_deleted(full)
 
     async def delete_exchange(self, name: str) -> None:
         """Delete an exchange and its bindings (no error if gone)."""
-        full = self.qualify(name)
-        if not full or full.startswith("amq."):
-            raise RabbitMQError(f"rabbitmq: {name!r} is predefined and cannot be deleted")
+        full = self.own_exchange(name, "deleted")
         await self._admin(
             f"delete exchange {full!r}", lambda channel: channel.exchange_delete(full)
         )
-        self._exchanges.pop(full, None)
-        for binding in [b for b in self._bindings if b.exchange == full]:
-            del self._bindings[binding]
+        self._declared.exchange_deleted(full)
 
     async def queue_info(self, name: str) -> QueueInfo:
         """Depth of one queue. ``ready`` and ``consumers`` come from a passive declare (exact,
@@ -575,7 +481,7 @@ class RabbitMQBroker(RabbitMQAPI):
         Raises:
             NotFound: the queue does not exist.
         """
-        full = self._qualify_queue(name)
+        full = self.qualify_queue(name)
         declared = await self._admin(
             f"look up queue {full!r}",
             lambda channel: channel.queue_declare(full, passive=True),
@@ -664,8 +570,8 @@ class RabbitMQBroker(RabbitMQAPI):
         for consumer in tuple(self._consumers):
             with contextlib.suppress(BrokerError):
                 await consumer.close()
-        queues = set(self._queues)
-        exchanges = set(self._exchanges)
+        queues = set(self._declared.queues)
+        exchanges = set(self._declared.exchanges)
         with contextlib.suppress(BrokerError):
             snapshot = await self.inspect()
             queues.update(queue.name for queue in snapshot.queues)
@@ -675,17 +581,17 @@ class RabbitMQBroker(RabbitMQAPI):
         async def delete_all(channel: aiormq.abc.AbstractChannel) -> None:
             for queue in sorted(queues):
                 await channel.queue_delete(queue)
-                self._forget_queue(queue)
+                self._declared.queue_deleted(queue)
             for exchange in sorted(exchanges):
                 await channel.exchange_delete(exchange)
-                self._exchanges.pop(exchange, None)
+                self._declared.exchange_deleted(exchange)
 
         if queues or exchanges:
             try:
                 await self._admin(f"clean up namespace {self.namespace!r}", delete_all)
             except BrokerError as error:
                 failures.append(str(error))
-        self._bindings.clear()
+        self._declared.bindings.clear()
         if failures:
             raise RabbitMQError(
                 f"rabbitmq: could not delete everything in {self.namespace!r}: {failures[0]}"
@@ -810,16 +716,8 @@ class RabbitMQBroker(RabbitMQAPI):
         """A consumer closed: it is no longer re-subscribed after a reconnect."""
         self._consumers.discard(consumer)
 
-    def _forget_queue(self, name: str) -> None:
-        self._queues.pop(name, None)
-        for binding in [b for b in self._bindings if b.queue == name]:
-            del self._bindings[binding]
-
     def _dead_letter_target(self, source: str, fallback: str) -> str:
-        declaration = self._queues.get(source)
-        if declaration is None:
-            return fallback
-        arguments = dict(declaration.arguments)
+        arguments = self._declared.queue_arguments(source)
         exchange = arguments.get("x-dead-letter-exchange")
         if exchange is None:
             return fallback
@@ -853,8 +751,7 @@ class RabbitMQBroker(RabbitMQAPI):
 
     def report_rejection(self, delivery: Delivery) -> None:
         """A nack/reject without requeue on a queue declared with a dead-letter exchange."""
-        declaration = self._queues.get(delivery.queue)
-        if declaration is None or "x-dead-letter-exchange" not in dict(declaration.arguments):
+        if "x-dead-letter-exchange" not in self._declared.queue_arguments(delivery.queue):
             return
         previous = next(
             (

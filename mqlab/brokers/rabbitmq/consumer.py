@@ -15,15 +15,11 @@ from aiormq.abc import DeliveredMessage
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.rabbitmq.api import (
-    AlreadySettled,
     NotFound,
     RabbitConsumer,
     RabbitDelivery,
     RabbitMQError,
-)
-from mqlab.observe.events import (
-    Acked,
-    Nacked,
+    SettleVerb,
 )
 
 if TYPE_CHECKING:
@@ -42,11 +38,9 @@ class Delivery(RabbitDelivery):
         consumer: str,
         no_ack: bool,
     ) -> None:
+        super().__init__(broker, consumer=consumer, no_ack=no_ack)
         self._broker = broker
         self._message = message
-        self._consumer = consumer
-        self._settled = no_ack
-        self._no_ack = no_ack
         self.queue = queue
         self.exchange = message.exchange or ""
         self.routing_key = message.routing_key or ""
@@ -56,66 +50,19 @@ class Delivery(RabbitDelivery):
         self.redelivered = bool(message.redelivered)
         self.delivery_tag = int(message.delivery_tag or 0)
 
-    @property
-    def delivery_count(self) -> int:
-        """Quorum queues count deliveries (x-delivery-count); classic queues only flag a
-        redelivery, so 2 means "at least the second time"."""
-        counted = self.headers.get("x-delivery-count")
-        if isinstance(counted, int):
-            return counted + 1
-        return 2 if self.redelivered else 1
+    async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
+        message = self._message
+        if verb == "ack":
+            sending = message.ack()
+        elif verb == "nack":
+            sending = message.nack(requeue=requeue)
+        else:
+            sending = message.reject(requeue=requeue)
+        await self._broker.bounded(f"{verb} of {self.message_id}", sending)
 
-    def _claim(self, verb: str) -> None:
-        if self._no_ack:
-            raise AlreadySettled(
-                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
-                "RabbitMQ already forgot it"
-            )
-        if self._settled:
-            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
-
-    async def ack(self) -> None:
-        """Settle positively on the delivery's channel; emits ``Acked``."""
-        self._claim("ack")
-        await self._broker.bounded(f"ack of {self.message_id}", self._message.ack())
-        self._settled = True
-        self._broker.emit(
-            Acked(
-                at=self._broker.bus.now(),
-                broker=self._broker.name,
-                destination=self.queue,
-                message_id=self.message_id,
-                consumer=self._consumer,
-            )
-        )
-
-    async def nack(self, *, requeue: bool = True) -> None:
-        """Settle negatively; without requeue RabbitMQ dead-letters or drops the message."""
-        await self._settle_negatively(requeue=requeue, reject=False)
-
-    async def reject(self, *, requeue: bool = False) -> None:
-        """basic.reject: the single-message form of ``nack``, with the same effect."""
-        await self._settle_negatively(requeue=requeue, reject=True)
-
-    async def _settle_negatively(self, *, requeue: bool, reject: bool) -> None:
-        self._claim("reject" if reject else "nack")
-        settle = self._message.reject if reject else self._message.nack
-        verb = "reject" if reject else "nack"
-        await self._broker.bounded(f"{verb} of {self.message_id}", settle(requeue=requeue))
-        self._settled = True
-        now = self._broker.bus.now()
-        self._broker.emit(
-            Nacked(
-                at=now,
-                broker=self._broker.name,
-                destination=self.queue,
-                message_id=self.message_id,
-                consumer=self._consumer,
-                requeue=requeue,
-            )
-        )
-        if not requeue:
-            self._broker.report_rejection(self)
+    def _rejected(self) -> None:
+        # RabbitMQ dead-letters it silently: the adapter reports it itself.
+        self._broker.report_rejection(self)
 
 
 class Consumer(RabbitConsumer):

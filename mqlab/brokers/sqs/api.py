@@ -8,6 +8,7 @@ by the simulator's SQS model. Queues are addressed by *name*; adapters map names
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -86,6 +87,11 @@ def check_batch(entries: Sequence[BatchEntry]) -> None:
         raise SqsRequestRefused(
             f"a SendMessageBatch takes 1 to {MAX_BATCH} entries, not {len(entries)}"
         )
+
+
+def arn_name(arn: str) -> str:
+    """The resource name at the end of an SQS queue or SNS topic ARN."""
+    return arn.rsplit(":", 1)[-1]
 
 
 class ReceiptHandleInvalid(BrokerError):
@@ -168,6 +174,42 @@ class SqsSnapshot(Snapshot):
     topics: tuple[SnsTopicInfo, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Who received a message under a receipt handle."""
+
+    queue: str
+    message_id: str
+    consumer: str
+
+
+class Receipts:
+    """The receipt handles an adapter handed out, so its Acked / Nacked can name the message
+    and the consumer (SQS's answers to DeleteMessage and ChangeMessageVisibility carry
+    neither). The oldest are forgotten beyond ``limit``, so memory stays flat in long runs."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._receipts: OrderedDict[str, Receipt] = OrderedDict()
+
+    def received(self, message: SqsMessage, consumer: str) -> None:
+        """``consumer`` received ``message``."""
+        self._receipts[message.receipt_handle] = Receipt(
+            message.queue, message.message_id, consumer
+        )
+        self._receipts.move_to_end(message.receipt_handle)
+        while len(self._receipts) > self._limit:
+            self._receipts.popitem(last=False)
+
+    def get(self, receipt_handle: str) -> Receipt | None:
+        """Who received under ``receipt_handle`` (None: not this adapter, or forgotten)."""
+        return self._receipts.get(receipt_handle)
+
+    def pop(self, receipt_handle: str) -> Receipt | None:
+        """:meth:`get`, and forget it (the message is deleted)."""
+        return self._receipts.pop(receipt_handle, None)
+
+
 class SqsAPI(Broker):
     """SQS standard and FIFO plus SNS fan-out, in AWS's vocabulary.
 
@@ -182,6 +224,27 @@ class SqsAPI(Broker):
     def capabilities_for(queue_name: str) -> Capabilities:
         """The comparison-table column for a queue: FIFO names end in ``.fifo``."""
         return SQS_FIFO_CAPABILITIES if queue_name.endswith(".fifo") else SQS_CAPABILITIES
+
+    def queue_name(self, name: str) -> str:
+        """The server-side name of a queue or topic: already namespaced names are kept,
+        others are qualified."""
+        return name if name.startswith(f"{self.namespace}-") else self.qualify(name)
+
+    def topic_name(self, topic: str) -> str:
+        """The server-side name of a topic given by ARN or by name."""
+        return arn_name(topic) if topic.startswith("arn:") else self.queue_name(topic)
+
+    def report_received(self, message: SqsMessage, consumer: str) -> None:
+        """Emit ``Delivered`` for a received message (a redelivery once SQS's
+        ApproximateReceiveCount passes 1)."""
+        self.report_delivered(
+            message.queue,
+            message.message_id,
+            consumer,
+            key=message.group_id,
+            delivery_count=message.receive_count,
+            redelivered=message.receive_count > 1,
+        )
 
     @abstractmethod
     async def create_queue(

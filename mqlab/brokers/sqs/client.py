@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
 import math
 import time
@@ -59,10 +58,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, Placement
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
     BatchEntry,
+    Receipts,
     SendResult,
     SnsTopicInfo,
     SqsAPI,
@@ -70,6 +70,7 @@ from mqlab.brokers.sqs.api import (
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
+    arn_name,
     check_batch,
     check_queue_settings,
 )
@@ -81,12 +82,7 @@ from mqlab.brokers.sqs.endpoint import (
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
-    Acked,
     DeadLettered,
-    Delivered,
-    Nacked,
-    Produced,
-    ProduceFailed,
 )
 
 if TYPE_CHECKING:
@@ -112,15 +108,6 @@ class _QueueSettings:
     fifo: bool
     content_based_dedup: bool
     arn: str | None = None  # fetched when first needed (redrive, SNS subscription)
-
-
-@dataclass(slots=True)
-class _Receipt:
-    """Who received a message under a receipt handle (to name it in Acked/Nacked)."""
-
-    queue: str
-    message_id: str
-    consumer: str
 
 
 class _Bounded(OrderedDict[str, _T]):
@@ -169,10 +156,9 @@ class SqsBroker(SqsAPI):
         self._dlq_sources: dict[str, tuple[str, ...]] = {}
         self._max_receive_counts: dict[str, int] = {}
         self._sent_dedup_ids: dict[str, dict[str, float]] = {}
-        self._receipts: _Bounded[_Receipt] = _Bounded()
+        self._receipts = Receipts()
         self._last_source: _Bounded[str] = _Bounded()
         self._dead_lettered: _Bounded[bool] = _Bounded()
-        self._message_counter = itertools.count(1)
         self._endpoint = SqsEndpoint(self)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -229,7 +215,7 @@ class SqsBroker(SqsAPI):
         Raises:
             SqsRequestRefused: a setting SQS does not accept for this queue type.
         """
-        queue = self._queue_name(name)
+        queue = self.queue_name(name)
         fifo = queue.endswith(".fifo")
         check_queue_settings(
             queue,
@@ -247,7 +233,7 @@ class SqsBroker(SqsAPI):
             attributes["ContentBasedDeduplication"] = "true" if content_based_dedup else "false"
         dlq = None
         if dead_letter_queue is not None and max_receive_count is not None:
-            dlq = self._queue_name(dead_letter_queue)
+            dlq = self.queue_name(dead_letter_queue)
             attributes["RedrivePolicy"] = json.dumps(
                 {"deadLetterTargetArn": await self._arn(dlq), "maxReceiveCount": max_receive_count}
             )
@@ -268,7 +254,7 @@ class SqsBroker(SqsAPI):
 
     async def delete_queue(self, name: str) -> None:
         """DeleteQueue; a queue that is already gone is not an error."""
-        queue = self._queue_name(name)
+        queue = self.queue_name(name)
         try:
             settings = await self._settings(queue)
         except QueueMissing:
@@ -286,7 +272,7 @@ class SqsBroker(SqsAPI):
 
     async def purge_queue(self, name: str) -> None:
         """PurgeQueue: drop every message, visible or in flight."""
-        queue = self._queue_name(name)
+        queue = self.queue_name(name)
         settings = await self._settings(queue)
         await self._endpoint.call(
             "PurgeQueue", queue, lambda: self._endpoint.sqs.purge_queue(QueueUrl=settings.url)
@@ -294,7 +280,7 @@ class SqsBroker(SqsAPI):
 
     async def queue_info(self, name: str) -> SqsQueueInfo:
         """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
-        queue = self._queue_name(name)
+        queue = self.queue_name(name)
         settings = await self._settings(queue)
         attributes = await self._attributes(queue, settings.url)
         dlq_attributes = None
@@ -323,9 +309,10 @@ class SqsBroker(SqsAPI):
             SqsRequestRefused: e.g. a FIFO send without ``group_id``, or without ``dedup_id``
                 on a queue without content-based deduplication.
         """
-        name = self._queue_name(queue)
-        mqlab_id = message_id or self._new_message_id()
-        try:
+        name = self.queue_name(queue)
+        mqlab_id = message_id or self.new_message_id()
+
+        async def accepted() -> tuple[SendResult, bool]:
             settings = await self._settings(name)
             request: dict[str, Any] = {
                 "QueueUrl": settings.url,
@@ -343,24 +330,21 @@ class SqsBroker(SqsAPI):
             response = await self._endpoint.call(
                 "SendMessage", name, lambda: self._endpoint.sqs.send_message(**request)
             )
-        except BrokerError as error:
-            self.emit(
-                ProduceFailed(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    destination=name,
-                    message_id=mqlab_id,
-                    error=str(error),
-                    key=group_id,
-                )
+            sent = SendResult(
+                sqs_message_id=response["MessageId"],
+                message_id=mqlab_id,
+                sequence_number=response.get("SequenceNumber"),
             )
-            raise
-        self._report_sent(name, settings, body, mqlab_id, group_id, dedup_id)
-        return SendResult(
-            sqs_message_id=response["MessageId"],
+            return sent, self._deduplicated(name, settings, body, dedup_id)
+
+        sent, _ = await self.send_reported(
+            accepted(),
+            destination=name,
             message_id=mqlab_id,
-            sequence_number=response.get("SequenceNumber"),
+            key=group_id,
+            placed=lambda outcome: Placement(duplicate=outcome[1]),
         )
+        return sent
 
     async def send_batch(self, queue: str, entries: Sequence[BatchEntry]) -> list[SendResult]:
         """SendMessageBatch: one request for up to ten messages (see the interface).
@@ -370,21 +354,12 @@ class SqsBroker(SqsAPI):
                 others were sent; the refused ones are reported as ``ProduceFailed``).
         """
         check_batch(entries)
-        name = self._queue_name(queue)
-        ids = [entry.message_id or self._new_message_id() for entry in entries]
+        name = self.queue_name(queue)
+        ids = [entry.message_id or self.new_message_id() for entry in entries]
 
         def failed(error: str, which: Sequence[int]) -> None:
             for index in which:
-                self.emit(
-                    ProduceFailed(
-                        at=self.bus.now(),
-                        broker=self.name,
-                        destination=name,
-                        message_id=ids[index],
-                        error=error,
-                        key=entries[index].group_id,
-                    )
-                )
+                self.report_produce_failed(name, ids[index], error, key=entries[index].group_id)
 
         try:
             settings = await self._settings(name)
@@ -416,8 +391,11 @@ class SqsBroker(SqsAPI):
         for answer in response.get("Successful", []):
             index = int(answer["Id"])
             entry = entries[index]
-            self._report_sent(
-                name, settings, entry.body, ids[index], entry.group_id, entry.dedup_id
+            self.report_produced(
+                name,
+                ids[index],
+                key=entry.group_id,
+                duplicate=self._deduplicated(name, settings, entry.body, entry.dedup_id),
             )
             results[index] = SendResult(
                 sqs_message_id=answer["MessageId"],
@@ -434,34 +412,17 @@ class SqsBroker(SqsAPI):
             raise SqsRequestRefused(f"{refusal} ({len(refused)} of {len(entries)} refused)")
         return [results[index] for index in range(len(entries))]
 
-    def _report_sent(
-        self,
-        name: str,
-        settings: _QueueSettings,
-        body: str,
-        mqlab_id: str,
-        group_id: str | None,
-        dedup_id: str | None,
-    ) -> None:
-        """Emit ``Produced`` for an accepted send, marked a duplicate when a FIFO queue's
-        deduplication dropped it (SQS answers a deduplicated send like any other)."""
-        duplicate = False
-        if settings.fifo:
-            dedup_key = dedup_id
-            if dedup_key is None and settings.content_based_dedup:
-                dedup_key = hashlib.sha256(body.encode()).hexdigest()
-            if dedup_key is not None:
-                duplicate = self._seen_dedup_id(name, dedup_key)
-        self.emit(
-            Produced(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=name,
-                message_id=mqlab_id,
-                key=group_id,
-                duplicate=duplicate,
-            )
-        )
+    def _deduplicated(
+        self, queue: str, settings: _QueueSettings, body: str, dedup_id: str | None
+    ) -> bool:
+        """Whether a FIFO queue's deduplication dropped an accepted send (SQS answers a
+        deduplicated send like any other)."""
+        if not settings.fifo:
+            return False
+        dedup_key = dedup_id
+        if dedup_key is None and settings.content_based_dedup:
+            dedup_key = hashlib.sha256(body.encode()).hexdigest()
+        return dedup_key is not None and self._seen_dedup_id(queue, dedup_key)
 
     def _seen_dedup_id(self, queue: str, dedup_key: str) -> bool:
         """Whether this adapter already sent ``dedup_key`` to ``queue`` inside the window.
@@ -492,7 +453,7 @@ class SqsBroker(SqsAPI):
         Raises:
             SqsRequestRefused: ``max_messages`` outside 1..10 or ``wait_time`` above 20.
         """
-        name = self._queue_name(queue)
+        name = self.queue_name(queue)
         if not 1 <= max_messages <= MAX_BATCH:
             raise SqsRequestRefused(f"max_messages must be 1..{MAX_BATCH} (SQS limit)")
         wait_seconds = math.ceil(wait_time) if wait_time > 0 else 0
@@ -518,22 +479,9 @@ class SqsBroker(SqsAPI):
         for message in messages:
             if sources:
                 self._note_dead_lettered(name, sources, message)
-            self._receipts.remember(
-                message.receipt_handle, _Receipt(name, message.message_id, consumer)
-            )
+            self._receipts.received(message, consumer)
             self._last_source.remember(message.message_id, name)
-            self.emit(
-                Delivered(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    destination=name,
-                    message_id=message.message_id,
-                    consumer=consumer,
-                    key=message.group_id,
-                    delivery_count=message.receive_count,
-                    redelivered=message.receive_count > 1,
-                )
-            )
+            self.report_received(message, consumer)
         return messages
 
     def _to_message(self, queue: str, raw: MessageTypeDef) -> SqsMessage:
@@ -608,7 +556,7 @@ class SqsBroker(SqsAPI):
             ReceiptHandleInvalid: SQS rejected the handle (see the module docstring for what
                 moto accepts).
         """
-        name = self._queue_name(queue)
+        name = self.queue_name(queue)
         settings = await self._settings(name)
         await self._endpoint.call(
             "DeleteMessage",
@@ -617,15 +565,11 @@ class SqsBroker(SqsAPI):
                 QueueUrl=settings.url, ReceiptHandle=receipt_handle
             ),
         )
-        receipt = self._receipts.pop(receipt_handle, None)
-        self.emit(
-            Acked(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=name,
-                message_id=receipt.message_id if receipt else receipt_handle,
-                consumer=consumer or (receipt.consumer if receipt else ""),
-            )
+        receipt = self._receipts.pop(receipt_handle)
+        self.report_settled(
+            name,
+            receipt.message_id if receipt else receipt_handle,
+            consumer or (receipt.consumer if receipt else ""),
         )
 
     async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
@@ -634,7 +578,7 @@ class SqsBroker(SqsAPI):
         Raises:
             ReceiptHandleInvalid: SQS rejected the handle.
         """
-        name = self._queue_name(queue)
+        name = self.queue_name(queue)
         settings = await self._settings(name)
         await self._endpoint.call(
             "ChangeMessageVisibility",
@@ -645,22 +589,18 @@ class SqsBroker(SqsAPI):
         )
         if timeout == 0:
             receipt = self._receipts.get(receipt_handle)
-            self.emit(
-                Nacked(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    destination=name,
-                    message_id=receipt.message_id if receipt else receipt_handle,
-                    consumer=receipt.consumer if receipt else "",
-                    requeue=True,
-                )
+            self.report_settled(
+                name,
+                receipt.message_id if receipt else receipt_handle,
+                receipt.consumer if receipt else "",
+                requeue=True,
             )
 
     # --- SNS ----------------------------------------------------------------------------
 
     async def create_topic(self, name: str) -> str:
         """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
-        topic = self._queue_name(name)
+        topic = self.queue_name(name)
         attributes = {"FifoTopic": "true"} if topic.endswith(".fifo") else {}
         response = await self._endpoint.call(
             "CreateTopic",
@@ -679,7 +619,7 @@ class SqsBroker(SqsAPI):
         SubscriptionArn.
         """
         arn = await self._topic_arn(topic_arn)
-        name = self._queue_name(queue)
+        name = self.queue_name(queue)
         settings = await self._settings(name)
         queue_arn = await self._arn(name)
         policy = {
@@ -703,7 +643,7 @@ class SqsBroker(SqsAPI):
         )
         response = await self._endpoint.call(
             "Subscribe",
-            _arn_name(arn),
+            arn_name(arn),
             lambda: self._endpoint.sns.subscribe(
                 TopicArn=arn,
                 Protocol="sqs",
@@ -724,11 +664,10 @@ class SqsBroker(SqsAPI):
         message_id: str | None = None,
     ) -> str:
         """SNS Publish with mqlab's id as a message attribute (raw delivery keeps it)."""
-        mqlab_id = message_id or self._new_message_id()
-        topic = (
-            _arn_name(topic_arn) if topic_arn.startswith("arn:") else self._queue_name(topic_arn)
-        )
-        try:
+        mqlab_id = message_id or self.new_message_id()
+        topic = self.topic_name(topic_arn)
+
+        async def published() -> None:
             arn = await self._topic_arn(topic_arn)
             request: dict[str, Any] = {
                 "TopicArn": arn,
@@ -744,33 +683,14 @@ class SqsBroker(SqsAPI):
             await self._endpoint.call(
                 "Publish", topic, lambda: self._endpoint.sns.publish(**request)
             )
-        except BrokerError as error:
-            self.emit(
-                ProduceFailed(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    destination=topic,
-                    message_id=mqlab_id,
-                    error=str(error),
-                    key=group_id,
-                )
-            )
-            raise
-        self.emit(
-            Produced(
-                at=self.bus.now(),
-                broker=self.name,
-                destination=topic,
-                message_id=mqlab_id,
-                key=group_id,
-            )
-        )
+
+        await self.send_reported(published(), destination=topic, message_id=mqlab_id, key=group_id)
         return mqlab_id
 
     async def _topic_arn(self, topic: str) -> str:
         if topic.startswith("arn:"):
             return topic
-        name = self._queue_name(topic)
+        name = self.queue_name(topic)
         if name not in self._topics:
             self._topics.update(await self._list_topics())
         if name not in self._topics:
@@ -806,7 +726,7 @@ class SqsBroker(SqsAPI):
             )
             subscribed = tuple(
                 sorted(
-                    _arn_name(sub.get("Endpoint", ""))
+                    arn_name(sub.get("Endpoint", ""))
                     for sub in response.get("Subscriptions", [])
                     if sub.get("Protocol") == "sqs"
                 )
@@ -815,13 +735,6 @@ class SqsBroker(SqsAPI):
         return SqsSnapshot(queues=tuple(queues), topics=tuple(topics))
 
     # --- plumbing -----------------------------------------------------------------------
-
-    def _queue_name(self, name: str) -> str:
-        """The broker-side name: already namespaced names are kept, others are qualified."""
-        return name if name.startswith(f"{self.namespace}-") else self.qualify(name)
-
-    def _new_message_id(self) -> str:
-        return f"{self.namespace}-{next(self._message_counter):06d}"
 
     async def _settings(self, queue: str) -> _QueueSettings:
         settings = self._queues.get(queue)
@@ -890,8 +803,8 @@ class SqsBroker(SqsAPI):
             )
             for topic in response.get("Topics", []):
                 arn = topic.get("TopicArn", "")
-                if _arn_name(arn).startswith(prefix):
-                    topics[_arn_name(arn)] = arn
+                if arn_name(arn).startswith(prefix):
+                    topics[arn_name(arn)] = arn
             token = response.get("NextToken")
             if not token:
                 break
@@ -940,14 +853,9 @@ def _redrive(attributes: dict[str, str]) -> dict[str, Any] | None:
 
 def _redrive_target(attributes: dict[str, str]) -> str | None:
     policy = _redrive(attributes)
-    return _arn_name(str(policy["deadLetterTargetArn"])) if policy else None
+    return arn_name(str(policy["deadLetterTargetArn"])) if policy else None
 
 
 def _max_receive_count(attributes: dict[str, str]) -> int | None:
     policy = _redrive(attributes)
     return int(policy["maxReceiveCount"]) if policy else None
-
-
-def _arn_name(arn: str) -> str:
-    """The resource name at the end of an SQS queue or SNS topic ARN."""
-    return arn.rsplit(":", 1)[-1]

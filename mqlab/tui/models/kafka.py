@@ -119,11 +119,15 @@ class KafkaView:
         if "kafka" not in observation.broker:
             return False
         group = self._group(short_name(observation.group))
+        # Each member reports its own share of a generation (as the real adapter's rebalance
+        # listener does): a new generation starts a new assignment, later reports add to it.
+        if observation.generation != group.generation:
+            group.assignment = {}
         group.generation = observation.generation
-        group.assignment = {
-            member: tuple(short_name(tp) for tp in partitions)
+        group.assignment.update(
+            (member, tuple(short_name(tp) for tp in partitions))
             for member, partitions in observation.assignment
-        }
+        )
         return True
 
     def apply_snapshot(self, snapshot: KafkaSnapshot) -> None:

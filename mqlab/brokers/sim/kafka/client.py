@@ -98,7 +98,6 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         self._producers: list[SimKafkaProducer] = []
         self._consumers: list[SimKafkaConsumer] = []
         self._client_counter = 0
-        self._message_counter = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -145,12 +144,6 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
             cluster.delete_group(group.group_id)
         for transactional_id in [t for t in cluster.transactions if t.startswith(prefix)]:
             del cluster.transactions[transactional_id]
-
-    def new_message_id(self) -> str:
-        """An mqlab message id for a send without one: ``<namespace>-<n>``, as the real
-        adapter numbers them (deterministic here, because the namespace is)."""
-        self._message_counter += 1
-        return f"{self.namespace}-{self._message_counter}"
 
     def _next_client_name(self, kind: str) -> str:
         self._client_counter += 1
@@ -243,7 +236,7 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         """A started producer (see :meth:`KafkaAPI.producer`).
 
         Args:
-            transaction_timeout: transaction.timeout.ms in seconds (simulator extra).
+            transaction_timeout: transaction.timeout.ms in seconds.
 
         Raises:
             BrokerError: acks other than "all" with idempotence, or no transaction
@@ -288,7 +281,7 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         """A started consumer that joins ``group_id`` (see :meth:`KafkaAPI.consumer`).
 
         Args:
-            max_poll_interval: max.poll.interval.ms in seconds (simulator extra).
+            max_poll_interval: max.poll.interval.ms in seconds.
 
         Raises:
             BrokerError: no topics, an unknown assignment strategy or offset reset policy.

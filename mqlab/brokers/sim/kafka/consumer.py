@@ -312,9 +312,6 @@ class SimKafkaConsumer(KafkaConsumer):
         cluster = self._cluster
         brokers = cluster.brokers
         positions = self._positions
-        group = self._group()
-        delivered_upto = group.delivered_upto
-        redeliveries = group.redeliveries
         read_committed = self._read_committed
         emit = self._bus.emit
         now = world.now()
@@ -340,55 +337,15 @@ class SimKafkaConsumer(KafkaConsumer):
             if position >= end:
                 continue
             stop = min(end, position + room)
-            upto = delivered_upto.get(tp, 0)
             topic = tp.topic
             index = tp.partition
-            if position >= upto and not read_committed:
-                # The common case, kept lean: first deliveries, nothing to filter but markers.
-                for offset, entry in enumerate(leader.log[position:stop], position):
-                    if not entry.control:
-                        emit(
-                            _new_delivered(
-                                now,
-                                source,
-                                topic,
-                                entry.message_id,
-                                name,
-                                entry.key_text,
-                                index,
-                                offset,
-                                1,
-                                False,
-                            )
-                        )
-                        out.append(
-                            new_record(
-                                topic,
-                                index,
-                                offset,
-                                entry.key,
-                                entry.value,
-                                entry.headers,
-                                entry.timestamp_ms,
-                            )
-                        )
-                positions[tp] = delivered_upto[tp] = stop
-                room = limit - len(out)
-                if room <= 0:
-                    break
-                continue
             for offset, entry in enumerate(leader.log[position:stop], position):
                 if entry.control:
-                    continue
+                    continue  # a transaction marker: never handed to the application
                 if read_committed and entry.txn and partition.is_aborted(entry.producer_id, offset):
                     continue
-                if offset < upto:
-                    times = redeliveries.get((tp, offset), 1) + 1
-                    redeliveries[(tp, offset)] = times
-                    redelivered = True
-                else:
-                    times = 1
-                    redelivered = False
+                # Kafka has no redelivered flag and no delivery count: a record read again
+                # (after a crash, a rebalance, a seek) is delivered like the first time.
                 emit(
                     _new_delivered(
                         now,
@@ -399,14 +356,22 @@ class SimKafkaConsumer(KafkaConsumer):
                         entry.key_text,
                         index,
                         offset,
-                        times,
-                        redelivered,
+                        1,
+                        False,
                     )
                 )
-                out.append(entry.to_record(tp, offset))
+                out.append(
+                    new_record(
+                        topic,
+                        index,
+                        offset,
+                        entry.key,
+                        entry.value,
+                        entry.headers,
+                        entry.timestamp_ms,
+                    )
+                )
             positions[tp] = stop
-            if stop > upto:
-                delivered_upto[tp] = stop
             room = limit - len(out)
             if room <= 0:
                 break

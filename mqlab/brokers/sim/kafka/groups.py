@@ -75,8 +75,6 @@ class Group:
         self.leader_id = ""
         self.members: dict[str, Member] = {}
         self.committed: dict[TopicPartition, int] = {}
-        self.delivered_upto: dict[TopicPartition, int] = {}
-        self.redeliveries: dict[tuple[TopicPartition, int], int] = {}
         self.pending_txn_offsets: dict[int, dict[TopicPartition, int]] = {}
         self._completion: asyncio.Handle | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -293,10 +291,11 @@ class Group:
             release(dropped)
         self.generation += 1
         if not self.members:
+            # Nobody is left to be told an assignment, so nothing is reported (as on a real
+            # cluster: only members hear of a rebalance).
             self.state = GROUP_EMPTY
             self.protocol = ""
             self.leader_id = ""
-            self._emit_rebalanced()
             return
         if self.leader_id not in self.members:
             self.leader_id = next(iter(self.members))
@@ -314,16 +313,18 @@ class Group:
         self._emit_rebalanced()
 
     def _emit_rebalanced(self) -> None:
-        self.cluster.emit(
-            Rebalanced(
-                at=self.cluster.world.now(),
-                broker=SOURCE,
-                group=self.group_id,
-                generation=self.generation,
-                assignment=tuple(
-                    (m.client_id, tuple(str(tp) for tp in m.assignment))
-                    for m in sorted(self.members.values(), key=lambda m: m.member_id)
-                ),
-                reason=self._reason,
+        """Each member reports its own new assignment, one ``Rebalanced`` per member, as the
+        real adapter's members do when their client hands them the assignment (no member can
+        see the others'). The reason is the coordinator's, which a real client is not told."""
+        now = self.cluster.world.now()
+        for member in sorted(self.members.values(), key=lambda m: m.member_id):
+            self.cluster.emit(
+                Rebalanced(
+                    at=now,
+                    broker=SOURCE,
+                    group=self.group_id,
+                    generation=self.generation,
+                    assignment=((member.client_id, tuple(str(tp) for tp in member.assignment)),),
+                    reason=self._reason,
+                )
             )
-        )

@@ -34,7 +34,7 @@ from mqlab.brokers.sim.kafka.log import Partition, Topic
 from mqlab.brokers.sim.kafka.server import Transaction
 from mqlab.brokers.sim.kafka.wire import RETRY_BACKOFF, ClientClosed, coordinator_round_trip
 from mqlab.brokers.sim.world import NodeUnreachable
-from mqlab.observe.events import Produced, ProduceFailed
+from mqlab.observe.events import Produced
 
 if TYPE_CHECKING:
     from mqlab.brokers.sim.kafka.client import SimKafkaBroker
@@ -401,33 +401,21 @@ class SimKafkaProducer(KafkaProducer):
         *,
         duplicate: bool,
     ) -> None:
-        self._bus.emit(
-            _new_produced(
-                self._clock(),
-                self._source,
-                tp.topic,
-                message_id,
-                key_text,
-                tp.partition,
-                offset,
-                self.name,
-                duplicate,
-            )
+        self._adapter.report_produced(
+            tp.topic,
+            message_id,
+            key=key_text,
+            partition=tp.partition,
+            position=offset,
+            producer=self.name,
+            duplicate=duplicate,
         )
 
     def _emit_failed(
         self, tp: TopicPartition, message_id: str, key_text: str | None, error: str
     ) -> None:
-        self._bus.emit(
-            ProduceFailed(
-                at=self._world.now(),
-                broker=self._source,
-                destination=tp.topic,
-                message_id=message_id,
-                error=error,
-                producer=self.name,
-                key=key_text,
-            )
+        self._adapter.report_produce_failed(
+            tp.topic, message_id, error, key=key_text, producer=self.name
         )
 
     async def flush(self) -> None:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.nats.api import (
-    MESSAGE_ID_HEADER,
     JetStreamError,
     JsMessage,
+    JsOperation,
     NatsPullConsumer,
     NatsSubscription,
 )
@@ -19,14 +19,9 @@ from mqlab.brokers.sim.link import (
     outlive_caller,
     within,
 )
-from mqlab.brokers.sim.nats.server import NODE
+from mqlab.brokers.sim.nats.server import NODE, SimNatsServer
 from mqlab.brokers.sim.nats.streams import Consumer, CoreSubscriber, Handout
 from mqlab.brokers.sim.world import NodeState, NodeUnreachable
-from mqlab.observe.events import (
-    Acked,
-    Delivered,
-    Nacked,
-)
 
 if TYPE_CHECKING:
     from mqlab.brokers.sim.nats.client import SimNatsBroker
@@ -36,12 +31,13 @@ _EPSILON = 1e-6
 
 
 class SimJsMessage(JsMessage):
-    """A fetched JetStream message; settling it emits Acked / Nacked."""
+    """A fetched JetStream message, settled through the simulated server."""
 
     def __init__(self, broker: SimNatsBroker, consumer: Consumer, handout: Handout) -> None:
+        super().__init__(broker, consumer.name)
         message = handout.message
         self._broker = broker
-        self._consumer = consumer
+        self._durable = consumer
         self._settled = False
         self.subject = message.subject
         self.stream = handout.stream
@@ -51,55 +47,32 @@ class SimJsMessage(JsMessage):
         self.data = message.data
         self.headers = dict(message.headers)
 
-    def _claim(self, operation: str) -> None:
-        # nats-py refuses a second ack/nak/term of one delivery before asking the server.
-        if self._settled:
+    async def _send(self, operation: JsOperation, *, delay: float | None = None) -> None:
+        settles = operation != "in_progress"
+        if settles and self._settled:
+            # nats-py refuses a second ack/nak/term of one delivery before asking the server.
             raise JetStreamError(f"{operation}: the message was already acknowledged")
-
-    async def ack(self) -> None:
-        """Acknowledge and wait for the server to confirm it."""
-        self._claim("ack")
-        server, consumer = self._broker._require_server(), self._consumer
-        await self._broker._request(
-            "ack",
-            f"{self.stream}#{self.stream_sequence}",
-            lambda: server.ack(consumer, self.stream_sequence),
+        server, durable, sequence = (
+            self._broker.require_server(),
+            self._durable,
+            self.stream_sequence,
         )
-        self._settled = True
-        self._broker._emit_settled(self, Acked, consumer.name)
-
-    async def nak(self, delay: float | None = None) -> None:
-        """Negative ack: JetStream redelivers (after ``delay`` seconds when given)."""
-        self._claim("nak")
-        server, consumer = self._broker._require_server(), self._consumer
-        await self._broker._request(
-            "nak",
-            f"{self.stream}#{self.stream_sequence}",
-            lambda: server.nak(consumer, self.stream_sequence, delay),
-        )
-        self._settled = True
-        self._broker._emit_settled(self, Nacked, consumer.name, requeue=True)
-
-    async def term(self) -> None:
-        """Terminate: this consumer will never get the message again."""
-        self._claim("term")
-        server, consumer = self._broker._require_server(), self._consumer
-        await self._broker._request(
-            "term",
-            f"{self.stream}#{self.stream_sequence}",
-            lambda: server.ack(consumer, self.stream_sequence, terminate=True),
-        )
-        self._settled = True
-        self._broker._emit_settled(self, Nacked, consumer.name, requeue=False)
-
-    async def in_progress(self) -> None:
-        """Still working: restart the ack-wait timer."""
-        server, consumer = self._broker._require_server(), self._consumer
-        await self._broker._request(
-            "in_progress",
-            f"{self.stream}#{self.stream_sequence}",
-            lambda: server.in_progress(consumer, self.stream_sequence),
-        )
+        if operation == "ack":
+            await self._broker.request("ack", self.where, lambda: server.ack(durable, sequence))
+        elif operation == "nak":
+            await self._broker.request(
+                "nak", self.where, lambda: server.nak(durable, sequence, delay)
+            )
+        elif operation == "term":
+            await self._broker.request(
+                "term", self.where, lambda: server.ack(durable, sequence, terminate=True)
+            )
+        else:
+            await self._broker.request(
+                "in_progress", self.where, lambda: server.in_progress(durable, sequence)
+            )
+        if settles:
+            self._settled = True
 
 
 class SimPullConsumer(NatsPullConsumer):
@@ -125,8 +98,8 @@ class SimPullConsumer(NatsPullConsumer):
         if batch < 1:
             raise JetStreamError("fetch: batch must be at least 1")
         broker = self.broker
-        server = broker._require_server()
-        await broker._await_link("fetch")
+        server = broker.require_server()
+        await broker.await_link("fetch")
         world = broker.world
 
         loop = asyncio.get_running_loop()
@@ -159,32 +132,21 @@ class SimPullConsumer(NatsPullConsumer):
                     size = sum(len(handout.message.data) for _, handout in pulled)
                     await world.transmit(NODE, "downstream", size)
         except TimeoutError:
-            if not broker._link_up:
+            if not broker.link.up:
                 raise BrokerUnavailable(
                     broker.system, broker.address, "connection lost during fetch"
                 ) from None
             return []  # the connection is fine: simply nothing to deliver in time
         except NodeUnreachable as error:
-            broker._lose_link(error.reason)
+            broker.link.lose(error.reason)
             raise BrokerUnavailable(
                 broker.system, broker.address, f"fetch failed: {error.reason}"
             ) from None
         messages: list[JsMessage] = []
         for consumer, handout in pulled:
             message = SimJsMessage(broker, consumer, handout)
+            message.report_delivered()
             messages.append(message)
-            broker.emit(
-                Delivered(
-                    at=world.now(),
-                    broker=broker.name,
-                    destination=message.subject,
-                    message_id=message.message_id,
-                    consumer=self.name,
-                    position=message.stream_sequence,
-                    delivery_count=message.num_delivered,
-                    redelivered=message.num_delivered > 1,
-                )
-            )
         return messages
 
     async def close(self) -> None:
@@ -192,8 +154,7 @@ class SimPullConsumer(NatsPullConsumer):
         if self._closed:
             return
         self._closed = True
-        if self in self.broker._pull_consumers:
-            self.broker._pull_consumers.remove(self)
+        self.broker.forget(self)
 
 
 class SimSubscription(NatsSubscription):
@@ -206,10 +167,16 @@ class SimSubscription(NatsSubscription):
         self._arrived = asyncio.Event()
         self._closed = False
         self._subscriber = CoreSubscriber(subject, self._deliver)
+        self._server: SimNatsServer | None = None
+
+    def attach(self, server: SimNatsServer) -> None:
+        """Subscribe on ``server`` (the request the adapter carries to it)."""
+        server.subscribe(self._subscriber)
+        self._server = server
 
     def _deliver(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         # Core NATS: a client that is disconnected right now simply misses the message.
-        if self._closed or not self._broker._link_up:
+        if self._closed or not self._broker.link.up:
             return
         self._buffer.append((subject, data, headers))
         self._arrived.set()
@@ -230,16 +197,7 @@ class SimSubscription(NatsSubscription):
             except TimeoutError:
                 return None
         subject, data, headers = self._buffer.popleft()
-        broker = self._broker
-        broker.emit(
-            Delivered(
-                at=broker.world.now(),
-                broker=broker.name,
-                destination=subject,
-                message_id=headers.get(MESSAGE_ID_HEADER) or f"{subject}@core",
-                consumer=f"core:{self.subject}",
-            )
-        )
+        self.report_delivered(self._broker, subject, headers)
         return subject, data
 
     async def close(self) -> None:
@@ -248,8 +206,6 @@ class SimSubscription(NatsSubscription):
             return
         self._closed = True
         self._buffer.clear()
-        server = self._broker._server
-        if server is not None:
-            server.unsubscribe(self._subscriber)
-        if self in self._broker._subscriptions:
-            self._broker._subscriptions.remove(self)
+        if self._server is not None:
+            self._server.unsubscribe(self._subscriber)
+        self._broker.forget(self)

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.rabbitmq.api import (
-    AlreadySettled,
     ConnectionLost,
     RabbitConsumer,
     RabbitDelivery,
     RabbitMQError,
+    SettleVerb,
 )
 from mqlab.brokers.sim.link import (
     within,
@@ -22,10 +22,6 @@ from mqlab.brokers.sim.link import (
 from mqlab.brokers.sim.rabbitmq.queues import Channel, Handout
 from mqlab.brokers.sim.rabbitmq.server import NODE, SimRabbitMQServer
 from mqlab.brokers.sim.world import NodeUnreachable
-from mqlab.observe.events import (
-    Acked,
-    Nacked,
-)
 
 if TYPE_CHECKING:
     from mqlab.brokers.sim.rabbitmq.client import SimRabbitMQBroker
@@ -37,12 +33,10 @@ class SimDelivery(RabbitDelivery):
     def __init__(
         self, broker: SimRabbitMQBroker, handout: Handout, *, consumer: str, no_ack: bool
     ) -> None:
+        super().__init__(broker, consumer=consumer, no_ack=no_ack)
         message = handout.message
         self._broker = broker
         self._channel = handout.channel
-        self._consumer = consumer
-        self._settled = no_ack
-        self._no_ack = no_ack
         self.queue = handout.queue
         self.exchange = message.exchange
         self.routing_key = message.routing_keys[0] if message.routing_keys else ""
@@ -52,68 +46,19 @@ class SimDelivery(RabbitDelivery):
         self.redelivered = handout.redelivered
         self.delivery_tag = handout.tag
 
-    @property
-    def delivery_count(self) -> int:
-        """Classic queues only flag a redelivery, so 2 means "at least the second time"."""
-        return 2 if self.redelivered else 1
-
-    def _claim(self, verb: str) -> None:
-        if self._no_ack:
-            raise AlreadySettled(
-                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
-                "RabbitMQ already forgot it"
-            )
-        if self._settled:
-            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
-
-    async def ack(self) -> None:
-        """Settle positively on the delivery's channel; emits ``Acked``."""
-        self._claim("ack")
-        await self._settle(f"ack of {self.message_id}", ack=True, requeue=False)
-        self._broker.emit(
-            Acked(
-                at=self._broker.world.now(),
-                broker=self._broker.name,
-                destination=self.queue,
-                message_id=self.message_id,
-                consumer=self._consumer,
-            )
-        )
-
-    async def nack(self, *, requeue: bool = True) -> None:
-        """Settle negatively; without requeue RabbitMQ dead-letters or drops the message."""
-        await self._settle_negatively("nack", requeue=requeue)
-
-    async def reject(self, *, requeue: bool = False) -> None:
-        """basic.reject: the single-message form of ``nack``, with the same effect."""
-        await self._settle_negatively("reject", requeue=requeue)
-
-    async def _settle_negatively(self, verb: str, *, requeue: bool) -> None:
-        self._claim(verb)
-        await self._settle(f"{verb} of {self.message_id}", ack=False, requeue=requeue)
-        self._broker.emit(
-            Nacked(
-                at=self._broker.world.now(),
-                broker=self._broker.name,
-                destination=self.queue,
-                message_id=self.message_id,
-                consumer=self._consumer,
-                requeue=requeue,
-            )
-        )
-
-    async def _settle(self, what: str, *, ack: bool, requeue: bool) -> None:
+    async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
+        what = f"{verb} of {self.message_id}"
         channel = self._channel
-        server = self._broker._require_server()
+        server = self._broker.require_server()
         if not channel.open:  # the connection dropped since: fails at once, as in aio-pika
             raise ConnectionLost(
                 f"rabbitmq: {what}: the channel closed (connection lost?); unacked messages "
                 "on it go back to their queue"
             )
-        await self._broker._rpc(
+        ack = verb == "ack"
+        await self._broker.rpc(
             what, lambda: server.settle(channel, self.delivery_tag, ack=ack, requeue=requeue)
         )
-        self._settled = True
 
 
 class SimRabbitConsumer(RabbitConsumer):
@@ -135,10 +80,11 @@ class SimRabbitConsumer(RabbitConsumer):
         self._courier: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
         self._channel: Channel | None = None
+        self._server: SimRabbitMQServer | None = None
         self._closed = False
-        self._lost: str | None = None
+        self.lost: str | None = None
 
-    def _subscribe(self, server: SimRabbitMQServer) -> None:
+    def subscribe(self, server: SimRabbitMQServer) -> None:
         channel = server.open_channel(self._broker)
         try:
             server.subscribe(self.queue, channel, self.prefetch, self._push, self._cancelled)
@@ -146,10 +92,11 @@ class SimRabbitConsumer(RabbitConsumer):
             server.close_channel(channel)
             raise
         self._channel = channel
-        self._lost = None
+        self._server = server
+        self.lost = None
 
     def _cancelled(self, queue: str) -> None:
-        self._lost = (
+        self.lost = (
             f"rabbitmq: RabbitMQ cancelled consumer {self.name!r} (queue {queue!r} was deleted)"
         )
         self._arrived.set()
@@ -172,14 +119,14 @@ class SimRabbitConsumer(RabbitConsumer):
             try:
                 await world.transmit(NODE, "downstream", len(handout.message.body))
             except NodeUnreachable as error:
-                self._broker._lose_link(error.reason)  # drops what is still in transit
+                self._broker.link.lose(error.reason)  # drops what is still in transit
                 return
             if self._in_transit and self._in_transit[0] is handout:
                 self._in_transit.popleft()
                 self._buffer.append(handout)
                 self._arrived.set()
 
-    def _drop_stale(self) -> None:
+    def drop_stale(self) -> None:
         self._in_transit.clear()
         if self._courier is not None:
             self._courier.cancel()
@@ -200,9 +147,9 @@ class SimRabbitConsumer(RabbitConsumer):
             while self._buffer:
                 handout = self._buffer.popleft()
                 if handout.channel.open:  # stale ones were requeued by RabbitMQ
-                    return self._broker._delivered(handout, consumer=self.name)
-            if self._lost is not None:
-                raise RabbitMQError(self._lost)
+                    return self._broker.delivered(handout, consumer=self.name)
+            if self.lost is not None:
+                raise RabbitMQError(self.lost)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
@@ -218,9 +165,8 @@ class SimRabbitConsumer(RabbitConsumer):
         if self._closed:
             return
         self._closed = True
-        self._broker._consumers.pop(self, None)
-        self._drop_stale()
+        self._broker.forget_consumer(self)
+        self.drop_stale()
         self._buffer.clear()
-        server = self._broker._server
-        if server is not None and self._channel is not None:
-            server.close_channel(self._channel)
+        if self._server is not None and self._channel is not None:
+            self._server.close_channel(self._channel)

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    OperationTimedOut,
+    Placement,
+    Reachability,
+)
 from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.link import (
     connection_refused,
@@ -32,6 +36,7 @@ from mqlab.brokers.sim.sqs.server import (
 from mqlab.brokers.sim.world import NodeState, NodeUnreachable, SimWorld
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
+    Receipts,
     SendResult,
     SqsAPI,
     SqsMessage,
@@ -42,15 +47,6 @@ from mqlab.brokers.sqs.api import (
 )
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
-from mqlab.observe.events import (
-    Acked,
-    BrokerDown,
-    BrokerUp,
-    Delivered,
-    Nacked,
-    Produced,
-    ProduceFailed,
-)
 
 _T = TypeVar("_T")
 
@@ -59,14 +55,6 @@ MAX_BATCH = 10
 
 _PROBE_INTERVAL = 0.5
 _RETRY_INTERVAL = 0.25  # how often a call asks an unreachable endpoint again
-
-
-@dataclass(slots=True)
-class _Receipt:
-    """Who received a message under a receipt handle (to name it in Acked/Nacked)."""
-
-    message_id: str
-    consumer: str
 
 
 class SimSqsBroker(SimBroker, SqsAPI):
@@ -106,11 +94,8 @@ class SimSqsBroker(SimBroker, SqsAPI):
         self._duplicate_rate = duplicate_rate
         self._reorder_rate = reorder_rate
         self._server: SimSqsServer | None = None
-        self._receipts: dict[str, _Receipt] = {}
-        self._message_counter = itertools.count(1)
-        # None until connected: failed connection attempts are not "the broker went down".
-        self._reachable: bool | None = None
-        self._probe: asyncio.Task[None] | None = None
+        self._receipts = Receipts()
+        self._health = Reachability(self, self._probe, interval=_PROBE_INTERVAL)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -130,13 +115,8 @@ class SimSqsBroker(SimBroker, SqsAPI):
             raise self.unavailable(str(error)) from None
 
     async def _close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
-            self._probe = None
+        await self._health.close()
         self._server = None
-        self._reachable = None
         await self._release_world()
 
     async def cleanup(self) -> None:
@@ -172,7 +152,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
         Raises:
             SqsRequestRefused: a setting SQS does not accept for this queue type.
         """
-        queue = self._queue_name(name)
+        queue = self.queue_name(name)
         check_queue_settings(
             queue,
             content_based_dedup=content_based_dedup,
@@ -187,8 +167,8 @@ class SimSqsBroker(SimBroker, SqsAPI):
                 f"CreateQueue on {queue} refused: InvalidParameterValue: maxReceiveCount must "
                 "be between 1 and 1000"
             )
-        dead_letter = self._queue_name(dead_letter_queue) if dead_letter_queue else None
-        server = self._require_server()
+        dead_letter = self.queue_name(dead_letter_queue) if dead_letter_queue else None
+        server = self.require_server()
         created = await self._call(
             "CreateQueue",
             queue,
@@ -206,21 +186,21 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
     async def delete_queue(self, name: str) -> None:
         """DeleteQueue; a queue that is already gone is not an error."""
-        queue = self._queue_name(name)
-        server = self._require_server()
+        queue = self.queue_name(name)
+        server = self.require_server()
         with contextlib.suppress(QueueMissing):
             await self._call("DeleteQueue", queue, lambda: server.delete_queue(queue))
 
     async def purge_queue(self, name: str) -> None:
         """PurgeQueue: drop every message, visible or in flight."""
-        queue = self._queue_name(name)
-        server = self._require_server()
+        queue = self.queue_name(name)
+        server = self.require_server()
         await self._call("PurgeQueue", queue, lambda: server.purge(queue))
 
     async def queue_info(self, name: str) -> SqsQueueInfo:
         """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
-        queue = self._queue_name(name)
-        server = self._require_server()
+        queue = self.queue_name(name)
+        server = self.require_server()
         return await self._call("GetQueueAttributes", queue, lambda: server.queue_info(queue))
 
     # --- messages -----------------------------------------------------------------------
@@ -241,11 +221,11 @@ class SimSqsBroker(SimBroker, SqsAPI):
             SqsRequestRefused: e.g. a FIFO send without ``group_id``, or without ``dedup_id``
                 on a queue without content-based deduplication.
         """
-        name = self._queue_name(queue)
-        mqlab_id = message_id or self._new_message_id()
-        server = self._require_server()
-        try:
-            stored, duplicate = await self._call(
+        name = self.queue_name(queue)
+        mqlab_id = message_id or self.new_message_id()
+        server = self.require_server()
+        stored, _ = await self.send_reported(
+            self._call(
                 "SendMessage",
                 name,
                 lambda: server.send(
@@ -257,28 +237,11 @@ class SimSqsBroker(SimBroker, SqsAPI):
                     delay_seconds=delay_seconds,
                 ),
                 nbytes=len(body.encode()),
-            )
-        except BrokerError as error:
-            self.emit(
-                ProduceFailed(
-                    at=self.world.now(),
-                    broker=self.name,
-                    destination=name,
-                    message_id=mqlab_id,
-                    error=str(error),
-                    key=group_id,
-                )
-            )
-            raise
-        self.emit(
-            Produced(
-                at=self.world.now(),
-                broker=self.name,
-                destination=name,
-                message_id=mqlab_id,
-                key=group_id,
-                duplicate=duplicate,
-            )
+            ),
+            destination=name,
+            message_id=mqlab_id,
+            key=group_id,
+            placed=lambda outcome: Placement(duplicate=outcome[1]),
         )
         return SendResult(
             sqs_message_id=stored.sqs_message_id,
@@ -301,7 +264,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
         Raises:
             SqsRequestRefused: ``max_messages`` outside 1..10 or ``wait_time`` above 20.
         """
-        name = self._queue_name(queue)
+        name = self.queue_name(queue)
         if not 1 <= max_messages <= MAX_BATCH:
             raise SqsRequestRefused(f"max_messages must be 1..{MAX_BATCH} (SQS limit)")
         wait_seconds = math.ceil(wait_time) if wait_time > 0 else 0
@@ -309,7 +272,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
             raise SqsRequestRefused(f"wait_time must be at most {MAX_LONG_POLL_SECONDS} s")
         if visibility_timeout is not None:
             _check_range(name, "VisibilityTimeout", visibility_timeout, MAX_VISIBILITY_TIMEOUT)
-        server = self._require_server()
+        server = self.require_server()
 
         async def poll() -> list[Stored]:
             loop = asyncio.get_running_loop()
@@ -356,19 +319,8 @@ class SimSqsBroker(SimBroker, SqsAPI):
                 attributes=dict(item.attributes),
             )
             messages.append(message)
-            self._receipts[message.receipt_handle] = _Receipt(message.message_id, consumer)
-            self.emit(
-                Delivered(
-                    at=self.world.now(),
-                    broker=self.name,
-                    destination=name,
-                    message_id=message.message_id,
-                    consumer=consumer,
-                    key=message.group_id,
-                    delivery_count=message.receive_count,
-                    redelivered=message.receive_count > 1,
-                )
-            )
+            self._receipts.received(message, consumer)
+            self.report_received(message, consumer)
         return messages
 
     async def delete_message(self, queue: str, receipt_handle: str, *, consumer: str = "") -> None:
@@ -377,24 +329,16 @@ class SimSqsBroker(SimBroker, SqsAPI):
         Raises:
             ReceiptHandleInvalid: the server never issued this handle.
         """
-        name = self._queue_name(queue)
-        server = self._require_server()
+        name = self.queue_name(queue)
+        server = self.require_server()
         deleted = await self._call(
             "DeleteMessage", name, lambda: server.delete_message(name, receipt_handle)
         )
-        receipt = self._receipts.pop(receipt_handle, None)
+        receipt = self._receipts.pop(receipt_handle)
         message_id = receipt.message_id if receipt else None
         if message_id is None:
             message_id = deleted.message_id if deleted is not None else receipt_handle
-        self.emit(
-            Acked(
-                at=self.world.now(),
-                broker=self.name,
-                destination=name,
-                message_id=message_id,
-                consumer=consumer or (receipt.consumer if receipt else ""),
-            )
-        )
+        self.report_settled(name, message_id, consumer or (receipt.consumer if receipt else ""))
 
     async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
         """ChangeMessageVisibility; 0 hands the message back at once (emits ``Nacked``).
@@ -402,8 +346,8 @@ class SimSqsBroker(SimBroker, SqsAPI):
         Raises:
             ReceiptHandleInvalid: the handle is unknown or its message is gone.
         """
-        name = self._queue_name(queue)
-        server = self._require_server()
+        name = self.queue_name(queue)
+        server = self.require_server()
         changed = await self._call(
             "ChangeMessageVisibility",
             name,
@@ -411,30 +355,26 @@ class SimSqsBroker(SimBroker, SqsAPI):
         )
         if timeout == 0:
             receipt = self._receipts.get(receipt_handle)
-            self.emit(
-                Nacked(
-                    at=self.world.now(),
-                    broker=self.name,
-                    destination=name,
-                    message_id=receipt.message_id if receipt else changed.message_id,
-                    consumer=receipt.consumer if receipt else "",
-                    requeue=True,
-                )
+            self.report_settled(
+                name,
+                receipt.message_id if receipt else changed.message_id,
+                receipt.consumer if receipt else "",
+                requeue=True,
             )
 
     # --- SNS ----------------------------------------------------------------------------
 
     async def create_topic(self, name: str) -> str:
         """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
-        topic = self._queue_name(name)
-        server = self._require_server()
+        topic = self.queue_name(name)
+        server = self.require_server()
         created = await self._call("CreateTopic", topic, lambda: server.create_topic(topic))
         return created.arn
 
     async def subscribe_queue(self, topic_arn: str, queue: str, *, raw: bool = True) -> str:
         """Subscribe ``queue`` to the topic; returns the SubscriptionArn."""
-        name = self._queue_name(queue)
-        server = self._require_server()
+        name = self.queue_name(queue)
+        server = self.require_server()
         arn = self._topic_arn(topic_arn)
         return await self._call("Subscribe", name, lambda: server.subscribe(arn, name, raw))
 
@@ -448,12 +388,11 @@ class SimSqsBroker(SimBroker, SqsAPI):
         message_id: str | None = None,
     ) -> str:
         """SNS Publish with mqlab's id as a message attribute (raw delivery keeps it)."""
-        mqlab_id = message_id or self._new_message_id()
-        topic = (
-            _arn_name(topic_arn) if topic_arn.startswith("arn:") else self._queue_name(topic_arn)
-        )
-        server = self._require_server()
-        try:
+        mqlab_id = message_id or self.new_message_id()
+        topic = self.topic_name(topic_arn)
+        server = self.require_server()
+
+        async def published() -> None:
             arn = self._topic_arn(topic_arn)
             await self._call(
                 "Publish",
@@ -466,27 +405,8 @@ class SimSqsBroker(SimBroker, SqsAPI):
                     dedup_id=dedup_id,
                 ),
             )
-        except BrokerError as error:
-            self.emit(
-                ProduceFailed(
-                    at=self.world.now(),
-                    broker=self.name,
-                    destination=topic,
-                    message_id=mqlab_id,
-                    error=str(error),
-                    key=group_id,
-                )
-            )
-            raise
-        self.emit(
-            Produced(
-                at=self.world.now(),
-                broker=self.name,
-                destination=topic,
-                message_id=mqlab_id,
-                key=group_id,
-            )
-        )
+
+        await self.send_reported(published(), destination=topic, message_id=mqlab_id, key=group_id)
         return mqlab_id
 
     # --- inspection ---------------------------------------------------------------------
@@ -499,28 +419,21 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
     async def inspect(self) -> SqsSnapshot:
         """Every queue (depths, FIFO settings, redrive, DLQ depth) and topic of the namespace."""
-        server = self._require_server()
+        server = self.require_server()
         prefix = f"{self.namespace}-"
         return await self._call("ListQueues", prefix, lambda: server.snapshot(prefix))
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _require_server(self) -> SimSqsServer:
+    def require_server(self) -> SimSqsServer:
         if self._server is None:
             raise BrokerError("the sqs adapter is not connected (use: async with broker)")
         return self._server
 
-    def _queue_name(self, name: str) -> str:
-        """The broker-side name: already namespaced names are kept, others are qualified."""
-        return name if name.startswith(f"{self.namespace}-") else self.qualify(name)
-
     def _topic_arn(self, topic: str) -> str:
         if topic.startswith("arn:"):
             return topic
-        return f"arn:aws:sns:{REGION}:{ACCOUNT}:{self._queue_name(topic)}"
-
-    def _new_message_id(self) -> str:
-        return f"{self.namespace}-{next(self._message_counter):06d}"
+        return f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.queue_name(topic)}"
 
     async def _call(
         self,
@@ -575,7 +488,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
                     size = answer_size(result) if answer_size is not None else 0
                     await world.transmit(NODE, "downstream", size)
             except TimeoutError:
-                self._mark_unreachable(
+                self._health.unreachable(
                     f"{operation} got no answer within {self.request_timeout:g} s"
                 )
                 raise OperationTimedOut(
@@ -583,48 +496,24 @@ class SimSqsBroker(SimBroker, SqsAPI):
                     f"{self.request_timeout:g} s at {self.address}"
                 ) from None
             except NodeUnreachable as error:
-                self._mark_unreachable(error.reason)
+                self._health.unreachable(error.reason)
                 if loop.time() + _RETRY_INTERVAL > deadline:
                     raise self.unavailable(error.reason) from None
                 await asyncio.sleep(_RETRY_INTERVAL)
                 continue
-            self._mark_reachable()
+            self._health.reachable()
             return result
 
-    def _mark_unreachable(self, detail: str) -> None:
-        if self._reachable is not True:  # not connected yet: not "the broker went down"
-            return
-        self._reachable = False
-        self.emit(BrokerDown(at=self.world.now(), broker=self.name, node=NODE, detail=detail))
-        if self._probe is None or self._probe.done():
-            self._probe = self.world.spawn(self._probe_until_up(), name="sqs probe")
-
-    def _mark_reachable(self) -> None:
-        if self._reachable is not False:
-            self._reachable = True
-            return
-        self._reachable = True
-        self.emit(
-            BrokerUp(
-                at=self.world.now(),
-                broker=self.name,
-                node=NODE,
-                detail=f"answering again at {self.address}",
-            )
-        )
-
-    async def _probe_until_up(self) -> None:
-        """While the endpoint is down, ask it twice a second so BrokerUp shows without calls."""
-        while self._reachable is False:
-            await asyncio.sleep(_PROBE_INTERVAL)
-            if connection_refused(self.world, NODE) is not None:
-                continue
-            try:
-                await within(2.0, self.world.transmit(NODE, "upstream"))
-                await within(2.0, self.world.transmit(NODE, "downstream"))
-            except (TimeoutError, NodeUnreachable):
-                continue
-            self._mark_reachable()
+    async def _probe(self) -> bool:
+        """One cheap request that only succeeds when the endpoint answers."""
+        if connection_refused(self.world, NODE) is not None:
+            return False
+        try:
+            await within(2.0, self.world.transmit(NODE, "upstream"))
+            await within(2.0, self.world.transmit(NODE, "downstream"))
+        except (TimeoutError, NodeUnreachable):
+            return False
+        return True
 
 
 def _check_range(queue: str, attribute: str, value: int, maximum: int) -> None:
@@ -632,8 +521,3 @@ def _check_range(queue: str, attribute: str, value: int, maximum: int) -> None:
         raise SqsRequestRefused(
             f"{queue}: {attribute} must be between 0 and {maximum}, not {value}"
         )
-
-
-def _arn_name(arn: str) -> str:
-    """The resource name at the end of an SQS queue or SNS topic ARN."""
-    return arn.rsplit(":", 1)[-1]
