@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, TypeVar
 
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
@@ -146,6 +146,16 @@ class Snapshot:
     """The system the snapshot describes."""
 
 
+class AdapterOptions(TypedDict, total=False):
+    """The options every adapter takes (see :class:`Broker`); an adapter's ``__init__``
+    adds its own and passes these on with ``**options: Unpack[AdapterOptions]``."""
+
+    bus: ObservationBus | None
+    namespace: str | None
+    endpoints: Endpoints | None
+    connect_timeout: float
+
+
 class Broker(ABC):
     """Base class of every adapter, real or simulated.
 
@@ -179,6 +189,7 @@ class Broker(ABC):
         """Where the broker is, as error messages and observations name it (set by adapters)."""
         self._connected = False
         self._message_ids = itertools.count(1)
+        self._client_numbers: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -193,6 +204,13 @@ class Broker(ABC):
         """A fresh mqlab message id for a send without one: ``<namespace>-000001``, ...
         (deterministic on the simulator, whose namespaces are)."""
         return f"{self.namespace}-{next(self._message_ids):06d}"
+
+    def new_client_name(self, kind: str) -> str:
+        """``consumer-1``, ``consumer-2``, ``producer-1`` ...: a name for a client (a consumer,
+        a producer) created without one, numbered per kind."""
+        number = self._client_numbers.get(kind, 0) + 1
+        self._client_numbers[kind] = number
+        return f"{kind}-{number}"
 
     def unqualify(self, broker_name: str) -> str:
         """Strip this adapter's namespace prefix again (for display); other names unchanged."""

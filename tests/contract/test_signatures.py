@@ -2,7 +2,8 @@
 
 Every method of a system's interface (and of its consumer, producer, delivery and subscription
 classes) takes the same parameters, in the same order, with the same defaults and annotations,
-in the real adapter and in the simulator's. So code written against the interface, a lesson's
+in the real adapter and in the simulator's; so does every hook the interface's methods call
+(its abstract ``_publish``, ``_fetch`` ...). So code written against the interface, a lesson's
 or a learner's, runs unchanged on either, and an option added to one backend cannot silently
 be missing from the other. Return types may be narrower (the simulator's ``producer()``
 returns its own producer class, a subclass of the interface's).
@@ -55,9 +56,13 @@ PAIRS: dict[type, tuple[type, type]] = {
 
 
 def public_methods(interface: type) -> Iterator[str]:
-    """The interface's public methods, the shared adapter base's included for adapters."""
+    """The interface's public methods (the shared adapter base's included for adapters) and
+    the hooks it leaves to the adapters (its abstract private methods)."""
+    hooks = getattr(interface, "__abstractmethods__", frozenset())
     for name, member in inspect.getmembers(interface):
-        if name.startswith("_") or not callable(member) or isinstance(member, type):
+        if not callable(member) or isinstance(member, type):
+            continue
+        if name.startswith("_") and name not in hooks:
             continue
         yield name
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from mqlab.brokers.base import Broker, BrokerError, Capabilities, Placement, Snapshot
 from mqlab.observe.events import Committed
@@ -190,12 +190,62 @@ class KafkaSnapshot(Snapshot):
     controller_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ProducerSettings:
+    """What a producer was asked for, checked (see :meth:`KafkaAPI.producer`)."""
+
+    name: str
+    acks: Acks
+    idempotent: bool
+    transactional_id: str | None
+    request_timeout: float
+    linger_ms: int
+    transaction_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """What a consumer was asked for, checked (see :meth:`KafkaAPI.consumer`)."""
+
+    name: str
+    group_id: str
+    auto_commit: bool
+    auto_commit_interval: float
+    auto_offset_reset: OffsetReset
+    isolation_level: IsolationLevel
+    assignment_strategy: AssignmentStrategy
+    session_timeout: float
+    heartbeat_interval: float
+    max_poll_records: int
+    max_poll_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record on its way to the broker, stamped with mqlab's message id (the first
+    header)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    partition: int | None
+    headers: tuple[tuple[str, bytes], ...]
+    message_id: str
+
+
 class KafkaProducer(ABC):
-    """A producer bound to one configuration (acks, idempotence, transactions)."""
+    """A producer bound to one configuration (acks, idempotence, transactions).
+
+    :meth:`send` is written here once: it stamps the record with mqlab's message id and
+    hands it to the adapter's :meth:`_send`.
+    """
 
     name: str
 
-    @abstractmethod
+    def __init__(self, broker: KafkaAPI, name: str) -> None:
+        self._adapter = broker
+        self.name = name
+
     async def send(
         self,
         topic: str,
@@ -219,7 +269,15 @@ class KafkaProducer(ABC):
         Raises:
             NotEnoughReplicas: acks=all and the ISR is below min.insync.replicas.
             ProduceTimedOut: no acknowledgement within the request timeout.
+            BrokerError: the producer is closed, or the topic or partition does not exist.
         """
+        message_id = message_id or self._adapter.new_message_id()
+        stamped = ((MESSAGE_ID_HEADER, message_id.encode()), *headers)
+        return await self._send(OutgoingRecord(topic, value, key, partition, stamped, message_id))
+
+    @abstractmethod
+    async def _send(self, record: OutgoingRecord) -> RecordMetadata:
+        """Send the stamped record and report it (``Produced`` / ``ProduceFailed``)."""
 
     @abstractmethod
     async def flush(self) -> None:
@@ -325,7 +383,6 @@ class KafkaAPI(Broker):
                 )
             )
 
-    @abstractmethod
     async def create_topic(
         self,
         name: str,
@@ -341,6 +398,13 @@ class KafkaAPI(Broker):
             BrokerError: the topic exists or the cluster has fewer live brokers than
                 ``replication_factor``.
         """
+        return await self._create_topic(name, partitions, replication_factor, dict(config or {}))
+
+    @abstractmethod
+    async def _create_topic(
+        self, name: str, partitions: int, replication_factor: int, config: dict[str, str]
+    ) -> TopicInfo:
+        """CreateTopics, then wait for the leaders."""
 
     @abstractmethod
     async def delete_topic(self, name: str) -> None:
@@ -350,7 +414,6 @@ class KafkaAPI(Broker):
     async def describe_topic(self, name: str) -> TopicInfo:
         """Leaders, replicas, ISR and offsets of every partition of ``name``."""
 
-    @abstractmethod
     async def producer(
         self,
         *,
@@ -366,9 +429,27 @@ class KafkaAPI(Broker):
 
         ``transaction_timeout`` (transaction.timeout.ms, in seconds): the coordinator aborts a
         transaction left open longer, and the producer is fenced.
-        """
 
-    @abstractmethod
+        Raises:
+            BrokerError: acks other than 0, 1 or "all"; idempotence without acks="all" (as the
+                Java client refuses it); no broker or coordinator answers in time.
+        """
+        if acks not in (0, 1, "all"):
+            raise BrokerError(f"kafka: acks must be 0, 1 or 'all', not {acks!r}")
+        idempotent = idempotent or transactional_id is not None
+        if idempotent and acks != "all":
+            raise BrokerError(f"kafka: an idempotent producer needs acks='all' (got {acks!r})")
+        settings = ProducerSettings(
+            name=name or self.new_client_name("producer"),
+            acks=acks,
+            idempotent=idempotent,
+            transactional_id=transactional_id,
+            request_timeout=request_timeout,
+            linger_ms=linger_ms,
+            transaction_timeout=transaction_timeout,
+        )
+        return await self._open_producer(settings)
+
     async def consumer(
         self,
         topics: Sequence[str],
@@ -391,7 +472,49 @@ class KafkaAPI(Broker):
         defaults a two-member group takes over 10 s to settle, which hides the lesson.
         ``max_poll_interval`` (max.poll.interval.ms, in seconds): a member that does not poll
         for this long leaves its group (Kafka's default, 5 minutes).
+
+        Raises:
+            BrokerError: no topics, an unknown assignment strategy, offset reset policy or
+                isolation level; no broker answers in time.
         """
+        chosen = (topics,) if isinstance(topics, str) else tuple(topics)
+        if not chosen:
+            raise BrokerError("kafka: a consumer needs at least one topic")
+        if assignment_strategy not in get_args(AssignmentStrategy):
+            raise BrokerError(
+                f"kafka: unknown assignment strategy {assignment_strategy!r} (range, roundrobin)"
+            )
+        if auto_offset_reset not in get_args(OffsetReset):
+            raise BrokerError(
+                f"kafka: auto_offset_reset must be earliest or latest, not {auto_offset_reset!r}"
+            )
+        if isolation_level not in get_args(IsolationLevel):
+            raise BrokerError(f"kafka: unknown isolation level {isolation_level!r}")
+        settings = ConsumerSettings(
+            name=name or self.new_client_name("consumer"),
+            group_id=group_id,
+            auto_commit=auto_commit,
+            auto_commit_interval=auto_commit_interval,
+            auto_offset_reset=auto_offset_reset,
+            isolation_level=isolation_level,
+            assignment_strategy=assignment_strategy,
+            session_timeout=session_timeout,
+            heartbeat_interval=heartbeat_interval,
+            max_poll_records=max_poll_records,
+            max_poll_interval=max_poll_interval,
+        )
+        return await self._open_consumer(chosen, settings)
+
+    @abstractmethod
+    async def _open_producer(self, settings: ProducerSettings) -> KafkaProducer:
+        """Start a producer with these (checked) settings."""
+
+    @abstractmethod
+    async def _open_consumer(
+        self, topics: tuple[str, ...], settings: ConsumerSettings
+    ) -> KafkaConsumer:
+        """Start a consumer of ``topics`` with these (checked) settings; it joins its group
+        in the background."""
 
     @abstractmethod
     async def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:

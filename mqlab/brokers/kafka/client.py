@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, Unpack
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -54,23 +53,21 @@ from aiokafka.errors import (
     for_code,
 )
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import AdapterOptions, BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.kafka import wire
 from mqlab.brokers.kafka.api import (
-    Acks,
-    AssignmentStrategy,
+    ConsumerSettings,
     GroupInfo,
     GroupMember,
     GroupOffset,
-    IsolationLevel,
     KafkaAPI,
     KafkaConsumer,
     KafkaNode,
     KafkaProducer,
     KafkaRecord,
     KafkaSnapshot,
-    OffsetReset,
     PartitionInfo,
+    ProducerSettings,
     TopicInfo,
     TopicPartition,
 )
@@ -78,8 +75,6 @@ from mqlab.brokers.kafka.consumer import Consumer, RebalanceListener
 from mqlab.brokers.kafka.producer import Producer
 from mqlab.brokers.kafka.watcher import ClusterWatcher
 from mqlab.brokers.kafka.wire import REBOOTSTRAP_TIMEOUT, error_text, key_text
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 
 __all__ = ["KafkaBroker"]
 
@@ -113,16 +108,11 @@ class KafkaBroker(KafkaAPI):
     def __init__(
         self,
         *,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
         request_timeout: float = 10.0,
         watch_interval: float = 0.5,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        super().__init__(
-            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
-        )
+        super().__init__(**options)
         self.request_timeout = request_timeout
         self.watch_interval = watch_interval
         self._admin: AIOKafkaAdminClient | None = None
@@ -131,8 +121,6 @@ class KafkaBroker(KafkaAPI):
         self._consumers: list[Consumer] = []
         self._created_topics: set[str] = set()
         self._used_groups: set[str] = set()
-        self._producer_numbers = itertools.count(1)
-        self._consumer_numbers = itertools.count(1)
 
     @property
     def bootstrap(self) -> str:
@@ -294,13 +282,8 @@ class KafkaBroker(KafkaAPI):
 
     # -- topics ----------------------------------------------------------------------------
 
-    async def create_topic(
-        self,
-        name: str,
-        *,
-        partitions: int = 1,
-        replication_factor: int = 1,
-        config: dict[str, str] | None = None,
+    async def _create_topic(
+        self, name: str, partitions: int, replication_factor: int, config: dict[str, str]
     ) -> TopicInfo:
         timeout_ms = int(self.request_timeout * 1000)
 
@@ -311,7 +294,7 @@ class KafkaBroker(KafkaAPI):
                 name,
                 partitions,
                 replication_factor,
-                dict(config or {}),
+                config,
                 timeout_ms,
             )
 
@@ -451,93 +434,51 @@ class KafkaBroker(KafkaAPI):
 
     # -- producers and consumers -----------------------------------------------------------
 
-    async def producer(
-        self,
-        *,
-        acks: Acks = "all",
-        idempotent: bool = False,
-        transactional_id: str | None = None,
-        name: str | None = None,
-        request_timeout: float = 10.0,
-        linger_ms: int = 0,
-        transaction_timeout: float = 60.0,
-    ) -> KafkaProducer:
-        name = name or f"producer-{next(self._producer_numbers)}"
-        idempotent = idempotent or transactional_id is not None
-        if idempotent and acks != "all":
-            raise BrokerError(f"kafka: an idempotent producer needs acks='all' (got {acks!r})")
+    async def _open_producer(self, settings: ProducerSettings) -> KafkaProducer:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
-            client_id=f"{self.namespace}-{name}",
-            acks=acks,
-            enable_idempotence=idempotent,
-            transactional_id=transactional_id,
-            request_timeout_ms=int(request_timeout * 1000),
-            linger_ms=linger_ms,
-            transaction_timeout_ms=int(transaction_timeout * 1000),
+            client_id=f"{self.namespace}-{settings.name}",
+            acks=settings.acks,
+            enable_idempotence=settings.idempotent,
+            transactional_id=settings.transactional_id,
+            request_timeout_ms=int(settings.request_timeout * 1000),
+            linger_ms=settings.linger_ms,
+            transaction_timeout_ms=int(settings.transaction_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(producer.client, REBOOTSTRAP_TIMEOUT)
-        await self._start_client(producer.start(), producer.stop, f"producer {name}")
-        wrapped = Producer(
-            self,
-            producer,
-            name=name,
-            acks=acks,
-            idempotent=idempotent,
-            transactional=transactional_id is not None,
-            request_timeout=request_timeout,
-        )
+        await self._start_client(producer.start(), producer.stop, f"producer {settings.name}")
+        wrapped = Producer(self, producer, settings)
         self._producers.append(wrapped)
         return wrapped
 
-    async def consumer(
-        self,
-        topics: Sequence[str],
-        *,
-        group_id: str,
-        name: str | None = None,
-        auto_commit: bool = False,
-        auto_commit_interval: float = 1.0,
-        auto_offset_reset: OffsetReset = "earliest",
-        isolation_level: IsolationLevel = "read_uncommitted",
-        assignment_strategy: AssignmentStrategy = "range",
-        session_timeout: float = 6.0,
-        heartbeat_interval: float = 0.3,
-        max_poll_records: int = 500,
-        max_poll_interval: float = 300.0,
+    async def _open_consumer(
+        self, topics: tuple[str, ...], settings: ConsumerSettings
     ) -> KafkaConsumer:
-        if assignment_strategy not in _ASSIGNORS:
-            raise BrokerError(
-                f"kafka: unknown assignment strategy {assignment_strategy!r} "
-                f"(known: {', '.join(_ASSIGNORS)})"
-            )
-        name = name or f"consumer-{next(self._consumer_numbers)}"
+        name = settings.name
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             # The member id the broker assigns is "<client_id>-<uuid>", and both assignors
             # order members by it: naming the client after the consumer makes the assignment
             # predictable from the names (and readable in Kafka's own tools).
             client_id=name,
-            group_id=group_id,
-            enable_auto_commit=auto_commit,
-            auto_commit_interval_ms=int(auto_commit_interval * 1000),
-            auto_offset_reset=auto_offset_reset,
-            isolation_level=isolation_level,
-            partition_assignment_strategy=(_ASSIGNORS[assignment_strategy],),
+            group_id=settings.group_id,
+            enable_auto_commit=settings.auto_commit,
+            auto_commit_interval_ms=int(settings.auto_commit_interval * 1000),
+            auto_offset_reset=settings.auto_offset_reset,
+            isolation_level=settings.isolation_level,
+            partition_assignment_strategy=(_ASSIGNORS[settings.assignment_strategy],),
             # Short on purpose (see KafkaAPI.consumer): a heartbeat every 0.3 s notices a
             # rebalance within a heartbeat, and a 6 s session lets a crashed member's
             # partitions move on within seconds instead of Kafka's default 45 s.
-            session_timeout_ms=int(session_timeout * 1000),
-            heartbeat_interval_ms=int(heartbeat_interval * 1000),
-            max_poll_records=max_poll_records,
-            max_poll_interval_ms=int(max_poll_interval * 1000),
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=int(settings.max_poll_interval * 1000),
             request_timeout_ms=int(self.request_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(consumer._client, REBOOTSTRAP_TIMEOUT)
         await self._start_client(consumer.start(), consumer.stop, f"consumer {name}")
-        wrapped = Consumer(
-            self, consumer, name=name, group_id=group_id, request_timeout=self.request_timeout
-        )
+        wrapped = Consumer(self, consumer, settings, request_timeout=self.request_timeout)
         wrapped.watch_commits()
         # Subscribing after start() keeps connect bounded: the group join then happens in the
         # background and the first polls return nothing until the assignment arrives.
@@ -549,7 +490,7 @@ class KafkaBroker(KafkaAPI):
                 f"kafka: {name} cannot subscribe to {list(topics)}: {error}"
             ) from error
         self._consumers.append(wrapped)
-        self._used_groups.add(group_id)
+        self._used_groups.add(settings.group_id)
         return wrapped
 
     async def _start_client(self, start: Awaitable[Any], stop: Any, what: str) -> None:

@@ -17,6 +17,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.kafka.api import (
+    ConsumerSettings,
     KafkaConsumer,
     KafkaRecord,
     TopicPartition,
@@ -50,13 +51,12 @@ class Consumer(KafkaConsumer):
         self,
         broker: KafkaBroker,
         consumer: AIOKafkaConsumer,
+        settings: ConsumerSettings,
         *,
-        name: str,
-        group_id: str,
         request_timeout: float,
     ) -> None:
-        self.name = name
-        self.group_id = group_id
+        self.name = settings.name
+        self.group_id = settings.group_id
         self._broker = broker
         self._consumer = consumer
         self._request_timeout = request_timeout

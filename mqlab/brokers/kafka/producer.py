@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
@@ -23,10 +22,10 @@ from aiokafka.errors import (
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.kafka.api import (
-    MESSAGE_ID_HEADER,
-    Acks,
     KafkaProducer,
     NotEnoughReplicas,
+    OutgoingRecord,
+    ProducerSettings,
     ProduceTimedOut,
     RecordMetadata,
     TopicPartition,
@@ -42,50 +41,33 @@ class Producer(KafkaProducer):
     """An :class:`AIOKafkaProducer` with bounded sends, error mapping and observations."""
 
     def __init__(
-        self,
-        broker: KafkaBroker,
-        producer: AIOKafkaProducer,
-        *,
-        name: str,
-        acks: Acks,
-        idempotent: bool,
-        transactional: bool,
-        request_timeout: float,
+        self, broker: KafkaBroker, producer: AIOKafkaProducer, settings: ProducerSettings
     ) -> None:
-        self.name = name
+        super().__init__(broker, settings.name)
         self._broker = broker
         self._producer = producer
-        self._acks = acks
-        self._idempotent = idempotent
-        self._transactional = transactional
-        self._request_timeout = request_timeout
+        self._acks = settings.acks
+        self._idempotent = settings.idempotent
+        self._transactional = settings.transactional_id is not None
+        self._request_timeout = settings.request_timeout
         self._pending_offsets: list[tuple[str, dict[TopicPartition, int]]] = []
         self._closed = False
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None = None,
-        partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
-        message_id: str | None = None,
-    ) -> RecordMetadata:
+    async def _send(self, record: OutgoingRecord) -> RecordMetadata:
         if self._closed:
             raise BrokerError(f"kafka: producer {self.name} is closed")
-        message_id = message_id or self._broker.new_message_id()
-        all_headers = [(MESSAGE_ID_HEADER, message_id.encode()), *headers]
         return await self._broker.send_reported(
-            self._send(topic, value, key, partition, all_headers),
-            destination=topic,
-            message_id=message_id,
-            key=key_text(key),
+            self._acknowledged(
+                record.topic, record.value, record.key, record.partition, list(record.headers)
+            ),
+            destination=record.topic,
+            message_id=record.message_id,
+            key=key_text(record.key),
             producer=self.name,
             placed=RecordMetadata.placement,
         )
 
-    async def _send(
+    async def _acknowledged(
         self,
         topic: str,
         value: bytes,

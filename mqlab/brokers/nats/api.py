@@ -10,11 +10,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Unpack
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities, Placement, Snapshot
+from mqlab.brokers.base import (
+    AdapterOptions,
+    Broker,
+    BrokerError,
+    Capabilities,
+    Placement,
+    Snapshot,
+)
 
 MESSAGE_ID_HEADER = "mqlab-id"
+MSG_ID_HEADER = "Nats-Msg-Id"
+"""JetStream's deduplication header (what ``publish(msg_id=...)`` sets)."""
 
 DeliverPolicy = Literal["all", "last", "new", "by_start_sequence", "by_start_time"]
 Retention = Literal["limits", "interest", "workqueue"]
@@ -139,38 +148,88 @@ class JsMessage(ABC):
 class NatsPullConsumer(ABC):
     """A durable pull consumer bound to a stream."""
 
-    name: str
-    stream: str
+    def __init__(self, stream: str, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self._closed = False
 
-    @abstractmethod
     async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[JsMessage]:
-        """Up to ``batch`` messages; an empty list if none arrive within ``timeout``."""
+        """Up to ``batch`` messages; ``[]`` when none arrive within ``timeout``. Returns as
+        soon as at least one message is there (with whatever else is ready); emits
+        ``Delivered`` for each.
 
-    @abstractmethod
+        Raises:
+            BrokerUnavailable: the connection is down (rather than "no messages").
+            JetStreamError: closed, a batch below 1, or the consumer or its stream was
+                deleted.
+        """
+        if self._closed:
+            raise JetStreamError(f"consumer {self.name} on {self.stream} is closed")
+        if batch < 1:
+            raise JetStreamError("fetch: batch must be at least 1")
+        messages = await self._fetch(batch, timeout)
+        for message in messages:
+            message.report_delivered()
+        return messages
+
     async def close(self) -> None:
         """Stop fetching (the durable consumer stays on the server; delete it via the stream)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._unsubscribe()
+
+    @abstractmethod
+    async def _fetch(self, batch: int, timeout: float) -> list[JsMessage]:
+        """One pull request."""
+
+    @abstractmethod
+    async def _unsubscribe(self) -> None:
+        """Drop the pull subscription; the adapter stops tracking it."""
 
 
 class NatsSubscription(ABC):
     """A core NATS subscription (no persistence, no acks)."""
 
-    subject: str
+    def __init__(self, broker: Broker, subject: str) -> None:
+        self._reporter = broker
+        self.subject = subject
+        self._closed = False
 
-    @abstractmethod
     async def next(self, timeout: float = 1.0) -> tuple[str, bytes] | None:
-        """(subject, data) of the next message, or None after ``timeout``."""
+        """(subject, data) of the next message, or None when nothing arrives within
+        ``timeout``; emits ``Delivered``.
 
-    @abstractmethod
-    async def close(self) -> None:
-        """Unsubscribe."""
-
-    def report_delivered(self, broker: Broker, subject: str, headers: Mapping[str, str]) -> None:
-        """Emit ``Delivered`` for a core message received on ``subject``."""
-        broker.report_delivered(
+        Raises:
+            BrokerError: the subscription is closed.
+        """
+        if self._closed:
+            raise BrokerError(f"subscription to {self.subject} is closed")
+        received = await self._next(timeout)
+        if received is None:
+            return None
+        subject, data, headers = received
+        self._reporter.report_delivered(
             subject,
             headers.get(MESSAGE_ID_HEADER) or f"{subject}@core",
             f"core:{self.subject}",
         )
+        return subject, data
+
+    async def close(self) -> None:
+        """Unsubscribe (messages published afterwards are simply not delivered here)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._unsubscribe()
+
+    @abstractmethod
+    async def _next(self, timeout: float) -> tuple[str, bytes, Mapping[str, str]] | None:
+        """The next message as (subject, data, headers), or None after ``timeout``."""
+
+    @abstractmethod
+    async def _unsubscribe(self) -> None:
+        """Unsubscribe; the adapter stops tracking it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +280,57 @@ class NatsSnapshot(Snapshot):
     consumers: tuple[ConsumerInfo, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """A stream's settings as the adapters send them (subjects namespaced)."""
+
+    subjects: tuple[str, ...]
+    retention: Retention
+    max_msgs: int
+    max_age: float
+    duplicate_window: float
+    max_msgs_per_subject: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullConsumerConfig:
+    """A durable pull consumer's settings as the adapters send them (filter namespaced, the
+    start position only with the deliver policy that uses it)."""
+
+    filter_subject: str | None
+    ack_wait: float
+    max_deliver: int
+    deliver_policy: DeliverPolicy
+    start_sequence: int | None
+    start_time: float | None
+
+
+class NatsOptions(AdapterOptions, total=False):
+    """What a NATS adapter takes (see :class:`NatsAPI`)."""
+
+    request_timeout: float | None
+
+
 class NatsAPI(Broker):
     """NATS JetStream in its own vocabulary.
 
     Stream names cannot contain dots, so namespaced names use ``_``: ``qualify("orders")``
     gives ``mq-3f2a9c-orders`` for streams and ``subject_prefix()`` gives ``mq-3f2a9c.`` for
     subjects.
+
+    Args:
+        request_timeout: seconds a JetStream request may take (defaults to ``connect_timeout``).
+        options: see :class:`~mqlab.brokers.base.Broker`.
     """
 
     system = "nats"
     capabilities = NATS_CAPABILITIES
+
+    def __init__(
+        self, *, request_timeout: float | None = None, **options: Unpack[AdapterOptions]
+    ) -> None:
+        super().__init__(**options)
+        self.request_timeout = self.connect_timeout if request_timeout is None else request_timeout
 
     def subject(self, logical: str) -> str:
         """A subject inside this namespace: ``orders.eu`` -> ``mq-3f2a9c.orders.eu``."""
@@ -251,7 +351,8 @@ class NatsAPI(Broker):
         """The server-side subject (an already namespaced subject is kept)."""
         return subject if subject.startswith(f"{self.namespace}.") else self.subject(subject)
 
-    @abstractmethod
+    # -- streams (names namespaced and settings checked here; each adapter's hooks below) --
+
     async def add_stream(
         self,
         name: str,
@@ -263,13 +364,32 @@ class NatsAPI(Broker):
         duplicate_window: float = 120.0,
         max_msgs_per_subject: int = -1,
     ) -> StreamInfo:
-        """Create (or update) a stream capturing ``subjects`` (wildcards allowed)."""
+        """Create the stream capturing ``subjects`` (wildcards allowed), or update it when it
+        exists with other settings.
 
-    @abstractmethod
+        Raises:
+            JetStreamError: a bad name or setting, or subjects that overlap another stream.
+        """
+        config = StreamConfig(
+            subjects=tuple(self.full_subject(subject) for subject in subjects),
+            retention=retention,
+            max_msgs=max_msgs,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+            max_msgs_per_subject=max_msgs_per_subject,
+        )
+        return await self._add_stream(self.stream_name(name), config)
+
     async def delete_stream(self, name: str) -> None:
-        """Delete a stream and its consumers (no error if gone)."""
+        """Delete the stream and its consumers; a stream that is already gone is fine."""
+        await self._delete_stream(self.stream_name(name))
 
-    @abstractmethod
+    async def stream_info(self, name: str) -> StreamInfo:
+        """A stream's subjects, limits and state, fresh from the server."""
+        return await self._stream_info(self.stream_name(name))
+
+    # -- publishing ----------------------------------------------------------------------
+
     async def publish(
         self,
         subject: str,
@@ -279,9 +399,36 @@ class NatsAPI(Broker):
         headers: Mapping[str, str] | None = None,
         message_id: str | None = None,
     ) -> PubAck:
-        """JetStream publish; ``msg_id`` sets Nats-Msg-Id for broker-side dedup."""
+        """JetStream publish, waiting for the stream's PubAck; ``msg_id`` sets Nats-Msg-Id
+        for the server's deduplication. Emits ``Produced`` (``duplicate`` from the PubAck) or
+        ``ProduceFailed``.
 
-    @abstractmethod
+        Raises:
+            NoStreamForSubject: no stream captures ``subject``.
+            OperationTimedOut: the PubAck did not come within ``request_timeout``.
+        """
+        target = self.full_subject(subject)
+        mqlab_id = message_id or self.new_message_id()
+        all_headers = {**(headers or {}), MESSAGE_ID_HEADER: mqlab_id}
+        if msg_id is not None:
+            all_headers[MSG_ID_HEADER] = msg_id
+        return await self.send_reported(
+            self._publish(target, data, all_headers),
+            destination=target,
+            message_id=mqlab_id,
+            placed=PubAck.placement,
+        )
+
+    async def publish_core(self, subject: str, data: bytes) -> None:
+        """Core NATS publish: no ack; only current subscribers see it (fire and forget:
+        nobody listening means it is gone). Emits ``Produced`` once the server has it."""
+        target = self.full_subject(subject)
+        mqlab_id = self.new_message_id()
+        await self._publish_core(target, data, {MESSAGE_ID_HEADER: mqlab_id})
+        self.report_produced(target, mqlab_id)
+
+    # -- consumers -----------------------------------------------------------------------
+
     async def pull_consumer(
         self,
         stream: str,
@@ -294,30 +441,79 @@ class NatsAPI(Broker):
         start_sequence: int | None = None,
         start_time: float | None = None,
     ) -> NatsPullConsumer:
-        """Create (or bind to) a durable pull consumer.
+        """Create (or bind to an identical) durable pull consumer with explicit acks.
 
         ``start_time`` is a UNIX timestamp (seconds; virtual seconds on the simulator).
+
+        Raises:
+            JetStreamError: a missing start position for ``by_start_sequence`` /
+                ``by_start_time``, an unknown stream, or a durable that exists with other
+                settings.
         """
+        stream_name = self.stream_name(stream)
+        check_name("consumer", durable)
+        check_start_position(deliver_policy, start_sequence, start_time)
+        config = PullConsumerConfig(
+            filter_subject=self.full_subject(filter_subject) if filter_subject else None,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            deliver_policy=deliver_policy,
+            start_sequence=start_sequence if deliver_policy == "by_start_sequence" else None,
+            start_time=start_time if deliver_policy == "by_start_time" else None,
+        )
+        return await self._pull_consumer(stream_name, durable, config)
 
-    @abstractmethod
     async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
-        """A consumer's ack floor / pending / redelivered counts, fresh from the server."""
+        """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
+        return await self._consumer_info(self.stream_name(stream), durable)
 
-    @abstractmethod
     async def delete_consumer(self, stream: str, durable: str) -> None:
-        """Delete a durable consumer (no error if gone)."""
+        """Delete a durable consumer; one that is already gone is fine."""
+        await self._delete_consumer(self.stream_name(stream), durable)
 
-    @abstractmethod
-    async def stream_info(self, name: str) -> StreamInfo:
-        """A stream's state, fresh from the server."""
-
-    @abstractmethod
     async def subscribe(self, subject: str) -> NatsSubscription:
-        """A core NATS subscription (at-most-once; wildcards ``*`` and ``>``)."""
+        """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
+        return await self._subscribe(self.full_subject(subject))
+
+    # -- what each adapter does with the namespaced names --------------------------------
 
     @abstractmethod
-    async def publish_core(self, subject: str, data: bytes) -> None:
-        """Core NATS publish (fire and forget: nobody listening means it is gone)."""
+    async def _add_stream(self, name: str, config: StreamConfig) -> StreamInfo:
+        """Add the stream, or update it when it exists."""
+
+    @abstractmethod
+    async def _delete_stream(self, name: str) -> None:
+        """Delete the stream (no error if gone)."""
+
+    @abstractmethod
+    async def _stream_info(self, name: str) -> StreamInfo:
+        """STREAM.INFO."""
+
+    @abstractmethod
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> PubAck:
+        """JetStream publish and wait for the PubAck."""
+
+    @abstractmethod
+    async def _publish_core(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Core publish; returns once the server has it (a flush)."""
+
+    @abstractmethod
+    async def _pull_consumer(
+        self, stream: str, durable: str, config: PullConsumerConfig
+    ) -> NatsPullConsumer:
+        """Add (or bind to) the durable consumer and subscribe to it."""
+
+    @abstractmethod
+    async def _consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
+        """CONSUMER.INFO."""
+
+    @abstractmethod
+    async def _delete_consumer(self, stream: str, durable: str) -> None:
+        """Delete the durable consumer (no error if gone)."""
+
+    @abstractmethod
+    async def _subscribe(self, subject: str) -> NatsSubscription:
+        """A core subscription, registered with the server (a flush) before it returns."""
 
     @abstractmethod
     async def inspect(self) -> NatsSnapshot:

@@ -39,8 +39,8 @@ import asyncio
 import contextlib
 import datetime
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -54,22 +54,19 @@ from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.nats.api import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
-    DeliverPolicy,
     JetStreamError,
     NatsAPI,
+    NatsOptions,
     NatsPullConsumer,
     NatsSnapshot,
     NatsSubscription,
     NoStreamForSubject,
     PubAck,
-    Retention,
+    PullConsumerConfig,
+    StreamConfig,
     StreamInfo,
-    check_name,
-    check_start_position,
 )
 from mqlab.brokers.nats.consumer import CoreSubscription, PullConsumer
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
     BrokerDown,
     BrokerUp,
@@ -78,7 +75,6 @@ from mqlab.observe.events import (
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 """Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
-MSG_ID_HEADER = "Nats-Msg-Id"
 """JetStream's deduplication header."""
 _STREAM_EXISTS = 10058  # JetStream error code: stream name already in use (other config)
 _RECONNECT_WAIT = 0.5
@@ -92,28 +88,16 @@ class NatsBroker(NatsAPI):
     """NATS JetStream streams, durable pull consumers and core pub/sub (nats-py).
 
     Args:
-        bus, namespace, endpoints, connect_timeout: see :class:`~mqlab.brokers.base.Broker`.
-        request_timeout: seconds a JetStream request may take (defaults to ``connect_timeout``).
+        options: see :class:`~mqlab.brokers.nats.api.NatsAPI`.
     """
 
-    def __init__(
-        self,
-        *,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-        request_timeout: float | None = None,
-    ) -> None:
-        super().__init__(
-            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
-        )
+    def __init__(self, **options: Unpack[NatsOptions]) -> None:
+        super().__init__(**options)
         self.url = self.endpoints.nats_url
         parts = urlsplit(self.url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 4222
         self.address = f"{self.host}:{self.port}"
-        self.request_timeout = connect_timeout if request_timeout is None else request_timeout
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._closing = False
@@ -276,179 +260,104 @@ class NatsBroker(NatsAPI):
             )
         )
 
-    # --- streams ------------------------------------------------------------------------
+    # --- streams (names namespaced and settings checked in NatsAPI) --------------------
 
-    async def add_stream(
-        self,
-        name: str,
-        subjects: Sequence[str],
-        *,
-        retention: Retention = "limits",
-        max_msgs: int = -1,
-        max_age: float = 0.0,
-        duplicate_window: float = 120.0,
-        max_msgs_per_subject: int = -1,
-    ) -> StreamInfo:
-        """Create the stream, or update it when it exists with other settings.
-
-        Raises:
-            JetStreamError: a bad name or setting, or subjects that overlap another stream.
-        """
-        stream = self.stream_name(name)
-        config = js_api.StreamConfig(
-            name=stream,
-            subjects=[self.full_subject(subject) for subject in subjects],
-            retention=js_api.RetentionPolicy(retention),
-            max_msgs=max_msgs,
-            max_age=max_age,
-            duplicate_window=duplicate_window,
-            max_msgs_per_subject=max_msgs_per_subject,
+    async def _add_stream(self, name: str, config: StreamConfig) -> StreamInfo:
+        wire_config = js_api.StreamConfig(
+            name=name,
+            subjects=list(config.subjects),
+            retention=js_api.RetentionPolicy(config.retention),
+            max_msgs=config.max_msgs,
+            max_age=config.max_age,
+            duplicate_window=config.duplicate_window,
+            max_msgs_per_subject=config.max_msgs_per_subject,
             storage=js_api.StorageType.FILE,
         )
         js = await self._jetstream()
-        with self.translate("add stream", stream):
+        with self.translate("add stream", name):
             try:
-                info = await js.add_stream(config)
+                info = await js.add_stream(wire_config)
             except nats.js.errors.BadRequestError as error:
                 if error.err_code != _STREAM_EXISTS:
                     raise
-                info = await js.update_stream(config)
+                info = await js.update_stream(wire_config)
         return _stream_info(info)
 
-    async def delete_stream(self, name: str) -> None:
-        """Delete the stream and its consumers; a stream that is already gone is fine."""
-        stream = self.stream_name(name)
+    async def _delete_stream(self, name: str) -> None:
         js = await self._jetstream()
         with (
-            self.translate("delete stream", stream),
+            self.translate("delete stream", name),
             contextlib.suppress(nats.js.errors.NotFoundError),
         ):
-            await js.delete_stream(stream)
+            await js.delete_stream(name)
 
-    async def stream_info(self, name: str) -> StreamInfo:
-        """A stream's subjects, limits and state, fresh from the server."""
-        stream = self.stream_name(name)
+    async def _stream_info(self, name: str) -> StreamInfo:
         js = await self._jetstream()
-        with self.translate("stream info", stream):
-            return _stream_info(await js.stream_info(stream))
+        with self.translate("stream info", name):
+            return _stream_info(await js.stream_info(name))
 
     # --- publishing ---------------------------------------------------------------------
 
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        message_id: str | None = None,
-    ) -> PubAck:
-        """JetStream publish, waiting for the stream's PubAck.
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> PubAck:
+        js = await self._jetstream()
+        with self.translate("publish", subject):
+            ack = await js.publish(subject, data, headers=headers)
+        return PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
 
-        Raises:
-            NoStreamForSubject: no stream captures ``subject``.
-            OperationTimedOut: the PubAck did not come within ``request_timeout``.
-        """
-        target = self.full_subject(subject)
-        mqlab_id = message_id or self.new_message_id()
-        all_headers = {**(headers or {}), MESSAGE_ID_HEADER: mqlab_id}
-        if msg_id is not None:
-            all_headers[MSG_ID_HEADER] = msg_id
-
-        async def acknowledged() -> PubAck:
-            js = await self._jetstream()
-            with self.translate("publish", target):
-                ack = await js.publish(target, data, headers=all_headers)
-            return PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
-
-        return await self.send_reported(
-            acknowledged(), destination=target, message_id=mqlab_id, placed=PubAck.placement
-        )
-
-    async def publish_core(self, subject: str, data: bytes) -> None:
-        """Core NATS publish: no stream, no ack; only current subscribers ever see it.
-
-        The adapter flushes (one PING/PONG) so ``Produced`` means the server has it.
-        """
-        target = self.full_subject(subject)
-        mqlab_id = self.new_message_id()
+    async def _publish_core(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish, then flush (one PING/PONG) so that ``Produced`` means the server has it."""
         nc = await self.connection()
-        with self.translate("publish", target):
-            await nc.publish(target, data, headers={MESSAGE_ID_HEADER: mqlab_id})
+        with self.translate("publish", subject):
+            await nc.publish(subject, data, headers=headers)
             await nc.flush(timeout=self.flush_timeout())
-        self.report_produced(target, mqlab_id)
 
     # --- consumers ----------------------------------------------------------------------
 
-    async def pull_consumer(
-        self,
-        stream: str,
-        durable: str,
-        *,
-        filter_subject: str | None = None,
-        ack_wait: float = 30.0,
-        max_deliver: int = -1,
-        deliver_policy: DeliverPolicy = "all",
-        start_sequence: int | None = None,
-        start_time: float | None = None,
+    async def _pull_consumer(
+        self, stream: str, durable: str, config: PullConsumerConfig
     ) -> NatsPullConsumer:
-        """Create (or bind to an identical) durable pull consumer with explicit acks.
-
-        Raises:
-            JetStreamError: a missing start position for ``by_start_sequence`` /
-                ``by_start_time``, an unknown stream, or a durable that exists with other
-                settings.
-        """
-        stream_name = self.stream_name(stream)
-        check_name("consumer", durable)
-        check_start_position(deliver_policy, start_sequence, start_time)
-        config = js_api.ConsumerConfig(
+        start_time = config.start_time
+        wire_config = js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            deliver_policy=js_api.DeliverPolicy(deliver_policy),
-            opt_start_seq=start_sequence if deliver_policy == "by_start_sequence" else None,
+            ack_wait=config.ack_wait,
+            max_deliver=config.max_deliver,
+            deliver_policy=js_api.DeliverPolicy(config.deliver_policy),
+            opt_start_seq=config.start_sequence,
             opt_start_time=(
                 datetime.datetime.fromtimestamp(start_time, tz=datetime.UTC)
-                if deliver_policy == "by_start_time" and start_time is not None
+                if start_time is not None
                 else None
             ),
-            filter_subject=self.full_subject(filter_subject) if filter_subject else None,
+            filter_subject=config.filter_subject,
         )
         js = await self._jetstream()
-        with self.translate("add consumer", f"{stream_name}/{durable}"):
-            await js.add_consumer(stream_name, config)
-            subscription = await js.pull_subscribe_bind(consumer=durable, stream=stream_name)
-        consumer = PullConsumer(self, subscription, stream_name, durable)
+        with self.translate("add consumer", f"{stream}/{durable}"):
+            await js.add_consumer(stream, wire_config)
+            subscription = await js.pull_subscribe_bind(consumer=durable, stream=stream)
+        consumer = PullConsumer(self, subscription, stream, durable)
         self._pull_consumers.append(consumer)
         return consumer
 
-    async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
-        """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
-        stream_name = self.stream_name(stream)
+    async def _consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         js = await self._jetstream()
-        with self.translate("consumer info", f"{stream_name}/{durable}"):
-            return _consumer_info(await js.consumer_info(stream_name, durable))
+        with self.translate("consumer info", f"{stream}/{durable}"):
+            return _consumer_info(await js.consumer_info(stream, durable))
 
-    async def delete_consumer(self, stream: str, durable: str) -> None:
-        """Delete a durable consumer; one that is already gone is fine."""
-        stream_name = self.stream_name(stream)
+    async def _delete_consumer(self, stream: str, durable: str) -> None:
         js = await self._jetstream()
         with (
-            self.translate("delete consumer", f"{stream_name}/{durable}"),
+            self.translate("delete consumer", f"{stream}/{durable}"),
             contextlib.suppress(nats.js.errors.NotFoundError),
         ):
-            await js.delete_consumer(stream_name, durable)
+            await js.delete_consumer(stream, durable)
 
-    async def subscribe(self, subject: str) -> NatsSubscription:
-        """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
-        target = self.full_subject(subject)
+    async def _subscribe(self, subject: str) -> NatsSubscription:
         nc = await self.connection()
-        with self.translate("subscribe", target):
-            subscription = await nc.subscribe(target)
+        with self.translate("subscribe", subject):
+            subscription = await nc.subscribe(subject)
             await nc.flush(timeout=self.flush_timeout())
-        wrapper = CoreSubscription(self, subscription, target)
+        wrapper = CoreSubscription(self, subscription, subject)
         self._subscriptions.append(wrapper)
         return wrapper
 

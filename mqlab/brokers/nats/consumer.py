@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -11,9 +12,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from mqlab.brokers.base import BrokerError, OperationTimedOut
+from mqlab.brokers.base import OperationTimedOut
 from mqlab.brokers.nats.api import (
-    JetStreamError,
     JsMessage,
     JsOperation,
     NatsPullConsumer,
@@ -34,20 +34,11 @@ class PullConsumer(NatsPullConsumer):
         stream: str,
         name: str,
     ) -> None:
+        super().__init__(stream, name)
         self.broker = broker
-        self.stream = stream
-        self.name = name
         self._subscription = subscription
-        self._closed = False
 
-    async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[JsMessage]:
-        """Up to ``batch`` messages; ``[]`` when none arrive within ``timeout``.
-
-        Raises:
-            BrokerUnavailable: the connection is down (rather than "no messages").
-        """
-        if self._closed:
-            raise JetStreamError(f"consumer {self.name} on {self.stream} is closed")
+    async def _fetch(self, batch: int, timeout: float) -> list[JsMessage]:
         broker = self.broker
         await broker.connection()
         try:
@@ -55,18 +46,9 @@ class PullConsumer(NatsPullConsumer):
                 raw_messages = await self._subscription.fetch(batch=batch, timeout=timeout)
         except OperationTimedOut:
             return []  # the connection is fine: simply nothing to deliver in time
-        messages: list[JsMessage] = []
-        for raw in raw_messages:
-            message = Message(broker, raw, self.name)
-            message.report_delivered()
-            messages.append(message)
-        return messages
+        return [Message(broker, raw, self.name) for raw in raw_messages]
 
-    async def close(self) -> None:
-        """Stop fetching; the durable consumer stays on the server."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _unsubscribe(self) -> None:
         with contextlib.suppress(Exception):
             await self._subscription.unsubscribe()
         self.broker.forget(self)
@@ -113,28 +95,18 @@ class CoreSubscription(NatsSubscription):
     """A core NATS subscription read with :meth:`next`."""
 
     def __init__(self, broker: NatsBroker, subscription: Subscription, subject: str) -> None:
+        super().__init__(broker, subject)
         self._broker = broker
         self._subscription = subscription
-        self.subject = subject
-        self._closed = False
 
-    async def next(self, timeout: float = 1.0) -> tuple[str, bytes] | None:
-        """The next message, or None when nothing arrives within ``timeout``."""
-        broker = self._broker
-        if self._closed:
-            raise BrokerError(f"subscription to {self.subject} is closed")
+    async def _next(self, timeout: float) -> tuple[str, bytes, Mapping[str, str]] | None:
         try:
             raw = await self._subscription.next_msg(timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):
             return None
-        self.report_delivered(broker, raw.subject, raw.headers or {})
-        return raw.subject, raw.data
+        return raw.subject, raw.data, raw.headers or {}
 
-    async def close(self) -> None:
-        """Unsubscribe (messages published afterwards are simply not delivered here)."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _unsubscribe(self) -> None:
         with contextlib.suppress(Exception):
             await self._subscription.unsubscribe()
         self._broker.forget(self)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Unpack
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
+from mqlab.brokers.base import AdapterOptions, Broker, BrokerError, Capabilities, Snapshot
+from mqlab.brokers.rabbitmq.topology import Topology
 
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
 SettleVerb = Literal["ack", "nack", "reject"]
@@ -32,6 +33,25 @@ RABBITMQ_CAPABILITIES = Capabilities(
     ops_burden="medium",
     throughput="~50K/s per queue",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A message on its way to the broker, names qualified and mqlab's id in the headers."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    priority: int | None
+    expiration_ms: int | None
+    message_id: str
+    mandatory: bool
+
+    @property
+    def destination(self) -> str:
+        """Where observations say it went: the exchange, or the queue on the default one."""
+        return self.exchange or self.routing_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,19 +220,51 @@ def _text(value: object) -> str:
 
 
 class RabbitConsumer(ABC):
-    """A basic.consume subscription with a prefetch window."""
+    """A basic.consume subscription on its own channel with a prefetch window.
 
-    name: str
-    queue: str
+    RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
+    until :meth:`next` hands them out. After a lost connection the buffered messages are
+    stale (RabbitMQ requeued them when their channel died, and delivers them again): they are
+    skipped, and the adapter subscribes again once it reconnects.
+    """
 
-    @abstractmethod
+    def __init__(self, *, name: str, queue: str, prefetch: int) -> None:
+        self.name = name
+        self.queue = queue
+        self.prefetch = prefetch
+        self.lost: str | None = None
+        """Why RabbitMQ ended the subscription (its queue was deleted, or is gone after a
+        reconnect); :meth:`next` raises it."""
+        self._closed = False
+
     async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
-        """The next delivery, or None if none arrives within ``timeout`` seconds."""
+        """The next delivery, or None if none arrives within ``timeout`` seconds.
 
-    @abstractmethod
+        Raises:
+            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
+                queue was deleted, or is gone after a reconnect).
+        """
+        if self._closed:
+            raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
+        return await self._next(max(timeout, 0.0))
+
     async def close(self) -> None:
         """Cancel the subscription and close its channel: unacked messages go back to the
-        queue with redelivered=True (what happens when a consumer dies)."""
+        queue with redelivered=True (exactly what happens when a consumer process dies)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._cancel()
+
+    @abstractmethod
+    async def _next(self, timeout: float) -> RabbitDelivery | None:
+        """The next buffered delivery whose channel is still open (waiting up to ``timeout``);
+        raise :attr:`lost` once the buffer is empty and RabbitMQ ended the subscription."""
+
+    @abstractmethod
+    async def _cancel(self) -> None:
+        """Stop being re-subscribed, drop what is buffered, basic.cancel and close the
+        channel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +313,25 @@ class RabbitSnapshot(Snapshot):
     queues: tuple[QueueInfo, ...]
 
 
+class RabbitMQOptions(AdapterOptions, total=False):
+    """What a RabbitMQ adapter takes (see :class:`RabbitMQAPI`)."""
+
+    operation_timeout: float
+    reconnect_interval: float
+    heartbeat: int
+
+
 class RabbitMQAPI(Broker):
     """RabbitMQ in its own vocabulary.
+
+    Args:
+        operation_timeout: seconds any single broker call may take (publish confirm, declare,
+            get, ack, management request) before :class:`OperationTimedOut`; also how long an
+            operation waits for a reconnect while the connection is down.
+        reconnect_interval: seconds between reconnection attempts after the connection drops.
+        heartbeat: AMQP heartbeat in seconds; a silent (not closed) connection is declared dead
+            after about three of them.
+        options: see :class:`~mqlab.brokers.base.Broker`.
 
     Names: methods take *logical* names (``"work"``) and qualify them with the adapter's
     namespace (``"mq-3f2a9c-work"``); a name that already carries the namespace, the default
@@ -273,6 +342,21 @@ class RabbitMQAPI(Broker):
 
     system = "rabbitmq"
     capabilities = RABBITMQ_CAPABILITIES
+
+    def __init__(
+        self,
+        *,
+        operation_timeout: float = 10.0,
+        reconnect_interval: float = 1.0,
+        heartbeat: int = 5,
+        **options: Unpack[AdapterOptions],
+    ) -> None:
+        super().__init__(**options)
+        self.operation_timeout = operation_timeout
+        self.reconnect_interval = reconnect_interval
+        self.heartbeat = heartbeat
+        self.declared = Topology()
+        """What this adapter declared (re-declared after a reconnect)."""
 
     def qualify(self, logical_name: str) -> str:
         """The broker-side name; the default exchange, ``amq.*`` and names that already carry
@@ -369,13 +453,21 @@ class RabbitMQAPI(Broker):
         full_key = self.qualify(routing_key) if exchange == "" else routing_key
         return full_exchange, full_key
 
-    @abstractmethod
+    # -- topology (recorded for the re-declaration after a reconnect) -----------------------
+
     async def declare_exchange(
         self, name: str, type: ExchangeType = "direct", *, durable: bool = True
     ) -> None:
-        """Declare an exchange (idempotent for identical arguments)."""
+        """Declare an exchange (idempotent for identical arguments).
 
-    @abstractmethod
+        Raises:
+            PreconditionFailed: it exists with another type or durability.
+            RabbitMQError: the default exchange or an ``amq.*`` one.
+        """
+        full = self.own_exchange(name, "declared")
+        await self._declare_exchange(full, type, durable)
+        self.declared.exchange_declared(full, type, durable)
+
     async def declare_queue(
         self,
         name: str,
@@ -387,9 +479,24 @@ class RabbitMQAPI(Broker):
         dead_letter_routing_key: str | None = None,
         max_length: int | None = None,
     ) -> None:
-        """Declare a queue with the ``x-*`` arguments the course teaches."""
+        """Declare a queue with the ``x-*`` arguments the course teaches (checked and
+        qualified by :meth:`queue_arguments`).
 
-    @abstractmethod
+        Raises:
+            PreconditionFailed: the queue exists with other arguments (RabbitMQ never changes
+                a queue's arguments; delete it first).
+        """
+        full = self.qualify_queue(name)
+        arguments = self.queue_arguments(
+            max_priority=max_priority,
+            message_ttl_ms=message_ttl_ms,
+            dead_letter_exchange=dead_letter_exchange,
+            dead_letter_routing_key=dead_letter_routing_key,
+            max_length=max_length,
+        )
+        await self._declare_queue(full, durable, arguments)
+        self.declared.queue_declared(full, durable, arguments)
+
     async def bind_queue(
         self,
         queue: str,
@@ -398,9 +505,32 @@ class RabbitMQAPI(Broker):
         *,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        """Bind ``queue`` to ``exchange`` (``arguments`` for headers exchanges: x-match ...)."""
+        """Bind ``queue`` to ``exchange`` (``arguments`` for headers exchanges: x-match ...).
 
-    @abstractmethod
+        Raises:
+            NotFound: the queue or the exchange does not exist.
+        """
+        full_queue = self.qualify_queue(queue)
+        full_exchange = self.qualify(exchange)
+        binding_arguments = dict(arguments or {})
+        await self._bind_queue(full_queue, full_exchange, routing_key, binding_arguments)
+        self.declared.bound(full_queue, full_exchange, routing_key, binding_arguments)
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue (no error if gone); this adapter's consumers on it are closed first,
+        so that their automatic re-subscription cannot re-create it."""
+        full = self.qualify_queue(name)
+        await self._delete_queue(full)
+        self.declared.queue_deleted(full)
+
+    async def delete_exchange(self, name: str) -> None:
+        """Delete an exchange and its bindings (no error if gone)."""
+        full = self.own_exchange(name, "deleted")
+        await self._delete_exchange(full)
+        self.declared.exchange_deleted(full)
+
+    # -- messages ----------------------------------------------------------------------------
+
     async def publish(
         self,
         exchange: str,
@@ -413,37 +543,116 @@ class RabbitMQAPI(Broker):
         message_id: str | None = None,
         mandatory: bool = False,
     ) -> str:
-        """Publish with publisher confirms; returns mqlab's message id.
+        """Publish a persistent message with publisher confirms; returns mqlab's message id.
 
-        ``exchange=""`` is the default exchange (routing key = queue name).
-        Raises BrokerError if ``mandatory`` and nothing was routed.
+        ``exchange=""`` is the default exchange (routing key = queue name). Emits
+        ``Produced`` on the confirm, ``ProduceFailed`` otherwise.
+
+        Raises:
+            Unroutable: ``mandatory`` and no queue matched.
+            NotFound: the exchange does not exist.
+            PublishRejected: RabbitMQ nacked it.
+            OperationTimedOut / ConnectionLost: no confirm in time.
         """
+        full_exchange, full_key = self.publish_target(
+            exchange, routing_key, priority=priority, expiration_ms=expiration_ms
+        )
+        message_id = message_id or self.new_message_id()
+        publication = Publication(
+            exchange=full_exchange,
+            routing_key=full_key,
+            body=bytes(body),
+            headers={**(headers or {}), MESSAGE_ID_HEADER: message_id},
+            priority=priority,
+            expiration_ms=expiration_ms,
+            message_id=message_id,
+            mandatory=mandatory,
+        )
+        await self.send_reported(
+            self._publish(publication),
+            destination=publication.destination,
+            message_id=message_id,
+            key=routing_key,
+        )
+        return message_id
 
-    @abstractmethod
     async def get(self, queue: str, *, no_ack: bool = False) -> RabbitDelivery | None:
-        """basic.get one message, or None if the queue has no ready message."""
+        """basic.get one message, or None if the queue has no ready message.
 
-    @abstractmethod
+        Raises:
+            NotFound: the queue does not exist.
+        """
+        return await self._get(self.qualify_queue(queue), no_ack)
+
     async def consume(
         self, queue: str, *, prefetch: int = 10, name: str | None = None
     ) -> RabbitConsumer:
-        """Start a consumer on its own channel with ``prefetch`` unacked messages at most."""
+        """Start a consumer on its own channel with ``prefetch`` unacked messages at most.
 
-    @abstractmethod
+        Raises:
+            NotFound: the queue does not exist.
+            RabbitMQError: a prefetch below 1.
+        """
+        full = self.qualify_queue(queue)
+        if prefetch < 1:
+            raise RabbitMQError("rabbitmq: prefetch must be at least 1")
+        return await self._consume(full, prefetch, name or self.new_client_name("consumer"))
+
     async def purge_queue(self, name: str) -> int:
-        """Drop every ready message; returns how many."""
+        """Drop every ready message (unacked ones stay); returns how many."""
+        return await self._purge_queue(self.qualify_queue(name))
 
-    @abstractmethod
-    async def delete_queue(self, name: str) -> None:
-        """Delete a queue (no error if gone)."""
-
-    @abstractmethod
-    async def delete_exchange(self, name: str) -> None:
-        """Delete an exchange (no error if gone)."""
-
-    @abstractmethod
     async def queue_info(self, name: str) -> QueueInfo:
-        """Current depth of one queue (ready / unacked / consumers), fresh from the broker."""
+        """Current depth of one queue (ready / unacked / consumers), fresh from the broker.
+
+        Raises:
+            NotFound: the queue does not exist.
+        """
+        return await self._queue_info(self.qualify_queue(name))
+
+    # -- what each adapter does with the checked, broker-side names -------------------------
+
+    @abstractmethod
+    async def _declare_exchange(self, name: str, kind: str, durable: bool) -> None:
+        """exchange.declare."""
+
+    @abstractmethod
+    async def _declare_queue(self, name: str, durable: bool, arguments: dict[str, Any]) -> None:
+        """queue.declare."""
+
+    @abstractmethod
+    async def _bind_queue(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any]
+    ) -> None:
+        """queue.bind."""
+
+    @abstractmethod
+    async def _delete_queue(self, name: str) -> None:
+        """Close this adapter's consumers of ``name``, then queue.delete."""
+
+    @abstractmethod
+    async def _delete_exchange(self, name: str) -> None:
+        """exchange.delete."""
+
+    @abstractmethod
+    async def _publish(self, publication: Publication) -> None:
+        """basic.publish and wait for the confirm (raise Unroutable when returned)."""
+
+    @abstractmethod
+    async def _get(self, queue: str, no_ack: bool) -> RabbitDelivery | None:
+        """basic.get."""
+
+    @abstractmethod
+    async def _consume(self, queue: str, prefetch: int, name: str) -> RabbitConsumer:
+        """basic.consume on a channel of its own."""
+
+    @abstractmethod
+    async def _purge_queue(self, name: str) -> int:
+        """queue.purge; returns how many messages were dropped."""
+
+    @abstractmethod
+    async def _queue_info(self, name: str) -> QueueInfo:
+        """One queue's depth and arguments."""
 
     @abstractmethod
     async def inspect(self) -> RabbitSnapshot:

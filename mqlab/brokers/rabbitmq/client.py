@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import struct
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import quote
 
 import aio_pika
@@ -62,26 +61,23 @@ from yarl import URL
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.rabbitmq.api import (
-    MESSAGE_ID_HEADER,
     BindingInfo,
     ConnectionLost,
     ExchangeInfo,
-    ExchangeType,
     NotFound,
     PreconditionFailed,
+    Publication,
     PublishRejected,
     QueueInfo,
     RabbitConsumer,
     RabbitDelivery,
     RabbitMQAPI,
     RabbitMQError,
+    RabbitMQOptions,
     RabbitSnapshot,
     Unroutable,
 )
 from mqlab.brokers.rabbitmq.consumer import Consumer, Delivery
-from mqlab.brokers.rabbitmq.topology import Topology
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
     BrokerDown,
     BrokerUp,
@@ -116,32 +112,11 @@ class RabbitMQBroker(RabbitMQAPI):
     """RabbitMQ through aio-pika (AMQP) and the management HTTP API (inspect, cleanup).
 
     Args:
-        bus, namespace, endpoints, connect_timeout: see :class:`mqlab.brokers.base.Broker`.
-        operation_timeout: seconds any single broker call may take (publish confirm, declare,
-            get, ack, management request) before :class:`OperationTimedOut`; also how long an
-            operation waits for a reconnect while the connection is down.
-        reconnect_interval: seconds between reconnection attempts after the connection drops.
-        heartbeat: AMQP heartbeat in seconds; a silent (not closed) connection is declared dead
-            after about three of them.
+        options: see :class:`~mqlab.brokers.rabbitmq.api.RabbitMQAPI`.
     """
 
-    def __init__(
-        self,
-        *,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-        operation_timeout: float = 10.0,
-        reconnect_interval: float = 1.0,
-        heartbeat: int = 5,
-    ) -> None:
-        super().__init__(
-            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
-        )
-        self.operation_timeout = operation_timeout
-        self.reconnect_interval = reconnect_interval
-        self.heartbeat = heartbeat
+    def __init__(self, **options: Unpack[RabbitMQOptions]) -> None:
+        super().__init__(**options)
         url = URL(self.endpoints.rabbitmq_url)
         self.address = f"{url.host}:{url.port}"
         self.vhost = url.path[1:] or "/"
@@ -152,8 +127,6 @@ class RabbitMQBroker(RabbitMQAPI):
         self._channel_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
         self._consumers: set[Consumer] = set()
-        self._declared = Topology()
-        self._consumer_ids = itertools.count(1)
         self._seen_deaths: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self.link_up = False
         self._closing = False
@@ -228,7 +201,7 @@ class RabbitMQBroker(RabbitMQAPI):
         self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=NODE, detail=detail))
 
     async def _recover_topology(self) -> str:
-        declared = self._declared
+        declared = self.declared
         async with self._scratch() as channel:
             for name, (kind, durable) in declared.exchanges.items():
                 await channel.exchange_declare(name, exchange_type=kind, durable=durable)
@@ -256,114 +229,53 @@ class RabbitMQBroker(RabbitMQAPI):
                 consumer.lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
         return f"{declared.summary()}, re-subscribed {resubscribed} consumers"
 
-    # --- topology -----------------------------------------------------------------------------
+    # --- topology (the checks and the record are in RabbitMQAPI) -----------------------------
 
-    async def declare_exchange(
-        self, name: str, type: ExchangeType = "direct", *, durable: bool = True
-    ) -> None:
-        """Declare an exchange (idempotent for identical arguments).
-
-        Raises:
-            PreconditionFailed: it exists with another type or durability.
-        """
-        full = self.own_exchange(name, "declared")
+    async def _declare_exchange(self, name: str, kind: str, durable: bool) -> None:
         await self._admin(
-            f"declare exchange {full!r}",
-            lambda channel: channel.exchange_declare(full, exchange_type=type, durable=durable),
+            f"declare exchange {name!r}",
+            lambda channel: channel.exchange_declare(name, exchange_type=kind, durable=durable),
         )
-        self._declared.exchange_declared(full, type, durable)
 
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        durable: bool = True,
-        max_priority: int | None = None,
-        message_ttl_ms: int | None = None,
-        dead_letter_exchange: str | None = None,
-        dead_letter_routing_key: str | None = None,
-        max_length: int | None = None,
-    ) -> None:
-        """Declare a queue with the ``x-*`` arguments the course teaches.
-
-        Arguments are checked and qualified by :meth:`RabbitMQAPI.queue_arguments`.
-
-        Raises:
-            PreconditionFailed: the queue exists with other arguments (RabbitMQ never changes
-                a queue's arguments; delete it first).
-        """
-        full = self.qualify_queue(name)
-        arguments = self.queue_arguments(
-            max_priority=max_priority,
-            message_ttl_ms=message_ttl_ms,
-            dead_letter_exchange=dead_letter_exchange,
-            dead_letter_routing_key=dead_letter_routing_key,
-            max_length=max_length,
-        )
+    async def _declare_queue(self, name: str, durable: bool, arguments: dict[str, Any]) -> None:
         await self._admin(
-            f"declare queue {full!r}",
-            lambda channel: channel.queue_declare(full, durable=durable, arguments=arguments),
+            f"declare queue {name!r}",
+            lambda channel: channel.queue_declare(name, durable=durable, arguments=arguments),
         )
-        self._declared.queue_declared(full, durable, arguments)
 
-    async def bind_queue(
-        self,
-        queue: str,
-        exchange: str,
-        routing_key: str = "",
-        *,
-        arguments: Mapping[str, Any] | None = None,
+    async def _bind_queue(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any]
     ) -> None:
-        """Bind ``queue`` to ``exchange`` (``arguments`` for headers exchanges: x-match ...).
-
-        Raises:
-            NotFound: the queue or the exchange does not exist.
-        """
-        full_queue = self.qualify_queue(queue)
-        full_exchange = self.qualify(exchange)
-        binding_arguments = dict(arguments or {})
         await self._admin(
-            f"bind {full_queue!r} to {full_exchange!r}",
+            f"bind {queue!r} to {exchange!r}",
             lambda channel: channel.queue_bind(
-                full_queue, full_exchange, routing_key=routing_key, arguments=binding_arguments
+                queue, exchange, routing_key=routing_key, arguments=arguments
             ),
         )
-        self._declared.bound(full_queue, full_exchange, routing_key, binding_arguments)
+
+    async def _delete_queue(self, name: str) -> None:
+        for consumer in tuple(self._consumers):
+            if consumer.queue == name:
+                await consumer.close()
+        await self._admin(f"delete queue {name!r}", lambda channel: channel.queue_delete(name))
+
+    async def _delete_exchange(self, name: str) -> None:
+        await self._admin(
+            f"delete exchange {name!r}", lambda channel: channel.exchange_delete(name)
+        )
 
     # --- publish ------------------------------------------------------------------------------
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        priority: int | None = None,
-        headers: Mapping[str, Any] | None = None,
-        expiration_ms: int | None = None,
-        message_id: str | None = None,
-        mandatory: bool = False,
-    ) -> str:
-        """Publish a persistent message and wait for RabbitMQ's confirm; returns its mqlab id.
-
-        Emits ``Produced`` on the confirm, ``ProduceFailed`` otherwise.
-
-        Raises:
-            Unroutable: ``mandatory`` and no queue matched.
-            NotFound: the exchange does not exist.
-            PublishRejected: RabbitMQ nacked it.
-            OperationTimedOut / ConnectionLost: no confirm within ``operation_timeout``.
-        """
-        full_exchange, full_key = self.publish_target(
-            exchange, routing_key, priority=priority, expiration_ms=expiration_ms
-        )
-        message_id = message_id or self.new_message_id()
-        destination = full_exchange or full_key
+    async def _publish(self, publication: Publication) -> None:
+        """basic.publish on the confirming channel; waits for the confirm within
+        ``operation_timeout``."""
         properties = spec.Basic.Properties(
-            headers={**(headers or {}), MESSAGE_ID_HEADER: message_id},
-            priority=priority,
-            expiration=str(expiration_ms) if expiration_ms is not None else None,
-            message_id=message_id,
+            headers=publication.headers,
+            priority=publication.priority,
+            expiration=(
+                str(publication.expiration_ms) if publication.expiration_ms is not None else None
+            ),
+            message_id=publication.message_id,
             delivery_mode=PERSISTENT,
         )
 
@@ -371,66 +283,46 @@ class RabbitMQBroker(RabbitMQAPI):
             channel = await self._channel("publisher")
             try:
                 return await channel.basic_publish(
-                    body,
-                    exchange=full_exchange,
-                    routing_key=full_key,
+                    publication.body,
+                    exchange=publication.exchange,
+                    routing_key=publication.routing_key,
                     properties=properties,
-                    mandatory=mandatory,
+                    mandatory=publication.mandatory,
                 )
             except (TypeError, ValueError, struct.error) as error:
                 # Raised while encoding, before anything was sent (e.g. a set in headers).
                 raise RabbitMQError(
-                    f"rabbitmq: cannot encode message {message_id}: {_describe(error)}"
+                    f"rabbitmq: cannot encode message {publication.message_id}: {_describe(error)}"
                 ) from None
 
-        async def confirmed() -> None:
-            result = await self.bounded(f"publish to {destination!r}", send())
-            if isinstance(result, DeliveredMessage):
-                where = f"exchange {full_exchange!r}" if full_exchange else "the default exchange"
-                raise Unroutable(
-                    f"rabbitmq: no queue is bound to {where} for routing key {full_key!r} "
-                    "(mandatory publish returned)"
-                )
-
-        await self.send_reported(
-            confirmed(), destination=destination, message_id=message_id, key=routing_key
-        )
-        return message_id
+        result = await self.bounded(f"publish to {publication.destination!r}", send())
+        if isinstance(result, DeliveredMessage):
+            where = (
+                f"exchange {publication.exchange!r}"
+                if publication.exchange
+                else "the default exchange"
+            )
+            raise Unroutable(
+                f"rabbitmq: no queue is bound to {where} for routing key "
+                f"{publication.routing_key!r} (mandatory publish returned)"
+            )
 
     # --- get and consume ----------------------------------------------------------------------
 
-    async def get(self, queue: str, *, no_ack: bool = False) -> RabbitDelivery | None:
-        """basic.get one message, or None if the queue has no ready message.
-
-        Raises:
-            NotFound: the queue does not exist.
-        """
-        full = self.qualify_queue(queue)
-
+    async def _get(self, queue: str, no_ack: bool) -> RabbitDelivery | None:
         async def fetch() -> DeliveredMessage:
             channel = await self._channel("getter")
-            return await channel.basic_get(full, no_ack=no_ack)
+            return await channel.basic_get(queue, no_ack=no_ack)
 
-        raw = await self.bounded(f"get from {full!r}", fetch())
+        raw = await self.bounded(f"get from {queue!r}", fetch())
         if isinstance(raw.delivery, spec.Basic.GetEmpty):
             return None
         message = aio_pika.IncomingMessage(raw, no_ack=no_ack)
-        return self.delivered(message, queue=full, consumer=GET_CONSUMER, no_ack=no_ack)
+        return self.delivered(message, queue=queue, consumer=GET_CONSUMER, no_ack=no_ack)
 
-    async def consume(
-        self, queue: str, *, prefetch: int = 10, name: str | None = None
-    ) -> RabbitConsumer:
-        """Start a consumer on its own channel with at most ``prefetch`` unacked messages.
-
-        Raises:
-            NotFound: the queue does not exist.
-        """
-        full = self.qualify_queue(queue)
-        if prefetch < 1:
-            raise RabbitMQError("rabbitmq: prefetch must be at least 1")
-        consumer_name = name or f"consumer-{next(self._consumer_ids)}"
-        consumer = Consumer(self, name=consumer_name, queue=full, prefetch=prefetch)
-        await self.bounded(f"consume from {full!r}", consumer.subscribe())
+    async def _consume(self, queue: str, prefetch: int, name: str) -> RabbitConsumer:
+        consumer = Consumer(self, name=name, queue=queue, prefetch=prefetch)
+        await self.bounded(f"consume from {queue!r}", consumer.subscribe())
         self._consumers.add(consumer)
         return consumer
 
@@ -449,49 +341,24 @@ class RabbitMQBroker(RabbitMQAPI):
 
     # --- queue operations ---------------------------------------------------------------------
 
-    async def purge_queue(self, name: str) -> int:
-        """Drop every ready message (unacked ones stay); returns how many."""
-        full = self.qualify_queue(name)
-        result = await self._admin(f"purge {full!r}", lambda channel: channel.queue_purge(full))
+    async def _purge_queue(self, name: str) -> int:
+        result = await self._admin(f"purge {name!r}", lambda channel: channel.queue_purge(name))
         return int(result.message_count or 0)
 
-    async def delete_queue(self, name: str) -> None:
-        """Delete a queue (no error if gone); this adapter's consumers on it are closed first,
-        so that their automatic re-subscription cannot re-create it."""
-        full = self.qualify_queue(name)
-        for consumer in tuple(self._consumers):
-            if consumer.queue == full:
-                await consumer.close()
-        await self._admin(f"delete queue {full!r}", lambda channel: channel.queue_delete(full))
-        self._declared.queue_deleted(full)
-
-    async def delete_exchange(self, name: str) -> None:
-        """Delete an exchange and its bindings (no error if gone)."""
-        full = self.own_exchange(name, "deleted")
-        await self._admin(
-            f"delete exchange {full!r}", lambda channel: channel.exchange_delete(full)
-        )
-        self._declared.exchange_deleted(full)
-
-    async def queue_info(self, name: str) -> QueueInfo:
-        """Depth of one queue. ``ready`` and ``consumers`` come from a passive declare (exact,
-        now); ``unacked`` and the arguments come from the management API, whose counters lag
-        by up to the node's ``collect_statistics_interval``.
-
-        Raises:
-            NotFound: the queue does not exist.
-        """
-        full = self.qualify_queue(name)
+    async def _queue_info(self, name: str) -> QueueInfo:
+        """``ready`` and ``consumers`` come from a passive declare (exact, now); ``unacked``
+        and the arguments come from the management API, whose counters lag by up to the
+        node's ``collect_statistics_interval``."""
         declared = await self._admin(
-            f"look up queue {full!r}",
-            lambda channel: channel.queue_declare(full, passive=True),
+            f"look up queue {name!r}",
+            lambda channel: channel.queue_declare(name, passive=True),
         )
-        stats = await self._management(f"/api/queues/{quote(self.vhost, safe='')}/{quote(full)}")
+        stats = await self._management(f"/api/queues/{quote(self.vhost, safe='')}/{quote(name)}")
         if not isinstance(stats, dict):
-            raise RabbitMQError(f"rabbitmq: unexpected management answer for queue {full!r}")
+            raise RabbitMQError(f"rabbitmq: unexpected management answer for queue {name!r}")
         info = _queue_info(stats)
         return QueueInfo(
-            name=full,
+            name=name,
             ready=int(declared.message_count or 0),
             unacked=info.unacked,
             consumers=int(declared.consumer_count or 0),
@@ -570,8 +437,8 @@ class RabbitMQBroker(RabbitMQAPI):
         for consumer in tuple(self._consumers):
             with contextlib.suppress(BrokerError):
                 await consumer.close()
-        queues = set(self._declared.queues)
-        exchanges = set(self._declared.exchanges)
+        queues = set(self.declared.queues)
+        exchanges = set(self.declared.exchanges)
         with contextlib.suppress(BrokerError):
             snapshot = await self.inspect()
             queues.update(queue.name for queue in snapshot.queues)
@@ -581,17 +448,17 @@ class RabbitMQBroker(RabbitMQAPI):
         async def delete_all(channel: aiormq.abc.AbstractChannel) -> None:
             for queue in sorted(queues):
                 await channel.queue_delete(queue)
-                self._declared.queue_deleted(queue)
+                self.declared.queue_deleted(queue)
             for exchange in sorted(exchanges):
                 await channel.exchange_delete(exchange)
-                self._declared.exchange_deleted(exchange)
+                self.declared.exchange_deleted(exchange)
 
         if queues or exchanges:
             try:
                 await self._admin(f"clean up namespace {self.namespace!r}", delete_all)
             except BrokerError as error:
                 failures.append(str(error))
-        self._declared.bindings.clear()
+        self.declared.bindings.clear()
         if failures:
             raise RabbitMQError(
                 f"rabbitmq: could not delete everything in {self.namespace!r}: {failures[0]}"
@@ -717,7 +584,7 @@ class RabbitMQBroker(RabbitMQAPI):
         self._consumers.discard(consumer)
 
     def _dead_letter_target(self, source: str, fallback: str) -> str:
-        arguments = self._declared.queue_arguments(source)
+        arguments = self.declared.queue_arguments(source)
         exchange = arguments.get("x-dead-letter-exchange")
         if exchange is None:
             return fallback
@@ -751,7 +618,7 @@ class RabbitMQBroker(RabbitMQAPI):
 
     def report_rejection(self, delivery: Delivery) -> None:
         """A nack/reject without requeue on a queue declared with a dead-letter exchange."""
-        if "x-dead-letter-exchange" not in self._declared.queue_arguments(delivery.queue):
+        if "x-dead-letter-exchange" not in self.declared.queue_arguments(delivery.queue):
             return
         previous = next(
             (

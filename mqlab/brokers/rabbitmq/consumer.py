@@ -66,25 +66,15 @@ class Delivery(RabbitDelivery):
 
 
 class Consumer(RabbitConsumer):
-    """A basic.consume subscription on its own channel with its own prefetch window.
-
-    RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
-    until :meth:`next` hands them out. After a reconnect the adapter subscribes again on a new
-    channel; messages still buffered from the dead channel are skipped, because RabbitMQ
-    requeued them when that channel died and delivers them again.
-    """
+    """A basic.consume subscription through aio-pika (see :class:`RabbitConsumer`)."""
 
     def __init__(self, broker: RabbitMQBroker, *, name: str, queue: str, prefetch: int) -> None:
+        super().__init__(name=name, queue=queue, prefetch=prefetch)
         self._broker = broker
-        self.name = name
-        self.queue = queue
-        self.prefetch = prefetch
         self._tag = broker.qualify(name)
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._subscribe_lock = asyncio.Lock()
-        self._closed = False
-        self.lost: str | None = None
 
     async def subscribe(self) -> None:
         """Open a channel, set the prefetch and basic.consume (again after a reconnect)."""
@@ -114,18 +104,10 @@ class Consumer(RabbitConsumer):
             f"(queue {self.queue!r} was deleted)"
         )
 
-    async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
-        """The next delivery, or None if none arrives within ``timeout`` seconds.
-
-        Raises:
-            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
-                queue was deleted, or is gone after a reconnect).
-        """
-        if self._closed:
-            raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
+    async def _next(self, timeout: float) -> RabbitDelivery | None:
         await self._resubscribe_if_channel_died()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0.0)
+        deadline = loop.time() + timeout
         while True:
             try:
                 message = self._buffer.get_nowait()
@@ -158,12 +140,7 @@ class Consumer(RabbitConsumer):
         except BrokerError:
             return  # the connection went down meanwhile: the reconnect re-subscribes
 
-    async def close(self) -> None:
-        """Cancel the subscription and close the channel; unacked messages are requeued
-        (redelivered=True), exactly what happens when a consumer process dies."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _cancel(self) -> None:
         self._broker.forget_consumer(self)
         channel, self._channel = self._channel, None
         while not self._buffer.empty():

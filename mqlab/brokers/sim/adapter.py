@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 
 from mqlab.brokers.base import Broker, BrokerError, Snapshot
 from mqlab.brokers.sim.world import SimWorld
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 
 SIMULATOR_ADDRESS = "the simulator"
 """How simulated adapters name their address in errors (there is no host or port)."""
@@ -39,25 +37,16 @@ class SimBroker(Broker):
     nodes: ClassVar[tuple[str, ...]]
     """The world nodes this adapter's clients talk to (what its address names)."""
 
-    def __init__(
-        self,
-        *,
-        world: SimWorld | None = None,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-    ) -> None:
+    def __init__(self, *, world: SimWorld | None = None, **options: Any) -> None:
+        # ``options``: the system interface's and :class:`Broker`'s, passed on along the MRO
+        # (each simulated adapter's own ``__init__`` types them).
+        bus = options.pop("bus", None)
         if world is not None and bus is not None and bus is not world.bus:
             raise BrokerError("a simulated adapter emits on its world's bus: pass one of them")
         self._owns_world = world is None
         self.world = world if world is not None else SimWorld(bus=bus)
-        super().__init__(
-            bus=self.world.bus,
-            namespace=namespace or self.world.new_namespace(),
-            endpoints=endpoints,
-            connect_timeout=connect_timeout,
-        )
+        options["namespace"] = options.get("namespace") or self.world.new_namespace()
+        super().__init__(bus=self.world.bus, **options)
         self.address = f"{SIMULATOR_ADDRESS} ({', '.join(self.nodes)})"
 
     @property

@@ -30,6 +30,10 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
+TIMER_SLACK = 1e-6
+"""Seconds a timer may fire early from float rounding: a deadline ``<= now + TIMER_SLACK``
+is due (an expiry timer must not find its message a hair short of expired)."""
+
 
 class _VirtualSelector(selectors.DefaultSelector):
     """A selector that never blocks: a would-be sleep advances the loop's virtual clock."""

@@ -7,16 +7,28 @@ by the simulator's SQS model. Queues are addressed by *name*; adapters map names
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities, Snapshot
+from mqlab.brokers.base import (
+    AdapterOptions,
+    Broker,
+    BrokerError,
+    Capabilities,
+    Placement,
+    Snapshot,
+)
 
 MESSAGE_ID_ATTRIBUTE = "mqlab-id"
 """Message attribute that carries mqlab's message id."""
+MAX_BATCH = 10
+"""The most entries one SendMessageBatch takes (and ReceiveMessage returns)."""
+MAX_LONG_POLL_SECONDS = 20
+"""The longest ReceiveMessage wait SQS accepts."""
 
 SQS_CAPABILITIES = Capabilities(
     ordering="none",
@@ -99,16 +111,47 @@ class ReceiptHandleInvalid(BrokerError):
 
 
 @dataclass(frozen=True, slots=True)
+class NewQueue:
+    """A CreateQueue request as the adapters carry it out: names qualified, combinations
+    checked."""
+
+    name: str
+    visibility_timeout: int
+    delay_seconds: int
+    content_based_dedup: bool
+    receive_wait_time: int
+    dead_letter_queue: str | None
+    max_receive_count: int | None
+
+    @property
+    def fifo(self) -> bool:
+        """FIFO queue names end in ``.fifo``."""
+        return self.name.endswith(".fifo")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message on its way to a queue (SendMessage) or a topic (Publish), with mqlab's id."""
+
+    body: str
+    message_id: str
+    group_id: str | None = None
+    dedup_id: str | None = None
+    delay_seconds: int | None = None
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The message attributes it carries: mqlab's id."""
+        return {MESSAGE_ID_ATTRIBUTE: self.message_id}
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
     """What SQS said about a send. ``sequence_number`` only on FIFO queues."""
 
     sqs_message_id: str
     message_id: str
     sequence_number: str | None = None
-
-
-MAX_BATCH = 10
-"""The most entries one SendMessageBatch takes (and ReceiveMessage returns)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +253,22 @@ class Receipts:
         return self._receipts.pop(receipt_handle, None)
 
 
+class SqsOptions(AdapterOptions, total=False):
+    """What an SQS adapter takes (see :class:`SqsAPI`)."""
+
+    request_timeout: float | None
+
+
 class SqsAPI(Broker):
     """SQS standard and FIFO plus SNS fan-out, in AWS's vocabulary.
 
     ``capabilities`` describes a standard queue; FIFO queues behave as
     :data:`SQS_FIFO_CAPABILITIES` (see :meth:`capabilities_for`).
+
+    Args:
+        request_timeout: seconds a single request may take to answer (long polls get their
+            wait time on top). Defaults to ``connect_timeout``.
+        options: see :class:`~mqlab.brokers.base.Broker`.
     """
 
     system = "sqs"
@@ -246,7 +300,16 @@ class SqsAPI(Broker):
             redelivered=message.receive_count > 1,
         )
 
-    @abstractmethod
+    def __init__(
+        self, *, request_timeout: float | None = None, **options: Unpack[AdapterOptions]
+    ) -> None:
+        super().__init__(**options)
+        self.request_timeout = self.connect_timeout if request_timeout is None else request_timeout
+        self.receipts = Receipts()
+        """The receipt handles this adapter handed out (for Acked / Nacked)."""
+
+    # -- queues (names qualified and requests checked here; each adapter's hooks below) -----
+
     async def create_queue(
         self,
         name: str,
@@ -258,17 +321,49 @@ class SqsAPI(Broker):
         dead_letter_queue: str | None = None,
         max_receive_count: int | None = None,
     ) -> str:
-        """Create a queue (FIFO when ``name`` ends in ``.fifo``); returns its URL.
+        """CreateQueue (FIFO when ``name`` ends in ``.fifo``); returns its URL.
 
         ``dead_letter_queue`` (an existing queue's name) with ``max_receive_count`` sets the
         redrive policy.
+
+        Raises:
+            SqsRequestRefused: a setting SQS does not accept for this queue type.
         """
+        queue = self.queue_name(name)
+        check_queue_settings(
+            queue,
+            content_based_dedup=content_based_dedup,
+            dead_letter_queue=dead_letter_queue,
+            max_receive_count=max_receive_count,
+        )
+        return await self._create_queue(
+            NewQueue(
+                name=queue,
+                visibility_timeout=visibility_timeout,
+                delay_seconds=delay_seconds,
+                content_based_dedup=content_based_dedup,
+                receive_wait_time=receive_wait_time,
+                dead_letter_queue=(
+                    self.queue_name(dead_letter_queue) if dead_letter_queue is not None else None
+                ),
+                max_receive_count=max_receive_count,
+            )
+        )
 
-    @abstractmethod
     async def delete_queue(self, name: str) -> None:
-        """Delete a queue (no error if gone)."""
+        """DeleteQueue; a queue that is already gone is not an error."""
+        await self._delete_queue(self.queue_name(name))
 
-    @abstractmethod
+    async def purge_queue(self, name: str) -> None:
+        """PurgeQueue: drop every message, visible or in flight."""
+        await self._purge_queue(self.queue_name(name))
+
+    async def queue_info(self, name: str) -> SqsQueueInfo:
+        """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
+        return await self._queue_info(self.queue_name(name))
+
+    # -- messages ------------------------------------------------------------------------
+
     async def send(
         self,
         queue: str,
@@ -279,7 +374,25 @@ class SqsAPI(Broker):
         delay_seconds: int | None = None,
         message_id: str | None = None,
     ) -> SendResult:
-        """SendMessage. FIFO queues need ``group_id``; ``dedup_id`` unless content-based."""
+        """SendMessage with mqlab's id in the ``mqlab-id`` message attribute. Emits
+        ``Produced`` (``duplicate=True`` for a FIFO resend inside the deduplication window)
+        or ``ProduceFailed``.
+
+        Raises:
+            SqsRequestRefused: e.g. a FIFO send without ``group_id``, or without ``dedup_id``
+                on a queue without content-based deduplication.
+        """
+        name = self.queue_name(queue)
+        mqlab_id = message_id or self.new_message_id()
+        outgoing = Outgoing(body, mqlab_id, group_id, dedup_id, delay_seconds)
+        sent, _ = await self.send_reported(
+            self._send(name, outgoing),
+            destination=name,
+            message_id=mqlab_id,
+            key=group_id,
+            placed=lambda outcome: Placement(duplicate=outcome[1]),
+        )
+        return sent
 
     async def send_batch(self, queue: str, entries: Sequence[BatchEntry]) -> list[SendResult]:
         """SendMessageBatch: up to ten messages in one request, which is how SQS producers
@@ -307,7 +420,6 @@ class SqsAPI(Broker):
             for entry in entries
         ]
 
-    @abstractmethod
     async def receive(
         self,
         queue: str,
@@ -317,33 +429,68 @@ class SqsAPI(Broker):
         visibility_timeout: int | None = None,
         consumer: str = "consumer",
     ) -> list[SqsMessage]:
-        """ReceiveMessage (long polling when ``wait_time`` > 0)."""
+        """ReceiveMessage; ``wait_time`` > 0 long-polls (SQS counts whole seconds, rounded up)
+        and returns as soon as at least one message is there. Emits ``Delivered`` for each.
 
-    @abstractmethod
+        Raises:
+            SqsRequestRefused: ``max_messages`` outside 1..10 or ``wait_time`` above 20.
+        """
+        name = self.queue_name(queue)
+        if not 1 <= max_messages <= MAX_BATCH:
+            raise SqsRequestRefused(f"max_messages must be 1..{MAX_BATCH} (SQS limit)")
+        wait_seconds = math.ceil(wait_time) if wait_time > 0 else 0
+        if wait_seconds > MAX_LONG_POLL_SECONDS:
+            raise SqsRequestRefused(f"wait_time must be at most {MAX_LONG_POLL_SECONDS} s")
+        messages = await self._receive(name, max_messages, wait_seconds, visibility_timeout)
+        for message in messages:
+            self.receipts.received(message, consumer)
+            self.report_received(message, consumer)
+        return messages
+
     async def delete_message(self, queue: str, receipt_handle: str, *, consumer: str = "") -> None:
-        """DeleteMessage: the acknowledgement."""
+        """DeleteMessage: the acknowledgement (emits ``Acked``).
 
-    @abstractmethod
+        Raises:
+            ReceiptHandleInvalid: SQS rejected the handle.
+        """
+        name = self.queue_name(queue)
+        known = await self._delete_message(name, receipt_handle)
+        receipt = self.receipts.pop(receipt_handle)
+        self.report_settled(
+            name,
+            receipt.message_id if receipt else known or receipt_handle,
+            consumer or (receipt.consumer if receipt else ""),
+        )
+
     async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
-        """ChangeMessageVisibility (0 makes it visible again at once: SQS's "nack")."""
+        """ChangeMessageVisibility; 0 hands the message back at once (SQS's "nack": emits
+        ``Nacked``).
 
-    @abstractmethod
-    async def purge_queue(self, name: str) -> None:
-        """PurgeQueue."""
+        Raises:
+            ReceiptHandleInvalid: SQS rejected the handle.
+        """
+        name = self.queue_name(queue)
+        known = await self._change_visibility(name, receipt_handle, timeout)
+        if timeout == 0:
+            receipt = self.receipts.get(receipt_handle)
+            self.report_settled(
+                name,
+                receipt.message_id if receipt else known or receipt_handle,
+                receipt.consumer if receipt else "",
+                requeue=True,
+            )
 
-    @abstractmethod
-    async def queue_info(self, name: str) -> SqsQueueInfo:
-        """Depth and settings of one queue, fresh from the server."""
+    # -- SNS -----------------------------------------------------------------------------
 
-    @abstractmethod
     async def create_topic(self, name: str) -> str:
-        """Create an SNS topic (FIFO when ``name`` ends in ``.fifo``); returns its ARN."""
+        """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
+        return await self._create_topic(self.queue_name(name))
 
-    @abstractmethod
     async def subscribe_queue(self, topic_arn: str, queue: str, *, raw: bool = True) -> str:
-        """Subscribe ``queue`` to the topic (raw delivery: the body arrives unwrapped)."""
+        """Subscribe ``queue`` to the topic (raw delivery: the body arrives unwrapped);
+        returns the SubscriptionArn."""
+        return await self._subscribe_queue(topic_arn, self.queue_name(queue), raw)
 
-    @abstractmethod
     async def publish(
         self,
         topic_arn: str,
@@ -353,7 +500,65 @@ class SqsAPI(Broker):
         dedup_id: str | None = None,
         message_id: str | None = None,
     ) -> str:
-        """SNS Publish; returns mqlab's message id."""
+        """SNS Publish with mqlab's id as a message attribute (raw delivery keeps it);
+        returns mqlab's message id."""
+        mqlab_id = message_id or self.new_message_id()
+        topic = self.topic_name(topic_arn)
+        await self.send_reported(
+            self._publish(topic_arn, topic, Outgoing(body, mqlab_id, group_id, dedup_id)),
+            destination=topic,
+            message_id=mqlab_id,
+            key=group_id,
+        )
+        return mqlab_id
+
+    # -- what each adapter does with the checked, server-side names ----------------------
+
+    @abstractmethod
+    async def _create_queue(self, queue: NewQueue) -> str:
+        """CreateQueue; returns the queue URL."""
+
+    @abstractmethod
+    async def _delete_queue(self, queue: str) -> None:
+        """DeleteQueue (no error if gone)."""
+
+    @abstractmethod
+    async def _purge_queue(self, queue: str) -> None:
+        """PurgeQueue."""
+
+    @abstractmethod
+    async def _queue_info(self, queue: str) -> SqsQueueInfo:
+        """GetQueueAttributes (and the DLQ's depth)."""
+
+    @abstractmethod
+    async def _send(self, queue: str, message: Outgoing) -> tuple[SendResult, bool]:
+        """SendMessage; returns what SQS said and whether it was a deduplicated resend."""
+
+    @abstractmethod
+    async def _receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None
+    ) -> list[SqsMessage]:
+        """ReceiveMessage (emitting ``DeadLettered`` for what arrived on a dead-letter queue)."""
+
+    @abstractmethod
+    async def _delete_message(self, queue: str, receipt_handle: str) -> str | None:
+        """DeleteMessage; returns the deleted message's mqlab id when the adapter knows it."""
+
+    @abstractmethod
+    async def _change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> str | None:
+        """ChangeMessageVisibility; returns the message's mqlab id when the adapter knows it."""
+
+    @abstractmethod
+    async def _create_topic(self, topic: str) -> str:
+        """CreateTopic; returns its ARN."""
+
+    @abstractmethod
+    async def _subscribe_queue(self, topic_arn: str, queue: str, raw: bool) -> str:
+        """Subscribe (and whatever the server needs to let the topic send to the queue)."""
+
+    @abstractmethod
+    async def _publish(self, topic_arn: str, topic: str, message: Outgoing) -> None:
+        """SNS Publish (``topic_arn`` as the caller gave it, ``topic`` its server-side name)."""
 
     @abstractmethod
     async def inspect(self) -> SqsSnapshot:

@@ -50,37 +50,34 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, Placement
+from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
     BatchEntry,
-    Receipts,
+    NewQueue,
+    Outgoing,
     SendResult,
     SnsTopicInfo,
     SqsAPI,
     SqsMessage,
+    SqsOptions,
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
     arn_name,
     check_batch,
-    check_queue_settings,
 )
 from mqlab.brokers.sqs.endpoint import (
-    MAX_LONG_POLL_SECONDS,
     QueueMissing,
     SqsEndpoint,
 )
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import (
     DeadLettered,
 )
@@ -94,8 +91,6 @@ _T = TypeVar("_T")
 REGION = "us-east-1"
 DEDUP_WINDOW_SECONDS = 300.0
 """SQS FIFO's deduplication interval (fixed at five minutes by AWS)."""
-MAX_BATCH = 10
-"""The most messages one ReceiveMessage returns."""
 _REMEMBERED_MESSAGES = 100_000
 """How many receipt handles / message origins are kept for observations (oldest dropped)."""
 
@@ -128,35 +123,21 @@ class SqsBroker(SqsAPI):
     """SQS standard and FIFO queues plus SNS fan-out on the lab's moto server (boto3).
 
     Args:
-        bus, namespace, endpoints, connect_timeout: see :class:`~mqlab.brokers.base.Broker`.
-        request_timeout: seconds a single request may take to answer (read timeout; long
-            polls get their wait time on top). Defaults to ``connect_timeout``.
         region: the AWS region name the server is addressed as (moto accepts any).
+        options: see :class:`~mqlab.brokers.sqs.api.SqsAPI` (``request_timeout`` is the read
+            timeout).
     """
 
-    def __init__(
-        self,
-        *,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-        request_timeout: float | None = None,
-        region: str = REGION,
-    ) -> None:
-        super().__init__(
-            bus=bus, namespace=namespace, endpoints=endpoints, connect_timeout=connect_timeout
-        )
+    def __init__(self, *, region: str = REGION, **options: Unpack[SqsOptions]) -> None:
+        super().__init__(**options)
         self.endpoint_url = self.endpoints.sqs_endpoint
         self.address = self.endpoint_url.removeprefix("http://").removeprefix("https://")
-        self.request_timeout = connect_timeout if request_timeout is None else request_timeout
         self.region = region
         self._queues: dict[str, _QueueSettings] = {}
         self._topics: dict[str, str] = {}
         self._dlq_sources: dict[str, tuple[str, ...]] = {}
         self._max_receive_counts: dict[str, int] = {}
         self._sent_dedup_ids: dict[str, dict[str, float]] = {}
-        self._receipts = Receipts()
         self._last_source: _Bounded[str] = _Bounded()
         self._dead_lettered: _Bounded[bool] = _Bounded()
         self._endpoint = SqsEndpoint(self)
@@ -199,62 +180,40 @@ class SqsBroker(SqsAPI):
 
     # --- queues -------------------------------------------------------------------------
 
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        visibility_timeout: int = 30,
-        delay_seconds: int = 0,
-        content_based_dedup: bool = False,
-        receive_wait_time: int = 0,
-        dead_letter_queue: str | None = None,
-        max_receive_count: int | None = None,
-    ) -> str:
-        """CreateQueue (FIFO when the name ends in ``.fifo``); returns the queue URL.
-
-        Raises:
-            SqsRequestRefused: a setting SQS does not accept for this queue type.
-        """
-        queue = self.queue_name(name)
-        fifo = queue.endswith(".fifo")
-        check_queue_settings(
-            queue,
-            content_based_dedup=content_based_dedup,
-            dead_letter_queue=dead_letter_queue,
-            max_receive_count=max_receive_count,
-        )
+    async def _create_queue(self, queue: NewQueue) -> str:
+        name = queue.name
+        fifo = queue.fifo
         attributes: dict[QueueAttributeNameType, str] = {
-            "VisibilityTimeout": str(visibility_timeout),
-            "DelaySeconds": str(delay_seconds),
-            "ReceiveMessageWaitTimeSeconds": str(receive_wait_time),
+            "VisibilityTimeout": str(queue.visibility_timeout),
+            "DelaySeconds": str(queue.delay_seconds),
+            "ReceiveMessageWaitTimeSeconds": str(queue.receive_wait_time),
         }
         if fifo:
             attributes["FifoQueue"] = "true"
-            attributes["ContentBasedDeduplication"] = "true" if content_based_dedup else "false"
-        dlq = None
-        if dead_letter_queue is not None and max_receive_count is not None:
-            dlq = self.queue_name(dead_letter_queue)
+            attributes["ContentBasedDeduplication"] = (
+                "true" if queue.content_based_dedup else "false"
+            )
+        dlq, max_receive_count = queue.dead_letter_queue, queue.max_receive_count
+        if dlq is not None and max_receive_count is not None:
             attributes["RedrivePolicy"] = json.dumps(
                 {"deadLetterTargetArn": await self._arn(dlq), "maxReceiveCount": max_receive_count}
             )
         response = await self._endpoint.call(
             "CreateQueue",
-            queue,
-            lambda: self._endpoint.sqs.create_queue(QueueName=queue, Attributes=attributes),
+            name,
+            lambda: self._endpoint.sqs.create_queue(QueueName=name, Attributes=attributes),
         )
         url = response["QueueUrl"]
         # CreateQueue only succeeds when the queue is new or has exactly these attributes.
-        self._queues[queue] = _QueueSettings(
-            url=url, fifo=fifo, content_based_dedup=fifo and content_based_dedup
+        self._queues[name] = _QueueSettings(
+            url=url, fifo=fifo, content_based_dedup=fifo and queue.content_based_dedup
         )
         if dlq is not None and max_receive_count is not None:
-            self._max_receive_counts[queue] = max_receive_count
+            self._max_receive_counts[name] = max_receive_count
             self._dlq_sources.pop(dlq, None)  # learn the new source on the next receive
         return url
 
-    async def delete_queue(self, name: str) -> None:
-        """DeleteQueue; a queue that is already gone is not an error."""
-        queue = self.queue_name(name)
+    async def _delete_queue(self, queue: str) -> None:
         try:
             settings = await self._settings(queue)
         except QueueMissing:
@@ -270,17 +229,13 @@ class SqsBroker(SqsAPI):
         self._sent_dedup_ids.pop(queue, None)
         self._dlq_sources.pop(queue, None)
 
-    async def purge_queue(self, name: str) -> None:
-        """PurgeQueue: drop every message, visible or in flight."""
-        queue = self.queue_name(name)
+    async def _purge_queue(self, queue: str) -> None:
         settings = await self._settings(queue)
         await self._endpoint.call(
             "PurgeQueue", queue, lambda: self._endpoint.sqs.purge_queue(QueueUrl=settings.url)
         )
 
-    async def queue_info(self, name: str) -> SqsQueueInfo:
-        """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
-        queue = self.queue_name(name)
+    async def _queue_info(self, queue: str) -> SqsQueueInfo:
         settings = await self._settings(queue)
         attributes = await self._attributes(queue, settings.url)
         dlq_attributes = None
@@ -293,58 +248,24 @@ class SqsBroker(SqsAPI):
 
     # --- messages -----------------------------------------------------------------------
 
-    async def send(
-        self,
-        queue: str,
-        body: str,
-        *,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        delay_seconds: int | None = None,
-        message_id: str | None = None,
-    ) -> SendResult:
-        """SendMessage with mqlab's id in the ``mqlab-id`` message attribute.
-
-        Raises:
-            SqsRequestRefused: e.g. a FIFO send without ``group_id``, or without ``dedup_id``
-                on a queue without content-based deduplication.
-        """
-        name = self.queue_name(queue)
-        mqlab_id = message_id or self.new_message_id()
-
-        async def accepted() -> tuple[SendResult, bool]:
-            settings = await self._settings(name)
-            request: dict[str, Any] = {
-                "QueueUrl": settings.url,
-                "MessageBody": body,
-                "MessageAttributes": {
-                    MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": mqlab_id}
-                },
-            }
-            if group_id is not None:
-                request["MessageGroupId"] = group_id
-            if dedup_id is not None:
-                request["MessageDeduplicationId"] = dedup_id
-            if delay_seconds is not None:
-                request["DelaySeconds"] = delay_seconds
-            response = await self._endpoint.call(
-                "SendMessage", name, lambda: self._endpoint.sqs.send_message(**request)
-            )
-            sent = SendResult(
-                sqs_message_id=response["MessageId"],
-                message_id=mqlab_id,
-                sequence_number=response.get("SequenceNumber"),
-            )
-            return sent, self._deduplicated(name, settings, body, dedup_id)
-
-        sent, _ = await self.send_reported(
-            accepted(),
-            destination=name,
-            message_id=mqlab_id,
-            key=group_id,
-            placed=lambda outcome: Placement(duplicate=outcome[1]),
+    async def _send(self, queue: str, message: Outgoing) -> tuple[SendResult, bool]:
+        settings = await self._settings(queue)
+        request: dict[str, Any] = {
+            "QueueUrl": settings.url,
+            "MessageBody": message.body,
+            **_message_fields(message),
+        }
+        if message.delay_seconds is not None:
+            request["DelaySeconds"] = message.delay_seconds
+        response = await self._endpoint.call(
+            "SendMessage", queue, lambda: self._endpoint.sqs.send_message(**request)
         )
-        return sent
+        sent = SendResult(
+            sqs_message_id=response["MessageId"],
+            message_id=message.message_id,
+            sequence_number=response.get("SequenceNumber"),
+        )
+        return sent, self._deduplicated(queue, settings, message.body, message.dedup_id)
 
     async def send_batch(self, queue: str, entries: Sequence[BatchEntry]) -> list[SendResult]:
         """SendMessageBatch: one request for up to ten messages (see the interface).
@@ -365,18 +286,10 @@ class SqsBroker(SqsAPI):
             settings = await self._settings(name)
             request_entries: list[Any] = []
             for index, entry in enumerate(entries):
-                request: dict[str, Any] = {
-                    "Id": str(index),
-                    "MessageBody": entry.body,
-                    "MessageAttributes": {
-                        MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": ids[index]}
-                    },
-                }
-                if entry.group_id is not None:
-                    request["MessageGroupId"] = entry.group_id
-                if entry.dedup_id is not None:
-                    request["MessageDeduplicationId"] = entry.dedup_id
-                request_entries.append(request)
+                outgoing = Outgoing(entry.body, ids[index], entry.group_id, entry.dedup_id)
+                request_entries.append(
+                    {"Id": str(index), "MessageBody": entry.body, **_message_fields(outgoing)}
+                )
             response = await self._endpoint.call(
                 "SendMessageBatch",
                 name,
@@ -439,27 +352,10 @@ class SqsBroker(SqsAPI):
         sent[dedup_key] = now
         return False
 
-    async def receive(
-        self,
-        queue: str,
-        *,
-        max_messages: int = 1,
-        wait_time: float = 0,
-        visibility_timeout: int | None = None,
-        consumer: str = "consumer",
+    async def _receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None
     ) -> list[SqsMessage]:
-        """ReceiveMessage; ``wait_time`` > 0 long-polls (SQS counts whole seconds, rounded up).
-
-        Raises:
-            SqsRequestRefused: ``max_messages`` outside 1..10 or ``wait_time`` above 20.
-        """
-        name = self.queue_name(queue)
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise SqsRequestRefused(f"max_messages must be 1..{MAX_BATCH} (SQS limit)")
-        wait_seconds = math.ceil(wait_time) if wait_time > 0 else 0
-        if wait_seconds > MAX_LONG_POLL_SECONDS:
-            raise SqsRequestRefused(f"wait_time must be at most {MAX_LONG_POLL_SECONDS} s")
-        settings = await self._settings(name)
+        settings = await self._settings(queue)
         request: dict[str, Any] = {
             "QueueUrl": settings.url,
             "MaxNumberOfMessages": max_messages,
@@ -471,17 +367,15 @@ class SqsBroker(SqsAPI):
             request["VisibilityTimeout"] = visibility_timeout
         client = self._endpoint.polling if wait_seconds > 0 else self._endpoint.sqs
         response = await self._endpoint.call(
-            "ReceiveMessage", name, lambda: client.receive_message(**request)
+            "ReceiveMessage", queue, lambda: client.receive_message(**request)
         )
         raw_messages = response.get("Messages", [])
-        sources = await self._dead_letter_sources(name) if raw_messages else ()
-        messages = [self._to_message(name, raw) for raw in raw_messages]
+        sources = await self._dead_letter_sources(queue) if raw_messages else ()
+        messages = [self._to_message(queue, raw) for raw in raw_messages]
         for message in messages:
             if sources:
-                self._note_dead_lettered(name, sources, message)
-            self._receipts.received(message, consumer)
-            self._last_source.remember(message.message_id, name)
-            self.report_received(message, consumer)
+                self._note_dead_lettered(queue, sources, message)
+            self._last_source.remember(message.message_id, queue)
         return messages
 
     def _to_message(self, queue: str, raw: MessageTypeDef) -> SqsMessage:
@@ -549,58 +443,32 @@ class SqsBroker(SqsAPI):
         self._dlq_sources[queue] = sources
         return sources
 
-    async def delete_message(self, queue: str, receipt_handle: str, *, consumer: str = "") -> None:
-        """DeleteMessage: the acknowledgement.
-
-        Raises:
-            ReceiptHandleInvalid: SQS rejected the handle (see the module docstring for what
-                moto accepts).
-        """
-        name = self.queue_name(queue)
-        settings = await self._settings(name)
+    async def _delete_message(self, queue: str, receipt_handle: str) -> str | None:
+        """DeleteMessage (see the module docstring for the stale handles moto accepts)."""
+        settings = await self._settings(queue)
         await self._endpoint.call(
             "DeleteMessage",
-            name,
+            queue,
             lambda: self._endpoint.sqs.delete_message(
                 QueueUrl=settings.url, ReceiptHandle=receipt_handle
             ),
         )
-        receipt = self._receipts.pop(receipt_handle)
-        self.report_settled(
-            name,
-            receipt.message_id if receipt else receipt_handle,
-            consumer or (receipt.consumer if receipt else ""),
-        )
+        return None
 
-    async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
-        """ChangeMessageVisibility; 0 hands the message back at once (emits ``Nacked``).
-
-        Raises:
-            ReceiptHandleInvalid: SQS rejected the handle.
-        """
-        name = self.queue_name(queue)
-        settings = await self._settings(name)
+    async def _change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> str | None:
+        settings = await self._settings(queue)
         await self._endpoint.call(
             "ChangeMessageVisibility",
-            name,
+            queue,
             lambda: self._endpoint.sqs.change_message_visibility(
                 QueueUrl=settings.url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout
             ),
         )
-        if timeout == 0:
-            receipt = self._receipts.get(receipt_handle)
-            self.report_settled(
-                name,
-                receipt.message_id if receipt else receipt_handle,
-                receipt.consumer if receipt else "",
-                requeue=True,
-            )
+        return None
 
     # --- SNS ----------------------------------------------------------------------------
 
-    async def create_topic(self, name: str) -> str:
-        """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
-        topic = self.queue_name(name)
+    async def _create_topic(self, topic: str) -> str:
         attributes = {"FifoTopic": "true"} if topic.endswith(".fifo") else {}
         response = await self._endpoint.call(
             "CreateTopic",
@@ -611,7 +479,7 @@ class SqsBroker(SqsAPI):
         self._topics[topic] = arn
         return arn
 
-    async def subscribe_queue(self, topic_arn: str, queue: str, *, raw: bool = True) -> str:
+    async def _subscribe_queue(self, topic_arn: str, queue: str, raw: bool) -> str:
         """Subscribe ``queue`` to the topic and allow the topic to send to it.
 
         The queue policy is what AWS requires before SNS may deliver (moto does not check
@@ -619,9 +487,8 @@ class SqsBroker(SqsAPI):
         SubscriptionArn.
         """
         arn = await self._topic_arn(topic_arn)
-        name = self.queue_name(queue)
-        settings = await self._settings(name)
-        queue_arn = await self._arn(name)
+        settings = await self._settings(queue)
+        queue_arn = await self._arn(queue)
         policy = {
             "Version": "2012-10-17",
             "Statement": [
@@ -636,7 +503,7 @@ class SqsBroker(SqsAPI):
         }
         await self._endpoint.call(
             "SetQueueAttributes",
-            name,
+            queue,
             lambda: self._endpoint.sqs.set_queue_attributes(
                 QueueUrl=settings.url, Attributes={"Policy": json.dumps(policy)}
             ),
@@ -654,38 +521,10 @@ class SqsBroker(SqsAPI):
         )
         return response.get("SubscriptionArn", "")
 
-    async def publish(
-        self,
-        topic_arn: str,
-        body: str,
-        *,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """SNS Publish with mqlab's id as a message attribute (raw delivery keeps it)."""
-        mqlab_id = message_id or self.new_message_id()
-        topic = self.topic_name(topic_arn)
-
-        async def published() -> None:
-            arn = await self._topic_arn(topic_arn)
-            request: dict[str, Any] = {
-                "TopicArn": arn,
-                "Message": body,
-                "MessageAttributes": {
-                    MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": mqlab_id}
-                },
-            }
-            if group_id is not None:
-                request["MessageGroupId"] = group_id
-            if dedup_id is not None:
-                request["MessageDeduplicationId"] = dedup_id
-            await self._endpoint.call(
-                "Publish", topic, lambda: self._endpoint.sns.publish(**request)
-            )
-
-        await self.send_reported(published(), destination=topic, message_id=mqlab_id, key=group_id)
-        return mqlab_id
+    async def _publish(self, topic_arn: str, topic: str, message: Outgoing) -> None:
+        arn = await self._topic_arn(topic_arn)
+        request = {"TopicArn": arn, "Message": message.body, **_message_fields(message)}
+        await self._endpoint.call("Publish", topic, lambda: self._endpoint.sns.publish(**request))
 
     async def _topic_arn(self, topic: str) -> str:
         if topic.startswith("arn:"):
@@ -809,6 +648,22 @@ class SqsBroker(SqsAPI):
             if not token:
                 break
         return topics
+
+
+def _message_fields(message: Outgoing) -> dict[str, Any]:
+    """The request fields a SendMessage, a batch entry and an SNS Publish share: mqlab's id
+    as a message attribute, the message group, the deduplication id."""
+    fields: dict[str, Any] = {
+        "MessageAttributes": {
+            key: {"DataType": "String", "StringValue": value}
+            for key, value in message.attributes.items()
+        }
+    }
+    if message.group_id is not None:
+        fields["MessageGroupId"] = message.group_id
+    if message.dedup_id is not None:
+        fields["MessageDeduplicationId"] = message.dedup_id
+    return fields
 
 
 def _queue_info(

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, Rea
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut, Reachability
-from mqlab.brokers.sqs.api import ReceiptHandleInvalid, SqsRequestRefused
+from mqlab.brokers.sqs.api import MAX_LONG_POLL_SECONDS, ReceiptHandleInvalid, SqsRequestRefused
 
 if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-MAX_LONG_POLL_SECONDS = 20
-"""The longest WaitTimeSeconds SQS accepts."""
 _PROBE_INTERVAL = 0.5
 _RETRY_INTERVAL = 0.25
 _RECEIPT_HANDLE_ERRORS = {"ReceiptHandleIsInvalid", "InvalidReceiptHandle"}

@@ -23,22 +23,20 @@ cluster they talk to in :mod:`~mqlab.brokers.sim.kafka.server`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
-from mqlab.brokers.base import BrokerError, OperationTimedOut
+from mqlab.brokers.base import AdapterOptions, BrokerError, OperationTimedOut
 from mqlab.brokers.kafka.api import (
-    Acks,
-    AssignmentStrategy,
+    ConsumerSettings,
     GroupInfo,
     GroupMember,
     GroupOffset,
-    IsolationLevel,
     KafkaAPI,
     KafkaNode,
     KafkaSnapshot,
-    OffsetReset,
     PartitionInfo,
+    ProducerSettings,
     TopicInfo,
     TopicPartition,
 )
@@ -49,15 +47,13 @@ from mqlab.brokers.sim.kafka.config import (
     CONTROLLER_NODE,
     OFFSETS_TOPIC,
 )
-from mqlab.brokers.sim.kafka.consumer import MAX_POLL_INTERVAL, SimKafkaConsumer
+from mqlab.brokers.sim.kafka.consumer import SimKafkaConsumer
 from mqlab.brokers.sim.kafka.groups import Group
 from mqlab.brokers.sim.kafka.log import Topic
-from mqlab.brokers.sim.kafka.producer import TRANSACTION_TIMEOUT, SimKafkaProducer
+from mqlab.brokers.sim.kafka.producer import SimKafkaProducer
 from mqlab.brokers.sim.kafka.server import SimKafkaCluster
 from mqlab.brokers.sim.kafka.wire import RETRY_BACKOFF, coordinator_round_trip
 from mqlab.brokers.sim.world import NodeState, SimWorld
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 
 
 class SimKafkaBroker(SimBroker, KafkaAPI):
@@ -68,9 +64,9 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         brokers: brokers in the cluster if this adapter creates it (default 3, like the lab).
         broker_config: Kafka broker configs for a cluster this adapter creates (see
             :data:`mqlab.brokers.sim.kafka.server.DEFAULT_CONFIG`).
-        bus, namespace, endpoints, connect_timeout: as :class:`mqlab.brokers.base.Broker`.
-            ``bus`` must be the world's bus when both are given (observations carry its
-            virtual clock); ``namespace`` defaults to a deterministic one from the world.
+        options: as :class:`mqlab.brokers.base.Broker`. ``bus`` must be the world's bus when
+            both are given (observations carry its virtual clock); ``namespace`` defaults to a
+            deterministic one from the world.
     """
 
     nodes = SYSTEMS["kafka"].proxy_names
@@ -81,23 +77,13 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         world: SimWorld | None = None,
         brokers: int = 3,
         broker_config: Mapping[str, object] | None = None,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        super().__init__(
-            world=world,
-            bus=bus,
-            namespace=namespace,
-            endpoints=endpoints,
-            connect_timeout=connect_timeout,
-        )
+        super().__init__(world=world, **options)
         self._cluster_options: dict[str, Any] = {"brokers": brokers, "config": broker_config}
         self._cluster: SimKafkaCluster | None = None
         self._producers: list[SimKafkaProducer] = []
         self._consumers: list[SimKafkaConsumer] = []
-        self._client_counter = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -145,10 +131,6 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         for transactional_id in [t for t in cluster.transactions if t.startswith(prefix)]:
             del cluster.transactions[transactional_id]
 
-    def _next_client_name(self, kind: str) -> str:
-        self._client_counter += 1
-        return f"{kind}-{self._client_counter}"
-
     # -- topics ----------------------------------------------------------------------------
 
     async def _controller(self, what: str) -> None:
@@ -166,21 +148,12 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
                 f"{what}: the Kafka controller did not answer within {self.connect_timeout:g}s"
             ) from None
 
-    async def create_topic(
-        self,
-        name: str,
-        *,
-        partitions: int = 1,
-        replication_factor: int = 1,
-        config: dict[str, str] | None = None,
+    async def _create_topic(
+        self, name: str, partitions: int, replication_factor: int, config: dict[str, str]
     ) -> TopicInfo:
-        """Create ``name`` on the simulated cluster (see :meth:`KafkaAPI.create_topic`)."""
         await self._controller(f"create topic {name}")
         topic = self.cluster.create_topic(
-            name,
-            partitions,
-            replication_factor,
-            {k: str(v) for k, v in (config or {}).items()},
+            name, partitions, replication_factor, {k: str(v) for k, v in config.items()}
         )
         return self._topic_info(topic)
 
@@ -222,99 +195,16 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
 
     # -- clients ---------------------------------------------------------------------------
 
-    async def producer(
-        self,
-        *,
-        acks: Acks = "all",
-        idempotent: bool = False,
-        transactional_id: str | None = None,
-        name: str | None = None,
-        request_timeout: float = 10.0,
-        linger_ms: int = 0,
-        transaction_timeout: float = TRANSACTION_TIMEOUT,
-    ) -> SimKafkaProducer:
-        """A started producer (see :meth:`KafkaAPI.producer`).
-
-        Args:
-            transaction_timeout: transaction.timeout.ms in seconds.
-
-        Raises:
-            BrokerError: acks other than "all" with idempotence, or no transaction
-                coordinator within ``request_timeout``.
-        """
-        if acks not in (0, 1, "all"):
-            raise BrokerError(f"acks must be 0, 1 or 'all', not {acks!r}")
-        if transactional_id is not None:
-            idempotent = True
-        if idempotent and acks != "all":
-            raise BrokerError("an idempotent producer needs acks='all' (as the Java client)")
-        producer = SimKafkaProducer(
-            self,
-            acks=acks,
-            idempotent=idempotent,
-            transactional_id=transactional_id,
-            name=name or self._next_client_name("producer"),
-            request_timeout=request_timeout,
-            linger_ms=linger_ms,
-            transaction_timeout=transaction_timeout,
-        )
+    async def _open_producer(self, settings: ProducerSettings) -> SimKafkaProducer:
+        producer = SimKafkaProducer(self, settings)
         await producer.start()
         self._producers.append(producer)
         return producer
 
-    async def consumer(
-        self,
-        topics: Sequence[str],
-        *,
-        group_id: str,
-        name: str | None = None,
-        auto_commit: bool = False,
-        auto_commit_interval: float = 1.0,
-        auto_offset_reset: OffsetReset = "earliest",
-        isolation_level: IsolationLevel = "read_uncommitted",
-        assignment_strategy: AssignmentStrategy = "range",
-        session_timeout: float = 6.0,
-        heartbeat_interval: float = 0.3,
-        max_poll_records: int = 500,
-        max_poll_interval: float = MAX_POLL_INTERVAL,
+    async def _open_consumer(
+        self, topics: tuple[str, ...], settings: ConsumerSettings
     ) -> SimKafkaConsumer:
-        """A started consumer that joins ``group_id`` (see :meth:`KafkaAPI.consumer`).
-
-        Args:
-            max_poll_interval: max.poll.interval.ms in seconds.
-
-        Raises:
-            BrokerError: no topics, an unknown assignment strategy or offset reset policy.
-        """
-        if isinstance(topics, str):
-            topics = [topics]
-        if not topics:
-            raise BrokerError("a consumer needs at least one topic")
-        if assignment_strategy not in ("range", "roundrobin"):
-            raise BrokerError(
-                f"unknown assignment strategy {assignment_strategy!r} (range, roundrobin)"
-            )
-        if auto_offset_reset not in ("earliest", "latest"):
-            raise BrokerError(
-                f"auto_offset_reset must be earliest or latest, not {auto_offset_reset!r}"
-            )
-        if isolation_level not in ("read_uncommitted", "read_committed"):
-            raise BrokerError(f"unknown isolation level {isolation_level!r}")
-        consumer = SimKafkaConsumer(
-            self,
-            tuple(topics),
-            group_id=group_id,
-            name=name or self._next_client_name("consumer"),
-            auto_commit=auto_commit,
-            auto_commit_interval=auto_commit_interval,
-            auto_offset_reset=auto_offset_reset,
-            isolation_level=isolation_level,
-            assignment_strategy=assignment_strategy,
-            session_timeout=session_timeout,
-            heartbeat_interval=heartbeat_interval,
-            max_poll_records=max_poll_records,
-            max_poll_interval=max_poll_interval,
-        )
+        consumer = SimKafkaConsumer(self, topics, settings)
         consumer.start()
         self._consumers.append(consumer)
         return consumer

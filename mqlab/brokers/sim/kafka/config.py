@@ -6,7 +6,6 @@ lab run time out, fence and rebalance alike.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,8 +44,6 @@ DEFAULT_CONFIG: dict[str, str] = {
 
 TOPIC_CONFIGS = frozenset({"min.insync.replicas", "unclean.leader.election.enable"})
 """Topic-level overrides the model honours (others are stored and shown, not modelled)."""
-
-_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
 # --- errors the cluster answers with -----------------------------------------------------

@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING
 
 from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.kafka.api import (
-    AssignmentStrategy,
     CommitFailed,
-    IsolationLevel,
+    ConsumerSettings,
     KafkaConsumer,
     KafkaRecord,
-    OffsetReset,
     TopicPartition,
 )
 from mqlab.brokers.sim.fast import slot_builder
@@ -69,39 +67,25 @@ class SimKafkaConsumer(KafkaConsumer):
     """
 
     def __init__(
-        self,
-        adapter: SimKafkaBroker,
-        topics: tuple[str, ...],
-        *,
-        group_id: str,
-        name: str,
-        auto_commit: bool,
-        auto_commit_interval: float,
-        auto_offset_reset: OffsetReset,
-        isolation_level: IsolationLevel,
-        assignment_strategy: AssignmentStrategy,
-        session_timeout: float,
-        heartbeat_interval: float,
-        max_poll_records: int,
-        max_poll_interval: float,
+        self, adapter: SimKafkaBroker, topics: tuple[str, ...], settings: ConsumerSettings
     ) -> None:
-        self.name = name
-        self.group_id = group_id
+        self.name = settings.name
+        self.group_id = settings.group_id
         self.topics = topics
         self._adapter = adapter
         self._cluster = adapter.cluster
         self._world = adapter.world
         self._bus = adapter.bus
         self._source = adapter.name
-        self._auto_commit = auto_commit
-        self._auto_commit_interval = auto_commit_interval
-        self._reset_policy = auto_offset_reset
-        self._read_committed = isolation_level == "read_committed"
-        self._strategy = assignment_strategy
-        self._session_timeout = session_timeout
-        self._heartbeat_interval = heartbeat_interval
-        self._max_poll_records = max_poll_records
-        self._max_poll_interval = max_poll_interval
+        self._auto_commit = settings.auto_commit
+        self._auto_commit_interval = settings.auto_commit_interval
+        self._reset_policy = settings.auto_offset_reset
+        self._read_committed = settings.isolation_level == "read_committed"
+        self._strategy = settings.assignment_strategy
+        self._session_timeout = settings.session_timeout
+        self._heartbeat_interval = settings.heartbeat_interval
+        self._max_poll_records = settings.max_poll_records
+        self._max_poll_interval = settings.max_poll_interval
         self._member_id: str | None = None
         self._generation = -1
         self._assignment: tuple[TopicPartition, ...] = ()

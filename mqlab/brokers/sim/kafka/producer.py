@@ -5,16 +5,15 @@ idempotence and transactions, on the simulated cluster.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.kafka.api import (
-    MESSAGE_ID_HEADER,
-    Acks,
     KafkaProducer,
     NotEnoughReplicas,
+    OutgoingRecord,
     ProducerFenced,
+    ProducerSettings,
     ProduceTimedOut,
     RecordMetadata,
     TopicPartition,
@@ -77,31 +76,22 @@ class SimKafkaProducer(KafkaProducer):
     one is recognised by its sequence number and answered with the original offset.
     """
 
-    def __init__(
-        self,
-        adapter: SimKafkaBroker,
-        *,
-        acks: Acks,
-        idempotent: bool,
-        transactional_id: str | None,
-        name: str,
-        request_timeout: float,
-        linger_ms: int,
-        transaction_timeout: float,
-    ) -> None:
-        self.name = name
-        self._adapter = adapter
+    _adapter: SimKafkaBroker
+
+    def __init__(self, adapter: SimKafkaBroker, settings: ProducerSettings) -> None:
+        super().__init__(adapter, settings.name)
+        acks = settings.acks
         self._cluster = adapter.cluster
         self._world = adapter.world
         self._bus = adapter.bus
         self._source = adapter.name
         self._acks = acks
         self._acks_all = acks == "all"
-        self._idempotent = idempotent
-        self._transactional_id = transactional_id
-        self._request_timeout = request_timeout
-        self._linger = linger_ms / 1000.0
-        self._transaction_timeout = transaction_timeout
+        self._idempotent = settings.idempotent
+        self._transactional_id = settings.transactional_id
+        self._request_timeout = settings.request_timeout
+        self._linger = settings.linger_ms / 1000.0
+        self._transaction_timeout = settings.transaction_timeout
         self._clock = asyncio.get_running_loop().time  # == world.now(), without the lookup
         self._producer_id = -1
         self._epoch = 0
@@ -137,16 +127,7 @@ class SimKafkaProducer(KafkaProducer):
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None = None,
-        partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
-        message_id: str | None = None,
-    ) -> RecordMetadata:
+    async def _send(self, record: OutgoingRecord) -> RecordMetadata:
         """Send one record and wait for the acknowledgement ``acks`` asks for.
 
         Raises:
@@ -158,17 +139,22 @@ class SimKafkaProducer(KafkaProducer):
         """
         if self._closed:
             raise ClientClosed(f"producer {self.name} is closed")
+        topic, value, key, partition = record.topic, record.value, record.key, record.partition
+        message_id, headers = record.message_id, record.headers
         topic_state = self._cluster.topics.get(topic)
         if topic_state is None or topic_state.internal:
             raise BrokerError(f"UnknownTopicOrPartition: topic {topic!r} does not exist")
         if self._txn is not None:
             self._check_transaction(require_open=True)
-        mid = message_id if message_id is not None else self._adapter.new_message_id()
-        all_headers = ((MESSAGE_ID_HEADER, mid.encode()), *headers)
+        mid = message_id
+        all_headers = headers
         count = len(topic_state.partitions)
         if partition is None:
             if key is None:
-                size = len(value) + RECORD_OVERHEAD + sum(len(h) + len(v) for h, v in headers)
+                # The caller's headers only: the message id header the interface added is
+                # mqlab's bookkeeping, not part of the batch a real client would fill.
+                extra = sum(len(h) + len(v) for h, v in headers[1:])
+                size = len(value) + RECORD_OVERHEAD + extra
                 partition = self._sticky_partition(topic_state, size)
             else:
                 # murmur2 in Python costs microseconds: remember it per partition count.

@@ -6,24 +6,22 @@ message ids, errors, reconnects) over the world's shared
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, Unpack
 
 from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.nats.api import (
-    MESSAGE_ID_HEADER,
     ConsumerInfo,
-    DeliverPolicy,
     JetStreamError,
     NatsAPI,
+    NatsOptions,
     NatsPullConsumer,
     NatsSnapshot,
     NatsSubscription,
     PubAck,
-    Retention,
+    PullConsumerConfig,
+    StreamConfig,
     StreamInfo,
-    check_name,
-    check_start_position,
 )
 from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.link import (
@@ -32,11 +30,8 @@ from mqlab.brokers.sim.link import (
 )
 from mqlab.brokers.sim.nats import subjects as nats_subjects
 from mqlab.brokers.sim.nats.consumer import SimPullConsumer, SimSubscription
-from mqlab.brokers.sim.nats.server import MSG_ID_HEADER, NODE, SimNatsServer
-from mqlab.brokers.sim.nats.streams import StreamConfig
+from mqlab.brokers.sim.nats.server import NODE, SimNatsServer
 from mqlab.brokers.sim.world import NodeUnreachable, SimWorld
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 
 _T = TypeVar("_T")
 
@@ -52,30 +47,13 @@ class SimNatsBroker(SimBroker, NatsAPI):
 
     Args:
         world: the simulated world (one per run; a private one when omitted).
-        bus, namespace, endpoints, connect_timeout: see :class:`mqlab.brokers.base.Broker`.
-        request_timeout: seconds a JetStream request may take (defaults to ``connect_timeout``).
+        options: see :class:`~mqlab.brokers.nats.api.NatsAPI` (in virtual seconds).
     """
 
     nodes = (NODE,)
 
-    def __init__(
-        self,
-        *,
-        world: SimWorld | None = None,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-        request_timeout: float | None = None,
-    ) -> None:
-        super().__init__(
-            world=world,
-            bus=bus,
-            namespace=namespace,
-            endpoints=endpoints,
-            connect_timeout=connect_timeout,
-        )
-        self.request_timeout = connect_timeout if request_timeout is None else request_timeout
+    def __init__(self, *, world: SimWorld | None = None, **options: Unpack[NatsOptions]) -> None:
+        super().__init__(world=world, **options)
         self._server: SimNatsServer | None = None
         self._pull_consumers: list[SimPullConsumer] = []
         self._subscriptions: list[SimSubscription] = []
@@ -115,194 +93,110 @@ class SimNatsBroker(SimBroker, NatsAPI):
         for name in [n for n in server.streams if n.startswith(prefix)]:
             await self.delete_stream(name)
 
-    # --- streams ------------------------------------------------------------------------
+    # --- streams (names namespaced and settings checked in NatsAPI) --------------------
 
-    async def add_stream(
-        self,
-        name: str,
-        subjects: Sequence[str],
-        *,
-        retention: Retention = "limits",
-        max_msgs: int = -1,
-        max_age: float = 0.0,
-        duplicate_window: float = 120.0,
-        max_msgs_per_subject: int = -1,
-    ) -> StreamInfo:
-        """Create the stream, or update it when it exists with other settings.
-
-        Raises:
-            JetStreamError: a bad name or setting, or subjects that overlap another stream.
-        """
-        stream = self.stream_name(name)
-        if retention not in ("limits", "interest", "workqueue"):
-            raise JetStreamError(f"add stream {stream}: unknown retention {retention!r}")
-        if not subjects:
-            raise JetStreamError(f"add stream {stream}: a stream needs at least one subject")
-        config = StreamConfig(
-            subjects=tuple(self.full_subject(subject) for subject in subjects),
-            retention=retention,
-            max_msgs=max_msgs,
-            max_age=max_age,
-            duplicate_window=duplicate_window,
-            max_msgs_per_subject=max_msgs_per_subject,
-        )
+    async def _add_stream(self, name: str, config: StreamConfig) -> StreamInfo:
+        """Add or update the stream, with the checks nats-server makes."""
+        if config.retention not in ("limits", "interest", "workqueue"):
+            raise JetStreamError(f"add stream {name}: unknown retention {config.retention!r}")
+        if not config.subjects:
+            raise JetStreamError(f"add stream {name}: a stream needs at least one subject")
         server = self.require_server()
-        created = await self.request(
-            "add stream", stream, lambda: server.add_stream(stream, config)
-        )
+        created = await self.request("add stream", name, lambda: server.add_stream(name, config))
         return created.info()
 
-    async def delete_stream(self, name: str) -> None:
-        """Delete the stream and its consumers; a stream that is already gone is fine."""
-        stream = self.stream_name(name)
+    async def _delete_stream(self, name: str) -> None:
         server = self.require_server()
 
         def delete() -> None:
-            if stream in server.streams:
-                server.delete_stream(stream)
+            if name in server.streams:
+                server.delete_stream(name)
 
-        await self.request("delete stream", stream, delete)
+        await self.request("delete stream", name, delete)
 
-    async def stream_info(self, name: str) -> StreamInfo:
-        """A stream's subjects, limits and state, fresh from the server."""
-        stream = self.stream_name(name)
+    async def _stream_info(self, name: str) -> StreamInfo:
         server = self.require_server()
         return await self.request(
-            "stream info", stream, lambda: server.stream(stream, "stream info").info()
+            "stream info", name, lambda: server.stream(name, "stream info").info()
         )
 
     # --- publishing ---------------------------------------------------------------------
 
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        message_id: str | None = None,
-    ) -> PubAck:
-        """JetStream publish, waiting for the stream's PubAck.
-
-        Raises:
-            NoStreamForSubject: no stream captures ``subject``.
-            OperationTimedOut: the PubAck did not come within ``request_timeout``.
-        """
-        target = self.full_subject(subject)
-        mqlab_id = message_id or self.new_message_id()
-        all_headers = {**(headers or {}), MESSAGE_ID_HEADER: mqlab_id}
-        if msg_id is not None:
-            all_headers[MSG_ID_HEADER] = msg_id
-
-        async def acknowledged() -> PubAck:
-            if not nats_subjects.valid_subject(target):
-                raise JetStreamError(f"publish {target}: invalid subject")
-            server = self.require_server()
-            stream, sequence, duplicate = await self.request(
-                "publish",
-                target,
-                lambda: server.publish(target, data, all_headers, acked=True),
-                nbytes=len(data),
-            )
-            assert stream is not None  # an acked publish raises when no stream captures it
-            return PubAck(stream=stream.name, sequence=sequence, duplicate=duplicate)
-
-        return await self.send_reported(
-            acknowledged(), destination=target, message_id=mqlab_id, placed=PubAck.placement
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> PubAck:
+        if not nats_subjects.valid_subject(subject):
+            raise JetStreamError(f"publish {subject}: invalid subject")
+        server = self.require_server()
+        stream, sequence, duplicate = await self.request(
+            "publish",
+            subject,
+            lambda: server.publish(subject, data, headers, acked=True),
+            nbytes=len(data),
         )
+        assert stream is not None  # an acked publish raises when no stream captures it
+        return PubAck(stream=stream.name, sequence=sequence, duplicate=duplicate)
 
-    async def publish_core(self, subject: str, data: bytes) -> None:
-        """Core NATS publish: no ack; only current subscribers see it (a stream capturing the
-        subject stores it too, as nats-server does)."""
-        target = self.full_subject(subject)
-        if not nats_subjects.valid_subject(target):
-            raise JetStreamError(f"publish {target}: invalid subject")
-        mqlab_id = self.new_message_id()
+    async def _publish_core(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """A stream capturing the subject stores it too, as nats-server does."""
+        if not nats_subjects.valid_subject(subject):
+            raise JetStreamError(f"publish {subject}: invalid subject")
         server = self.require_server()
         await self.request(
             "publish",
-            target,
-            lambda: server.publish(target, data, {MESSAGE_ID_HEADER: mqlab_id}, acked=False),
+            subject,
+            lambda: server.publish(subject, data, headers, acked=False),
             nbytes=len(data),
         )
-        self.report_produced(target, mqlab_id)
 
     # --- consumers ----------------------------------------------------------------------
 
-    async def pull_consumer(
-        self,
-        stream: str,
-        durable: str,
-        *,
-        filter_subject: str | None = None,
-        ack_wait: float = 30.0,
-        max_deliver: int = -1,
-        deliver_policy: DeliverPolicy = "all",
-        start_sequence: int | None = None,
-        start_time: float | None = None,
+    async def _pull_consumer(
+        self, stream: str, durable: str, config: PullConsumerConfig
     ) -> NatsPullConsumer:
-        """Create (or bind to) a durable pull consumer with explicit acks.
-
-        Raises:
-            JetStreamError: a missing start position for ``by_start_sequence`` /
-                ``by_start_time``, an unknown stream, or a durable that exists with another
-                deliver policy.
-        """
-        stream_name = self.stream_name(stream)
-        check_name("consumer", durable)
-        check_start_position(deliver_policy, start_sequence, start_time)
-        if ack_wait <= 0:
-            raise JetStreamError(f"add consumer {stream_name}/{durable}: ack_wait must be > 0")
-        full_filter = self.full_subject(filter_subject) if filter_subject else None
+        if config.ack_wait <= 0:
+            raise JetStreamError(f"add consumer {stream}/{durable}: ack_wait must be > 0")
         server = self.require_server()
         await self.request(
             "add consumer",
-            f"{stream_name}/{durable}",
+            f"{stream}/{durable}",
             lambda: server.add_consumer(
-                stream_name,
+                stream,
                 durable,
-                filter_subject=full_filter,
-                ack_wait=ack_wait,
-                max_deliver=max_deliver,
-                deliver_policy=deliver_policy,
-                start_sequence=start_sequence if deliver_policy == "by_start_sequence" else None,
-                start_time=start_time if deliver_policy == "by_start_time" else None,
+                filter_subject=config.filter_subject,
+                ack_wait=config.ack_wait,
+                max_deliver=config.max_deliver,
+                deliver_policy=config.deliver_policy,
+                start_sequence=config.start_sequence,
+                start_time=config.start_time,
             ),
         )
-        consumer = SimPullConsumer(self, stream_name, durable)
+        consumer = SimPullConsumer(self, stream, durable)
         self._pull_consumers.append(consumer)
         return consumer
 
-    async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
-        """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
-        stream_name = self.stream_name(stream)
+    async def _consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         server = self.require_server()
         return await self.request(
             "consumer info",
-            f"{stream_name}/{durable}",
-            lambda: server.consumer_info(server.consumer(stream_name, durable, "consumer info")),
+            f"{stream}/{durable}",
+            lambda: server.consumer_info(server.consumer(stream, durable, "consumer info")),
         )
 
-    async def delete_consumer(self, stream: str, durable: str) -> None:
-        """Delete a durable consumer; one that is already gone is fine."""
-        stream_name = self.stream_name(stream)
+    async def _delete_consumer(self, stream: str, durable: str) -> None:
         server = self.require_server()
 
         def delete() -> None:
-            existing = server.streams.get(stream_name)
+            existing = server.streams.get(stream)
             if existing is not None and durable in existing.consumers:
-                server.delete_consumer(stream_name, durable)
+                server.delete_consumer(stream, durable)
 
-        await self.request("delete consumer", f"{stream_name}/{durable}", delete)
+        await self.request("delete consumer", f"{stream}/{durable}", delete)
 
-    async def subscribe(self, subject: str) -> NatsSubscription:
-        """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
-        target = self.full_subject(subject)
-        if not nats_subjects.valid_filter(target):
-            raise JetStreamError(f"subscribe {target}: invalid subject")
+    async def _subscribe(self, subject: str) -> NatsSubscription:
+        if not nats_subjects.valid_filter(subject):
+            raise JetStreamError(f"subscribe {subject}: invalid subject")
         server = self.require_server()
-        subscription = SimSubscription(self, target)
-        await self.request("subscribe", target, lambda: subscription.attach(server))
+        subscription = SimSubscription(self, subject)
+        await self.request("subscribe", subject, lambda: subscription.attach(server))
         self._subscriptions.append(subscription)
         return subscription
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable
+from mqlab.brokers.base import BrokerUnavailable
 from mqlab.brokers.nats.api import (
     JetStreamError,
     JsMessage,
@@ -14,6 +15,7 @@ from mqlab.brokers.nats.api import (
     NatsPullConsumer,
     NatsSubscription,
 )
+from mqlab.brokers.sim.clock import TIMER_SLACK
 from mqlab.brokers.sim.link import (
     first_of,
     outlive_caller,
@@ -25,9 +27,6 @@ from mqlab.brokers.sim.world import NodeState, NodeUnreachable
 
 if TYPE_CHECKING:
     from mqlab.brokers.sim.nats.client import SimNatsBroker
-
-
-_EPSILON = 1e-6
 
 
 class SimJsMessage(JsMessage):
@@ -79,24 +78,10 @@ class SimPullConsumer(NatsPullConsumer):
     """A durable pull consumer bound to its stream."""
 
     def __init__(self, broker: SimNatsBroker, stream: str, name: str) -> None:
+        super().__init__(stream, name)
         self.broker = broker
-        self.stream = stream
-        self.name = name
-        self._closed = False
 
-    async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[JsMessage]:
-        """Up to ``batch`` messages; ``[]`` when none arrive within ``timeout``.
-
-        Returns as soon as at least one message is there (with whatever else is ready).
-
-        Raises:
-            BrokerUnavailable: the connection is down (rather than "no messages").
-            JetStreamError: the consumer or its stream was deleted.
-        """
-        if self._closed:
-            raise JetStreamError(f"consumer {self.name} on {self.stream} is closed")
-        if batch < 1:
-            raise JetStreamError("fetch: batch must be at least 1")
+    async def _fetch(self, batch: int, timeout: float) -> list[JsMessage]:
         broker = self.broker
         server = broker.require_server()
         await broker.await_link("fetch")
@@ -126,7 +111,7 @@ class SimPullConsumer(NatsPullConsumer):
                 await first_of(remaining, consumer.changed(), world.next_change(NODE))
 
         try:
-            async with asyncio.timeout(max(timeout, 0.0) + _EPSILON):
+            async with asyncio.timeout(max(timeout, 0.0) + TIMER_SLACK):
                 pulled = await outlive_caller(world, pull(), f"nats fetch {self.name}")
                 if pulled:
                     size = sum(len(handout.message.data) for _, handout in pulled)
@@ -142,18 +127,9 @@ class SimPullConsumer(NatsPullConsumer):
             raise BrokerUnavailable(
                 broker.system, broker.address, f"fetch failed: {error.reason}"
             ) from None
-        messages: list[JsMessage] = []
-        for consumer, handout in pulled:
-            message = SimJsMessage(broker, consumer, handout)
-            message.report_delivered()
-            messages.append(message)
-        return messages
+        return [SimJsMessage(broker, consumer, handout) for consumer, handout in pulled]
 
-    async def close(self) -> None:
-        """Stop fetching; the durable consumer stays on the server."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _unsubscribe(self) -> None:
         self.broker.forget(self)
 
 
@@ -161,11 +137,10 @@ class SimSubscription(NatsSubscription):
     """A core NATS subscription read with :meth:`next` (at-most-once)."""
 
     def __init__(self, broker: SimNatsBroker, subject: str) -> None:
+        super().__init__(broker, subject)
         self._broker = broker
-        self.subject = subject
         self._buffer: deque[tuple[str, bytes, dict[str, str]]] = deque()
         self._arrived = asyncio.Event()
-        self._closed = False
         self._subscriber = CoreSubscriber(subject, self._deliver)
         self._server: SimNatsServer | None = None
 
@@ -181,10 +156,7 @@ class SimSubscription(NatsSubscription):
         self._buffer.append((subject, data, headers))
         self._arrived.set()
 
-    async def next(self, timeout: float = 1.0) -> tuple[str, bytes] | None:
-        """The next message, or None when nothing arrives within ``timeout``."""
-        if self._closed:
-            raise BrokerError(f"subscription to {self.subject} is closed")
+    async def _next(self, timeout: float) -> tuple[str, bytes, Mapping[str, str]] | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while not self._buffer:
@@ -196,15 +168,9 @@ class SimSubscription(NatsSubscription):
                 await within(remaining, self._arrived.wait())
             except TimeoutError:
                 return None
-        subject, data, headers = self._buffer.popleft()
-        self.report_delivered(self._broker, subject, headers)
-        return subject, data
+        return self._buffer.popleft()
 
-    async def close(self) -> None:
-        """Unsubscribe (messages published afterwards are simply not delivered here)."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _unsubscribe(self) -> None:
         self._buffer.clear()
         if self._server is not None:
             self._server.unsubscribe(self._subscriber)

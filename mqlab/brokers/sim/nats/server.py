@@ -41,10 +41,13 @@ from collections import deque
 from typing import TypeVar
 
 from mqlab.brokers.nats.api import (
+    MSG_ID_HEADER,
     ConsumerInfo,
     NatsSnapshot,
     NoStreamForSubject,
+    StreamConfig,
 )
+from mqlab.brokers.sim.clock import TIMER_SLACK
 from mqlab.brokers.sim.nats import subjects as nats_subjects
 from mqlab.brokers.sim.nats.streams import (
     Consumer,
@@ -53,7 +56,6 @@ from mqlab.brokers.sim.nats.streams import (
     Pending,
     Stored,
     Stream,
-    StreamConfig,
     refused,
 )
 from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
@@ -73,15 +75,11 @@ SOURCE = "sim:nats"
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 """Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
-MSG_ID_HEADER = "Nats-Msg-Id"
-"""JetStream's deduplication header."""
 
 MAX_ACK_PENDING = 1000
 """nats-server's default max_ack_pending for a consumer that sets none (the adapters do not)."""
 DEFAULT_DUPLICATE_WINDOW = 120.0
 """nats-server's duplicate window when a stream asks for none."""
-
-_EPSILON = 1e-6
 
 
 class SimNatsServer:
@@ -426,7 +424,7 @@ class SimNatsServer:
             return max(start_sequence or 1, first)
         if policy == "by_start_time":
             for sequence, message in stream.messages.items():
-                if message.time >= (start_time or 0.0) - _EPSILON:
+                if message.time >= (start_time or 0.0) - TIMER_SLACK:
                     return sequence
             return last + 1
         return first
@@ -574,7 +572,7 @@ class SimNatsServer:
         now = self.world.now()
         while stream.messages:
             oldest = stream.messages[stream.first_sequence]
-            if oldest.time + max_age > now + _EPSILON:
+            if oldest.time + max_age > now + TIMER_SLACK:
                 stream.age_timer = asyncio.get_running_loop().call_at(
                     oldest.time + max_age, self._expire_old, stream
                 )

@@ -174,13 +174,3 @@ class CoreSubscriber:
 
     pattern: str
     deliver: Callable[[str, bytes, dict[str, str]], None]
-
-
-@dataclass(slots=True)
-class StreamConfig:
-    subjects: tuple[str, ...]
-    retention: str
-    max_msgs: int
-    max_age: float
-    duplicate_window: float
-    max_msgs_per_subject: int

@@ -7,32 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, Unpack
 
 from mqlab.brokers.base import BrokerError, OperationTimedOut
 from mqlab.brokers.rabbitmq.api import (
-    MESSAGE_ID_HEADER,
     ConnectionLost,
-    ExchangeType,
     NotFound,
+    Publication,
     QueueInfo,
     RabbitConsumer,
     RabbitDelivery,
     RabbitMQAPI,
     RabbitMQError,
+    RabbitMQOptions,
     RabbitSnapshot,
 )
-from mqlab.brokers.rabbitmq.topology import Topology
 from mqlab.brokers.sim.adapter import SimBroker
 from mqlab.brokers.sim.link import SimLink, outlive_caller
 from mqlab.brokers.sim.rabbitmq.consumer import SimDelivery, SimRabbitConsumer
 from mqlab.brokers.sim.rabbitmq.queues import Channel, Handout, Message
 from mqlab.brokers.sim.rabbitmq.server import NODE, SimRabbitMQServer
 from mqlab.brokers.sim.world import NodeUnreachable, SimWorld
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 
 _T = TypeVar("_T")
 
@@ -48,49 +44,27 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
 
     Args:
         world: the simulated world (one per run; a private one when omitted).
-        bus, namespace, endpoints, connect_timeout: see :class:`mqlab.brokers.base.Broker`
-            (``bus`` defaults to the world's; ``namespace`` to a deterministic one).
-        operation_timeout, reconnect_interval, heartbeat: as for the real adapter, in virtual
-            seconds.
+        options: see :class:`~mqlab.brokers.rabbitmq.api.RabbitMQAPI` (in virtual seconds;
+            ``bus`` defaults to the world's, ``namespace`` to a deterministic one).
     """
 
     nodes = (NODE,)
 
     def __init__(
-        self,
-        *,
-        world: SimWorld | None = None,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-        operation_timeout: float = 10.0,
-        reconnect_interval: float = 1.0,
-        heartbeat: int = 5,
+        self, *, world: SimWorld | None = None, **options: Unpack[RabbitMQOptions]
     ) -> None:
-        super().__init__(
-            world=world,
-            bus=bus,
-            namespace=namespace,
-            endpoints=endpoints,
-            connect_timeout=connect_timeout,
-        )
-        self.operation_timeout = operation_timeout
-        self.reconnect_interval = reconnect_interval
-        self.heartbeat = heartbeat
+        super().__init__(world=world, **options)
         self._server: SimRabbitMQServer | None = None
         self._getter: Channel | None = None
         # A dict, not a set: iteration order must not depend on memory addresses (same seed,
         # same run).
         self._consumers: dict[SimRabbitConsumer, None] = {}
-        self._declared = Topology()
-        self._consumer_ids = itertools.count(1)
         self.link = SimLink(
             self,
             NODE,
-            silent_after=heartbeat * _HEARTBEAT_MISSES,
+            silent_after=self.heartbeat * _HEARTBEAT_MISSES,
             silence="missed heartbeats",
-            reconnect_interval=reconnect_interval,
+            reconnect_interval=self.reconnect_interval,
             on_lost=self._connection_lost,
             on_restored=self._recover_topology,
         )
@@ -126,7 +100,7 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
         """Re-declare what this adapter declared (as the official clients do) and re-subscribe
         its consumers (aio-pika's robust channels)."""
         server = self.require_server()
-        declared = self._declared
+        declared = self.declared
         for name, (kind, durable) in declared.exchanges.items():
             with contextlib.suppress(BrokerError):
                 server.declare_exchange(name, kind, durable)
@@ -149,164 +123,76 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
                 consumer.lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
         return f"; re-declared {declared.summary()}"
 
-    # --- topology -----------------------------------------------------------------------------
+    # --- topology (the checks and the record are in RabbitMQAPI) -----------------------------
 
-    async def declare_exchange(
-        self, name: str, type: ExchangeType = "direct", *, durable: bool = True
-    ) -> None:
-        """Declare an exchange (idempotent for identical arguments).
-
-        Raises:
-            PreconditionFailed: it exists with another type or durability.
-        """
-        full = self.own_exchange(name, "declared")
+    async def _declare_exchange(self, name: str, kind: str, durable: bool) -> None:
         server = self.require_server()
         await self.rpc(
-            f"declare exchange {full!r}", lambda: server.declare_exchange(full, type, durable)
+            f"declare exchange {name!r}", lambda: server.declare_exchange(name, kind, durable)
         )
-        self._declared.exchange_declared(full, type, durable)
 
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        durable: bool = True,
-        max_priority: int | None = None,
-        message_ttl_ms: int | None = None,
-        dead_letter_exchange: str | None = None,
-        dead_letter_routing_key: str | None = None,
-        max_length: int | None = None,
-    ) -> None:
-        """Declare a queue with the ``x-*`` arguments the course teaches (checked and
-        qualified by :meth:`RabbitMQAPI.queue_arguments`).
-
-        Raises:
-            PreconditionFailed: the queue exists with other arguments.
-        """
-        full = self.qualify_queue(name)
-        arguments = self.queue_arguments(
-            max_priority=max_priority,
-            message_ttl_ms=message_ttl_ms,
-            dead_letter_exchange=dead_letter_exchange,
-            dead_letter_routing_key=dead_letter_routing_key,
-            max_length=max_length,
-        )
+    async def _declare_queue(self, name: str, durable: bool, arguments: dict[str, Any]) -> None:
         server = self.require_server()
         await self.rpc(
-            f"declare queue {full!r}", lambda: server.declare_queue(full, durable, arguments)
+            f"declare queue {name!r}", lambda: server.declare_queue(name, durable, arguments)
         )
-        self._declared.queue_declared(full, durable, arguments)
 
-    async def bind_queue(
-        self,
-        queue: str,
-        exchange: str,
-        routing_key: str = "",
-        *,
-        arguments: Mapping[str, Any] | None = None,
+    async def _bind_queue(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any]
     ) -> None:
-        """Bind ``queue`` to ``exchange`` (``arguments`` for headers exchanges: x-match ...).
-
-        Raises:
-            NotFound: the queue or the exchange does not exist.
-        """
-        full_queue = self.qualify_queue(queue)
-        full_exchange = self.qualify(exchange)
-        binding_arguments = dict(arguments or {})
         server = self.require_server()
         await self.rpc(
-            f"bind {full_queue!r} to {full_exchange!r}",
-            lambda: server.bind(full_queue, full_exchange, routing_key, binding_arguments),
+            f"bind {queue!r} to {exchange!r}",
+            lambda: server.bind(queue, exchange, routing_key, arguments),
         )
-        self._declared.bound(full_queue, full_exchange, routing_key, binding_arguments)
+
+    async def _delete_queue(self, name: str) -> None:
+        for consumer in tuple(self._consumers):
+            if consumer.queue == name:
+                await consumer.close()
+        server = self.require_server()
+        await self.rpc(f"delete queue {name!r}", lambda: server.delete_queue(name))
+
+    async def _delete_exchange(self, name: str) -> None:
+        server = self.require_server()
+        await self.rpc(f"delete exchange {name!r}", lambda: server.delete_exchange(name))
 
     # --- publish ------------------------------------------------------------------------------
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        priority: int | None = None,
-        headers: Mapping[str, Any] | None = None,
-        expiration_ms: int | None = None,
-        message_id: str | None = None,
-        mandatory: bool = False,
-    ) -> str:
-        """Publish a persistent message and wait for the (simulated) confirm; returns its id.
-
-        Emits ``Produced`` on the confirm, ``ProduceFailed`` otherwise.
-
-        Raises:
-            Unroutable: ``mandatory`` and no queue matched.
-            NotFound: the exchange does not exist.
-            OperationTimedOut / ConnectionLost: no confirm within ``operation_timeout``.
-        """
-        full_exchange, full_key = self.publish_target(
-            exchange, routing_key, priority=priority, expiration_ms=expiration_ms
-        )
-        message_id = message_id or self.new_message_id()
-        destination = full_exchange or full_key
+    async def _publish(self, publication: Publication) -> None:
         message = Message(
-            message_id=message_id,
-            body=bytes(body),
-            exchange=full_exchange,
-            routing_keys=(full_key,),
-            headers={**(headers or {}), MESSAGE_ID_HEADER: message_id},
-            priority=priority,
-            expiration_ms=expiration_ms,
+            message_id=publication.message_id,
+            body=publication.body,
+            exchange=publication.exchange,
+            routing_keys=(publication.routing_key,),
+            headers=publication.headers,
+            priority=publication.priority,
+            expiration_ms=publication.expiration_ms,
         )
-
-        async def confirmed() -> int:
-            server = self.require_server()
-            return await self.rpc(
-                f"publish to {destination!r}",
-                lambda: server.publish(full_exchange, full_key, message, mandatory),
-                nbytes=len(message.body),
-            )
-
-        await self.send_reported(
-            confirmed(), destination=destination, message_id=message_id, key=routing_key
+        server = self.require_server()
+        await self.rpc(
+            f"publish to {publication.destination!r}",
+            lambda: server.publish(
+                publication.exchange, publication.routing_key, message, publication.mandatory
+            ),
+            nbytes=len(message.body),
         )
-        return message_id
 
     # --- get and consume ----------------------------------------------------------------------
 
-    async def get(self, queue: str, *, no_ack: bool = False) -> RabbitDelivery | None:
-        """basic.get one message, or None if the queue has no ready message.
-
-        Raises:
-            NotFound: the queue does not exist.
-        """
-        full = self.qualify_queue(queue)
+    async def _get(self, queue: str, no_ack: bool) -> RabbitDelivery | None:
         server = self.require_server()
         handout = await self.rpc(
-            f"get from {full!r}", lambda: server.get(full, self._getter_channel(), no_ack)
+            f"get from {queue!r}", lambda: server.get(queue, self._getter_channel(), no_ack)
         )
         if handout is None:
             return None
         return self.delivered(handout, consumer=GET_CONSUMER, no_ack=no_ack)
 
-    async def consume(
-        self, queue: str, *, prefetch: int = 10, name: str | None = None
-    ) -> RabbitConsumer:
-        """Start a consumer on its own channel with at most ``prefetch`` unacked messages.
-
-        Raises:
-            NotFound: the queue does not exist.
-        """
-        full = self.qualify_queue(queue)
-        if prefetch < 1:
-            raise RabbitMQError("rabbitmq: prefetch must be at least 1")
-        consumer = SimRabbitConsumer(
-            self,
-            name=name or f"consumer-{next(self._consumer_ids)}",
-            queue=full,
-            prefetch=prefetch,
-        )
+    async def _consume(self, queue: str, prefetch: int, name: str) -> RabbitConsumer:
+        consumer = SimRabbitConsumer(self, name=name, queue=queue, prefetch=prefetch)
         server = self.require_server()
-        await self.rpc(f"consume from {full!r}", lambda: consumer.subscribe(server))
+        await self.rpc(f"consume from {queue!r}", lambda: consumer.subscribe(server))
         self._consumers[consumer] = None
         return consumer
 
@@ -322,38 +208,13 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
 
     # --- queue operations ---------------------------------------------------------------------
 
-    async def purge_queue(self, name: str) -> int:
-        """Drop every ready message (unacked ones stay); returns how many."""
-        full = self.qualify_queue(name)
+    async def _purge_queue(self, name: str) -> int:
         server = self.require_server()
-        return await self.rpc(f"purge {full!r}", lambda: server.purge(full))
+        return await self.rpc(f"purge {name!r}", lambda: server.purge(name))
 
-    async def delete_queue(self, name: str) -> None:
-        """Delete a queue (no error if gone); this adapter's consumers on it are closed first."""
-        full = self.qualify_queue(name)
-        for consumer in tuple(self._consumers):
-            if consumer.queue == full:
-                await consumer.close()
+    async def _queue_info(self, name: str) -> QueueInfo:
         server = self.require_server()
-        await self.rpc(f"delete queue {full!r}", lambda: server.delete_queue(full))
-        self._declared.queue_deleted(full)
-
-    async def delete_exchange(self, name: str) -> None:
-        """Delete an exchange and its bindings (no error if gone)."""
-        full = self.own_exchange(name, "deleted")
-        server = self.require_server()
-        await self.rpc(f"delete exchange {full!r}", lambda: server.delete_exchange(full))
-        self._declared.exchange_deleted(full)
-
-    async def queue_info(self, name: str) -> QueueInfo:
-        """Depth of one queue (ready / unacked / consumers) and its arguments.
-
-        Raises:
-            NotFound: the queue does not exist.
-        """
-        full = self.qualify_queue(name)
-        server = self.require_server()
-        return await self.rpc(f"look up queue {full!r}", lambda: server.queue_info(full))
+        return await self.rpc(f"look up queue {name!r}", lambda: server.queue_info(name))
 
     # --- inspect and cleanup ------------------------------------------------------------------
 
@@ -382,13 +243,13 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
 
         def delete_all() -> None:
             queues, exchanges = server.names_with_prefix(prefix)
-            for queue in sorted(set(queues) | set(self._declared.queues)):
+            for queue in sorted(set(queues) | set(self.declared.queues)):
                 server.delete_queue(queue)
-            for exchange in sorted(set(exchanges) | set(self._declared.exchanges)):
+            for exchange in sorted(set(exchanges) | set(self.declared.exchanges)):
                 server.delete_exchange(exchange)
 
         await self.rpc(f"clean up namespace {self.namespace!r}", delete_all)
-        self._declared.clear()
+        self.declared.clear()
 
     # --- helpers ------------------------------------------------------------------------------
 

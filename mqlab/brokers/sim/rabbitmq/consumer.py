@@ -62,27 +62,18 @@ class SimDelivery(RabbitDelivery):
 
 
 class SimRabbitConsumer(RabbitConsumer):
-    """A basic.consume subscription on its own channel.
-
-    RabbitMQ pushes up to ``prefetch`` unacknowledged messages; they wait in a local buffer
-    until :meth:`next` hands them out. Under network latency each push travels the simulated
-    network first. After a lost connection the buffered messages are stale (RabbitMQ requeued
-    them) and are skipped; the consumer re-subscribes when the adapter reconnects.
-    """
+    """A basic.consume subscription on a simulated channel (see :class:`RabbitConsumer`);
+    under network latency each push travels the simulated network first."""
 
     def __init__(self, broker: SimRabbitMQBroker, *, name: str, queue: str, prefetch: int) -> None:
+        super().__init__(name=name, queue=queue, prefetch=prefetch)
         self._broker = broker
-        self.name = name
-        self.queue = queue
-        self.prefetch = prefetch
         self._buffer: deque[Handout] = deque()
         self._in_transit: deque[Handout] = deque()
         self._courier: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
         self._channel: Channel | None = None
         self._server: SimRabbitMQServer | None = None
-        self._closed = False
-        self.lost: str | None = None
 
     def subscribe(self, server: SimRabbitMQServer) -> None:
         channel = server.open_channel(self._broker)
@@ -132,17 +123,9 @@ class SimRabbitConsumer(RabbitConsumer):
             self._courier.cancel()
             self._courier = None
 
-    async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
-        """The next delivery, or None if none arrives within ``timeout`` seconds.
-
-        Raises:
-            RabbitMQError: the consumer is closed, or RabbitMQ ended the subscription (its
-                queue was deleted, or is gone after a reconnect).
-        """
-        if self._closed:
-            raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
+    async def _next(self, timeout: float) -> RabbitDelivery | None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0.0)
+        deadline = loop.time() + timeout
         while True:
             while self._buffer:
                 handout = self._buffer.popleft()
@@ -159,12 +142,7 @@ class SimRabbitConsumer(RabbitConsumer):
             except TimeoutError:
                 return None
 
-    async def close(self) -> None:
-        """Cancel the subscription and close the channel; unacked messages are requeued
-        (redelivered=True), exactly what happens when a consumer process dies."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _cancel(self) -> None:
         self._broker.forget_consumer(self)
         self.drop_stale()
         self._buffer.clear()

@@ -14,8 +14,7 @@ from typing import Any
 from mqlab.brokers.rabbitmq.api import (
     QueueInfo,
 )
-
-_EPSILON = 1e-6  # a timer set for an expiry may fire a rounding error early
+from mqlab.brokers.sim.clock import TIMER_SLACK
 
 
 @dataclass(slots=True)
@@ -135,7 +134,7 @@ class Queue:
 
 def has_expired(message: Message, now: float) -> bool:
     """Whether ``message``'s time to live is up at ``now``."""
-    return message.expires_at is not None and message.expires_at <= now + _EPSILON
+    return message.expires_at is not None and message.expires_at <= now + TIMER_SLACK
 
 
 class Channel:

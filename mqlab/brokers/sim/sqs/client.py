@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 from mqlab.brokers.base import (
     BrokerError,
     BrokerUnavailable,
     OperationTimedOut,
-    Placement,
     Reachability,
 )
 from mqlab.brokers.sim.adapter import SimBroker
@@ -35,23 +33,20 @@ from mqlab.brokers.sim.sqs.server import (
 )
 from mqlab.brokers.sim.world import NodeState, NodeUnreachable, SimWorld
 from mqlab.brokers.sqs.api import (
-    MESSAGE_ID_ATTRIBUTE,
-    Receipts,
+    MAX_LONG_POLL_SECONDS,
+    NewQueue,
+    Outgoing,
     SendResult,
     SqsAPI,
     SqsMessage,
+    SqsOptions,
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
-    check_queue_settings,
 )
-from mqlab.lab.endpoints import Endpoints
-from mqlab.observe.bus import ObservationBus
 
 _T = TypeVar("_T")
 
-MAX_LONG_POLL_SECONDS = 20
-MAX_BATCH = 10
 
 _PROBE_INTERVAL = 0.5
 _RETRY_INTERVAL = 0.25  # how often a call asks an unreachable endpoint again
@@ -63,8 +58,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
     Args:
         world: the simulated world (one per run; a private one when omitted).
-        bus, namespace, endpoints, connect_timeout: see :class:`mqlab.brokers.base.Broker`.
-        request_timeout: seconds a request may take (long polls get their wait on top).
+        options: see :class:`~mqlab.brokers.sqs.api.SqsAPI` (in virtual seconds).
         duplicate_rate, reorder_rate: set the world's SQS behaviour (see
             :func:`configure_sqs`); ``None`` keeps what the world has.
     """
@@ -75,26 +69,14 @@ class SimSqsBroker(SimBroker, SqsAPI):
         self,
         *,
         world: SimWorld | None = None,
-        bus: ObservationBus | None = None,
-        namespace: str | None = None,
-        endpoints: Endpoints | None = None,
-        connect_timeout: float = 5.0,
-        request_timeout: float | None = None,
         duplicate_rate: float | None = None,
         reorder_rate: float | None = None,
+        **options: Unpack[SqsOptions],
     ) -> None:
-        super().__init__(
-            world=world,
-            bus=bus,
-            namespace=namespace,
-            endpoints=endpoints,
-            connect_timeout=connect_timeout,
-        )
-        self.request_timeout = connect_timeout if request_timeout is None else request_timeout
+        super().__init__(world=world, **options)
         self._duplicate_rate = duplicate_rate
         self._reorder_rate = reorder_rate
         self._server: SimSqsServer | None = None
-        self._receipts = Receipts()
         self._health = Reachability(self, self._probe, interval=_PROBE_INTERVAL)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -134,144 +116,80 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
         await self._call("DeleteQueue", prefix, delete_all)
 
-    # --- queues -------------------------------------------------------------------------
+    # --- queues (names qualified and requests checked in SqsAPI) -----------------------
 
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        visibility_timeout: int = 30,
-        delay_seconds: int = 0,
-        content_based_dedup: bool = False,
-        receive_wait_time: int = 0,
-        dead_letter_queue: str | None = None,
-        max_receive_count: int | None = None,
-    ) -> str:
-        """CreateQueue (FIFO when the name ends in ``.fifo``); returns the queue URL.
-
-        Raises:
-            SqsRequestRefused: a setting SQS does not accept for this queue type.
-        """
-        queue = self.queue_name(name)
-        check_queue_settings(
-            queue,
-            content_based_dedup=content_based_dedup,
-            dead_letter_queue=dead_letter_queue,
-            max_receive_count=max_receive_count,
+    async def _create_queue(self, queue: NewQueue) -> str:
+        """CreateQueue, with the range checks the SQS server makes."""
+        name = queue.name
+        _check_range(name, "VisibilityTimeout", queue.visibility_timeout, MAX_VISIBILITY_TIMEOUT)
+        _check_range(name, "DelaySeconds", queue.delay_seconds, MAX_DELAY_SECONDS)
+        _check_range(
+            name, "ReceiveMessageWaitTimeSeconds", queue.receive_wait_time, MAX_LONG_POLL_SECONDS
         )
-        _check_range(queue, "VisibilityTimeout", visibility_timeout, MAX_VISIBILITY_TIMEOUT)
-        _check_range(queue, "DelaySeconds", delay_seconds, MAX_DELAY_SECONDS)
-        _check_range(queue, "ReceiveMessageWaitTimeSeconds", receive_wait_time, 20)
-        if max_receive_count is not None and not 1 <= max_receive_count <= 1000:
+        if queue.max_receive_count is not None and not 1 <= queue.max_receive_count <= 1000:
             raise SqsRequestRefused(
-                f"CreateQueue on {queue} refused: InvalidParameterValue: maxReceiveCount must "
+                f"CreateQueue on {name} refused: InvalidParameterValue: maxReceiveCount must "
                 "be between 1 and 1000"
             )
-        dead_letter = self.queue_name(dead_letter_queue) if dead_letter_queue else None
         server = self.require_server()
         created = await self._call(
             "CreateQueue",
-            queue,
+            name,
             lambda: server.create_queue(
-                queue,
-                visibility_timeout=visibility_timeout,
-                delay_seconds=delay_seconds,
-                content_based_dedup=content_based_dedup,
-                receive_wait_time=receive_wait_time,
-                dead_letter_queue=dead_letter,
-                max_receive_count=max_receive_count,
+                name,
+                visibility_timeout=queue.visibility_timeout,
+                delay_seconds=queue.delay_seconds,
+                content_based_dedup=queue.content_based_dedup,
+                receive_wait_time=queue.receive_wait_time,
+                dead_letter_queue=queue.dead_letter_queue,
+                max_receive_count=queue.max_receive_count,
             ),
         )
         return created.url
 
-    async def delete_queue(self, name: str) -> None:
-        """DeleteQueue; a queue that is already gone is not an error."""
-        queue = self.queue_name(name)
+    async def _delete_queue(self, queue: str) -> None:
         server = self.require_server()
         with contextlib.suppress(QueueMissing):
             await self._call("DeleteQueue", queue, lambda: server.delete_queue(queue))
 
-    async def purge_queue(self, name: str) -> None:
-        """PurgeQueue: drop every message, visible or in flight."""
-        queue = self.queue_name(name)
+    async def _purge_queue(self, queue: str) -> None:
         server = self.require_server()
         await self._call("PurgeQueue", queue, lambda: server.purge(queue))
 
-    async def queue_info(self, name: str) -> SqsQueueInfo:
-        """Depth and settings of one queue (and its DLQ's depth), fresh from the server."""
-        queue = self.queue_name(name)
+    async def _queue_info(self, queue: str) -> SqsQueueInfo:
         server = self.require_server()
         return await self._call("GetQueueAttributes", queue, lambda: server.queue_info(queue))
 
     # --- messages -----------------------------------------------------------------------
 
-    async def send(
-        self,
-        queue: str,
-        body: str,
-        *,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        delay_seconds: int | None = None,
-        message_id: str | None = None,
-    ) -> SendResult:
-        """SendMessage with mqlab's id in the ``mqlab-id`` message attribute.
-
-        Raises:
-            SqsRequestRefused: e.g. a FIFO send without ``group_id``, or without ``dedup_id``
-                on a queue without content-based deduplication.
-        """
-        name = self.queue_name(queue)
-        mqlab_id = message_id or self.new_message_id()
+    async def _send(self, queue: str, message: Outgoing) -> tuple[SendResult, bool]:
         server = self.require_server()
-        stored, _ = await self.send_reported(
-            self._call(
-                "SendMessage",
-                name,
-                lambda: server.send(
-                    name,
-                    body,
-                    {MESSAGE_ID_ATTRIBUTE: mqlab_id},
-                    group_id=group_id,
-                    dedup_id=dedup_id,
-                    delay_seconds=delay_seconds,
-                ),
-                nbytes=len(body.encode()),
+        stored, duplicate = await self._call(
+            "SendMessage",
+            queue,
+            lambda: server.send(
+                queue,
+                message.body,
+                message.attributes,
+                group_id=message.group_id,
+                dedup_id=message.dedup_id,
+                delay_seconds=message.delay_seconds,
             ),
-            destination=name,
-            message_id=mqlab_id,
-            key=group_id,
-            placed=lambda outcome: Placement(duplicate=outcome[1]),
+            nbytes=len(message.body.encode()),
         )
-        return SendResult(
+        sent = SendResult(
             sqs_message_id=stored.sqs_message_id,
-            message_id=mqlab_id,
+            message_id=message.message_id,
             sequence_number=stored.sequence_number,
         )
+        return sent, duplicate
 
-    async def receive(
-        self,
-        queue: str,
-        *,
-        max_messages: int = 1,
-        wait_time: float = 0,
-        visibility_timeout: int | None = None,
-        consumer: str = "consumer",
+    async def _receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_timeout: int | None
     ) -> list[SqsMessage]:
-        """ReceiveMessage; ``wait_time`` > 0 long-polls (SQS counts whole seconds, rounded up)
-        and returns as soon as at least one message is there.
-
-        Raises:
-            SqsRequestRefused: ``max_messages`` outside 1..10 or ``wait_time`` above 20.
-        """
-        name = self.queue_name(queue)
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise SqsRequestRefused(f"max_messages must be 1..{MAX_BATCH} (SQS limit)")
-        wait_seconds = math.ceil(wait_time) if wait_time > 0 else 0
-        if wait_seconds > MAX_LONG_POLL_SECONDS:
-            raise SqsRequestRefused(f"wait_time must be at most {MAX_LONG_POLL_SECONDS} s")
+        """ReceiveMessage; a long poll returns as soon as at least one message is there."""
         if visibility_timeout is not None:
-            _check_range(name, "VisibilityTimeout", visibility_timeout, MAX_VISIBILITY_TIMEOUT)
+            _check_range(queue, "VisibilityTimeout", visibility_timeout, MAX_VISIBILITY_TIMEOUT)
         server = self.require_server()
 
         async def poll() -> list[Stored]:
@@ -284,11 +202,11 @@ class SimSqsBroker(SimBroker, SqsAPI):
                 if state is NodeState.PAUSED:
                     await self.world.next_change(NODE)  # a stopped server answers nothing
                     continue
-                target = server.queue(name, "ReceiveMessage")
+                target = server.queue(queue, "ReceiveMessage")
                 hidden_for = (
                     target.visibility_timeout if visibility_timeout is None else visibility_timeout
                 )
-                found = server.receive(name, max_messages, hidden_for)
+                found = server.receive(queue, max_messages, hidden_for)
                 remaining = deadline - loop.time()
                 if found or remaining <= 0:
                     return found
@@ -299,15 +217,14 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
         stored = await self._call_async(
             "ReceiveMessage",
-            name,
+            queue,
             poll,
             extra=wait_seconds,
             answer_size=lambda found: sum(len(m.body.encode()) for m in found),
         )
-        messages: list[SqsMessage] = []
-        for item in stored:
-            message = SqsMessage(
-                queue=name,
+        return [
+            SqsMessage(
+                queue=queue,
                 sqs_message_id=item.sqs_message_id,
                 receipt_handle=item.receipt_handle or "",
                 body=item.body,
@@ -318,96 +235,51 @@ class SimSqsBroker(SimBroker, SqsAPI):
                 sequence_number=item.sequence_number,
                 attributes=dict(item.attributes),
             )
-            messages.append(message)
-            self._receipts.received(message, consumer)
-            self.report_received(message, consumer)
-        return messages
+            for item in stored
+        ]
 
-    async def delete_message(self, queue: str, receipt_handle: str, *, consumer: str = "") -> None:
-        """DeleteMessage: the acknowledgement.
-
-        Raises:
-            ReceiptHandleInvalid: the server never issued this handle.
-        """
-        name = self.queue_name(queue)
+    async def _delete_message(self, queue: str, receipt_handle: str) -> str | None:
         server = self.require_server()
         deleted = await self._call(
-            "DeleteMessage", name, lambda: server.delete_message(name, receipt_handle)
+            "DeleteMessage", queue, lambda: server.delete_message(queue, receipt_handle)
         )
-        receipt = self._receipts.pop(receipt_handle)
-        message_id = receipt.message_id if receipt else None
-        if message_id is None:
-            message_id = deleted.message_id if deleted is not None else receipt_handle
-        self.report_settled(name, message_id, consumer or (receipt.consumer if receipt else ""))
+        return deleted.message_id if deleted is not None else None
 
-    async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
-        """ChangeMessageVisibility; 0 hands the message back at once (emits ``Nacked``).
-
-        Raises:
-            ReceiptHandleInvalid: the handle is unknown or its message is gone.
-        """
-        name = self.queue_name(queue)
+    async def _change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> str | None:
         server = self.require_server()
         changed = await self._call(
             "ChangeMessageVisibility",
-            name,
-            lambda: server.change_visibility(name, receipt_handle, timeout),
+            queue,
+            lambda: server.change_visibility(queue, receipt_handle, timeout),
         )
-        if timeout == 0:
-            receipt = self._receipts.get(receipt_handle)
-            self.report_settled(
-                name,
-                receipt.message_id if receipt else changed.message_id,
-                receipt.consumer if receipt else "",
-                requeue=True,
-            )
+        return changed.message_id
 
     # --- SNS ----------------------------------------------------------------------------
 
-    async def create_topic(self, name: str) -> str:
-        """CreateTopic (a FIFO topic when the name ends in ``.fifo``); returns its ARN."""
-        topic = self.queue_name(name)
+    async def _create_topic(self, topic: str) -> str:
         server = self.require_server()
         created = await self._call("CreateTopic", topic, lambda: server.create_topic(topic))
         return created.arn
 
-    async def subscribe_queue(self, topic_arn: str, queue: str, *, raw: bool = True) -> str:
-        """Subscribe ``queue`` to the topic; returns the SubscriptionArn."""
-        name = self.queue_name(queue)
+    async def _subscribe_queue(self, topic_arn: str, queue: str, raw: bool) -> str:
         server = self.require_server()
         arn = self._topic_arn(topic_arn)
-        return await self._call("Subscribe", name, lambda: server.subscribe(arn, name, raw))
+        return await self._call("Subscribe", queue, lambda: server.subscribe(arn, queue, raw))
 
-    async def publish(
-        self,
-        topic_arn: str,
-        body: str,
-        *,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """SNS Publish with mqlab's id as a message attribute (raw delivery keeps it)."""
-        mqlab_id = message_id or self.new_message_id()
-        topic = self.topic_name(topic_arn)
+    async def _publish(self, topic_arn: str, topic: str, message: Outgoing) -> None:
         server = self.require_server()
-
-        async def published() -> None:
-            arn = self._topic_arn(topic_arn)
-            await self._call(
-                "Publish",
-                topic,
-                lambda: server.publish(
-                    arn,
-                    body,
-                    {MESSAGE_ID_ATTRIBUTE: mqlab_id},
-                    group_id=group_id,
-                    dedup_id=dedup_id,
-                ),
-            )
-
-        await self.send_reported(published(), destination=topic, message_id=mqlab_id, key=group_id)
-        return mqlab_id
+        arn = self._topic_arn(topic_arn)
+        await self._call(
+            "Publish",
+            topic,
+            lambda: server.publish(
+                arn,
+                message.body,
+                message.attributes,
+                group_id=message.group_id,
+                dedup_id=message.dedup_id,
+            ),
+        )
 
     # --- inspection ---------------------------------------------------------------------
 
