@@ -68,11 +68,17 @@ class Observation:
         if unknown:
             raise ValueError(f"{kind}: unexpected fields {sorted(unknown)}")
         for f in dataclasses.fields(cls):
-            if f.name in payload and isinstance(payload[f.name], list):
-                payload[f.name] = tuple(
-                    tuple(v) if isinstance(v, list) else v for v in payload[f.name]
-                )
+            if f.name in payload:
+                payload[f.name] = _frozen(payload[f.name])
         return cls(**payload)
+
+
+def _frozen(value: Any) -> Any:
+    """JSON's lists as the tuples the fields hold, at every depth (a Rebalanced assignment is
+    a tuple of (member, tuple of partitions)), so a decoded observation equals the original."""
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 # --- messages ---------------------------------------------------------------------------
