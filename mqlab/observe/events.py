@@ -124,7 +124,8 @@ class ProduceFailed(Observation):
 class Delivered(Observation):
     """A consumer received a message. ``delivery_count`` starts at 1; ``redelivered`` is the
     broker's own flag (RabbitMQ redelivered, SQS ApproximateReceiveCount > 1, NATS
-    num_delivered > 1, Kafka: the offset was delivered to this group before)."""
+    num_delivered > 1). Kafka has neither a flag nor a counter: its re-reads are always
+    ``redelivered=False``, ``delivery_count=1``, and show as repeated message ids."""
 
     kind: ClassVar[str] = "delivered"
     destination: str
