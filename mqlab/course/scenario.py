@@ -567,7 +567,8 @@ class LedgerExpectation(_Strict):
     redelivered: Count | None = None
     """Deliveries the broker marked as redeliveries."""
     rebalances: Count | None = None
-    """Consumer group assignment changes (Kafka)."""
+    """Kafka consumer group rebalances: new generations of the group (a member joining or
+    leaving makes one; each member's report of the same generation counts once)."""
     priority_inversions: Count | None = None
     """Messages processed after a lower-priority message (0 = perfect priority order)."""
     broker_duplicates: Count | None = None

@@ -64,7 +64,7 @@ LEDGER_ROWS: tuple[LedgerRow, ...] = (
     LedgerRow("out_of_order_overall", "out of order (across keys)"),
     LedgerRow("priority_inversions", "processed after a lower priority"),
     LedgerRow("redelivered", "redeliveries"),
-    LedgerRow("rebalances", "rebalances (assignment changes, joins and leaves included)"),
+    LedgerRow("rebalances", "rebalances (group generations: joins and leaves included)"),
     LedgerRow("broker_duplicates", "dropped by broker dedup"),
     LedgerRow("skipped_duplicates", "skipped by idempotent consumer"),
     # patterns (retries, idempotency, sagas, event sourcing, outbox)
@@ -255,6 +255,7 @@ class Ledger:
     _rebalance_state: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(
         default_factory=dict
     )
+    _generations: set[tuple[str, int]] = field(default_factory=set)
     patterns: PatternTally = field(default_factory=PatternTally)
     """The patterns' numbers (retries, effects, sagas, events, outbox)."""
 
@@ -293,8 +294,15 @@ class Ledger:
                 self.dropped.add(mid)
             case Committed(group=group, topic=topic, partition=partition, offset=offset):
                 self.committed[(group, topic, partition)] = offset
-            case Rebalanced(group=group, assignment=assignment):
-                if self._rebalance_state.get(group) != assignment:
+            case Rebalanced(group=group, generation=generation, assignment=assignment):
+                # A rebalance is a new generation of the group; each member reports its own
+                # share of it, so one generation is counted once. Where the generation is
+                # unknown (0), a change of the reported assignment counts instead.
+                if generation > 0:
+                    if (group, generation) not in self._generations:
+                        self._generations.add((group, generation))
+                        self.rebalances += 1
+                elif self._rebalance_state.get(group) != assignment:
                     self._rebalance_state[group] = assignment
                     self.rebalances += 1
             case _:

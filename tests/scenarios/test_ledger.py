@@ -171,3 +171,15 @@ def test_compare_expectations() -> None:
     assert compare(2, "<=3")
     assert compare(2, "<3")
     assert compare(2, "==2")
+
+
+def test_every_members_report_of_one_generation_is_one_rebalance() -> None:
+    first = (("m1", ("t:0",)),)
+    second = (("m2", ("t:1",)),)
+    summary = fold(
+        Rebalanced(at=0, broker="t", group="g", generation=1, assignment=(("m1", ("t:0", "t:1")),)),
+        Rebalanced(at=0, broker="t", group="g", generation=2, assignment=first),
+        Rebalanced(at=0, broker="t", group="g", generation=2, assignment=second),
+        Rebalanced(at=0, broker="t", group="other", generation=2, assignment=second),
+    ).summary()
+    assert summary.rebalances == 3
