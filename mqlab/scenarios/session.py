@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from mqlab.brokers.registry import BrokerRef
 from mqlab.course.scenario import Scenario, Toxic
 from mqlab.observe.bus import Subscriber
 from mqlab.observe.events import Observation
@@ -37,7 +38,8 @@ from mqlab.scenarios.verdict import RunJudge, RunResult
 if TYPE_CHECKING:
     from mqlab.brokers.base import Broker
 
-SYSTEM_NAMES = ("kafka", "rabbitmq", "sqs", "nats")
+JudgedT = TypeVar("JudgedT")
+"""What a :meth:`RunSession.request_judged` reader returns."""
 
 
 def resolve_broker(name: str, scenario: Scenario) -> tuple[str, bool]:
@@ -64,16 +66,13 @@ def resolve_broker(name: str, scenario: Scenario) -> tuple[str, bool]:
         if simulated and not scenario.runs_on_sim:
             raise ScenarioError(f"scenario {scenario.id!r} does not run on the simulator")
         return system, simulated
-    if system not in SYSTEM_NAMES:
-        from mqlab.brokers.registry import resolve_name
-
-        resolve_name(name)  # raises UnknownBroker with a "did you mean"
-    if system not in scenario.systems:
+    ref = BrokerRef.parse(name)  # raises UnknownBroker with a "did you mean"
+    if ref.system not in scenario.systems:
         runs_on = ", ".join(scenario.systems) + (" (and sim)" if scenario.runs_on_sim else "")
-        raise ScenarioError(f"scenario {scenario.id!r} runs on {runs_on}, not {system}")
-    if simulated and not scenario.runs_on_sim:
+        raise ScenarioError(f"scenario {scenario.id!r} runs on {runs_on}, not {ref.system}")
+    if ref.simulated and not scenario.runs_on_sim:
         raise ScenarioError(f"scenario {scenario.id!r} does not run on the simulator")
-    return system, simulated
+    return ref.system, ref.simulated
 
 
 LiveAction = Literal["kill", "pause", "resume", "restart", "latency", "cut", "heal", "crash"]
@@ -293,6 +292,38 @@ class RunSession:
             idle.set_result(None)
             return idle
         return asyncio.run_coroutine_threadsafe(self.snapshot(), loop)
+
+    def request_judged(
+        self, read: Callable[[RunJudge], JudgedT]
+    ) -> concurrent.futures.Future[JudgedT | None]:
+        """``read(judge)`` on the run's own thread, between two observations, from any thread.
+
+        This is how a UI looks at the ledger the run folds without folding every observation a
+        second time: the judge is only ever touched on the run's thread, so ``read`` sees it
+        whole and needs no lock. The future holds ``read``'s value (or its exception), None
+        when the run is not running. A run that ends before getting to ``read`` leaves the
+        future pending: a caller polls it, and takes the run's result at the end instead.
+        """
+        future: concurrent.futures.Future[JudgedT | None] = concurrent.futures.Future()
+        loop = self._loop
+        if loop is None:
+            future.set_result(None)
+            return future
+        judge = self.runner.judge
+
+        def on_the_run_thread() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(read(judge))
+            except BaseException as error:  # handed to the caller, never lost in the loop
+                future.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(on_the_run_thread)
+        except RuntimeError:  # the loop closed between the check and the call
+            future.set_result(None)
+        return future
 
     def cancel(self) -> None:
         """Stop the run from another thread (its cleanup still runs)."""

@@ -16,8 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
+from mqlab.brokers.registry import SYSTEM_NAMES
 from mqlab.lab.doctor import Finding
-from mqlab.scenarios.session import SYSTEM_NAMES
 from mqlab.tui.messages import LabStatusRead
 
 SIM = "sim"
