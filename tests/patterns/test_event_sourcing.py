@@ -19,11 +19,11 @@ from mqlab.observe.events import (
     SnapshotTaken,
     VersionConflict,
 )
+from mqlab.patterns.event_log_kafka import KafkaEventLog
 from mqlab.patterns.event_sourcing import (
     Aggregate,
     CommandRejected,
     DomainEvent,
-    KafkaEventLog,
     MemoryEventStore,
     Order,
     OrdersByStatus,

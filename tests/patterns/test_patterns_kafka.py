@@ -29,7 +29,8 @@ from mqlab.patterns.delivery import (
     consume_transform_produce,
     offsets_in_database,
 )
-from mqlab.patterns.event_sourcing import KafkaEventLog, Order, OrdersByStatus, rebuild
+from mqlab.patterns.event_log_kafka import KafkaEventLog
+from mqlab.patterns.event_sourcing import Order, OrdersByStatus, rebuild
 from mqlab.patterns.harness import Crashed, Reporter, crash_at
 
 pytestmark = pytest.mark.kafka

@@ -12,13 +12,13 @@ from mqlab.brokers.base import BrokerUnavailable
 from mqlab.lab.endpoints import Endpoints
 from mqlab.patterns.event_sourcing import (
     DomainEvent,
-    NatsEventStore,
     Order,
     OrdersByStatus,
     Repository,
     VersionConflictError,
     rebuild,
 )
+from mqlab.patterns.event_store_nats import NatsEventStore
 
 pytestmark = pytest.mark.nats
 

@@ -19,11 +19,11 @@ from mqlab.patterns.event_sourcing import (
     DomainEvent,
     Order,
     OrdersByStatus,
-    PostgresEventStore,
     Repository,
     VersionConflictError,
     rebuild,
 )
+from mqlab.patterns.event_store_postgres import PostgresEventStore
 from mqlab.patterns.harness import Crashed, crash_at
 from mqlab.patterns.idempotency import (
     process_in_one_transaction,

@@ -258,7 +258,8 @@ class ProgramContext:
 
     async def event_store(self) -> EventStore:
         """The run's event store (PostgreSQL on the lab, memory on the simulator)."""
-        from mqlab.patterns.event_sourcing import MemoryEventStore, PostgresEventStore
+        from mqlab.patterns.event_sourcing import MemoryEventStore
+        from mqlab.patterns.event_store_postgres import PostgresEventStore
 
         found = self.shared.get("event_store")
         if found is None:

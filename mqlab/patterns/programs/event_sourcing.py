@@ -166,7 +166,7 @@ async def _race(
 )
 async def concurrent_writers(ctx: ProgramContext) -> None:
     """The race on the run's event store; writer B has a connection of its own on the lab."""
-    from mqlab.patterns.event_sourcing import PostgresEventStore
+    from mqlab.patterns.event_store_postgres import PostgresEventStore
 
     store_a = await ctx.event_store()
     if ctx.simulated:
@@ -198,7 +198,7 @@ async def concurrent_writers_nats(ctx: ProgramContext) -> None:
         store = MemoryEventStore(name=ctx.store_name("nats"))
         await _race(ctx, store, store, retry=bool(ctx.params["retry"]))
         return
-    from mqlab.patterns.event_sourcing import NatsEventStore
+    from mqlab.patterns.event_store_nats import NatsEventStore
 
     url, namespace = ctx.endpoints.nats_url, ctx.namespace
     store_a = NatsEventStore(url, namespace)
@@ -220,7 +220,7 @@ async def concurrent_writers_nats(ctx: ProgramContext) -> None:
 async def concurrent_writers_kafka(ctx: ProgramContext) -> None:
     """Both writers read the log, decide, and publish; a projection replays the log."""
     from mqlab.brokers.kafka.api import KafkaAPI
-    from mqlab.patterns.event_sourcing import KafkaEventLog
+    from mqlab.patterns.event_log_kafka import KafkaEventLog
 
     _require(ctx, "kafka", "concurrent-writers-kafka")
     assert isinstance(ctx.broker, KafkaAPI)
