@@ -16,15 +16,18 @@ if TYPE_CHECKING:
     from mqlab.course.library import LessonEntry
     from mqlab.lab.doctor import Finding
     from mqlab.scenarios.verdict import RunResult
+    from mqlab.tui.models.ledger import LedgerPicture
 
 
 @dataclass
 class RunFinished(Message):
     """A run or a replay ended: ``result`` is its judged result, None when it was stopped;
-    ``error`` says why it could not run at all."""
+    ``error`` says why it could not run at all; ``picture`` is its final ledger, counted by
+    the worker that ran it."""
 
     result: RunResult | None
     error: str | None = None
+    picture: LedgerPicture | None = None
 
 
 @dataclass

@@ -1,15 +1,18 @@
 """Where a screen's observations come from: a live run or a recorded trace.
 
 Both are driven from a Textual thread worker (they block) and push observations into an
-:class:`~mqlab.tui.feed.ObservationFeed`; neither imports Textual, so they are tested without a
-terminal. :class:`LiveRun` wraps the one owner of a run, :class:`~mqlab.scenarios.session.
-RunSession` (the TUI never assembles a run itself); :class:`TracePlayer` plays a trace back at a
-chosen pace, with pause and single steps, and judges it exactly as ``mqlab replay`` does.
+:class:`~mqlab.tui.feed.ObservationFeed`, which folds them into the screen's live views on that
+thread; neither imports Textual, so they are tested without a terminal. :class:`LiveRun` wraps
+the one owner of a run, :class:`~mqlab.scenarios.session.RunSession` (the TUI never assembles a
+run itself), and reads the ledger from the runner's own judge; :class:`TracePlayer` plays a
+trace back at a chosen pace, with pause and single steps, folding it into its judge as it
+plays, so its end is judged exactly as ``mqlab replay`` judges it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +21,11 @@ from pathlib import Path
 from mqlab.course.scenario import Scenario
 from mqlab.observe.events import Observation
 from mqlab.observe.trace import TraceHeader, read_trace
-from mqlab.scenarios.session import LiveFault, RunSession, judge_observations
-from mqlab.scenarios.verdict import RunResult
+from mqlab.scenarios.session import LiveFault, RunSession
+from mqlab.scenarios.verdict import RunJudge, RunResult
 from mqlab.tui.feed import ObservationFeed
+from mqlab.tui.models.ledger import LedgerPicture, picture_of
+from mqlab.tui.models.live import LiveModels
 
 SPEEDS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0)
 """The paces ``+`` and ``-`` step through (virtual seconds per real second)."""
@@ -60,6 +65,7 @@ class LiveRun:
         seed: the simulator's seed.
         speed: the simulator's pace (None: flat out; ignored on real brokers).
         record: also write the run's trace there.
+        models: the live views the run's observations are folded into (on the run's thread).
 
     Raises:
         UnknownBroker, ScenarioError: the scenario cannot run on that broker.
@@ -73,9 +79,12 @@ class LiveRun:
         seed: int = 0,
         speed: float | None = 1.0,
         record: Path | None = None,
+        models: LiveModels | None = None,
     ) -> None:
-        self.feed = ObservationFeed()
+        self.feed = ObservationFeed(models)
         self.session = RunSession(scenario, broker, seed=seed, speed=speed, record=record)
+        self.final_picture: LedgerPicture | None = None
+        """The ledger at the end (counted by :meth:`run` once the run is over)."""
         self.session.subscribe(self._watch)
         self.speed: float | None = speed if self.session.simulated else None
         self._lock = threading.Lock()
@@ -113,11 +122,21 @@ class LiveRun:
             with self._lock:
                 if self._cancel_requested:
                     return None
-            return self.session.run_sync()
+            result = self.session.run_sync()
         except (asyncio.CancelledError, KeyboardInterrupt):
             return None
+        else:
+            # The run's loop is gone: nothing folds into the runner's judge any more, so it
+            # is counted here, off the UI thread.
+            self.final_picture = picture_of(self.session.runner.judge)
+            return result
         finally:
             self._finished.set()
+
+    def request_picture(self) -> concurrent.futures.Future[LedgerPicture | None]:
+        """The ledger so far, counted from the runner's own judge on the run's thread (the UI
+        polls the future; it stays pending if the run ends first)."""
+        return self.session.request_judged(picture_of)
 
     def cancel(self) -> None:
         """Stop the run; its cleanup (restart what it killed, delete its resources) still
@@ -170,6 +189,10 @@ class TracePlayer:
         path: a trace written by ``mqlab run --record`` (or the TUI's own recording).
         speed: recorded seconds per real second (None: everything at once; 0: paused).
 
+    The trace has no runner to judge it: the player's feed folds every observation into
+    :attr:`judge` as well as into the live views (:meth:`draw_into`), once, on the player's
+    thread.
+
     Raises:
         TraceError: not a readable trace.
     """
@@ -179,7 +202,10 @@ class TracePlayer:
         header, observations = read_trace(path)
         self.header: TraceHeader = header
         self.observations: list[Observation] = list(observations)
-        self.feed = ObservationFeed()
+        self.judge = RunJudge()
+        self.feed = ObservationFeed(judge=self.judge)
+        self.final_picture: LedgerPicture | None = None
+        """The ledger at the end of the trace (counted by :meth:`run`)."""
         self.speed = speed
         self.position = 0
         """How many observations were played so far."""
@@ -192,6 +218,14 @@ class TracePlayer:
     def finished(self) -> bool:
         """Whether the whole trace was played (or the replay was stopped)."""
         return self._finished.is_set()
+
+    def draw_into(self, models: LiveModels) -> None:
+        """Fold what is played into ``models`` too (before :meth:`run`)."""
+        self.feed.models = models
+
+    def request_picture(self) -> concurrent.futures.Future[LedgerPicture | None]:
+        """The ledger played so far, counted in a helper thread."""
+        return self.feed.request_picture()
 
     def run(self) -> RunResult | None:
         """Play every observation into the feed, then judge the trace (blocking). None when
@@ -209,7 +243,9 @@ class TracePlayer:
                 previous = observation.at
                 self.feed(observation)
                 self.position += 1
-            return judge_observations(self.observations)
+            with self.feed.judge_lock:
+                self.final_picture = picture_of(self.judge)
+                return self.judge.result(observations=tuple(self.observations))
         finally:
             self._finished.set()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mqlab.lab.doctor import Finding
+from mqlab.observe.bus import Recorder
 from mqlab.scenarios.library import find
 from mqlab.scenarios.session import RunSession
 from mqlab.tui.runs import LiveRun, TracePlayer, faster, slower, speed_label
@@ -40,13 +41,13 @@ def test_a_paused_trace_plays_one_observation_per_step(trace: Path) -> None:
     thread = threading.Thread(target=lambda: results.append(player.run()))
     thread.start()
     try:
-        assert player.feed.drain() == []  # paused: nothing plays by itself
+        assert player.feed.take().count == 0  # paused: nothing plays by itself
         player.step()
         _wait(lambda: player.position == 1, "one step")
         player.step()
         player.step()
         _wait(lambda: player.position == 3, "two more steps")
-        assert player.feed.drain()[0].kind == "run_started"
+        assert player.feed.take().newest[0].kind == "run_started"
         player.set_speed(None)
         thread.join(30)
     finally:
@@ -72,11 +73,13 @@ def test_a_live_run_cancelled_before_it_began_does_not_begin() -> None:
     live.cancel()
     assert live.run() is None
     assert live.finished
-    assert live.feed.drain() == []
+    assert live.feed.take().count == 0
 
 
 def test_a_live_run_cancelled_while_it_runs_stops_after_its_cleanup() -> None:
     live = LiveRun(find("kafka-leader-failover"), "sim", speed=1.0)
+    recorder = Recorder()
+    live.session.subscribe(recorder)
     results: list[object] = []
     thread = threading.Thread(target=lambda: results.append(live.run()))
     thread.start()
@@ -85,7 +88,8 @@ def test_a_live_run_cancelled_while_it_runs_stops_after_its_cleanup() -> None:
     live.cancel()  # a second cancel is not sent: it would interrupt the cleanup
     thread.join(60)
     assert results == [None]
-    kinds = [o.kind for o in live.feed.drain()]
+    assert live.feed.take().newest[-1].kind == "run_ended"
+    kinds = [o.kind for o in recorder.observations]
     assert kinds[-1] == "run_ended"  # the cleanup ran to its end
     assert kinds.count("produced") < 30  # it stopped before the end of the script
 
@@ -101,7 +105,7 @@ def test_a_live_run_is_paced_and_snapshotted() -> None:
     poller.join(30)
     assert live.finished
     assert snapshots
-    assert live.feed.drain()[-1].kind == "run_ended"
+    assert live.feed.take().newest[-1].kind == "run_ended"
 
 
 def test_paces_step_up_and_down() -> None:

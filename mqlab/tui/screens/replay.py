@@ -7,6 +7,7 @@ the recorded run had (the trace is judged as ``mqlab replay`` judges it).
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 
 from textual.binding import Binding
@@ -14,6 +15,7 @@ from textual.worker import Worker
 
 from mqlab.scenarios.verdict import RunResult
 from mqlab.tui.messages import RunFinished
+from mqlab.tui.models.ledger import LedgerPicture
 from mqlab.tui.runs import TracePlayer
 from mqlab.tui.screens.run_screen import RunScreen
 
@@ -36,6 +38,7 @@ class ReplayScreen(RunScreen):
         system = header.broker.removeprefix("sim:")
         title = header.scenario or path.name
         super().__init__(system, title=title, where=f"replay {header.broker}")
+        self.player.draw_into(self.models)
         self.feed = self.player.feed
         self._initial_speed = speed
         self._worker: Worker[RunResult | None] | None = None
@@ -57,8 +60,11 @@ class ReplayScreen(RunScreen):
             self.post_message(RunFinished(None, str(error)))
             return None
         if result is not None:
-            self.post_message(RunFinished(result))
+            self.post_message(RunFinished(result, picture=self.player.final_picture))
         return result
+
+    def request_picture(self) -> concurrent.futures.Future[LedgerPicture | None]:
+        return self.player.request_picture()
 
     @property
     def speed(self) -> float | None:

@@ -1,17 +1,19 @@
 """What the scenario screen and the replay screen share: the layout, the frame loop that
-drains the observation feed into the models, and the pace keys.
+takes what the feed folded and repaints it, and the pace keys.
 
-A frame (30 per second) drains everything the run reported since the previous frame, folds it
-into the ledger judge and the live models (each model only sees the kinds it draws), writes the
-newest lines of the timeline, and repaints the panels whose model moved. The ledger, which
-re-counts every message, is redrawn at most 5 times a second.
+The observations are folded where they are produced: the run's thread folds each one into the
+live views (through the :class:`~mqlab.tui.feed.ObservationFeed`) and the run's own judge
+folds it into the ledger. A frame (15 a second) only takes the newest few for the timeline,
+repaints the panels whose view moved (reading them under the feed's lock) and, at most 5 times
+a second, draws the ledger from a :class:`~mqlab.tui.models.ledger.LedgerPicture` counted off
+this thread. Its cost does not grow with the broker's rate.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -22,11 +24,12 @@ from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from mqlab.observe.events import Observation
 from mqlab.scenarios.verdict import RunJudge, RunResult
 from mqlab.tui.feed import FRAME_SECONDS, ObservationFeed
 from mqlab.tui.messages import RunFinished, SnapshotTaken
 from mqlab.tui.models.kafka import KafkaView
+from mqlab.tui.models.ledger import LedgerPicture
+from mqlab.tui.models.live import LiveModels
 from mqlab.tui.models.patterns import EventLogView, RetryView, SagaView
 from mqlab.tui.models.queues import QueueSystemView
 from mqlab.tui.runs import faster, slower, speed_label
@@ -40,38 +43,16 @@ from mqlab.tui.widgets.scenario.run_status import RunStatus
 from mqlab.tui.widgets.scenario.saga_view import SagaPanel
 from mqlab.tui.widgets.scenario.timeline import Timeline
 
+if TYPE_CHECKING:
+    from mqlab.course.scenario import Scenario
+
 BROKER_SYSTEMS = ("kafka", "rabbitmq", "sqs", "nats")
 """Systems with a live broker view."""
 LEDGER_REDRAW_SECONDS = 0.2
-"""The ledger is redrawn at most this often (and less often when it takes long)."""
+"""The ledger is redrawn at most this often (and less often when counting it takes long)."""
 NARROW_WIDTH = 100
 """Below this many columns the timeline and the side panels stack instead of sitting side by
 side."""
-
-_KAFKA_KINDS = frozenset(
-    {"produced", "leader_changed", "broker_down", "broker_up", "committed", "rebalanced"}
-)
-_QUEUE_KINDS = frozenset(
-    {"produce_requested", "produced", "delivered", "acked", "nacked", "processed", "dead_lettered"}
-)
-_RETRY_KINDS = frozenset({"retry_attempted", "retry_scheduled", "retry_gave_up"})
-_SAGA_KINDS = frozenset(
-    {
-        "saga_started",
-        "saga_step_started",
-        "saga_step_succeeded",
-        "saga_step_failed",
-        "compensation_started",
-        "compensation_succeeded",
-        "compensation_failed",
-        "saga_parked",
-        "saga_ended",
-        "saga_recovered",
-    }
-)
-_EVENT_KINDS = frozenset(
-    {"event_appended", "aggregate_loaded", "snapshot_taken", "version_conflict"}
-)
 
 
 class RunScreen(Screen[None]):
@@ -98,35 +79,54 @@ class RunScreen(Screen[None]):
         self.system = system
         self.title_text = title
         self.where = where
-        self.judge = RunJudge()
-        self.kafka = KafkaView()
-        self.queues = QueueSystemView(system)
-        self.retries = RetryView()
-        self.sagas = SagaView()
-        self.events = EventLogView()
+        self.models = LiveModels(system)
         self.result: RunResult | None = None
         self.error: str | None = None
         self.running = False
-        self.feed = ObservationFeed()
-        self._routes: dict[str, list[Callable[[Observation], None]]] = self._make_routes()
-        self._first_at: float | None = None
-        self._last_at = 0.0
+        self.picture = LedgerPicture()
+        """The ledger as last drawn."""
+        self.feed = ObservationFeed(self.models, judge=RunJudge())
+        """Where observations arrive. Until a run or a replay brings its own, a feed with a
+        judge of its own: whatever is pushed into it is judged and drawn like a run."""
+        self._picture_request: concurrent.futures.Future[LedgerPicture | None] | None = None
         self._ledger_dirty = False
         self._ledger_drawn_at = 0.0
         self._ledger_interval = LEDGER_REDRAW_SECONDS
         self._resume_speed: float | None = 1.0
 
+    # The views, by name (what the panels and the tests look at).
+
+    @property
+    def kafka(self) -> KafkaView:
+        return self.models.kafka
+
+    @property
+    def queues(self) -> QueueSystemView:
+        return self.models.queues
+
+    @property
+    def retries(self) -> RetryView:
+        return self.models.retries
+
+    @property
+    def sagas(self) -> SagaView:
+        return self.models.sagas
+
+    @property
+    def events(self) -> EventLogView:
+        return self.models.events
+
+    def request_picture(self) -> concurrent.futures.Future[LedgerPicture | None]:
+        """The ledger so far, counted off the UI thread (subclasses ask their run)."""
+        return self.feed.request_picture()
+
     def reset_models(self) -> None:
-        """Fresh models for a new run, handed to the panels that draw them."""
-        self.judge = RunJudge(self.judge.scenario)
-        self.kafka = KafkaView()
-        self.queues = QueueSystemView(self.system)
-        self.retries = RetryView()
-        self.sagas = SagaView()
-        self.events = EventLogView()
-        self._routes = self._make_routes()
-        self._first_at = None
-        self._last_at = 0.0
+        """Fresh views for a new run, handed to the panels that draw them."""
+        self.models = LiveModels(self.system)
+        self.feed = ObservationFeed(self.models, judge=RunJudge(self.intro_scenario()))
+        self.picture = LedgerPicture()
+        self._picture_request = None
+        self._ledger_dirty = False
         panels: list[tuple[str, object]] = [
             ("#retry-panel", self.retries),
             ("#saga-panel", self.sagas),
@@ -142,19 +142,6 @@ class RunScreen(Screen[None]):
     def has_broker(self) -> bool:
         """Whether the run is on a broker (a pattern scenario may run on PostgreSQL alone)."""
         return self.system in BROKER_SYSTEMS
-
-    def _make_routes(self) -> dict[str, list[Callable[[Observation], None]]]:
-        routes: dict[str, list[Callable[[Observation], None]]] = defaultdict(list)
-        for kinds, fold in (
-            (_KAFKA_KINDS, self.kafka),
-            (_QUEUE_KINDS, self.queues),
-            (_RETRY_KINDS, self.retries),
-            (_SAGA_KINDS, self.sagas),
-            (_EVENT_KINDS, self.events),
-        ):
-            for kind in kinds:
-                routes[kind].append(fold)
-        return routes
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -197,47 +184,53 @@ class RunScreen(Screen[None]):
     # --- the frame loop --------------------------------------------------------------------
 
     def frame(self) -> None:
-        """Drain the feed, fold, repaint what moved (called by the frame timer)."""
-        batch = self.feed.drain()
-        if batch:
-            self.fold(batch)
+        """Take what the feed folded since the last frame, repaint what moved (called by the
+        frame timer)."""
+        batch = self.feed.take()
+        if batch.count:
             self.query_one(Timeline).add_observations(batch)
             self._ledger_dirty = True
-        now = time.monotonic()
-        if self._ledger_dirty and now - self._ledger_drawn_at >= self._ledger_interval:
-            self._draw_ledger()
-        for panel in self.query(ModelPanel):
-            panel.redraw()
-        if batch:
+        self._ledger_frame()
+        self.redraw_panels()
+        if batch.count:
             self._update_status()
 
-    def fold(self, batch: list[Observation]) -> None:
-        """Fold a batch into the judge and the models that draw its kinds."""
-        judge, routes = self.judge, self._routes
-        for observation in batch:
-            judge(observation)
-            for fold in routes.get(observation.kind, ()):
-                fold(observation)
-        if self._first_at is None:
-            self._first_at = batch[0].at
-        self._last_at = batch[-1].at
+    def redraw_panels(self) -> None:
+        """Repaint the live panels whose view moved, reading the views under the feed's lock
+        (the run's thread folds into them meanwhile)."""
+        with self.feed.lock:
+            for panel in self.query(ModelPanel):
+                panel.redraw()
+
+    def _ledger_frame(self) -> None:
+        """Ask for a ledger count when one is due, draw it when it has come."""
+        request = self._picture_request
+        if request is not None:
+            if not request.done():
+                return
+            self._picture_request = None
+            picture = request.result() if request.exception() is None else None
+            if picture is not None:
+                self.picture = picture
+                self._draw_ledger()
+            # The count takes long with a long run: ask less often, so that counting never
+            # takes more than a tenth of the time.
+            took = time.monotonic() - self._ledger_drawn_at
+            self._ledger_interval = max(LEDGER_REDRAW_SECONDS, took * 10)
+            return
+        now = time.monotonic()
+        if self._ledger_dirty and now - self._ledger_drawn_at >= self._ledger_interval:
+            self._ledger_dirty = False
+            self._ledger_drawn_at = now
+            self._picture_request = self.request_picture()
 
     def _draw_ledger(self) -> None:
-        self._ledger_dirty = False
-        started = time.monotonic()
-        self._ledger_drawn_at = started
-        self._draw_ledger_panel()
-        # The ledger recounts every message: with a long run it gets slower, so it is
-        # redrawn less often, never taking more than a tenth of the frames' time.
-        took = time.monotonic() - started
-        self._ledger_interval = max(LEDGER_REDRAW_SECONDS, took * 10)
-
-    def _draw_ledger_panel(self) -> None:
         panel = self.query_one(LedgerPanel)
-        if self.judge.scenario is not None and panel.scenario is None:
-            panel.scenario = self.judge.scenario
-            panel.system = self.judge.system or self.system
-        panel.show_ledger(self.judge.ledger, final=self.result, epilogue=self.ledger_epilogue())
+        picture = self.picture
+        if picture.scenario is not None and panel.scenario is None:
+            panel.scenario = picture.scenario
+            panel.system = picture.system or self.system
+        panel.show_ledger(picture, final=self.result, epilogue=self.ledger_epilogue())
 
     def ledger_epilogue(self) -> list[RenderableType]:
         """What the ledger tab shows below the final ledger (the scenario screen's
@@ -268,7 +261,8 @@ class RunScreen(Screen[None]):
 
     def _update_status(self) -> None:
         text, style = self.state()
-        clock = self._last_at - self._first_at if self._first_at is not None else 0.0
+        with self.feed.lock:
+            clock = self.models.clock
         self.query_one(RunStatus).show(
             title=self.title_text,
             where=self.where,
@@ -289,13 +283,17 @@ class RunScreen(Screen[None]):
         self.result = message.result
         self.error = message.error
         self.frame()  # whatever arrived before the end
-        self.kafka.end()
-        self.queues.end()
+        with self.feed.lock:
+            self.models.end()
+        self._picture_request = None  # the end's count replaces any still on its way
         if message.result is not None:
             if self.query_one(Timeline).skipped_any:
                 self.query_one(Timeline).show_all(message.result.observations)
+            if message.picture is not None:
+                self.picture = message.picture
             self._draw_ledger()
             self.query_one(TabbedContent).active = "ledger"
+        self.redraw_panels()
         self._update_status()
 
     def on_run_finished(self, message: RunFinished) -> None:
@@ -308,17 +306,21 @@ class RunScreen(Screen[None]):
         """Hand a broker snapshot to the live view it belongs to."""
         from mqlab.tui.models.snapshots import KafkaSnapshot
 
-        if isinstance(snapshot, KafkaSnapshot):
-            self.kafka.apply_snapshot(snapshot)
-        else:
-            self.queues.apply_snapshot(snapshot)
-        for panel in self.query(ModelPanel):
-            panel.redraw()
+        with self.feed.lock:
+            if isinstance(snapshot, KafkaSnapshot):
+                self.kafka.apply_snapshot(snapshot)
+            else:
+                self.queues.apply_snapshot(snapshot)
+        self.redraw_panels()
+
+    def intro_scenario(self) -> Scenario | None:
+        """The scenario before anything ran (the scenario screen knows it)."""
+        return None
 
     def show_intro(self, text: RenderableType) -> None:
         """What the ledger tab shows before anything ran."""
         panel = self.query_one(LedgerPanel)
-        scenario = self.judge.scenario
+        scenario = self.intro_scenario()
         if scenario is not None:
             panel.show_intro(scenario, self.system, text)
         else:

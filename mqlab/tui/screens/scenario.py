@@ -8,6 +8,7 @@ observation feed the frame loop drains.
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 
 from rich.console import Group, RenderableType
@@ -17,10 +18,11 @@ from textual.binding import Binding
 from textual.worker import Worker
 
 from mqlab.course.scenario import Scenario
-from mqlab.observe.events import ConsumerCrashed, ConsumerStarted, Observation
 from mqlab.scenarios.session import LiveFault, resolve_broker
-from mqlab.scenarios.verdict import RunResult
+from mqlab.scenarios.verdict import RunJudge, RunResult
+from mqlab.tui.feed import ObservationFeed
 from mqlab.tui.messages import FaultApplied, FaultRefused, RunFinished, SnapshotTaken
+from mqlab.tui.models.ledger import LedgerPicture
 from mqlab.tui.runs import LiveRun
 from mqlab.tui.screens.fault_menu import FaultMenu, describe_fault
 from mqlab.tui.screens.run_screen import RunScreen
@@ -74,11 +76,10 @@ class ScenarioScreen(RunScreen):
         self._speed = speed if simulated else None
         self.autostart = autostart
         self.record = record
-        self.judge.scenario = scenario
+        self.feed = ObservationFeed(self.models, judge=RunJudge(scenario))
         self.live: LiveRun | None = None
         self.prediction: int | None = None
         self._run_worker: Worker[RunResult | None] | None = None
-        self._consumer_log: list[ConsumerStarted | ConsumerCrashed] = []
 
     # --- intro ----------------------------------------------------------------------------
 
@@ -138,7 +139,12 @@ class ScenarioScreen(RunScreen):
         self._reset()
         try:
             live = LiveRun(
-                self.scenario, self.broker, seed=self.seed, speed=self._speed, record=self.record
+                self.scenario,
+                self.broker,
+                seed=self.seed,
+                speed=self._speed,
+                record=self.record,
+                models=self.models,
             )
         except Exception as error:  # a broker name the scenario refuses
             self.finish(RunFinished(None, _one_line(error)))
@@ -156,7 +162,6 @@ class ScenarioScreen(RunScreen):
         self.reset_models()
         self.result = None
         self.error = None
-        self._consumer_log = []
         self.queues.visibility_timeout = float(self.scenario.channel.sqs.visibility_timeout)
 
     def _run_in_thread(self) -> RunResult | None:
@@ -167,7 +172,7 @@ class ScenarioScreen(RunScreen):
         except Exception as error:
             self.post_message(RunFinished(None, _one_line(error)))
             return None
-        self.post_message(RunFinished(result))
+        self.post_message(RunFinished(result, picture=live.final_picture))
         return result
 
     def _poll_in_thread(self) -> None:
@@ -245,19 +250,18 @@ class ScenarioScreen(RunScreen):
 
     def running_consumers(self) -> list[str]:
         """Consumers started in this run and not crashed (as far as the observations tell)."""
-        started: list[str] = []
-        for observation in self._consumer_log:
-            if isinstance(observation, ConsumerStarted) and observation.consumer not in started:
-                started.append(observation.consumer)
-            elif isinstance(observation, ConsumerCrashed) and observation.consumer in started:
-                started.remove(observation.consumer)
-        return started
+        with self.feed.lock:
+            return self.models.running_consumers()
 
-    def fold(self, batch: list[Observation]) -> None:
-        super().fold(batch)
-        self._consumer_log.extend(
-            o for o in batch if isinstance(o, ConsumerStarted | ConsumerCrashed)
-        )
+    def intro_scenario(self) -> Scenario | None:
+        return self.scenario
+
+    def request_picture(self) -> concurrent.futures.Future[LedgerPicture | None]:
+        """The ledger so far: from the run's own judge while a run goes on."""
+        live = self.live
+        if live is not None and self.running:
+            return live.request_picture()
+        return super().request_picture()
 
     def inject(self, fault: LiveFault) -> None:
         """Apply ``fault`` from a worker; the outcome comes back as a message."""

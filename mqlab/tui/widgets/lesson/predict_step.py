@@ -11,6 +11,7 @@ from textual.widgets import Markdown, Static
 from mqlab.player.player import PlayerError, PredictOutcome, PredictPlay
 from mqlab.scenarios.verdict import RunJudge
 from mqlab.tui.feed import FRAME_SECONDS, ObservationFeed
+from mqlab.tui.models.ledger import LedgerPicture, picture_of
 from mqlab.tui.widgets.lesson.step_view import StepView, numbered
 from mqlab.tui.widgets.scenario.ledger import LedgerPanel
 from mqlab.tui.widgets.scenario.timeline import Timeline
@@ -24,8 +25,14 @@ class PredictStep(StepView):
 
     def __init__(self, play: PredictPlay) -> None:
         super().__init__(play)
-        self.feed = ObservationFeed()
-        self.judge = RunJudge(play.scenario)
+        self.feed = self._new_feed()
+        self._picture: LedgerPicture | None = None
+        """The run's final ledger, counted by the worker that ran it."""
+
+    def _new_feed(self) -> ObservationFeed:
+        # The player hands out observations, not its run session, so the ledger's message
+        # ids are folded by a judge of the feed's own, on the run's thread (never this one).
+        return ObservationFeed(judge=RunJudge(self.play.scenario))
 
     def compose(self) -> ComposeResult:
         play = self.play
@@ -51,10 +58,8 @@ class PredictStep(StepView):
         self.set_interval(FRAME_SECONDS, self._frame)
 
     def _frame(self) -> None:
-        batch = self.feed.drain()
-        if batch:
-            for observation in batch:
-                self.judge(observation)
+        batch = self.feed.take()
+        if batch.count:
             self.query_one(Timeline).add_observations(batch)
 
     def answer(self, index: int) -> None:
@@ -75,10 +80,19 @@ class PredictStep(StepView):
         timeline.restart()
         timeline.display = True
         self.query_one(LedgerPanel).display = False
-        self.feed = ObservationFeed()
-        self.judge = RunJudge(self.play.scenario)
+        self.feed = self._new_feed()
+        self._picture = None
         feed, play = self.feed, self.play
-        self.run_blocking(lambda: play.run(on_observation=feed))
+
+        def run_and_count() -> PredictOutcome:
+            outcome = play.run(on_observation=feed)
+            judge = feed.judge
+            assert judge is not None
+            with feed.judge_lock:  # counted here, in the worker, not in the UI's frame
+                self._picture = picture_of(judge)
+            return outcome
+
+        self.run_blocking(run_and_count)
 
     def show_outcome(self, outcome: object | None, error: str | None) -> None:
         self._frame()
@@ -92,7 +106,7 @@ class PredictStep(StepView):
         ledger = self.query_one(LedgerPanel)
         ledger.scenario = self.play.scenario
         ledger.system = self.play.target.removeprefix("sim:")
-        ledger.show_ledger(self.judge.ledger, final=outcome.result)
+        ledger.show_ledger(self._picture or LedgerPicture(), final=outcome.result)
         ledger.display = True
         marks = {outcome.answer: ("✓ the answer", "bold green")}
         if not outcome.right:

@@ -1,4 +1,8 @@
-"""The ledger: every message accounted for, each number beside what the scenario expects."""
+"""The ledger: every message accounted for, each number beside what the scenario expects.
+
+It draws a :class:`~mqlab.tui.models.ledger.LedgerPicture`, counted where the run's ledger is
+folded; laying it out here costs the same however many messages the run had.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,14 @@ from rich.text import Text
 from textual.widgets import Static
 
 from mqlab.course.scenario import Scenario
-from mqlab.scenarios.ledger import LEDGER_ROWS, Ledger
+from mqlab.scenarios.ledger import LEDGER_ROWS
 from mqlab.scenarios.verdict import ExpectationResult, RunResult, judge_expectations
-
-IDS_SHOWN = 8
-"""Message ids listed per row (the rest are counted)."""
+from mqlab.tui.models.ledger import LedgerPicture, RowIds
 
 
-def row_ids(ledger: Ledger) -> dict[str, list[str]]:
-    """The message ids behind the ledger rows that have them."""
-    duplicated = {m for g in ledger.groups.values() for m, n in g.processed.items() if n > 1}
-    return {
-        "lost": sorted(ledger.lost_ids()),
-        "duplicated": sorted(duplicated),
-        "dead_lettered": sorted(ledger.dead_lettered),
-        "produce_failed": sorted(ledger.failed),
-        "aborted": sorted(ledger.aborted & set(ledger.produced_order)),
-    }
-
-
-def _ids_text(ids: list[str]) -> Text:
-    shown = " ".join(ids[:IDS_SHOWN])
-    more = f" +{len(ids) - IDS_SHOWN}" if len(ids) > IDS_SHOWN else ""
+def _ids_text(ids: RowIds) -> Text:
+    shown = " ".join(ids.first)
+    more = f" +{ids.total - len(ids.first)}" if ids.total > len(ids.first) else ""
     return Text(shown + more, style="dim")
 
 
@@ -57,7 +47,7 @@ class LedgerPanel(Static):
 
     def show_ledger(
         self,
-        ledger: Ledger,
+        picture: LedgerPicture,
         *,
         final: RunResult | None = None,
         epilogue: list[RenderableType] | None = None,
@@ -65,17 +55,15 @@ class LedgerPanel(Static):
         """Draw the ledger (``final``: the judged result, once the run ended; ``epilogue``:
         what to show below it)."""
         scenario = self.scenario
-        summary = final.summary if final is not None else ledger.summary()
+        summary = final.summary if final is not None else picture.summary
         if final is not None:
             expectations = list(final.expectations)
         elif scenario is not None:
-            expectations = judge_expectations(
-                scenario.expect, self.system, summary, ledger.per_group()
-            )
+            expectations = judge_expectations(scenario.expect, self.system, summary, picture.groups)
         else:
             expectations = []
         expected = {e.name: e for e in expectations if e.group is None}
-        ids = row_ids(ledger)
+        ids = picture.ids
         table = Table(box=None, expand=True, show_header=True, header_style="bold", pad_edge=False)
         table.add_column("ledger", no_wrap=True, ratio=3)
         table.add_column("count", justify="right", no_wrap=True)
@@ -89,7 +77,9 @@ class LedgerPanel(Static):
             label = row.label
             if row.name == "lost" and final is None:
                 label = "not processed (yet)"
-            table.add_row(label, str(value), _mark(expectation), _ids_text(ids.get(row.name, [])))
+            table.add_row(
+                label, str(value), _mark(expectation), _ids_text(ids.get(row.name, RowIds()))
+            )
         for expectation in expectations:
             if expectation.group is not None:
                 label = f"group {expectation.group}: {expectation.name.replace('_', ' ')}"

@@ -1,4 +1,10 @@
-"""The timeline: one line per observation, as it happens."""
+"""The timeline: one line per observation, as it happens.
+
+Bounded however fast the run goes: a frame writes at most the newest
+:data:`~mqlab.tui.feed.LINES_PER_FRAME` observations (the feed keeps no more) as one block, the
+rest of a burst as one "… N more" line, and the log keeps the newest :data:`KEPT_LINES`.
+Writing a line renders it, so this bounds the timeline's share of a frame.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,8 @@ from textual.widgets import RichLog
 
 from mqlab.observe.events import Observation
 from mqlab.scenarios.report import describe
+from mqlab.tui.feed import LINES_PER_FRAME, FrameBatch
 
-LINES_PER_FRAME = 40
-"""At most this many lines are written per frame (600 a second: more than anyone reads);
-the rest of a burst is summed up in one line (the ledger still counts every observation).
-Writing a line to the log renders it, which is the frame's largest cost under a burst."""
 KEPT_LINES = 5000
 """Older lines scroll out of the log."""
 
@@ -56,19 +59,21 @@ class Timeline(RichLog):
         self.skipped_any = False
         """Some burst was summed up instead of written line by line."""
 
-    def add_observations(self, batch: list[Observation]) -> None:
-        """Write a frame's observations (the newest :data:`LINES_PER_FRAME` of a burst), as
-        one block: the log measures, scrolls and refreshes once per frame, not per line."""
-        if not batch:
+    def add_observations(self, batch: FrameBatch) -> None:
+        """Write a frame's observations (the newest :data:`LINES_PER_FRAME` of a burst, the
+        rest counted in one line) as one block: the log measures, scrolls and refreshes once
+        per frame, not per line."""
+        if not batch.count:
             return
         if self._start is None:
-            self._start = batch[0].at
-        skipped = max(0, len(batch) - LINES_PER_FRAME)
+            self._start = batch.first_at
         lines: list[Text] = []
-        if skipped:
+        if batch.skipped:
             self.skipped_any = True
-            lines.append(Text(f"  … {skipped:,} more observations (counted in the ledger)", "dim"))
-        for observation in batch[skipped:]:
+            lines.append(
+                Text(f"  … {batch.skipped:,} more observations (counted in the ledger)", "dim")
+            )
+        for observation in batch.newest[-LINES_PER_FRAME:]:
             line = describe(observation)
             if line is None:
                 continue
@@ -77,7 +82,7 @@ class Timeline(RichLog):
             lines.append(text)
         if lines:
             self.write(Text("\n").join(lines))
-            self.lines_shown += len(lines) - (1 if skipped else 0)
+            self.lines_shown += len(lines) - (1 if batch.skipped else 0)
 
     def show_all(self, observations: tuple[Observation, ...] | list[Observation]) -> None:
         """Replace what a burst summed up with the whole history (the newest
