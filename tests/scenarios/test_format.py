@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from mqlab.cli import app
 from mqlab.course.content import content_dir
 from mqlab.course.loader import ContentError
-from mqlab.course.scenario import PROCESS_TARGETS, PROXY_TARGETS, SYSTEMS, Scenario, load_scenario
+from mqlab.course.scenario import SYSTEMS, Scenario, load_scenario
+from mqlab.course.scenario_references import PROCESS_TARGETS, PROXY_TARGETS
 from mqlab.scenarios.library import UnknownScenario, find, load_all, scenario_paths
 
 pytestmark = pytest.mark.sim
