@@ -7,12 +7,12 @@ everything undone. What makes that hold in practice, and what the cheat sheet's 
 misses:
 
 * **The saga id is the key of a persistent log** (:class:`SagaLog`: PostgreSQL on the lab,
-  in memory on ``sim``). Every transition is written *before* the orchestrator acts on it
-  (step started, step succeeded or failed, compensation started ...). The template ignores
-  its ``saga_id`` and keeps ``completed`` in memory, so a process killed mid-saga leaves
-  charged cards and reserved stock that nobody ever undoes. Running a saga id that the log
-  already knows does not run it again: a finished saga returns its recorded outcome, an
-  unfinished one is recovered.
+  :mod:`mqlab.patterns.saga_log_postgres`; in memory on ``sim``). Every transition is
+  written *before* the orchestrator acts on it (step started, step succeeded or failed,
+  compensation started ...). The template ignores its ``saga_id`` and keeps ``completed``
+  in memory, so a process killed mid-saga leaves charged cards and reserved stock that
+  nobody ever undoes. Running a saga id that the log already knows does not run it again: a
+  finished saga returns its recorded outcome, an unfinished one is recovered.
 * **Recovery reads the log** (:meth:`SagaOrchestrator.recover`, run when a process starts).
   The rule, in order:
 
@@ -55,15 +55,11 @@ returned, not yet logged), ``step_succeeded``, ``step_failed``, ``compensation_s
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import psycopg
-from psycopg import sql
 
 from mqlab.observe.events import (
     CompensationFailed,
@@ -77,7 +73,6 @@ from mqlab.observe.events import (
     SagaStepStarted,
     SagaStepSucceeded,
 )
-from mqlab.patterns import postgres
 from mqlab.patterns.harness import CrashHook, Reporter, no_crash
 from mqlab.patterns.retry import Backoff, RandomSource, Strategy
 
@@ -412,186 +407,6 @@ class MemorySagaLog(SagaLog):
 
     async def with_status(self, *statuses: SagaStatus) -> list[SagaRecord]:
         return [r for r in self._sagas.values() if r.status in statuses]
-
-
-class PostgresSagaLog(postgres.PostgresClient, SagaLog):
-    """The log in PostgreSQL: ``sagas`` (one row per saga id: type, status, start data) and
-    ``saga_log`` (the entries, primary key ``(saga_id, seq)``), in the namespace's schema.
-
-    Each append is its own committed transaction: the record is durable before the
-    orchestrator acts on it, which is the whole point of the log. The saga row is locked for
-    the append, so two orchestrators writing to one saga take turns (and the primary key
-    would refuse a second entry with the same ``seq``).
-
-    Args: those of :class:`~mqlab.patterns.postgres.PostgresClient`.
-    """
-
-    async def setup(self) -> None:
-        connection = await self._connect()
-        await postgres.create_tables(
-            connection,
-            self.namespace,
-            [
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (saga_id text PRIMARY KEY, saga text NOT NULL, "
-                    "status text NOT NULL, data jsonb NOT NULL, "
-                    "created_at timestamptz NOT NULL DEFAULT now(), "
-                    "updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self._table("sagas")),
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (saga_id text NOT NULL REFERENCES {}, "
-                    "seq integer NOT NULL, kind text NOT NULL, step text NOT NULL, "
-                    "attempt integer NOT NULL, compensation_id text NOT NULL, "
-                    "error text NOT NULL, may_have_applied boolean NOT NULL, "
-                    "results jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now(), "
-                    "PRIMARY KEY (saga_id, seq))"
-                ).format(self._table("saga_log"), self._table("sagas")),
-            ],
-        )
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-
-    async def create(self, saga_id: str, saga: str, data: Mapping[str, Any]) -> SagaRecord | None:
-        connection = await self._connect()
-        async with self._lock, connection.transaction():
-            cursor = await connection.execute(
-                sql.SQL(
-                    "INSERT INTO {} (saga_id, saga, status, data) VALUES (%s, %s, 'running', "
-                    "%s) ON CONFLICT (saga_id) DO NOTHING"
-                ).format(self._table("sagas")),
-                (saga_id, saga, json.dumps(dict(data))),
-            )
-            if cursor.rowcount == 1:
-                await self._insert_entry(connection, saga_id, 1, "saga_started")
-                return None
-        return await self.load(saga_id)
-
-    async def _insert_entry(
-        self,
-        connection: psycopg.AsyncConnection[Any],
-        saga_id: str,
-        seq: int,
-        kind: EntryKind,
-        *,
-        step: str = "",
-        attempt: int = 0,
-        compensation_id: str = "",
-        error: str = "",
-        may_have_applied: bool = False,
-        results: Mapping[str, Any] | None = None,
-    ) -> None:
-        await connection.execute(
-            sql.SQL(
-                "INSERT INTO {} (saga_id, seq, kind, step, attempt, compensation_id, error, "
-                "may_have_applied, results) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(self._table("saga_log")),
-            (
-                saga_id,
-                seq,
-                kind,
-                step,
-                attempt,
-                compensation_id,
-                error,
-                may_have_applied,
-                json.dumps(dict(results or {})),
-            ),
-        )
-
-    async def append(
-        self,
-        saga_id: str,
-        kind: EntryKind,
-        *,
-        step: str = "",
-        attempt: int = 0,
-        compensation_id: str = "",
-        error: str = "",
-        may_have_applied: bool = False,
-        results: Mapping[str, Any] | None = None,
-        status: SagaStatus | None = None,
-    ) -> None:
-        connection = await self._connect()
-        async with self._lock, connection.transaction():
-            await connection.execute(
-                sql.SQL("SELECT 1 FROM {} WHERE saga_id = %s FOR UPDATE").format(
-                    self._table("sagas")
-                ),
-                (saga_id,),
-            )
-            cursor = await connection.execute(
-                sql.SQL("SELECT COALESCE(MAX(seq), 0) + 1 FROM {} WHERE saga_id = %s").format(
-                    self._table("saga_log")
-                ),
-                (saga_id,),
-            )
-            row = await cursor.fetchone()
-            seq = int(row[0]) if row else 1
-            await self._insert_entry(
-                connection,
-                saga_id,
-                seq,
-                kind,
-                step=step,
-                attempt=attempt,
-                compensation_id=compensation_id,
-                error=error,
-                may_have_applied=may_have_applied,
-                results=results,
-            )
-            if status is not None:
-                await connection.execute(
-                    sql.SQL(
-                        "UPDATE {} SET status = %s, updated_at = now() WHERE saga_id = %s"
-                    ).format(self._table("sagas")),
-                    (status, saga_id),
-                )
-
-    async def load(self, saga_id: str) -> SagaRecord | None:
-        records = await self._records(sql.SQL("saga_id = %s"), (saga_id,))
-        return records[0] if records else None
-
-    async def with_status(self, *statuses: SagaStatus) -> list[SagaRecord]:
-        return await self._records(sql.SQL("status = ANY(%s)"), (list(statuses),))
-
-    async def _records(self, where: sql.Composable, params: tuple[Any, ...]) -> list[SagaRecord]:
-        connection = await self._connect()
-        async with self._lock:
-            cursor = await connection.execute(
-                sql.SQL(
-                    "SELECT saga_id, saga, status, data FROM {} WHERE {} ORDER BY created_at, "
-                    "saga_id"
-                ).format(self._table("sagas"), where),
-                params,
-            )
-            sagas = await cursor.fetchall()
-            records = []
-            for saga_id, saga, status, data in sagas:
-                cursor = await connection.execute(
-                    sql.SQL(
-                        "SELECT seq, kind, step, attempt, compensation_id, error, "
-                        "may_have_applied, results FROM {} WHERE saga_id = %s ORDER BY seq"
-                    ).format(self._table("saga_log")),
-                    (saga_id,),
-                )
-                entries = tuple(
-                    LogEntry(
-                        seq=int(row[0]),
-                        kind=row[1],
-                        step=row[2],
-                        attempt=int(row[3]),
-                        compensation_id=row[4],
-                        error=row[5],
-                        may_have_applied=bool(row[6]),
-                        results=dict(row[7]),
-                    )
-                    for row in await cursor.fetchall()
-                )
-                records.append(SagaRecord(saga_id, saga, status, dict(data), entries))
-            return records
 
 
 # --- the orchestrator ---------------------------------------------------------------------

@@ -35,7 +35,8 @@ from mqlab.patterns.idempotency import (
 )
 from mqlab.patterns.order_saga import Order, OrderFaults, OrderSaga
 from mqlab.patterns.retry import Backoff, Strategy
-from mqlab.patterns.saga import CompensationRetry, PostgresSagaLog, SagaOrchestrator
+from mqlab.patterns.saga import CompensationRetry, SagaOrchestrator
+from mqlab.patterns.saga_log_postgres import PostgresSagaLog
 
 MESSAGES = ("m1", "m2", "m3")
 ORDER = Order("o1", "alice", "sku1", quantity=2, amount=30)

@@ -27,7 +27,7 @@ from mqlab.patterns.harness import Boundary, BoundaryRecorder
 from mqlab.patterns.idempotency import RedisDedupStore
 from mqlab.patterns.order_saga import orders_account, stock_account, wallet_account
 from mqlab.patterns.postgres import drop_namespace
-from mqlab.patterns.saga import PostgresSagaLog
+from mqlab.patterns.saga_log_postgres import PostgresSagaLog
 from tests.patterns.crash_child import MESSAGES, ORDER, STOCK, WALLET, Spec, prepare, run
 
 REPO = Path(__file__).resolve().parents[2]

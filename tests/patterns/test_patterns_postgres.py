@@ -31,7 +31,8 @@ from mqlab.patterns.idempotency import (
 )
 from mqlab.patterns.order_saga import Order as SagaOrder
 from mqlab.patterns.order_saga import OrderFaults, OrderSaga, wallet_account
-from mqlab.patterns.saga import PostgresSagaLog, SagaOrchestrator
+from mqlab.patterns.saga import SagaOrchestrator
+from mqlab.patterns.saga_log_postgres import PostgresSagaLog
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres

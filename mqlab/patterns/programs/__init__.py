@@ -244,7 +244,8 @@ class ProgramContext:
 
     async def saga_log(self) -> SagaLog:
         """The run's saga log (PostgreSQL on the lab, memory on the simulator)."""
-        from mqlab.patterns.saga import MemorySagaLog, PostgresSagaLog
+        from mqlab.patterns.saga import MemorySagaLog
+        from mqlab.patterns.saga_log_postgres import PostgresSagaLog
 
         found = self.shared.get("saga_log")
         if found is None:

@@ -44,7 +44,8 @@ from mqlab.observe.events import (
 from mqlab.patterns import postgres
 from mqlab.patterns.database import BusinessDatabase, MemoryDatabase, PostgresDatabase
 from mqlab.patterns.harness import Crashed, CrashHook
-from mqlab.patterns.saga import MemorySagaLog, PostgresSagaLog, SagaLog, StepRejected
+from mqlab.patterns.saga import MemorySagaLog, SagaLog, StepRejected
+from mqlab.patterns.saga_log_postgres import PostgresSagaLog
 
 STEP_TIMEOUT = 1.0
 HANG = 30.0
