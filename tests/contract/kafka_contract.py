@@ -399,6 +399,41 @@ class KafkaContract:
             b"committed-2",
         ]
 
+    async def test_read_committed_stops_at_the_next_open_transaction(
+        self, broker: KafkaAPI
+    ) -> None:
+        # One producer, one partition, transactions back to back: the consume-transform-produce
+        # loop. Each transaction's marker takes an offset; the next transaction starts right
+        # after it and must hold read_committed consumers back until it is decided.
+        topic = await broker.create_topic(
+            broker.qualify("payments"), partitions=1, replication_factor=REPLICATION
+        )
+        producer = await broker.producer(transactional_id=broker.qualify("payments-writer"))
+        await producer.begin_transaction()
+        first = await producer.send(topic.name, b"first")
+        await producer.commit_transaction()
+        await producer.begin_transaction()
+        second = await producer.send(topic.name, b"second")  # acknowledged, not committed
+
+        reader = await broker.consumer(
+            [topic.name],
+            group_id=broker.qualify("payments-rc"),
+            isolation_level="read_committed",
+        )
+        seen = await poll_until(reader, 1)
+        seen += await reader.poll(timeout=1.0)  # the open transaction stays invisible
+        assert [r.value for r in seen] == [b"first"]
+
+        await producer.abort_transaction()
+        await producer.begin_transaction()
+        third = await producer.send(topic.name, b"third")
+        await producer.commit_transaction()
+        seen += await poll_until(reader, 1)
+        seen += await reader.poll(timeout=1.0)  # the aborted record never shows up
+        assert [r.value for r in seen] == [b"first", b"third"]
+        # Every marker holds an offset of its own: commit at 1, abort at 3.
+        assert [first.offset, second.offset, third.offset] == [0, 2, 4]
+
     async def test_offsets_sent_in_a_transaction_commit_with_it(self, broker: KafkaAPI) -> None:
         recorder = record(broker)
         source = await broker.create_topic(

@@ -39,6 +39,7 @@ from mqlab.observe.events import (
     Rebalanced,
 )
 from mqlab.observe.trace import TraceHeader, dumps
+from tests import waiting
 
 _O = TypeVar("_O", bound=Observation)
 
@@ -381,6 +382,57 @@ async def test_an_open_transaction_holds_read_committed_readers_back(
     # The commit marker takes an offset too: the log ends at 3.
     (state,) = (await kafka.describe_topic(topic.name)).partitions
     assert state.log_end == 3
+
+
+async def test_each_marker_settles_only_the_transaction_it_ends(kafka: SimKafkaBroker) -> None:
+    # A producer starts its next transaction on a partition while the previous marker is still
+    # on its way to the followers (the consume-transform-produce loop does exactly that). In
+    # Kafka's producer state the marker ends one transaction and the records after it begin
+    # the next: neither may take the other's fate. Driven on the cluster itself, so all three
+    # transactions land in one loop turn, before any follower has fetched a marker.
+    cluster = kafka.cluster
+    topic = await kafka.create_topic(kafka.qualify("tx"), partitions=1, replication_factor=3)
+    tp = TopicPartition(topic.name, 0)
+    partition = cluster.topics[topic.name].partitions[0]
+    txn = cluster.init_transactions(kafka.qualify("writer"), "writer", 60.0)
+
+    def write_in_transaction(value: bytes, sequence: int) -> int:
+        cluster.add_to_transaction(txn, tp)
+        offset, _ = cluster.append(
+            partition,
+            None,
+            value,
+            (),
+            acks_all=True,
+            producer_id=txn.producer_id,
+            producer_epoch=txn.epoch,
+            sequence=sequence,
+            txn=True,
+        )
+        return offset
+
+    assert write_in_transaction(b"committed", 0) == 0
+    cluster.end_transaction(txn, commit=True)  # the commit marker takes offset 1
+    assert write_in_transaction(b"aborted", 1) == 2
+    cluster.end_transaction(txn, commit=False)  # the abort marker takes offset 3
+    assert write_in_transaction(b"still open", 2) == 4
+    assert (partition.high_watermark, partition.last_stable_offset) == (0, 0)
+
+    await waiting.eventually(
+        lambda: partition.high_watermark,
+        1.0,
+        "the followers to fetch both markers and the open record",
+        accept=lambda high_watermark: high_watermark == 5,
+    )
+    # Both decided transactions are settled; the open one holds the LSO at its first record.
+    assert partition.last_stable_offset == 4
+    aborted = [partition.is_aborted(txn.producer_id, offset) for offset in (0, 2, 4)]
+    assert aborted == [False, True, False]
+    reader = await kafka.consumer(
+        [topic.name], group_id=kafka.qualify("rc"), isolation_level="read_committed"
+    )
+    assert [r.value for r in await reader.poll(timeout=1.0)] == [b"committed"]
+    assert await reader.poll(timeout=1.0) == []
 
 
 async def test_a_hung_transaction_is_aborted_by_its_timeout(

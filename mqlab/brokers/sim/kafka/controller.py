@@ -261,7 +261,14 @@ class ControllerLayer(ReplicationLayer):
         for producer_id, first in list(partition.ongoing.items()):
             if first >= end:
                 del partition.ongoing[producer_id]
-        partition.pending_markers = [(o, p) for o, p in partition.pending_markers if o < end]
+        surviving_markers: list[tuple[int, int, int]] = []
+        for marker, producer_id, first in partition.pending_markers:
+            if marker < end:
+                surviving_markers.append((marker, producer_id, first))
+            elif first < end:
+                # The marker is gone but the transaction's records are not: undecided again.
+                partition.ongoing[producer_id] = first
+        partition.pending_markers = surviving_markers
 
     def _isr_expiration_tick(self) -> None:
         """Every replica.lag.time.max.ms / 2: leaders drop followers that stopped fetching."""

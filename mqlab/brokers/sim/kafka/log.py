@@ -146,10 +146,16 @@ class Partition:
         self.listeners: list[Callable[[], None]] = []
         # idempotence: producer id -> recent (producer epoch, sequence, offset), newest last
         self.producer_state: dict[int, deque[tuple[int, int, int]]] = {}
-        # transactions: producer id -> first offset of its open transaction here
+        # Transactions, as Kafka's producer state keeps them. ``ongoing``: producer id -> first
+        # offset of its open transaction here (no marker yet). ``pending_markers``: decided
+        # transactions whose marker is not below the high watermark yet, as (marker offset,
+        # producer id, first offset); they hold the last stable offset back like open ones.
+        # The two are apart because a producer starts its next transaction on a partition
+        # while the previous one's marker is still being replicated.
         self.ongoing: dict[int, int] = {}
+        self.pending_markers: list[tuple[int, int, int]] = []
+        # aborted transactions: producer id -> (first offset, last record offset) ranges
         self.aborted: dict[int, list[tuple[int, int]]] = {}
-        self.pending_markers: list[tuple[int, int]] = []  # (marker offset, producer id)
 
     @property
     def leader_replica(self) -> Replica | None:
@@ -166,11 +172,17 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        """The last stable offset: below it every transaction is decided (read_committed
-        consumers read up to here)."""
-        if not self.ongoing:
+        """The last stable offset: below it every transaction is decided and its marker
+        replicated (read_committed consumers read up to here)."""
+        ongoing = self.ongoing
+        pending = self.pending_markers
+        if not ongoing and not pending:
             return self.high_watermark
-        return min(self.high_watermark, *self.ongoing.values())
+        return min(
+            self.high_watermark,
+            *ongoing.values(),
+            *(first for _marker, _producer_id, first in pending),
+        )
 
     @property
     def min_insync_replicas(self) -> int:

@@ -412,12 +412,14 @@ class ReplicationLayer:
             )
 
     def _settle_markers(self, partition: Partition) -> None:
-        """A transaction is decided for consumers once its marker is below the HW."""
-        still: list[tuple[int, int]] = []
-        for offset, producer_id in partition.pending_markers:
-            if offset < partition.high_watermark:
-                partition.ongoing.pop(producer_id, None)
-            else:
-                still.append((offset, producer_id))
-        partition.pending_markers = still
+        """A transaction is decided for consumers once its marker is below the HW.
+
+        Only the transaction that marker ended is settled: the producer may already have an
+        open transaction after it on this partition (``partition.ongoing``), which still holds
+        the last stable offset at its first record, as in Kafka's producer state.
+        """
+        high_watermark = partition.high_watermark
+        partition.pending_markers = [
+            pending for pending in partition.pending_markers if pending[0] >= high_watermark
+        ]
         partition.notify()

@@ -292,12 +292,14 @@ class SimKafkaCluster(ControllerLayer):
         txn.state = "CompleteCommit" if commit else "CompleteAbort"
 
     def _write_marker(self, partition: Partition, producer_id: int, commit: bool) -> None:
-        first = partition.ongoing.get(producer_id)
         leader = partition.leader_replica
         if leader is None:
             # The marker waits for a leader; until then the transaction blocks the LSO.
             self._retry_marker_later(partition, producer_id, commit)
             return
+        # The transaction is no longer open here: the producer's next records start a new one,
+        # while this one holds the LSO until its marker is replicated (pending_markers).
+        first = partition.ongoing.pop(producer_id, None)
         offset = leader.log_end
         marker = Entry(
             None,
@@ -314,7 +316,7 @@ class SimKafkaCluster(ControllerLayer):
         if not commit and first is not None:
             partition.aborted.setdefault(producer_id, []).append((first, offset - 1))
         if first is not None:
-            partition.pending_markers.append((offset, producer_id))
+            partition.pending_markers.append((offset, producer_id, first))
         if len(partition.isr) == 1:
             self._advance_high_watermark(partition)
             self._settle_markers(partition)
