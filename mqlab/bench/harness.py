@@ -54,9 +54,21 @@ JOIN_TIMEOUT = 30.0
 KAFKA_PARTITIONS = 3
 """One partition led by each of the lab's three brokers."""
 KAFKA_LINGER_MS = 5
+KAFKA_MAX_BATCH_BYTES = 16 * 1024
+"""aiokafka's default ``max_batch_size``: a partition's batch is sent when full or lingered."""
 KAFKA_POLL_RECORDS = 500
-RABBITMQ_PREFETCH = 1000
-NATS_FETCH_BATCH = 256
+
+
+def rabbitmq_prefetch(workload: Workload) -> int:
+    """The consumer's prefetch: two windows, so RabbitMQ keeps pushing the next batch while
+    the consumer measures and acks the last one (PerfTest gets the same ``--qos``)."""
+    return 2 * workload.in_flight
+
+
+PIPELINES = 4
+"""Windowed publish calls (``publish_many`` / ``send_many``) running at once, each with a
+quarter of ``in_flight`` as its window: while one waits for its last confirms the others
+keep the broker busy, and no more than ``in_flight`` sends are ever outstanding."""
 SQS_BATCH = 10
 """The most SendMessageBatch takes and ReceiveMessage returns."""
 SQS_MAX_BACKLOG = 100
@@ -126,6 +138,22 @@ class Workload:
     def max_backlog(self) -> int:
         """Messages that may be sent but not yet received before the producer waits."""
         return max(1000, 4 * self.in_flight)
+
+    @property
+    def pipelines(self) -> int:
+        """Windowed publish calls at once (:data:`PIPELINES`, fewer for a tiny window)."""
+        return max(1, min(PIPELINES, self.in_flight))
+
+    @property
+    def window(self) -> int:
+        """The window of each windowed publish call: ``in_flight`` split over the calls."""
+        return max(1, self.in_flight // self.pipelines)
+
+    def unit_span(self, units: int, index: int) -> range:
+        """The messages of unit ``index`` when the workload is cut into ``units`` units of
+        (at most) equal size: what the backlog bound and the send agree on."""
+        per_unit = -(-self.messages // units)
+        return range(index * per_unit, min(self.messages, (index + 1) * per_unit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,11 +399,9 @@ async def _measure(
 ) -> BenchResult:
     """Run producer and consumer side by side and put the numbers together."""
     flow = _Flow(workload, max_backlog, progress)
-    per_unit = -(-workload.messages // units)
 
     async def bounded_send(flow: _Flow, index: int) -> int:
-        batch = min(workload.messages - index * per_unit, per_unit)
-        for _ in range(batch):
+        for _ in workload.unit_span(units, index):
             await flow.backlog.acquire()
         return await send(flow, index)
 
@@ -401,6 +427,13 @@ async def _measure(
         total_seconds=flow.last_receipt - started,
         ack_latency=Latency.of(flow.ack_seconds),
         end_to_end=Latency.of(flow.end_to_end_seconds),
+    )
+
+
+def _window_text(workload: Workload, call: str, what: str) -> str:
+    return (
+        f"at most {workload.in_flight} {what}: {workload.pipelines} {call} calls at once, "
+        f"each with a window of {workload.window}"
     )
 
 
@@ -440,9 +473,12 @@ async def bench_kafka(
                 )
             await consumer.poll(timeout=0.2)
 
+        units = -(-workload.messages // workload.window)
+
         async def send(flow: _Flow, index: int) -> int:
-            await producer.send(topic.name, flow.payload().encode())
-            return 1
+            values = [flow.payload().encode() for _ in workload.unit_span(units, index)]
+            await producer.send_many(topic.name, values, window=workload.window)
+            return len(values)
 
         async def receive() -> list[Any]:
             return list(await consumer.poll(max_records=KAFKA_POLL_RECORDS, timeout=0.5))
@@ -456,9 +492,14 @@ async def bench_kafka(
                 f"{KAFKA_PARTITIONS} partitions, replication factor 3, min.insync.replicas 2",
             ),
             ("acks", "all (every in-sync replica)"),
-            ("batching", f"aiokafka's per-partition batches, linger.ms {KAFKA_LINGER_MS}"),
+            (
+                "batching",
+                f"aiokafka's per-partition batches of up to {KAFKA_MAX_BATCH_BYTES // 1024} "
+                f"KiB, linger.ms {KAFKA_LINGER_MS}",
+            ),
             ("persistence", "the log (page cache; Kafka leaves fsync to the OS)"),
-            ("in flight", f"{workload.in_flight} sends awaiting their ack"),
+            ("message size", f"{workload.size} B"),
+            ("in flight", _window_text(workload, "send_many", "records awaiting their ack")),
             ("consumer", f"1 group member, polls of {KAFKA_POLL_RECORDS}, auto-commit"),
         ]
         return await _measure(
@@ -466,8 +507,8 @@ async def bench_kafka(
             "kafka",
             workload,
             settings,
-            units=workload.messages,
-            in_flight_units=workload.in_flight,
+            units=units,
+            in_flight_units=workload.pipelines,
             send=send,
             receive=receive,
             payload_of=lambda record: record.value,
@@ -490,36 +531,42 @@ async def bench_rabbitmq(
     if not isinstance(broker, RabbitMQAPI):
         raise TypeError(f"{broker.name} is not a RabbitMQ adapter")
     await broker.declare_queue("bench", durable=True)
-    consumer = await broker.consume("bench", prefetch=RABBITMQ_PREFETCH, name="bench-consumer")
+    prefetch = rabbitmq_prefetch(workload)
+    consumer = await broker.consume("bench", prefetch=prefetch, name="bench-consumer")
+    units = -(-workload.messages // workload.window)
     try:
 
         async def send(flow: _Flow, index: int) -> int:
-            await broker.publish("", "bench", flow.payload().encode())
-            return 1
+            bodies = [flow.payload().encode() for _ in workload.unit_span(units, index)]
+            await broker.publish_many("", "bench", bodies, window=workload.window)
+            return len(bodies)
 
         async def receive() -> list[Any]:
-            delivery = await consumer.next(timeout=0.5)
-            return [] if delivery is None else [delivery]
+            return list(await consumer.next_batch(workload.in_flight, timeout=0.5))
 
         async def settle(batch: list[Any]) -> None:
-            for delivery in batch:
-                await delivery.ack()
+            await consumer.ack_batch(batch)
 
         settings = [
             ("queue", "durable classic queue, default exchange"),
-            ("confirms", "publisher confirms, each publish awaits its own"),
+            ("confirms", "publisher confirms, a window of them outstanding (not one at a time)"),
             ("persistence", "persistent messages (delivery mode 2)"),
-            ("batching", "none (AMQP publishes one message per frame set)"),
-            ("in flight", f"{workload.in_flight} publishes awaiting their confirm"),
-            ("consumer", f"1 consumer, prefetch {RABBITMQ_PREFETCH}, an ack per message"),
+            ("batching", "none on the wire (AMQP sends one message per frame set)"),
+            ("message size", f"{workload.size} B"),
+            ("in flight", _window_text(workload, "publish_many", "publishes awaiting confirms")),
+            (
+                "consumer",
+                f"1 consumer, prefetch {prefetch}, batches of up to {workload.in_flight} "
+                "acked with one basic.ack multiple=True",
+            ),
         ]
         return await _measure(
             broker,
             "rabbitmq",
             workload,
             settings,
-            units=workload.messages,
-            in_flight_units=workload.in_flight,
+            units=units,
+            in_flight_units=workload.pipelines,
             send=send,
             receive=receive,
             payload_of=lambda delivery: delivery.body,
@@ -543,32 +590,40 @@ async def bench_nats(
     await broker.add_stream("bench", [broker.subject("bench.>")])
     consumer = await broker.pull_consumer("bench", "bench-reader")
     subject = broker.subject("bench.data")
+    units = -(-workload.messages // workload.window)
     try:
 
         async def send(flow: _Flow, index: int) -> int:
-            await broker.publish(subject, flow.payload().encode())
-            return 1
+            payloads = [flow.payload().encode() for _ in workload.unit_span(units, index)]
+            await broker.publish_many(subject, payloads, window=workload.window)
+            return len(payloads)
 
         async def receive() -> list[Any]:
-            return list(await consumer.fetch(NATS_FETCH_BATCH, timeout=0.5))
+            return list(await consumer.fetch(workload.in_flight, timeout=0.5))
 
         async def settle(batch: list[Any]) -> None:
-            await asyncio.gather(*(message.ack() for message in batch))
+            await consumer.ack_batch(batch)
 
         settings = [
             ("stream", "file storage, one replica"),
-            ("acks", "each publish awaits its PubAck (stored)"),
-            ("batching", "none (one publish per message)"),
-            ("in flight", f"{workload.in_flight} publishes awaiting their PubAck"),
-            ("consumer", f"1 durable pull consumer, fetch {NATS_FETCH_BATCH}, an ack per message"),
+            ("acks", "every publish gets its PubAck (stored), a window of them outstanding"),
+            ("batching", "none on the wire (one publish per message)"),
+            ("persistence", "file storage (nats-server syncs to disk every 2 minutes)"),
+            ("message size", f"{workload.size} B"),
+            ("in flight", _window_text(workload, "publish_many", "publishes awaiting PubAcks")),
+            (
+                "consumer",
+                f"1 durable pull consumer, fetches of up to {workload.in_flight}, each fetch's "
+                "acks sent back to back and one flush",
+            ),
         ]
         return await _measure(
             broker,
             "nats",
             workload,
             settings,
-            units=workload.messages,
-            in_flight_units=workload.in_flight,
+            units=units,
+            in_flight_units=workload.pipelines,
             send=send,
             receive=receive,
             payload_of=lambda message: message.data,
@@ -592,18 +647,16 @@ async def _bench_sqs(
     units = -(-workload.messages // SQS_BATCH)
 
     async def send(flow: _Flow, index: int) -> int:
-        first = index * SQS_BATCH
-        count = min(SQS_BATCH, workload.messages - first)
         entries = [
             BatchEntry(
                 flow.payload(),
-                group_id=f"g{(first + n) % SQS_FIFO_GROUPS}" if fifo else None,
-                dedup_id=str(first + n) if fifo else None,
+                group_id=f"g{number % SQS_FIFO_GROUPS}" if fifo else None,
+                dedup_id=str(number) if fifo else None,
             )
-            for n in range(count)
+            for number in workload.unit_span(units, index)
         ]
         await broker.send_batch(queue, entries)
-        return count
+        return len(entries)
 
     async def receive() -> list[Any]:
         return list(await broker.receive(queue, max_messages=SQS_BATCH, wait_time=0.5))
@@ -628,6 +681,7 @@ async def _bench_sqs(
             else "moto keeps messages in memory (AWS stores them redundantly)",
         ),
         ("batching", f"SendMessageBatch of {SQS_BATCH}; ReceiveMessage of up to {SQS_BATCH}"),
+        ("message size", f"{workload.size} B"),
         (
             "in flight",
             f"{max(1, workload.in_flight // SQS_BATCH)} batch requests "

@@ -30,9 +30,9 @@ from typing import Any
 from mqlab.bench.harness import (
     KAFKA_LINGER_MS,
     KAFKA_PARTITIONS,
-    RABBITMQ_PREFETCH,
     BenchTarget,
     Workload,
+    rabbitmq_prefetch,
 )
 from mqlab.brokers.base import BrokerError
 from mqlab.lab.endpoints import Endpoints
@@ -316,7 +316,7 @@ async def rabbitmq_native(
                 "--flag",
                 "persistent",
                 "--qos",
-                str(RABBITMQ_PREFETCH),
+                str(rabbitmq_prefetch(workload)),
                 "--queue",
                 queue,
                 "--auto-delete",
@@ -339,7 +339,10 @@ async def rabbitmq_native(
                 "producer",
                 f"Java client, confirms with {workload.in_flight} outstanding, persistent",
             ),
-            ("consumer", f"side by side, prefetch {RABBITMQ_PREFETCH}, an ack per message"),
+            (
+                "consumer",
+                f"side by side, prefetch {rabbitmq_prefetch(workload)}, an ack per message",
+            ),
         ),
     )
 

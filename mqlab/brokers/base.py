@@ -16,10 +16,10 @@ import contextlib
 import itertools
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict, TypeVar, cast
 
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mqlab.brokers.faults import Faults
 
 _T = TypeVar("_T")
+_Item = TypeVar("_Item")
 
 NAMESPACE_PREFIX = "mq"
 
@@ -131,6 +132,60 @@ class Placement:
 
 NOWHERE_IN_PARTICULAR = Placement()
 """The placement of a send the broker acknowledged without saying where (RabbitMQ, SQS)."""
+
+
+MAX_WINDOW = 10_000
+"""The most sends a windowed publish keeps awaiting their acknowledgement at once."""
+
+
+def check_window(window: int, system: str) -> None:
+    """Refuse a window a windowed publish cannot use.
+
+    Raises:
+        BrokerError: a window below 1 or above :data:`MAX_WINDOW`.
+    """
+    if not 1 <= window <= MAX_WINDOW:
+        raise BrokerError(f"{system}: window must be 1..{MAX_WINDOW:,}, not {window}")
+
+
+async def send_windowed(
+    items: Sequence[_Item], window: int, send: Callable[[_Item], Awaitable[_T]]
+) -> list[_T]:
+    """``send`` every item with at most ``window`` sends awaiting their acknowledgement at
+    once, and the results in the items' order.
+
+    A client that awaits each acknowledgement before the next send measures one round trip
+    per message; keeping a window of them outstanding lets the broker confirm them in
+    batches (RabbitMQ confirms, JetStream PubAcks). ``window`` workers share one sequence of
+    items, so no task is created per message. At the first failure no further item is sent;
+    the sends already in flight are awaited (each reports its own outcome), then the first
+    error is raised. Items after it were never handed to the broker, so they report nothing.
+    """
+    results: list[_T | None] = [None] * len(items)
+    positions = iter(range(len(items)))
+    failures: list[BaseException] = []
+
+    async def worker() -> None:
+        for position in positions:  # shared: every item is taken by exactly one worker
+            if failures:
+                return
+            try:
+                results[position] = await send(items[position])
+            except Exception as error:
+                failures.append(error)
+                return
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(window, len(items))))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    if failures:
+        raise failures[0]
+    return cast("list[_T]", results)  # every position was filled
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, get_args
 
-from mqlab.brokers.base import Broker, BrokerError, Capabilities, Placement, Snapshot
+from mqlab.brokers.base import (
+    Broker,
+    BrokerError,
+    Capabilities,
+    Placement,
+    Snapshot,
+    check_window,
+    send_windowed,
+)
 from mqlab.observe.events import Committed
 
 MESSAGE_ID_HEADER = "mqlab-id"
@@ -274,6 +282,33 @@ class KafkaProducer(ABC):
         message_id = message_id or self._adapter.new_message_id()
         stamped = ((MESSAGE_ID_HEADER, message_id.encode()), *headers)
         return await self._send(OutgoingRecord(topic, value, key, partition, stamped, message_id))
+
+    async def send_many(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        window: int = 256,
+    ) -> list[RecordMetadata]:
+        """Send ``values`` with up to ``window`` records awaiting their acknowledgement at
+        once (the client batches them per partition, up to ``linger_ms``), instead of
+        waiting for each before the next; where each landed, in order.
+
+        Each record is reported as :meth:`send` reports it (``Produced`` / ``ProduceFailed``).
+        After the first failure nothing more is sent; the records in flight are awaited,
+        then that failure is raised (records after it were never sent and report nothing).
+
+        Raises:
+            BrokerError: a window outside 1..10,000; what :meth:`send` raises.
+        """
+        check_window(window, "kafka")
+
+        async def one(value: bytes) -> RecordMetadata:
+            return await self.send(topic, value, key=key, partition=partition)
+
+        return await send_windowed(values, window, one)
 
     @abstractmethod
     async def _send(self, record: OutgoingRecord) -> RecordMetadata:

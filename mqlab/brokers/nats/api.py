@@ -19,6 +19,8 @@ from mqlab.brokers.base import (
     Capabilities,
     Placement,
     Snapshot,
+    check_window,
+    send_windowed,
 )
 
 MESSAGE_ID_HEADER = "mqlab-id"
@@ -120,6 +122,11 @@ class JsMessage(ABC):
         """Acknowledge (and wait for the server to confirm it): the consumer's ack floor can
         move past this sequence."""
         await self._send("ack")
+        self.report_acked()
+
+    def report_acked(self) -> None:
+        """Emit the ``Acked`` observation of this message (after its ack reached the
+        server)."""
         self._reporter.report_settled(self.subject, self.message_id, self.consumer)
 
     async def nak(self, delay: float | None = None) -> None:
@@ -172,6 +179,29 @@ class NatsPullConsumer(ABC):
             message.report_delivered()
         return messages
 
+    async def ack_batch(self, messages: Sequence[JsMessage]) -> None:
+        """Acknowledge fetched messages of this consumer in one round trip: the acks go out
+        back to back and one flush (a PING/PONG) follows, so the server has them all when
+        this returns (where :meth:`JsMessage.ack` waits for each ack's own confirmation).
+        Reports ``Acked`` per message, as one ack each would.
+
+        Raises:
+            JetStreamError: a message of another consumer, or one already acknowledged
+                (nothing is sent then).
+            BrokerUnavailable / OperationTimedOut: the flush got no answer (the server may
+                have some of the acks; those it lacks are redelivered after ack_wait).
+        """
+        if not messages:
+            return
+        for message in messages:
+            if message.consumer != self.name:
+                raise JetStreamError(
+                    f"ack_batch on {self.name}: {message.where} was fetched by {message.consumer}"
+                )
+        await self._send_acks(list(messages))
+        for message in messages:
+            message.report_acked()
+
     async def close(self) -> None:
         """Stop fetching (the durable consumer stays on the server; delete it via the stream)."""
         if self._closed:
@@ -186,6 +216,15 @@ class NatsPullConsumer(ABC):
     @abstractmethod
     async def _unsubscribe(self) -> None:
         """Drop the pull subscription; the adapter stops tracking it."""
+
+    @abstractmethod
+    async def _send_acks(self, messages: list[JsMessage]) -> None:
+        """Send an ack for each message without waiting for its confirmation, then make sure
+        the server has them all.
+
+        Raises:
+            JetStreamError: one was acknowledged before (checked before anything is sent).
+        """
 
 
 class NatsSubscription(ABC):
@@ -418,6 +457,33 @@ class NatsAPI(Broker):
             message_id=mqlab_id,
             placed=PubAck.placement,
         )
+
+    async def publish_many(
+        self,
+        subject: str,
+        payloads: Sequence[bytes],
+        *,
+        window: int = 256,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[PubAck]:
+        """JetStream publishes of ``payloads`` with up to ``window`` PubAcks outstanding at
+        once, instead of waiting for each before the next; the PubAcks in order.
+
+        Each message is reported as :meth:`publish` reports it (``Produced`` with its
+        sequence, or ``ProduceFailed``). After the first failure nothing more is published;
+        the publishes in flight are awaited, then that failure is raised (messages after it
+        were never sent and report nothing).
+
+        Raises:
+            BrokerError: a window outside 1..10,000.
+            NoStreamForSubject / OperationTimedOut: what :meth:`publish` raises.
+        """
+        check_window(window, self.system)
+
+        async def one(data: bytes) -> PubAck:
+            return await self.publish(subject, data, headers=headers)
+
+        return await send_windowed(payloads, window, one)
 
     async def publish_core(self, subject: str, data: bytes) -> None:
         """Core NATS publish: no ack; only current subscribers see it (fire and forget:

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 
 from mqlab.brokers.base import OperationTimedOut
 from mqlab.brokers.nats.api import (
+    JetStreamError,
     JsMessage,
     JsOperation,
     NatsPullConsumer,
@@ -53,6 +54,20 @@ class PullConsumer(NatsPullConsumer):
             await self._subscription.unsubscribe()
         self.broker.forget(self)
 
+    async def _send_acks(self, messages: list[JsMessage]) -> None:
+        raws = [message.raw for message in messages if isinstance(message, Message)]
+        if len(raws) != len(messages):
+            raise JetStreamError(f"ack_batch on {self.name}: a message not fetched through NATS")
+        for message, raw in zip(messages, raws, strict=True):
+            if raw.is_acked:  # nats-py would refuse it, after the others went out
+                raise JetStreamError(f"ack {message.where}: the message was already acknowledged")
+        broker = self.broker
+        nc = await broker.connection()
+        with broker.translate("ack", f"{self.stream}/{self.name}"):
+            for raw in raws:
+                await raw.ack()  # a publish to the reply subject; nothing waits for an answer
+            await nc.flush(timeout=broker.flush_timeout())
+
 
 class Message(JsMessage):
     """A fetched JetStream message, settled through nats-py.
@@ -74,6 +89,11 @@ class Message(JsMessage):
         self.num_delivered = metadata.num_delivered
         self.data = raw.data
         self.headers = dict(raw.headers or {})
+
+    @property
+    def raw(self) -> Msg:
+        """nats-py's message, which carries the reply subject its ack goes to."""
+        return self._raw
 
     async def _send(self, operation: JsOperation, *, delay: float | None = None) -> None:
         broker = self._broker

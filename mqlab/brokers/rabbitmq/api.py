@@ -7,11 +7,20 @@ API) and by the simulator's RabbitMQ model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Unpack
 
-from mqlab.brokers.base import AdapterOptions, Broker, BrokerError, Capabilities, Snapshot
+from mqlab.brokers.base import (
+    AdapterOptions,
+    Broker,
+    BrokerError,
+    Capabilities,
+    Snapshot,
+    check_window,
+    send_windowed,
+)
 from mqlab.brokers.rabbitmq.topology import Topology
 
 ExchangeType = Literal["direct", "topic", "fanout", "headers"]
@@ -118,6 +127,9 @@ class RabbitDelivery(ABC):
     priority: int | None
     redelivered: bool
     delivery_tag: int
+    channel: object
+    """The channel it arrived on: delivery tags count per channel, and a settle must go
+    back on it."""
 
     def __init__(self, broker: Broker, *, consumer: str, no_ack: bool) -> None:
         self._reporter = broker
@@ -189,13 +201,7 @@ class RabbitDelivery(ABC):
         await self._settle("reject", requeue=requeue)
 
     async def _settle(self, verb: SettleVerb, *, requeue: bool | None) -> None:
-        if self.no_ack:
-            raise AlreadySettled(
-                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
-                "RabbitMQ already forgot it"
-            )
-        if self._settled:
-            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
+        self.check_settleable(verb)
         await self._send_settle(verb, requeue=bool(requeue))
         self._settled = True
         self._reporter.report_settled(self.queue, self.message_id, self.consumer, requeue=requeue)
@@ -205,6 +211,40 @@ class RabbitDelivery(ABC):
     @abstractmethod
     async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
         """Send basic.ack / basic.nack / basic.reject on the channel it was delivered on.
+
+        Raises:
+            RabbitMQError: the broker refused it or the channel is gone.
+        """
+
+    @property
+    def settled(self) -> bool:
+        """Acked, nacked or rejected already (or fetched with ``no_ack``)."""
+        return self._settled
+
+    def check_settleable(self, verb: SettleVerb) -> None:
+        """Refuse a delivery that cannot be settled (again).
+
+        Raises:
+            AlreadySettled: settled before, or fetched with ``no_ack``.
+        """
+        if self.no_ack:
+            raise AlreadySettled(
+                f"rabbitmq: cannot {verb} {self.message_id}: it was fetched with no_ack, "
+                "RabbitMQ already forgot it"
+            )
+        if self._settled:
+            raise AlreadySettled(f"rabbitmq: {self.message_id} was already settled")
+
+    def acked_with(self) -> None:
+        """Settled by a basic.ack with multiple=True sent for a later delivery of the same
+        channel: remember it and report ``Acked`` as a single ack would."""
+        self._settled = True
+        self._reporter.report_settled(self.queue, self.message_id, self.consumer)
+
+    @abstractmethod
+    async def _send_ack_multiple(self) -> None:
+        """Send basic.ack with multiple=True for this delivery's tag: RabbitMQ forgets it and
+        every earlier unsettled delivery of its channel.
 
         Raises:
             RabbitMQError: the broker refused it or the channel is gone.
@@ -236,6 +276,9 @@ class RabbitConsumer(ABC):
         """Why RabbitMQ ended the subscription (its queue was deleted, or is gone after a
         reconnect); :meth:`next` raises it."""
         self._closed = False
+        self._handed_out: deque[RabbitDelivery] = deque()
+        """Deliveries :meth:`next` handed out on the current channel, oldest first (settled
+        ones are dropped lazily): what a multiple=True ack would cover."""
 
     async def next(self, timeout: float = 1.0) -> RabbitDelivery | None:
         """The next delivery, or None if none arrives within ``timeout`` seconds.
@@ -246,7 +289,82 @@ class RabbitConsumer(ABC):
         """
         if self._closed:
             raise RabbitMQError(f"rabbitmq: consumer {self.name!r} is closed")
-        return await self._next(max(timeout, 0.0))
+        delivery = await self._next(max(timeout, 0.0))
+        if delivery is not None:
+            self._track(delivery)
+        return delivery
+
+    async def next_batch(self, max_messages: int, timeout: float = 1.0) -> list[RabbitDelivery]:
+        """Up to ``max_messages`` deliveries: waits up to ``timeout`` seconds for the first,
+        then takes whatever else is already buffered (``[]`` when nothing arrived).
+
+        Raises:
+            RabbitMQError: as :meth:`next`, or ``max_messages`` below 1.
+        """
+        if max_messages < 1:
+            raise RabbitMQError("rabbitmq: next_batch needs max_messages of at least 1")
+        first = await self.next(timeout)
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < max_messages:
+            more = await self.next(0.0)
+            if more is None:
+                break
+            batch.append(more)
+        return batch
+
+    async def ack_batch(self, deliveries: Sequence[RabbitDelivery]) -> None:
+        """Acknowledge ``deliveries`` (from this consumer) with one basic.ack multiple=True
+        when that covers exactly them: they are every unsettled delivery of the channel up
+        to the highest tag among them. Otherwise (some earlier delivery is still held, or
+        they span a reconnect) each is acked on its own. Either way each is reported
+        ``Acked``, so the ledger reads the same as after one ack per message.
+
+        Raises:
+            AlreadySettled: one of them was settled before (nothing is sent then).
+            ConnectionLost: the channel closed since (RabbitMQ requeued them).
+        """
+        if not deliveries:
+            return
+        for delivery in deliveries:
+            delivery.check_settleable("ack")
+        if not self._covers_exactly(deliveries):
+            for delivery in deliveries:
+                await delivery.ack()
+            return
+        last = max(deliveries, key=lambda delivery: delivery.delivery_tag)
+        await last._send_ack_multiple()
+        for delivery in deliveries:
+            delivery.acked_with()
+
+    def _track(self, delivery: RabbitDelivery) -> None:
+        handed_out = self._handed_out
+        if handed_out and handed_out[-1].channel is not delivery.channel:
+            # A new channel (a reconnect): a multiple ack on it never touches the old one's.
+            handed_out.clear()
+        while handed_out and handed_out[0].settled:
+            handed_out.popleft()
+        if len(handed_out) > 2 * self.prefetch:
+            # Settled ones behind a delivery held for long; the broker bounds the others.
+            self._handed_out = handed_out = deque(d for d in handed_out if not d.settled)
+        handed_out.append(delivery)
+
+    def _covers_exactly(self, deliveries: Sequence[RabbitDelivery]) -> bool:
+        """Would one multiple=True ack for the highest tag settle exactly ``deliveries``?"""
+        chosen = {id(delivery) for delivery in deliveries}
+        if len(chosen) != len(deliveries):
+            return False
+        channel = deliveries[0].channel
+        if any(delivery.channel is not channel for delivery in deliveries):
+            return False
+        top = max(delivery.delivery_tag for delivery in deliveries)
+        covered = [
+            delivery
+            for delivery in self._handed_out
+            if delivery.channel is channel and not delivery.settled and delivery.delivery_tag <= top
+        ]
+        return len(covered) == len(chosen) and all(id(d) in chosen for d in covered)
 
     async def close(self) -> None:
         """Cancel the subscription and close its channel: unacked messages go back to the
@@ -254,6 +372,7 @@ class RabbitConsumer(ABC):
         if self._closed:
             return
         self._closed = True
+        self._handed_out.clear()
         await self._cancel()
 
     @abstractmethod
@@ -575,6 +694,40 @@ class RabbitMQAPI(Broker):
             key=routing_key,
         )
         return message_id
+
+    async def publish_many(
+        self,
+        exchange: str,
+        routing_key: str,
+        bodies: Sequence[bytes],
+        *,
+        window: int = 256,
+        priority: int | None = None,
+        headers: Mapping[str, Any] | None = None,
+        mandatory: bool = False,
+    ) -> list[str]:
+        """Publish ``bodies`` with up to ``window`` publisher confirms outstanding at once
+        (RabbitMQ confirms them in batches), instead of waiting for each before the next;
+        returns mqlab's message ids in order.
+
+        Each message is reported as :meth:`publish` reports it: ``Produced`` on its confirm,
+        ``ProduceFailed`` otherwise. After the first failure nothing more is published; the
+        publishes in flight are awaited, then that failure is raised (messages after it were
+        never sent and report nothing).
+
+        Raises:
+            BrokerError: a window outside 1..10,000.
+            RabbitMQError: what :meth:`publish` raises.
+        """
+        check_window(window, self.system)
+        self.publish_target(exchange, routing_key, priority=priority)
+
+        async def one(body: bytes) -> str:
+            return await self.publish(
+                exchange, routing_key, body, priority=priority, headers=headers, mandatory=mandatory
+            )
+
+        return await send_windowed(bodies, window, one)
 
     async def get(self, queue: str, *, no_ack: bool = False) -> RabbitDelivery | None:
         """basic.get one message, or None if the queue has no ready message.

@@ -49,6 +49,7 @@ class Delivery(RabbitDelivery):
         self.priority = message.priority
         self.redelivered = bool(message.redelivered)
         self.delivery_tag = int(message.delivery_tag or 0)
+        self.channel = message.channel
 
     async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
         message = self._message
@@ -59,6 +60,12 @@ class Delivery(RabbitDelivery):
         else:
             sending = message.reject(requeue=requeue)
         await self._broker.bounded(f"{verb} of {self.message_id}", sending)
+
+    async def _send_ack_multiple(self) -> None:
+        await self._broker.bounded(
+            f"ack of {self.message_id} and the deliveries before it",
+            self._message.ack(multiple=True),
+        )
 
     def _rejected(self) -> None:
         # RabbitMQ dead-letters it silently: the adapter reports it itself.

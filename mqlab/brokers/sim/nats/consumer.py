@@ -46,6 +46,18 @@ class SimJsMessage(JsMessage):
         self.data = message.data
         self.headers = dict(message.headers)
 
+    @property
+    def settled(self) -> bool:
+        """Acked, nacked or terminated already."""
+        return self._settled
+
+    def acked_on(self, server: SimNatsServer) -> None:
+        """The server's side of this message's ack (one of a batch's)."""
+        server.ack(self._durable, self.stream_sequence)
+
+    def mark_settled(self) -> None:
+        self._settled = True
+
     async def _send(self, operation: JsOperation, *, delay: float | None = None) -> None:
         settles = operation != "in_progress"
         if settles and self._settled:
@@ -131,6 +143,24 @@ class SimPullConsumer(NatsPullConsumer):
 
     async def _unsubscribe(self) -> None:
         self.broker.forget(self)
+
+    async def _send_acks(self, messages: list[JsMessage]) -> None:
+        fetched = [message for message in messages if isinstance(message, SimJsMessage)]
+        if len(fetched) != len(messages):
+            raise JetStreamError(f"ack_batch on {self.name}: a message not fetched here")
+        for message in fetched:
+            if message.settled:
+                raise JetStreamError(f"ack {message.where}: the message was already acknowledged")
+        server = self.broker.require_server()
+
+        def ack_all() -> None:
+            for message in fetched:
+                message.acked_on(server)
+
+        # One request: the acks travel together and the flush's answer comes back once.
+        await self.broker.request("ack", f"{self.stream}/{self.name}", ack_all)
+        for message in fetched:
+            message.mark_settled()
 
 
 class SimSubscription(NatsSubscription):

@@ -45,9 +45,19 @@ class SimDelivery(RabbitDelivery):
         self.priority = message.priority
         self.redelivered = handout.redelivered
         self.delivery_tag = handout.tag
+        self.channel = handout.channel
 
     async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
-        what = f"{verb} of {self.message_id}"
+        await self._settle_on_channel(f"{verb} of {self.message_id}", verb == "ack", requeue)
+
+    async def _send_ack_multiple(self) -> None:
+        await self._settle_on_channel(
+            f"ack of {self.message_id} and the deliveries before it", True, False, multiple=True
+        )
+
+    async def _settle_on_channel(
+        self, what: str, ack: bool, requeue: bool, *, multiple: bool = False
+    ) -> None:
         channel = self._channel
         server = self._broker.require_server()
         if not channel.open:  # the connection dropped since: fails at once, as in aio-pika
@@ -55,9 +65,11 @@ class SimDelivery(RabbitDelivery):
                 f"rabbitmq: {what}: the channel closed (connection lost?); unacked messages "
                 "on it go back to their queue"
             )
-        ack = verb == "ack"
         await self._broker.rpc(
-            what, lambda: server.settle(channel, self.delivery_tag, ack=ack, requeue=requeue)
+            what,
+            lambda: server.settle(
+                channel, self.delivery_tag, ack=ack, requeue=requeue, multiple=multiple
+            ),
         )
 
 

@@ -289,8 +289,11 @@ class SimRabbitMQServer:
         if subscription in subscription.channel.subscriptions:
             subscription.channel.subscriptions.remove(subscription)
 
-    def settle(self, channel: Channel, tag: int, *, ack: bool, requeue: bool) -> None:
-        """basic.ack / basic.nack on ``channel``.
+    def settle(
+        self, channel: Channel, tag: int, *, ack: bool, requeue: bool, multiple: bool = False
+    ) -> None:
+        """basic.ack / basic.nack on ``channel``; ``multiple`` settles every unsettled tag up
+        to ``tag`` of the channel too, as RabbitMQ does.
 
         Raises:
             ConnectionLost: the channel is closed (its messages were already requeued).
@@ -301,20 +304,24 @@ class SimRabbitMQServer:
                 "rabbitmq: the channel closed (connection lost?); unacked messages on it go "
                 "back to their queue"
             )
-        entry = channel.unacked.pop(tag, None)
-        if entry is None:
+        if tag not in channel.unacked:
             raise PreconditionFailed(f"rabbitmq: PRECONDITION_FAILED - unknown delivery tag {tag}")
-        queue, message = entry
-        queue.unacked -= 1
-        if not queue.alive:
-            return
-        if not ack:
-            if requeue:
-                message.redelivered = True
-                queue.push(message)
-            else:
-                self._dead_letter(queue, message, "rejected")
-        self._dispatch(queue)
+        tags = sorted(t for t in channel.unacked if t <= tag) if multiple else [tag]
+        touched: dict[str, Queue] = {}
+        for settled_tag in tags:
+            queue, message = channel.unacked.pop(settled_tag)
+            queue.unacked -= 1
+            if not queue.alive:
+                continue
+            if not ack:
+                if requeue:
+                    message.redelivered = True
+                    queue.push(message)
+                else:
+                    self._dead_letter(queue, message, "rejected")
+            touched[queue.name] = queue
+        for queue in touched.values():
+            self._dispatch(queue)
 
     # --- inspection ---------------------------------------------------------------------
 
