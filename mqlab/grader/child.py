@@ -11,8 +11,16 @@ already use), CPU time is capped as a backstop, and :mod:`faulthandler` dumps ev
 stack to stderr shortly before the wall-clock deadline, so when the parent has to kill an
 endless loop it can still point at the learner's line that was running.
 
+The request is one line on stdin; after it the parent writes nothing more but keeps stdin
+open for as long as it waits for this process: stdin is the *lifeline*. When it reaches its
+end, the grader is gone (killed with SIGKILL, say, where no ``finally`` of it runs), and a
+thread here kills this process's whole group at once, so a killed ``mqlab check`` never
+leaves learner code running behind it (:func:`_follow_the_grader`).
+
 Protocol lines (one JSON object each):
-``{"observation": {...}}``, ``{"planned_crash": point}`` (a SIGKILL is coming on purpose),
+``{"clock_started": true}`` (the limits are armed: the learner's time starts now, not when the
+interpreter started, which on a loaded machine can take seconds), ``{"observation": {...}}``,
+``{"planned_crash": point}`` (a SIGKILL is coming on purpose),
 ``{"learner_error": {kind, message, file, line, code}}``, ``{"check_error": text}`` (a bug in
 the check or the grader, not in learner code), ``{"done": true}``.
 """
@@ -20,12 +28,15 @@ the check or the grader, not in learner code), ``{"done": true}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import importlib.util
 import json
 import os
 import resource
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +87,29 @@ def _take_stdout() -> IO[str]:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def _follow_the_grader() -> None:
+    """Kill this process and everything in its group as soon as the grader goes away.
+
+    The grader holds the other end of stdin open until this process has ended, so the end of
+    stdin means it died (or gave up on this process). A thread blocked in ``read`` releases
+    the GIL, so it runs beside an endless loop of learner code; the learner's ``input()``
+    reads an empty file instead of the lifeline.
+    """
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                continue
+        # The grader starts this process as the leader of a session of its own; run by hand
+        # from a shell it is not, and then only this process goes, not the shell's group.
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 (for the process's life)
+    threading.Thread(target=watch, name="grader-lifeline", daemon=True).start()
 
 
 def _vm_bytes() -> int:
@@ -184,28 +218,32 @@ def main() -> int:
     reported on the protocol), 2 for a request that could not be read."""
     protocol = _Protocol(_take_stdout())
     try:
-        request = ChildRequest(**json.loads(sys.stdin.read()))
+        request = ChildRequest(**json.loads(sys.stdin.readline()))
     except (ValueError, TypeError) as error:
         protocol.send(check_error=f"bad request: {error}")
         return 2
+    _follow_the_grader()
     try:
         check = _load(request.check, "mqlab_exercise_check")
         _apply_limits(request)
+        protocol.send(clock_started=True)
         if request.simulated:
             from mqlab.brokers.sim.clock import run_virtual
 
             run_virtual(_drive(request, check, protocol))
         else:
             asyncio.run(_drive(request, check, protocol))
-    except MemoryError:
+    except MemoryError as error:
         faulthandler.cancel_dump_traceback_later()
+        where: dict[str, Any] = {"file": None, "line": None, "code": ""}
+        with contextlib.suppress(MemoryError):  # finding the line needs a little memory too
+            found = learner_error(error, request.learner)
+            where = {key: found[key] for key in where}
         protocol.send(
             learner_error={
                 "kind": "MemoryError",
                 "message": f"used more than the {request.memory_mb} MB it may use",
-                "file": None,
-                "line": None,
-                "code": "",
+                **where,
             }
         )
         return 0

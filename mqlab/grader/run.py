@@ -38,6 +38,13 @@ MAX_PHASES = 5
 """A check may crash the learner's process on purpose this many times minus one (the Kafka
 consumer exercises kill it three times: after a receive, before a commit, after one)."""
 CLEANUP_SECONDS = 30.0
+KILL_GRACE_SECONDS = 2.0
+"""How long past its time limit the child may run before it is killed: the child's own stack
+dump comes a quarter second before the limit, and must be written before the kill."""
+STARTUP_SECONDS = 120.0
+"""A bound on the child's start (the interpreter, mqlab, the check module) before its limits
+are armed. The learner's time limit runs from then on, so a machine slow to start a process
+costs the learner nothing; this only keeps a stuck start from hanging ``mqlab check``."""
 STDERR_LINES_KEPT = 12
 STDERR_BUFFER_LINES = 400
 """Lines of the child's stderr kept while it runs (faulthandler's dump must fit)."""
@@ -262,6 +269,13 @@ class _ChildOutcome:
 
 
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>\S+)')
+_STACK_DUMP = re.compile(
+    r"^(Timeout \(\d+:\d\d:\d\d(\.\d+)?\)!"
+    r"|(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):"
+    r"|\s*<no Python frame>)$"
+)
+"""The lines of faulthandler's dump (its header, thread headers, frames): the grader's, not
+something the learner printed."""
 
 
 def _stuck_at(stderr: list[str], learner: str) -> tuple[int | None, str]:
@@ -276,9 +290,13 @@ def _stuck_at(stderr: list[str], learner: str) -> tuple[int | None, str]:
 def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
     """Run one child to its end, its time limit, or Ctrl-C (which kills it and re-raises).
 
-    Both pipes are drained by threads while the child runs; of stderr (where the learner's
-    prints go) only the last lines are kept, so a print in an endless loop cannot fill the
-    grader's memory.
+    The time limit starts when the child reports its limits armed (``clock_started``), not
+    when it was started: what is timed is the check and the learner's code, not how long the
+    interpreter took to start on a loaded machine. Both pipes are drained by threads while the
+    child runs; of stderr (where the learner's prints go) only the last lines are kept, so a
+    print in an endless loop cannot fill the grader's memory. stdin stays open until the child
+    has ended: it is the child's lifeline (see :mod:`mqlab.grader.child`), which ends with this
+    process however it ends, so a killed grader leaves no child behind.
     """
     environment = {
         **os.environ,
@@ -294,45 +312,82 @@ def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
         env=environment,
         start_new_session=True,  # Ctrl-C reaches the grader only; it decides what to kill
     )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    assert process.stderr is not None
-    protocol: list[bytes] = []
-    tail: collections.deque[bytes] = collections.deque(maxlen=STDERR_BUFFER_LINES)
-    readers = [
-        threading.Thread(target=_drain, args=(process.stdout, protocol.append), daemon=True),
-        threading.Thread(target=_drain, args=(process.stderr, tail.append), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
     timed_out = False
+    stalled = False
     try:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
+        protocol: list[bytes] = []
+        tail: collections.deque[bytes] = collections.deque(maxlen=STDERR_BUFFER_LINES)
+        clock_started = threading.Event()
+
+        def keep_protocol(line: bytes) -> None:
+            protocol.append(line)
+            if line.startswith(CLOCK_STARTED):
+                clock_started.set()
+
+        readers = [
+            threading.Thread(
+                target=_drain,
+                args=(process.stdout, keep_protocol, clock_started.set),
+                daemon=True,
+            ),
+            threading.Thread(target=_drain, args=(process.stderr, tail.append), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
         with contextlib.suppress(BrokenPipeError):
-            process.stdin.write(json.dumps(request).encode())
-            process.stdin.close()
-        process.wait(timeout=seconds + 2.0)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(process)
-        process.wait()
+            process.stdin.write(json.dumps(request).encode() + b"\n")
+            process.stdin.flush()
+        # Set by the child's clock_started line, or by the end of its output (it is gone).
+        if not clock_started.wait(STARTUP_SECONDS) and process.poll() is None:
+            stalled = True
+            _kill_group(process)
+        try:
+            process.wait(timeout=seconds + KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(process)
+            process.wait()
     except BaseException:
         _kill_group(process)
         process.wait()
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            if process.stdin is not None:
+                process.stdin.close()
     for reader in readers:
         reader.join(timeout=5.0)
     stdout = b"".join(protocol).decode("utf-8", errors="replace")
     stderr_text = b"".join(tail).decode("utf-8", errors="replace")
-    return _parse(request, stdout, stderr_text, process.returncode, timed_out, seconds)
+    outcome = _parse(request, stdout, stderr_text, process.returncode, timed_out, seconds)
+    if stalled:
+        outcome.check_error = (
+            f"the grader's child process did not start within {STARTUP_SECONDS:g}s "
+            "(is the machine overloaded?)"
+        )
+    return outcome
 
 
-def _drain(stream: IO[bytes], keep: Callable[[bytes], None]) -> None:
-    """Read ``stream`` to its end in bounded lines (a line without end is cut up)."""
-    while True:
-        line = stream.readline(MAX_LINE_BYTES)
-        if not line:
-            return
-        keep(line)
+CLOCK_STARTED = b'{"clock_started": true}'
+"""The child's protocol line that starts the time limit."""
+
+
+def _drain(
+    stream: IO[bytes], keep: Callable[[bytes], None], at_end: Callable[[], None] = lambda: None
+) -> None:
+    """Read ``stream`` to its end in bounded lines (a line without end is cut up), then call
+    ``at_end``."""
+    try:
+        while True:
+            line = stream.readline(MAX_LINE_BYTES)
+            if not line:
+                return
+            keep(line)
+    finally:
+        at_end()
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -390,5 +445,5 @@ def _parse(
         )
     elif not finished and not planned and learner_error is None and check_error is None:
         check_error = "the check ended without reporting its end"
-    stderr = [text for text in stderr if not _FRAME.match(text) and "Thread 0x" not in text]
+    stderr = [text for text in stderr if not (_FRAME.match(text) or _STACK_DUMP.match(text))]
     return _ChildOutcome(observations, stderr, learner_error, check_error, planned, killed)
