@@ -39,12 +39,19 @@ def make(progress_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
 
 
 def screen_text(app: App[object]) -> str:
-    """What the terminal shows right now, as plain text."""
+    """What the terminal shows right now, as plain text.
+
+    Rendered as a repaint and a screenshot render it: with the screens below a modal one
+    (``_background_screens``). Without them a modal screen would draw, and cache, a blank
+    backdrop, and a snapshot taken later could show that instead of the screen behind it.
+    """
     width, height = app.size
     console = Console(
         width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False
     )
-    console.print(app.screen._compositor.render_update(full=True))
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
     return console.export_text()
 
 
@@ -59,18 +66,26 @@ async def until(
         await pilot.pause(0.02)
 
 
-async def until_shown(pilot: Pilot[object], text: str, timeout: float = 60.0) -> str:
-    """Wait until ``text`` is on the screen; returns the screen's text."""
+async def until_shown(pilot: Pilot[object], *texts: str, timeout: float = 60.0) -> str:
+    """Wait until every one of ``texts`` is on the screen at once; returns the screen's text.
+
+    Give every text a test asserts on: parts of a screen arrive in different frames (a
+    widget's new content can be read before its new size is laid out, a ledger counted in a
+    helper thread comes a frame or two after the run's end), so one text being there says
+    nothing about another.
+    """
+    assert texts, "until_shown needs a text to wait for"
     shown = ""
 
     def visible() -> bool:
         nonlocal shown
         shown = screen_text(pilot.app)
-        return text in shown
+        return all(text in shown for text in texts)
 
     deadline = time.monotonic() + timeout
     while not visible():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {text!r} on screen; it shows:\n{shown}")
+            missing = [text for text in texts if text not in shown]
+            pytest.fail(f"timed out waiting for {missing!r} on screen; it shows:\n{shown}")
         await pilot.pause(0.02)
     return shown

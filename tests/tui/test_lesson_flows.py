@@ -45,12 +45,14 @@ async def test_course_map_shows_lessons_with_their_progress(
         store.move_to("basics", 2, "predict-1")
     app = make()
     async with app.run_test(size=(120, 40)) as pilot:
-        text = await until_shown(pilot, "Every kind of step")
+        await until_shown(
+            pilot,
+            "◐ Every kind of step",  # in progress
+            "resume at step 3 of 6",
+            "full-jitter",  # the lesson's exercise, with its state
+            "scenario library",
+        )
         assert isinstance(app.screen, CourseMap)
-        assert "◐ Every kind of step" in text  # in progress
-        assert "resume at step 3 of 6" in text
-        assert "full-jitter" in text  # the lesson's exercise, with its state
-        assert "scenario library" in text
 
 
 async def test_a_lesson_resumes_where_the_learner_stopped(
@@ -71,10 +73,7 @@ async def test_read_step_renders_markdown_and_the_diagram(
     app = make()
     async with app.run_test(size=(120, 40)) as pilot:
         await _open_lesson(pilot, app)
-        text = await until_shown(pilot, "drawn from the simulator")
-        assert "A cluster" in text
-        assert "partitions" in text
-        assert "leader" in text
+        await until_shown(pilot, "drawn from the simulator", "A cluster", "partitions", "leader")
 
 
 async def test_quiz_answered_wrong_then_right(make: Callable[..., MqlabApp], progress_path) -> None:  # type: ignore[no-untyped-def]
@@ -83,12 +82,10 @@ async def test_quiz_answered_wrong_then_right(make: Callable[..., MqlabApp], pro
         screen = await _open_lesson(pilot, app)
         await _go_to(pilot, screen, "quiz")
         await pilot.press("2")
-        text = await until_shown(pilot, "Not quite.")
-        assert "Followers copy the leader" in text  # the wrong choice's why
+        text = await until_shown(pilot, "Not quite.", "Followers copy the leader")  # and why
         assert "Exactly one replica leads" not in text  # the explanation waits for the answer
         await pilot.press("1")
-        text = await until_shown(pilot, "Right.")
-        assert "Exactly one replica leads" in text
+        await until_shown(pilot, "Right.", "Exactly one replica leads")
     with ProgressStore(progress_path) as store:
         quiz = store.steps("basics")["quiz-1"]
     assert quiz.attempts == 2
@@ -103,11 +100,10 @@ async def test_predict_then_run_reveals_the_ledger(make: Callable[..., MqlabApp]
         await _go_to(pilot, screen, "predict")
         await until_shown(pilot, "Are any acknowledged messages lost")
         await pilot.press("2")  # "No, a replica from the ISR takes over": the answer
-        text = await until_shown(pilot, "Your prediction held.", timeout=120)
-        assert "lost" in text
-        assert "PASS on sim:kafka" in text
+        await until_shown(pilot, "Your prediction held.", "lost", "PASS on sim:kafka", timeout=120)
         timeline = screen.query_one(Timeline)
-        assert timeline.lines_shown > 30  # the run's own timeline: every produce, and more
+        # The run's own timeline: every produce, and more.
+        await until(pilot, lambda: timeline.lines_shown > 30, "the run's timeline")
 
 
 async def test_experiment_runs_the_variant_picked(make: Callable[..., MqlabApp]) -> None:
@@ -119,8 +115,7 @@ async def test_experiment_runs_the_variant_picked(make: Callable[..., MqlabApp])
         view = screen.view
         assert view is not None
         await until(pilot, lambda: 0 in view.play.outcomes, "variant 1's run", timeout=120)  # type: ignore[attr-defined]
-        text = await until_shown(pilot, "10 done")
-        assert "produced" in text
+        await until_shown(pilot, "10 done", "produced")
 
 
 async def test_exercise_step_points_at_mqlab_check(make: Callable[..., MqlabApp]) -> None:
@@ -128,8 +123,7 @@ async def test_exercise_step_points_at_mqlab_check(make: Callable[..., MqlabApp]
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await _open_lesson(pilot, app)
         await _go_to(pilot, screen, "exercise")
-        text = await until_shown(pilot, "mqlab check full-jitter")
-        assert "not checked yet" in text
+        await until_shown(pilot, "mqlab check full-jitter", "not checked yet")
 
 
 async def test_decision_tree_walked_to_every_leaf(make: Callable[..., MqlabApp]) -> None:
@@ -141,10 +135,13 @@ async def test_decision_tree_walked_to_every_leaf(make: Callable[..., MqlabApp])
         await pilot.press("2")
         await until_shown(pilot, "Do you run on AWS?")
         await pilot.press("1")
-        text = await until_shown(pilot, "Recommendation: SQS")
-        assert "nothing to run" in text
-        assert "no replay" in text
-        assert "Real choices weigh more" in text  # where the tree is too simple
+        await until_shown(
+            pilot,
+            "Recommendation: SQS",
+            "nothing to run",
+            "no replay",
+            "Real choices weigh more",  # where the tree is too simple
+        )
         await pilot.press("backspace")
         await until_shown(pilot, "Do you run on AWS?")
         await pilot.press("2")

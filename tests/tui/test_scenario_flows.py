@@ -20,7 +20,7 @@ from mqlab.tui.screens.library import ScenarioLibrary
 from mqlab.tui.screens.replay import ReplayScreen
 from mqlab.tui.screens.scenario import ScenarioScreen
 from mqlab.tui.widgets.scenario.timeline import Timeline
-from tests.tui.conftest import screen_text, until, until_shown
+from tests.tui.conftest import until, until_shown
 
 pytestmark = pytest.mark.sim
 
@@ -47,12 +47,11 @@ async def test_library_opens_a_scenario_and_runs_it_on_sim(
         answer = screen.scenario.predict.answer if screen.scenario.predict else 0
         await pilot.press(str(answer + 1))
         await until(pilot, lambda: screen.result is not None, "the run's result", timeout=120)
-        text = await until_shown(pilot, "final")
-        assert "Your prediction held." in text
-        assert "produced" in text
+        await until_shown(
+            pilot, "final", "Your prediction held.", "produced", f"PASS on {screen.broker}"
+        )
         assert screen.result is not None
         assert screen.result.verdict == "pass"
-        assert f"PASS on {screen.broker}" in text
 
 
 async def test_a_fault_from_the_keyboard_changes_the_partition_view(
@@ -91,8 +90,7 @@ async def test_a_fault_from_the_keyboard_changes_the_partition_view(
         screen.apply_speed(None)  # flat out to the end
         await until(pilot, lambda: screen.result is not None, "the run's end", timeout=120)
         assert any(o.kind == "fault_injected" for o in screen.result.observations)  # type: ignore[union-attr]
-        text = await until_shown(pilot, "final")
-        assert "lost" in text
+        await until_shown(pilot, "final", "lost")
 
 
 async def test_the_ledger_grows_live_with_the_expectations(
@@ -105,8 +103,7 @@ async def test_the_ledger_grows_live_with_the_expectations(
         screen = _scenario_screen(app)
         await until_shown(pilot, "so far (the run is going on)")
         await until(pilot, lambda: screen.picture.summary.produced >= 3, "3 produced drawn")
-        text = await until_shown(pilot, "not processed (yet)")
-        assert "✓ 0" in text  # duplicated: expected 0, beside its row
+        await until_shown(pilot, "not processed (yet)", "✓ 0")  # duplicated: 0 expected
         first = screen.picture.summary.produced
         await until(pilot, lambda: screen.picture.summary.produced > first, "more produced")
         await pilot.press("space")
@@ -188,12 +185,15 @@ async def test_broker_picker_greys_out_what_the_lab_lacks(
     async with app.run_test(size=(120, 40)) as pilot:
         await until_shown(pilot, "Every kind of step")
         app.push_screen(BrokerPicker("sim", findings), chosen.append)
-        text = await until_shown(pilot, "Where should scenarios run?")
-        assert "kafka  unavailable: kafka-broker-2: killed" in text
-        assert "fix: mqlab lab fault restart kafka-broker-2" in text
-        assert "fix: mqlab lab install rabbitmq" in text
-        assert "nats  unavailable: not running" in text
-        assert "the lab's real broker (up)" in text  # sqs
+        await until_shown(
+            pilot,
+            "Where should scenarios run?",
+            "kafka  unavailable: kafka-broker-2: killed",
+            "fix: mqlab lab fault restart kafka-broker-2",
+            "fix: mqlab lab install rabbitmq",
+            "nats  unavailable: not running",
+            "the lab's real broker (up)",  # sqs
+        )
         picker = app.screen
         assert isinstance(picker, BrokerPicker)
         disabled = {c.name for c in picker.choices if not c.available}
@@ -229,7 +229,7 @@ async def test_layout_stacks_when_narrow_and_spreads_when_wide(
         await pilot.resize_terminal(140, 40)
         await until(pilot, lambda: not screen.has_class("narrow"), "the wide layout")
         await until(pilot, lambda: timeline.size.width < 80, "side by side")
-        assert "ledger" in screen_text(app).lower()
+        await until_shown(pilot, "Ledger")  # the tabs' first title, beside the timeline
 
 
 async def test_a_burst_is_drawn_a_frame_at_a_time(make: Callable[..., MqlabApp]) -> None:
@@ -270,7 +270,6 @@ async def test_a_pattern_scenario_draws_its_saga(make: Callable[..., MqlabApp]) 
         await until(pilot, lambda: screen.result is not None, "the run's end", timeout=120)
         assert screen.sagas.sagas["order-1"].recovered == "resume"
         await pilot.press("p")
-        text = await until_shown(pilot, "recovered: resume")
-        assert "✓ confirm_order" in text
+        await until_shown(pilot, "recovered: resume", "✓ confirm_order")
         await pilot.press("v")
         await until_shown(pilot, "runs a pattern against postgres")
