@@ -85,10 +85,7 @@ def pause(process: str, lab: Lab | None = None) -> None:
     Raises:
         LabError: unknown or not running.
     """
-    lab = lab or Lab()
-    with lab.locked(f"fault pause {process}", timeout=LOCK_TIMEOUT):
-        record = _running_record(lab, process)
-        proc.signal_group(record, signal.SIGSTOP)
+    record = _signal_running(lab or Lab(), process, signal.SIGSTOP, "pause")
     log.info("%s: paused (SIGSTOP to pid %d and its group)", process, record.pid)
 
 
@@ -98,11 +95,17 @@ def resume(process: str, lab: Lab | None = None) -> None:
     Raises:
         LabError: unknown or not running.
     """
-    lab = lab or Lab()
-    with lab.locked(f"fault resume {process}", timeout=LOCK_TIMEOUT):
-        record = _running_record(lab, process)
-        proc.signal_group(record, signal.SIGCONT)
+    record = _signal_running(lab or Lab(), process, signal.SIGCONT, "resume")
     log.info("%s: resumed (SIGCONT to pid %d and its group)", process, record.pid)
+
+
+def _signal_running(lab: Lab, process: str, signum: signal.Signals, fault: str) -> ProcessRecord:
+    """Send ``signum`` to ``process`` and its group under the lab's lock (held as
+    ``fault <fault> <process>``); the record of the process it signalled."""
+    with lab.locked(f"fault {fault} {process}", timeout=LOCK_TIMEOUT):
+        record = _running_record(lab, process)
+        proc.signal_group(record, signum)
+    return record
 
 
 def restart(process: str, lab: Lab | None = None) -> None:

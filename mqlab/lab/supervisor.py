@@ -8,8 +8,8 @@ What makes it safe to run on a learner's machine:
 - ports are checked before a start, and a taken port is reported with its owner;
 - a process that does not become healthy in time is stopped again and its log tail shown;
 - Ctrl-C during ``up`` stops what that ``up`` had started;
-- one ``fcntl`` lock per state dir serialises ``mqlab lab`` commands, so two of them never
-  start the same server twice.
+- one ``fcntl`` lock per state dir (:mod:`mqlab.lab.lock`) serialises ``mqlab lab``
+  commands, so two of them never start the same server twice.
 
 Progress goes to the ``mqlab.lab`` logger (the CLI prints it); errors a learner can fix are
 :class:`LabError` with a one-line message.
@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import logging
-import os
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from mqlab.lab import process as proc
 from mqlab.lab.endpoints import HOST
 from mqlab.lab.errors import LabError
+from mqlab.lab.lock import state_dir_lock
 from mqlab.lab.paths import lab_paths
 from mqlab.lab.process import ProcessRecord
 from mqlab.lab.services import SERVICE_PATHS, SERVICES, resolve_service_name
@@ -47,6 +46,7 @@ TOXIPROXY = "toxiproxy"
 # Seconds one `lab status` probe may take: a paused or wedged server must not stall the table.
 STATUS_PROBE_TIMEOUT = 1.0
 _LOG_TAIL_LINES = 20
+_Spec = TypeVar("_Spec", ProcessSpec, ProxySpec)
 
 
 class _Cancelled(Exception):
@@ -89,11 +89,6 @@ class ProcessStatus:
         )
 
 
-# Lock depth per lock file within this process, so a Lab call that calls another one (restart
-# -> up of toxiproxy proxies) does not deadlock on its own flock.
-_held_locks: dict[Path, tuple[int, int]] = {}
-
-
 class Lab:
     """The local lab of one state dir (``$MQLAB_STATE_DIR`` or the platform state dir).
 
@@ -108,9 +103,11 @@ class Lab:
 
     # ------------------------------------------------------------------ locking
 
-    @contextlib.contextmanager
-    def locked(self, purpose: str, timeout: float | None = None) -> Iterator[None]:
-        """Hold the state dir's lock; wait for another ``mqlab lab`` command to finish.
+    def locked(
+        self, purpose: str, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Hold the state dir's lock (:func:`mqlab.lab.lock.state_dir_lock`); wait for another
+        ``mqlab lab`` command to finish.
 
         Args:
             purpose: shown to whoever waits for this lock ("up", "fault kill").
@@ -119,55 +116,7 @@ class Lab:
         Raises:
             LabError: ``timeout`` expired.
         """
-        lock_path = self.paths.state / "lab.lock"
-        held = _held_locks.get(lock_path)
-        if held is not None:
-            _held_locks[lock_path] = (held[0], held[1] + 1)
-            try:
-                yield
-            finally:
-                descriptor, depth = _held_locks[lock_path]
-                _held_locks[lock_path] = (descriptor, depth - 1)
-            return
-        try:
-            self.paths.state.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise LabError(f"cannot use the lab's state dir {self.paths.state}: {error}") from None
-        try:
-            self._acquire(descriptor, lock_path, purpose, timeout)
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"{os.getpid()} {purpose}\n".encode(), 0)
-            _held_locks[lock_path] = (descriptor, 1)
-            try:
-                yield
-            finally:
-                del _held_locks[lock_path]
-                os.ftruncate(descriptor, 0)
-                fcntl.flock(descriptor, fcntl.LOCK_UN)
-        finally:
-            os.close(descriptor)
-
-    @staticmethod
-    def _acquire(descriptor: int, lock_path: Path, purpose: str, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        announced = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                pass
-            holder = lock_path.read_text().strip() or "unknown"
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LabError(
-                    f"another mqlab lab command holds the lab (pid/command: {holder}); "
-                    f"retry {purpose} when it has finished"
-                )
-            if not announced:
-                log.info("waiting for another mqlab lab command to finish (%s)", holder)
-                announced = True
-            time.sleep(0.1)
+        return state_dir_lock(self.paths.state, purpose, timeout)
 
     # ------------------------------------------------------------------ names
 
@@ -191,19 +140,8 @@ class Lab:
         Raises:
             LabError: no service has such a process ("did you mean ...").
         """
-        known: list[str] = []
-        for name in SERVICE_PATHS:
-            try:
-                specs = SERVICES[name].processes(self.paths)
-            except LabError:
-                continue
-            for spec in specs:
-                if spec.name == process:
-                    return spec
-                known.append(spec.name)
-        close = difflib.get_close_matches(process, known, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise LabError(f"unknown process {process!r}{hint} (processes: {', '.join(known)})")
+        specs = self._every_service(lambda service: service.processes(self.paths))
+        return _named(specs, process, "process", "processes")
 
     def proxy_spec(self, proxy: str) -> ProxySpec:
         """The proxy called ``proxy`` (e.g. ``rabbitmq``, ``kafka-broker-1``).
@@ -211,19 +149,18 @@ class Lab:
         Raises:
             LabError: no service has such a proxy ("did you mean ...").
         """
-        known: list[str] = []
+        proxies = self._every_service(lambda service: service.proxies())
+        return _named(proxies, proxy, "proxy", "proxies")
+
+    @staticmethod
+    def _every_service(specs_of: Callable[[Service], Sequence[_Spec]]) -> list[_Spec]:
+        """What ``specs_of`` gives for every service, in start order; a service that cannot
+        say (its config is unreadable) is passed over."""
+        found: list[_Spec] = []
         for name in SERVICE_PATHS:
-            try:
-                proxies = SERVICES[name].proxies()
-            except LabError:
-                continue
-            for spec in proxies:
-                if spec.name == proxy:
-                    return spec
-                known.append(spec.name)
-        close = difflib.get_close_matches(proxy, known, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise LabError(f"unknown proxy {proxy!r}{hint} (proxies: {', '.join(known)})")
+            with contextlib.suppress(LabError):
+                found.extend(specs_of(SERVICES[name]))
+        return found
 
     # ------------------------------------------------------------------ records
 
@@ -250,18 +187,7 @@ class Lab:
 
     def mark_killed(self, record: ProcessRecord) -> None:
         """Keep ``record`` but note that a fault killed it (``status`` says "killed")."""
-        self._write_record(
-            ProcessRecord(
-                name=record.name,
-                service=record.service,
-                pid=record.pid,
-                create_time=record.create_time,
-                argv=record.argv,
-                started_at=record.started_at,
-                log=record.log,
-                state="killed",
-            )
-        )
+        self._write_record(replace(record, state="killed"))
 
     # ------------------------------------------------------------------ install
 
@@ -838,6 +764,17 @@ def _interrupt_deferred(*, reraise: bool = True) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received and reraise:
         raise KeyboardInterrupt
+
+
+def _named(specs: list[_Spec], name: str, kind: str, kinds: str) -> _Spec:
+    """The spec called ``name``, or a "did you mean" error listing every ``kinds``."""
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    known = [spec.name for spec in specs]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise LabError(f"unknown {kind} {name!r}{hint} ({kinds}: {', '.join(known)})")
 
 
 def _parenthesised(text: str) -> str:
