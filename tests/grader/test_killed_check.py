@@ -1,0 +1,283 @@
+"""``mqlab check`` killed at random points: the progress database stays intact and consistent,
+and nothing the check started is left running.
+
+The real CLI, in a workspace ``mqlab init`` made, checks an exercise on ``sim`` while this test
+kills it: SIGKILL after a random delay drawn from a check's duration, SIGKILL just after the
+grader's child ended (while the CLI writes progress: the attempt, then the hint), and SIGINT
+to its process group the way a terminal's Ctrl-C arrives. The learner's file is the
+reference solution, the starter, or an endless loop (a child that nobody stopped would run
+for the exercise's whole time limit). Every choice comes from one seeded random source.
+
+After each kill: no process that inherited this test's marker in its environment is alive
+(the grader's child and anything it started), the database passes
+:meth:`~mqlab.course.progress.ProgressStore.check_consistency`, and its counts lie between
+what the runs that finished must have written and what the runs that started may have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mqlab.course.progress import ProgressStore, default_path
+from mqlab.grader.catalog import ExerciseEntry, find_exercise
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.sim
+
+EXERCISE = "full-jitter"
+SEED = 0x5EED13
+ROUNDS = 12
+MARKER = "MQLAB_KILLED_CHECK_TEST"
+"""An environment variable only this test's processes carry (children inherit it)."""
+GONE_SECONDS = 10.0
+"""How long a killed check's processes may take to go. The grader kills its child's group at
+once; a child left behind would run on for the exercise's time limit (20 s) or longer."""
+RUN_SECONDS = 180.0
+"""A bound against hanging for one uncut CLI run (a loaded machine is slow, not stuck)."""
+
+ENDLESS_LOOP = """\
+def full_jitter(attempt, base, cap, rng):
+    while True:
+        attempt += 1
+
+
+def decorrelated_jitter(previous, base, cap, rng):
+    return base
+"""
+
+
+@dataclass
+class Workspace:
+    root: Path
+    learner: Path
+    environment: dict[str, str]
+    token: str
+
+    def start_check(self) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        """``mqlab check EXERCISE`` as a learner runs it, in a process group of its own (so a
+        Ctrl-C sent to that group reaches the CLI and not pytest)."""
+        run = uuid.uuid4().hex[:8]
+        stdout = self.root.parent / f"stdout-{run}.txt"
+        stderr = self.root.parent / f"stderr-{run}.txt"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mqlab", "check", EXERCISE],
+                cwd=self.root,
+                env=self.environment,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        return process, stdout, stderr
+
+
+def _alive_with(token: str) -> list[str]:
+    """Every live process (zombies do not count: they run nothing) whose environment carries
+    ``MARKER=token``, as "pid command"."""
+    found = []
+    needle = f"{MARKER}={token}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if state != "Z":
+            found.append(f"{entry.name} {command.strip()}")
+    return found
+
+
+def _grader_children(token: str) -> list[str]:
+    return [line for line in _alive_with(token) if "mqlab.grader.child" in line]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("finding leftover processes reads /proc (Linux)")
+    token = uuid.uuid4().hex
+    environment = {
+        **os.environ,
+        "MQLAB_DATA_DIR": str(tmp_path / "data"),
+        MARKER: token,
+    }
+    environment.pop("MQLAB_WORKSPACE", None)
+    root = tmp_path / "ws"
+    made = subprocess.run(
+        [sys.executable, "-m", "mqlab", "init", str(root)],
+        env=environment,
+        capture_output=True,
+        timeout=RUN_SECONDS,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr.decode()
+    entry = find_exercise(EXERCISE)
+    learner = root / entry.lesson_folder / entry.id / entry.exercise.file
+    assert learner.is_file()
+    return Workspace(root, learner, environment, token)
+
+
+@dataclass
+class Tally:
+    """What the runs so far must have written (finished) and may have written (started)."""
+
+    started: int = 0
+    finished: int = 0
+    failing_started: int = 0
+    failing_finished: int = 0
+    passing_finished: int = 0
+    passing_started: int = 0
+
+    def count(self, *, failing: bool, finished: bool) -> None:
+        self.started += 1
+        self.failing_started += failing
+        self.passing_started += not failing
+        if finished:
+            self.finished += 1
+            self.failing_finished += failing
+            self.passing_finished += not failing
+
+
+def _assert_consistent(workspace: Workspace, tally: Tally) -> None:
+    wait_until(
+        lambda: not _alive_with(workspace.token),
+        GONE_SECONDS,
+        lambda: f"no process of the killed check left; alive: {_alive_with(workspace.token)}",
+    )
+    path = Path(workspace.environment["MQLAB_DATA_DIR"]) / default_path().name
+    with ProgressStore(path) as store:
+        assert store.check_consistency() == []
+        record = store.exercise(EXERCISE)
+    if record is None:
+        assert tally.finished == 0
+        return
+    assert tally.finished <= record.attempts <= tally.started, (record, tally)
+    # A failing check records its attempt, then shows (and records) one hint.
+    assert tally.failing_finished <= record.hints_shown <= tally.failing_started, (record, tally)
+    assert record.hints_shown <= record.attempts
+    if tally.passing_finished:
+        assert record.passed
+    if record.passed:
+        assert tally.passing_started
+        assert record.passed_at is not None
+    if record.last_result is not None:
+        assert json.loads(record.last_result)["exercise"] == EXERCISE
+
+
+def _wait_for_grading(workspace: Workspace, process: subprocess.Popen[bytes]) -> bool:
+    """Wait until the check's grader child runs (True) or the CLI has ended (False)."""
+    seen = wait_until(
+        lambda: _grader_children(workspace.token) or process.poll() is not None,
+        RUN_SECONDS,
+        "the check's grader child to start",
+    )
+    return seen is not True
+
+
+def _wait_for_grading_end(workspace: Workspace) -> None:
+    wait_until(
+        lambda: not _grader_children(workspace.token), RUN_SECONDS, "the grader child to end"
+    )
+
+
+def _signal_after(
+    process: subprocess.Popen[bytes], delay: float, send: signal.Signals, *, group: bool = False
+) -> int:
+    """Send ``send`` after ``delay`` seconds unless the process ended first; its exit code.
+    Time passing is the condition here: a random point of the run."""
+    try:
+        return process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, send)
+        else:
+            os.kill(process.pid, send)
+        return process.wait(timeout=RUN_SECONDS)
+
+
+def _finished_normally(stdout: Path, stderr: Path, code: int, *, failing: bool) -> None:
+    """A run the signal missed (it had ended already) is an ordinary, complete check."""
+    assert code == (1 if failing else 0), (code, stdout.read_text(), stderr.read_text())
+    assert "Traceback" not in stderr.read_text()
+    assert "reproduce:" in stdout.read_text() or "passed" in stdout.read_text()
+
+
+def test_mqlab_check_killed_anywhere_leaves_consistent_progress_and_no_process(
+    workspace: Workspace,
+) -> None:
+    entry: ExerciseEntry = find_exercise(EXERCISE)
+    chooser = random.Random(SEED)
+    tally = Tally()
+
+    # One uncut run of the starter: how long a check takes here, start to end, how long its
+    # grader child lives, and how long the CLI runs on after it (the progress writes).
+    started = time.monotonic()
+    process, stdout, stderr = workspace.start_check()
+    assert _wait_for_grading(workspace, process), "the CLI ended before its child was seen"
+    child_started = time.monotonic()
+    _wait_for_grading_end(workspace)
+    child_ended = time.monotonic()
+    code = process.wait(timeout=RUN_SECONDS)
+    ended = time.monotonic()
+    _finished_normally(stdout, stderr, code, failing=True)
+    tally.count(failing=True, finished=True)
+    _assert_consistent(workspace, tally)
+    whole, child_life, tail = ended - started, child_ended - child_started, ended - child_ended
+
+    interrupted = 0
+    for _ in range(ROUNDS):
+        learner = chooser.choice(["solution", "starter", "endless loop"])
+        how = chooser.choice(["kill during the check", "kill at the progress write", "ctrl-c"])
+        if learner == "endless loop":
+            how = chooser.choice(["kill during the check", "ctrl-c"])  # it never writes
+            workspace.learner.write_text(ENDLESS_LOOP)
+        else:
+            source = entry.solution_file if learner == "solution" else entry.starter_file
+            shutil.copy(source, workspace.learner)
+        failing = learner != "solution"
+        process, stdout, stderr = workspace.start_check()
+        try:
+            if how == "kill during the check":
+                code = _signal_after(process, chooser.uniform(0.0, whole), signal.SIGKILL)
+            elif how == "kill at the progress write":
+                if _wait_for_grading(workspace, process):
+                    _wait_for_grading_end(workspace)
+                code = _signal_after(process, chooser.uniform(0.0, tail), signal.SIGKILL)
+            else:
+                _wait_for_grading(workspace, process)
+                delay = chooser.uniform(0.0, child_life)
+                code = _signal_after(process, delay, signal.SIGINT, group=True)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if code == -signal.SIGKILL:
+            tally.count(failing=failing, finished=False)
+        elif how == "ctrl-c" and code == 130:
+            # One line, no traceback; the attempt may or may not have been recorded.
+            assert stderr.read_text() == "interrupted\n", stderr.read_text()
+            tally.count(failing=failing, finished=False)
+            interrupted += 1
+        else:
+            _finished_normally(stdout, stderr, code, failing=failing)
+            tally.count(failing=failing, finished=True)
+        _assert_consistent(workspace, tally)
+    assert tally.started - tally.finished >= ROUNDS // 2, "most rounds must really be cut"
+    assert interrupted, "at least one Ctrl-C must land during a check"
