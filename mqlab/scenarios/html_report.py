@@ -27,7 +27,8 @@ from mqlab.course.scenario import Scenario
 from mqlab.observe.events import RunStarted
 from mqlab.scenarios.ledger import LEDGER_ROWS
 from mqlab.scenarios.report import describe
-from mqlab.scenarios.spacetime import (
+from mqlab.scenarios.spacetime import build_diagram
+from mqlab.scenarios.spacetime_model import (
     DEFAULT_MAX_MESSAGES,
     FATE_LABELS,
     FATES,
@@ -37,7 +38,6 @@ from mqlab.scenarios.spacetime import (
     Instant,
     Lane,
     Mark,
-    build_diagram,
 )
 from mqlab.scenarios.verdict import ExpectationResult, RunResult
 

@@ -8,11 +8,12 @@ delivery: partition to consumer; a dead-letter hop: queue to queue), and what ha
 is a mark (processed, acked, committed, a crash, a leader change). Faults are bands across the
 whole picture; a broker node that was down is a band on its own lane.
 
-:func:`build_diagram` is pure: observations in, a :class:`Diagram` out, with times and an order
-but no geometry. :mod:`mqlab.scenarios.html_report` lays it out as SVG. The fates that the marks
-show (lost, duplicated, dead-lettered, produce failed, aborted) come from folding the very same
-observations into a :class:`~mqlab.scenarios.ledger.Ledger`, so the picture can never disagree
-with the ledger beside it.
+:func:`build_diagram` is pure: observations in, a :class:`Diagram` out
+(:mod:`mqlab.scenarios.spacetime_model`), with times and an order but no geometry.
+:mod:`mqlab.scenarios.html_report` lays it out as SVG. The fates that the marks show (lost,
+duplicated, dead-lettered, produce failed, aborted) come from folding the very same observations
+into a :class:`~mqlab.scenarios.ledger.Ledger`, so the picture can never disagree with the
+ledger beside it.
 
 Names are shown without the run's namespace (``mq-3f2a9c-orders`` is drawn as ``orders``), and
 a few things the observations name in the broker's terms are drawn in the scenario's: NATS
@@ -55,146 +56,22 @@ from mqlab.observe.events import (
 )
 from mqlab.scenarios.ledger import Ledger
 from mqlab.scenarios.report import NATS_ADVISORY_PREFIX, describe
-
-DEFAULT_MAX_MESSAGES = 200
-"""Most messages a diagram draws in full; past it the others are thinned out evenly (every
-marked message is always drawn). 200 messages keep a report near 250 KB and readable."""
-
-LaneKind = Literal["producer", "node", "broker", "consumer"]
-"""Top to bottom: producers, broker nodes (only those a fault or an outage touched), the places
-messages wait (partitions, queues, the stream), consumers."""
-
-LANE_ORDER: tuple[LaneKind, ...] = ("producer", "node", "broker", "consumer")
-
-ArrowKind = Literal["produce", "deliver", "redeliver", "dead_letter"]
-
-Fate = Literal["lost", "dead_lettered", "duplicated", "produce_failed", "aborted"]
-"""What the ledger says became of a message, the ones a diagram marks. In order of precedence
-when one message has several (a message can be both duplicated and dead-lettered)."""
-
-FATES: tuple[Fate, ...] = ("lost", "dead_lettered", "duplicated", "produce_failed", "aborted")
-
-FATE_LABELS: dict[Fate, str] = {
-    "lost": "lost (acknowledged by the broker, never processed, not dead-lettered)",
-    "dead_lettered": "dead-lettered (moved aside for good)",
-    "duplicated": "processed more than once by one group",
-    "produce_failed": "produce failed (the broker never acknowledged it)",
-    "aborted": "written in an aborted transaction (never visible to read_committed)",
-}
-
-MarkKind = Literal[
-    "processed",
-    "duplicate",
-    "skipped",
-    "acked",
-    "nacked",
-    "committed",
-    "failed",
-    "produce_failed",
-    "crashed",
-    "leader",
-    "rebalanced",
-    "expired",
-    "lost",
-    "dead_lettered",
-    "transaction",
-    "fault_action",
-]
-
-BandKind = Literal["fault", "down"]
-
-
-@dataclass(frozen=True, slots=True)
-class Instant:
-    """A point on the time axis.
-
-    ``at`` is seconds since the run's first observation (virtual seconds on the simulator);
-    ``seq`` is the point's rank among every drawn point, ties in time kept in the order they
-    were observed. The simulator does a lot in zero virtual time, so a layout that gives each
-    rank a little room keeps simultaneous events apart while ``at`` keeps real gaps visible.
-    """
-
-    at: float
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Lane:
-    """One horizontal lane."""
-
-    key: str
-    """Unique id: ``producer:NAME``, ``node:NAME``, ``partition:TOPIC:N``, ``queue:NAME``,
-    ``stream:NAME``, ``topic:NAME`` or ``consumer:NAME``."""
-    kind: LaneKind
-    label: str
-    """What the lane is called on screen (namespace stripped)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Arrow:
-    """A message moving from one lane to another."""
-
-    kind: ArrowKind
-    message_id: str
-    source: str
-    """Lane key it leaves."""
-    target: str
-    """Lane key it reaches."""
-    start: Instant
-    end: Instant
-    text: str
-    """``describe()``'s line for the observation that ends the arrow (the hover text)."""
-    fate: Fate | None = None
-    """The message's marked fate, if it has one (arrows of lost messages look lost)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """Something that happened on one lane at one instant."""
-
-    kind: MarkKind
-    lane: str
-    when: Instant
-    text: str
-    message_id: str | None = None
-    """The message it is about; None for marks about a lane (a crash, a leader change)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Band:
-    """A stretch of time: an injected fault (across every lane) or a broker node that was down
-    (on its node lane)."""
-
-    kind: BandKind
-    label: str
-    start: Instant
-    end: Instant
-    text: str
-    lane: str | None = None
-    """The node lane of a ``down`` band; None for a fault band, which spans every lane."""
-    healed: bool = True
-    """False when the run ended before the fault was healed (the band runs to the end)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Diagram:
-    """Everything a space-time diagram draws, in time and order (no geometry)."""
-
-    lanes: tuple[Lane, ...]
-    arrows: tuple[Arrow, ...]
-    marks: tuple[Mark, ...]
-    bands: tuple[Band, ...]
-    fates: dict[Fate, tuple[str, ...]]
-    """Every marked message id per fate (all of them, whether drawn or thinned)."""
-    messages_total: int
-    messages_drawn: int
-    thinning: str | None
-    """What was left out and how, when the run had more messages than the limit."""
-    slot_times: tuple[float, ...]
-    """``at`` of every ``seq``, in order (for mapping times to the axis)."""
-    duration: float
-    """Seconds from the first observation to the last."""
-
+from mqlab.scenarios.spacetime_model import (
+    DEFAULT_MAX_MESSAGES,
+    FATES,
+    LANE_ORDER,
+    Arrow,
+    ArrowKind,
+    Band,
+    BandKind,
+    Diagram,
+    Fate,
+    Instant,
+    Lane,
+    LaneKind,
+    Mark,
+    MarkKind,
+)
 
 # --- names ------------------------------------------------------------------------------
 
