@@ -29,6 +29,8 @@ from mqlab.brokers.sim.kafka.algorithms import (
 )
 from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.kafka.consumer import SimKafkaConsumer
+from mqlab.brokers.sim.kafka.log import Partition
+from mqlab.brokers.sim.kafka.server import SimKafkaCluster, Transaction
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import (
@@ -384,6 +386,27 @@ async def test_an_open_transaction_holds_read_committed_readers_back(
     assert state.log_end == 3
 
 
+def append_in_transaction(
+    cluster: SimKafkaCluster, txn: Transaction, partition: Partition, value: bytes, sequence: int
+) -> int:
+    """What a transactional send does on the cluster (AddPartitionsToTxn, then the append on
+    the leader), without the client's round trips: tests that need several transactions in
+    one loop turn drive the cluster this way. Returns the record's offset."""
+    cluster.add_to_transaction(txn, partition.tp)
+    offset, _ = cluster.append(
+        partition,
+        None,
+        value,
+        (),
+        acks_all=False,
+        producer_id=txn.producer_id,
+        producer_epoch=txn.epoch,
+        sequence=sequence,
+        txn=True,
+    )
+    return offset
+
+
 async def test_each_marker_settles_only_the_transaction_it_ends(kafka: SimKafkaBroker) -> None:
     # A producer starts its next transaction on a partition while the previous marker is still
     # on its way to the followers (the consume-transform-produce loop does exactly that). In
@@ -392,30 +415,14 @@ async def test_each_marker_settles_only_the_transaction_it_ends(kafka: SimKafkaB
     # transactions land in one loop turn, before any follower has fetched a marker.
     cluster = kafka.cluster
     topic = await kafka.create_topic(kafka.qualify("tx"), partitions=1, replication_factor=3)
-    tp = TopicPartition(topic.name, 0)
     partition = cluster.topics[topic.name].partitions[0]
     txn = cluster.init_transactions(kafka.qualify("writer"), "writer", 60.0)
 
-    def write_in_transaction(value: bytes, sequence: int) -> int:
-        cluster.add_to_transaction(txn, tp)
-        offset, _ = cluster.append(
-            partition,
-            None,
-            value,
-            (),
-            acks_all=True,
-            producer_id=txn.producer_id,
-            producer_epoch=txn.epoch,
-            sequence=sequence,
-            txn=True,
-        )
-        return offset
-
-    assert write_in_transaction(b"committed", 0) == 0
+    assert append_in_transaction(cluster, txn, partition, b"committed", 0) == 0
     cluster.end_transaction(txn, commit=True)  # the commit marker takes offset 1
-    assert write_in_transaction(b"aborted", 1) == 2
+    assert append_in_transaction(cluster, txn, partition, b"aborted", 1) == 2
     cluster.end_transaction(txn, commit=False)  # the abort marker takes offset 3
-    assert write_in_transaction(b"still open", 2) == 4
+    assert append_in_transaction(cluster, txn, partition, b"still open", 2) == 4
     assert (partition.high_watermark, partition.last_stable_offset) == (0, 0)
 
     await waiting.eventually(
@@ -433,6 +440,88 @@ async def test_each_marker_settles_only_the_transaction_it_ends(kafka: SimKafkaB
     )
     assert [r.value for r in await reader.poll(timeout=1.0)] == [b"committed"]
     assert await reader.poll(timeout=1.0) == []
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
+async def test_a_marker_the_new_leader_lacks_is_written_again(
+    kafka: SimKafkaBroker, world: SimWorld, recorder: Recorder, commit: bool
+) -> None:
+    # The leader dies in the loop turn the transaction ends, before a follower fetched the
+    # marker: the follower elected next has the record but not the marker. Kafka's coordinator
+    # retries WriteTxnMarkers on the new leader, so the transaction still ends as decided
+    # instead of holding read_committed readers at its first record for good.
+    topic = await kafka.create_topic(kafka.qualify("tx"), partitions=1, replication_factor=3)
+    partition = kafka.cluster.topics[topic.name].partitions[0]
+    transactional_id = kafka.qualify("writer")
+    producer = await kafka.producer(transactional_id=transactional_id)
+    await producer.begin_transaction()
+    await producer.send(topic.name, b"decided")
+    if commit:
+        await producer.commit_transaction()
+    else:
+        await producer.abort_transaction()
+    old_leader = partition.leader
+    assert [r.log_end for r in partition.replica.values() if r.broker_id != old_leader] == [1, 1]
+    await world.kill(f"kafka-broker-{old_leader}")
+
+    plain = await kafka.producer()
+    await plain.send(topic.name, b"after the election")  # waits for the new leader
+    assert partition.leader != old_leader
+    reader = await kafka.consumer(
+        [topic.name], group_id=kafka.qualify("rc"), isolation_level="read_committed"
+    )
+    expected = [b"decided", b"after the election"] if commit else [b"after the election"]
+    assert [r.value for r in await reader.poll(timeout=1.0)] == expected
+    producer_id = kafka.cluster.transactions[transactional_id].producer_id
+    kind = "COMMIT" if commit else "ABORT"
+    assert [o.text for o in of_kind(recorder, Note) if "writes it again" in o.text] == [
+        f"broker {partition.leader} leads {partition.tp} without the {kind} marker of "
+        f"producer {producer_id}'s transaction: the coordinator writes it again at offset 1"
+    ]
+
+
+async def test_an_aborted_transaction_lost_in_an_unclean_election_hides_nothing_after_it(
+    kafka: SimKafkaBroker, world: SimWorld
+) -> None:
+    # The leader alone had an aborted transaction, its records and its marker, and died; the
+    # follower elected (unclean) never had them, and the producer's next transaction reuses
+    # the same offsets. Like Kafka's abort index, truncated with the log, the lost abort no
+    # longer covers those offsets.
+    cluster = kafka.cluster
+    topic = await kafka.create_topic(
+        kafka.qualify("tx"),
+        partitions=1,
+        replication_factor=3,
+        config={"min.insync.replicas": "1", "unclean.leader.election.enable": "true"},
+    )
+    partition = cluster.topics[topic.name].partitions[0]
+    leader, follower, other = partition.replicas
+    await world.kill(f"kafka-broker-{follower}")
+    await world.kill(f"kafka-broker-{other}")
+    await waiting.eventually(
+        lambda: partition.isr,
+        10.0,
+        "the leader alone in the ISR",
+        accept=lambda isr: isr == [leader],
+    )
+    txn = cluster.init_transactions(kafka.qualify("writer"), "writer", 60.0)
+    assert append_in_transaction(cluster, txn, partition, b"aborted, then lost", 0) == 0
+    cluster.end_transaction(txn, commit=False)
+    await world.kill(f"kafka-broker-{leader}")
+    await world.restart(f"kafka-broker-{follower}")
+    await waiting.eventually(
+        lambda: partition.leader,
+        10.0,
+        "the empty follower elected",
+        accept=lambda new_leader: new_leader == follower,
+    )
+
+    assert append_in_transaction(cluster, txn, partition, b"committed", 1) == 0
+    cluster.end_transaction(txn, commit=True)
+    reader = await kafka.consumer(
+        [topic.name], group_id=kafka.qualify("rc"), isolation_level="read_committed"
+    )
+    assert [r.value for r in await reader.poll(timeout=1.0)] == [b"committed"]
 
 
 async def test_a_hung_transaction_is_aborted_by_its_timeout(

@@ -18,7 +18,7 @@ from mqlab.brokers.sim.kafka.config import (
     ConnectionLost,
     NotLeaderOrFollower,
 )
-from mqlab.brokers.sim.kafka.log import Partition
+from mqlab.brokers.sim.kafka.log import Partition, UnreplicatedMarker
 from mqlab.brokers.sim.kafka.replication import ReplicationLayer
 from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
 from mqlab.observe.events import (
@@ -251,7 +251,8 @@ class ControllerLayer(ReplicationLayer):
         partition.notify()
 
     def _forget_beyond(self, partition: Partition, end: int) -> None:
-        """Producer and transaction state of entries the new leader does not have."""
+        """Producer and transaction state of entries the new leader does not have. A decided
+        transaction whose records it has but whose marker it lacks gets the marker again."""
         for producer_id, recent in list(partition.producer_state.items()):
             kept = deque(((e, s, o) for e, s, o in recent if o < end), maxlen=5)
             if kept:
@@ -261,14 +262,50 @@ class ControllerLayer(ReplicationLayer):
         for producer_id, first in list(partition.ongoing.items()):
             if first >= end:
                 del partition.ongoing[producer_id]
-        surviving_markers: list[tuple[int, int, int]] = []
-        for marker, producer_id, first in partition.pending_markers:
-            if marker < end:
-                surviving_markers.append((marker, producer_id, first))
-            elif first < end:
-                # The marker is gone but the transaction's records are not: undecided again.
-                partition.ongoing[producer_id] = first
-        partition.pending_markers = surviving_markers
+        surviving: list[UnreplicatedMarker] = []
+        lost: list[UnreplicatedMarker] = []
+        for pending in partition.pending_markers:
+            if pending.marker_offset < end:
+                surviving.append(pending)
+            elif pending.first_offset < end:
+                lost.append(pending)
+        partition.pending_markers = surviving
+        rewritten = {(pending.producer_id, pending.first_offset) for pending in lost}
+        for producer_id, ranges in list(partition.aborted.items()):
+            # The offsets the new leader lacks will be reused: no aborted range may cover them.
+            # A range whose marker is written again is recorded again with it; one cut short
+            # (an unclean election lost a settled marker) keeps the records that survived
+            # hidden, as the coordinator decided (Kafka would leave that transaction hanging).
+            kept_ranges = [
+                (first, min(last, end - 1))
+                for first, last in ranges
+                if first < end and (producer_id, first) not in rewritten
+            ]
+            if kept_ranges:
+                partition.aborted[producer_id] = kept_ranges
+            else:
+                del partition.aborted[producer_id]
+        for pending in lost:
+            self._rewrite_marker(partition, pending)
+
+    def _rewrite_marker(self, partition: Partition, lost: UnreplicatedMarker) -> None:
+        """The new leader has a decided transaction's records but not its marker: the
+        coordinator, whose WriteTxnMarkers to the old leader failed, writes it on this one."""
+        partition.ongoing[lost.producer_id] = lost.first_offset
+        if not partition.topic.internal:
+            kind = "COMMIT" if lost.commit else "ABORT"
+            self.emit(
+                Note(
+                    at=self.world.now(),
+                    broker=SOURCE,
+                    text=(
+                        f"broker {partition.leader} leads {partition.tp} without the {kind} "
+                        f"marker of producer {lost.producer_id}'s transaction: the "
+                        f"coordinator writes it again at offset {partition.log_end}"
+                    ),
+                )
+            )
+        self._write_marker(partition, lost.producer_id, lost.commit)
 
     def _isr_expiration_tick(self) -> None:
         """Every replica.lag.time.max.ms / 2: leaders drop followers that stopped fetching."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mqlab.brokers.kafka.api import KafkaRecord, TopicPartition
 from mqlab.brokers.sim.fast import slot_builder
@@ -81,6 +81,20 @@ class Entry:
         )
 
 
+class UnreplicatedMarker(NamedTuple):
+    """A decided transaction whose COMMIT/ABORT marker is not below the high watermark yet.
+
+    Until it is, the transaction holds the last stable offset back as an open one does; a new
+    leader that never got the marker has it written again, as Kafka's transaction coordinator
+    retries WriteTxnMarkers on the new leader.
+    """
+
+    marker_offset: int
+    producer_id: int
+    first_offset: int  # the transaction's first record on this partition
+    commit: bool
+
+
 class Replica:
     """One broker's copy of a partition: its own log and leader-epoch cache."""
 
@@ -148,12 +162,11 @@ class Partition:
         self.producer_state: dict[int, deque[tuple[int, int, int]]] = {}
         # Transactions, as Kafka's producer state keeps them. ``ongoing``: producer id -> first
         # offset of its open transaction here (no marker yet). ``pending_markers``: decided
-        # transactions whose marker is not below the high watermark yet, as (marker offset,
-        # producer id, first offset); they hold the last stable offset back like open ones.
-        # The two are apart because a producer starts its next transaction on a partition
-        # while the previous one's marker is still being replicated.
+        # transactions whose marker is not replicated yet; they hold the last stable offset
+        # back like open ones. The two are apart because a producer starts its next
+        # transaction on a partition while the previous one's marker is still on its way.
         self.ongoing: dict[int, int] = {}
-        self.pending_markers: list[tuple[int, int, int]] = []
+        self.pending_markers: list[UnreplicatedMarker] = []
         # aborted transactions: producer id -> (first offset, last record offset) ranges
         self.aborted: dict[int, list[tuple[int, int]]] = {}
 
@@ -181,7 +194,7 @@ class Partition:
         return min(
             self.high_watermark,
             *ongoing.values(),
-            *(first for _marker, _producer_id, first in pending),
+            *(decided.first_offset for decided in pending),
         )
 
     @property

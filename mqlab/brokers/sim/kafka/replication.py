@@ -1,5 +1,6 @@
 """The data path of the simulated Kafka cluster: appends on the leader, followers fetching,
-the ISR growing back, the high watermark and the acks=all waiters.
+the ISR growing back, the high watermark and the acks=all waiters, and the transaction markers
+whose replication decides what read_committed consumers see.
 
 :class:`ReplicationLayer` is the base of :class:`~mqlab.brokers.sim.kafka.server.SimKafkaCluster`
 and holds the cluster's state; the controller's decisions (fencing, elections) are the next
@@ -25,7 +26,14 @@ from mqlab.brokers.sim.kafka.config import (
     NotEnoughReplicasError,
 )
 from mqlab.brokers.sim.kafka.groups import Group
-from mqlab.brokers.sim.kafka.log import BrokerState, Entry, Partition, Replica, Topic
+from mqlab.brokers.sim.kafka.log import (
+    BrokerState,
+    Entry,
+    Partition,
+    Replica,
+    Topic,
+    UnreplicatedMarker,
+)
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.events import (
     LeaderChanged,
@@ -411,6 +419,50 @@ class ReplicationLayer:
                 min(d for _, _, d in waiting), self._expire_waiters, partition
             )
 
+    # -- transaction markers -------------------------------------------------------------
+
+    def _write_marker(self, partition: Partition, producer_id: int, commit: bool) -> None:
+        """WriteTxnMarkers for one partition: append ``producer_id``'s COMMIT or ABORT marker
+        on the leader (later, while the partition has no leader). The marker takes an offset."""
+        leader = partition.leader_replica
+        if leader is None:
+            # The marker waits for a leader; until then the transaction blocks the LSO.
+            self._retry_marker_later(partition, producer_id, commit)
+            return
+        # The transaction is no longer open here: the producer's next records start a new one,
+        # while this one holds the LSO until its marker is replicated (pending_markers).
+        first = partition.ongoing.pop(producer_id, None)
+        offset = leader.log_end
+        marker = Entry(
+            None,
+            b"",
+            (),
+            int(self.world.now() * 1000),
+            partition.leader_epoch,
+            producer_id,
+            -1,
+            True,
+            "commit" if commit else "abort",
+        )
+        leader.log.append(marker)
+        if not commit and first is not None:
+            partition.aborted.setdefault(producer_id, []).append((first, offset - 1))
+        if first is not None:
+            partition.pending_markers.append(UnreplicatedMarker(offset, producer_id, first, commit))
+        if len(partition.isr) == 1:
+            self._advance_high_watermark(partition)
+            self._settle_markers(partition)
+        else:
+            self._schedule_followers(partition)
+
+    def _retry_marker_later(self, partition: Partition, producer_id: int, commit: bool) -> None:
+        def retry() -> None:
+            if partition.topic.deleted:
+                return
+            self._write_marker(partition, producer_id, commit)
+
+        asyncio.get_running_loop().call_later(0.1, retry)
+
     def _settle_markers(self, partition: Partition) -> None:
         """A transaction is decided for consumers once its marker is below the HW.
 
@@ -420,6 +472,8 @@ class ReplicationLayer:
         """
         high_watermark = partition.high_watermark
         partition.pending_markers = [
-            pending for pending in partition.pending_markers if pending[0] >= high_watermark
+            pending
+            for pending in partition.pending_markers
+            if pending.marker_offset >= high_watermark
         ]
         partition.notify()

@@ -46,7 +46,7 @@ from mqlab.brokers.sim.kafka.config import (
 )
 from mqlab.brokers.sim.kafka.controller import ControllerLayer
 from mqlab.brokers.sim.kafka.groups import GROUP_DEAD, Group, release
-from mqlab.brokers.sim.kafka.log import Entry, Partition, Topic
+from mqlab.brokers.sim.kafka.log import Partition, Topic
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.events import (
     Note,
@@ -290,46 +290,6 @@ class SimKafkaCluster(ControllerLayer):
         txn.partitions.clear()
         txn.offsets.clear()
         txn.state = "CompleteCommit" if commit else "CompleteAbort"
-
-    def _write_marker(self, partition: Partition, producer_id: int, commit: bool) -> None:
-        leader = partition.leader_replica
-        if leader is None:
-            # The marker waits for a leader; until then the transaction blocks the LSO.
-            self._retry_marker_later(partition, producer_id, commit)
-            return
-        # The transaction is no longer open here: the producer's next records start a new one,
-        # while this one holds the LSO until its marker is replicated (pending_markers).
-        first = partition.ongoing.pop(producer_id, None)
-        offset = leader.log_end
-        marker = Entry(
-            None,
-            b"",
-            (),
-            int(self.world.now() * 1000),
-            partition.leader_epoch,
-            producer_id,
-            -1,
-            True,
-            "commit" if commit else "abort",
-        )
-        leader.log.append(marker)
-        if not commit and first is not None:
-            partition.aborted.setdefault(producer_id, []).append((first, offset - 1))
-        if first is not None:
-            partition.pending_markers.append((offset, producer_id, first))
-        if len(partition.isr) == 1:
-            self._advance_high_watermark(partition)
-            self._settle_markers(partition)
-        else:
-            self._schedule_followers(partition)
-
-    def _retry_marker_later(self, partition: Partition, producer_id: int, commit: bool) -> None:
-        def retry() -> None:
-            if partition.topic.deleted:
-                return
-            self._write_marker(partition, producer_id, commit)
-
-        asyncio.get_running_loop().call_later(0.1, retry)
 
     # -- snapshot helpers ----------------------------------------------------------------
 
