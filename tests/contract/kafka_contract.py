@@ -346,6 +346,24 @@ class KafkaContract:
 
     # --- exactly-once building blocks -----------------------------------------------------
 
+    async def test_send_many_reports_every_record(self, broker: KafkaAPI) -> None:
+        """A window of records in flight (batched by the client): one Produced each."""
+        recorder = record(broker)
+        topic = await broker.create_topic(
+            broker.qualify("windowed"), partitions=1, replication_factor=REPLICATION
+        )
+        producer = await broker.producer(acks="all", linger_ms=5)
+        values = [f"v{n}".encode() for n in range(40)]
+        placed = await producer.send_many(topic.name, values, window=16)
+        await producer.close()
+        assert sorted(record.offset for record in placed) == list(range(40))
+        produced = observed(recorder, Produced)
+        assert sorted(o.position for o in produced if o.position is not None) == list(range(40))
+        consumer = await broker.consumer([topic.name], group_id=broker.qualify("readers"))
+        records = await poll_until(consumer, 40)
+        assert sorted(r.value for r in records) == sorted(values)
+        await consumer.close()
+
     async def test_idempotent_producer_writes_each_record_once(self, broker: KafkaAPI) -> None:
         recorder = record(broker)
         topic = await broker.create_topic(

@@ -101,6 +101,26 @@ class NatsContract:
         assert [o.message_id for o in acked] == [message.message_id]
         assert message.message_id == produced[0].message_id
 
+    async def test_publish_many_then_ack_batch_reports_every_message(self, broker: NatsAPI) -> None:
+        """A window of PubAcks and one flush for a fetch's acks: the ledger still sees one
+        Produced and one Acked per message, and the consumer's ack floor moves past all."""
+        recorder = record(broker)
+        await broker.add_stream("batched", [broker.subject("batched.>")])
+        payloads = [f"m{n}".encode() for n in range(30)]
+        acks = await broker.publish_many(broker.subject("batched.x"), payloads, window=8)
+        assert sorted(ack.sequence for ack in acks) == list(range(1, 31))
+        consumer = await broker.pull_consumer("batched", "reader")
+        messages = await fetch_all(consumer, 30)
+        await consumer.ack_batch(messages)
+        info = await broker.consumer_info("batched", "reader")
+        assert (info.num_ack_pending, info.ack_floor) == (0, 30)
+        produced = [o.message_id for o in recorder.of_kind(Produced) if isinstance(o, Produced)]
+        acked = [o.message_id for o in recorder.of_kind(Acked) if isinstance(o, Acked)]
+        assert len(set(produced)) == 30
+        assert sorted(acked) == sorted(produced)
+        with pytest.raises(BrokerError, match="already acknowledged"):
+            await consumer.ack_batch(messages[:1])
+
     async def test_wildcards_star_one_token_and_gt_the_rest(self, broker: NatsAPI) -> None:
         # A stream on "metrics.*" captures exactly one token after "metrics".
         await broker.add_stream("metrics", [broker.subject("metrics.*")])

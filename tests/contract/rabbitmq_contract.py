@@ -34,6 +34,16 @@ async def next_delivery(consumer: RabbitConsumer, timeout: float = EXPECT) -> Ra
     return delivery
 
 
+async def next_deliveries(consumer: RabbitConsumer, count: int) -> list[RabbitDelivery]:
+    """``count`` deliveries (in as many batches as it takes), failing if they stop coming."""
+    received: list[RabbitDelivery] = []
+    while len(received) < count:
+        batch = await consumer.next_batch(count - len(received), timeout=EXPECT)
+        assert batch, f"only {len(received)} of {count} deliveries on {consumer.queue}"
+        received.extend(batch)
+    return received
+
+
 async def drain(broker: RabbitMQAPI, queue: str) -> list[bytes]:
     """Every ready message of ``queue`` through basic.get, acked, in the order received."""
     bodies = []
@@ -78,6 +88,49 @@ class RabbitMQContract:
             (message_id, 1, False)
         ]
         assert [o.message_id for o in acked] == [message_id]
+
+    async def test_publish_many_then_ack_batch_reports_every_message(
+        self, broker: RabbitMQAPI
+    ) -> None:
+        """A window of confirms and one multiple=True ack: the ledger still sees one
+        Produced, one Delivered and one Acked per message."""
+        recorder = record(broker)
+        await broker.declare_queue("batched")
+        bodies = [f"m{n}".encode() for n in range(30)]
+        ids = await broker.publish_many("", "batched", bodies, window=8)
+        consumer = await broker.consume("batched", prefetch=50)
+        received = await next_deliveries(consumer, 30)
+        assert [d.body for d in received] == bodies
+        await consumer.ack_batch(received)
+        await consumer.close()
+
+        assert (await broker.queue_info("batched")).ready == 0  # nothing came back on close
+        produced = [o.message_id for o in recorder.of_kind(Produced) if isinstance(o, Produced)]
+        acked = [o.message_id for o in recorder.of_kind(Acked) if isinstance(o, Acked)]
+        assert sorted(produced) == sorted(ids)
+        assert sorted(acked) == sorted(ids)
+
+    async def test_ack_batch_leaves_an_earlier_held_delivery_unsettled(
+        self, broker: RabbitMQAPI
+    ) -> None:
+        """basic.ack multiple=True for the batch's last tag would settle the held first
+        delivery too (with no Acked for it); the adapter must not send it then."""
+        recorder = record(broker)
+        await broker.declare_queue("held")
+        await broker.publish_many("", "held", [b"a", b"b", b"c"])
+        consumer = await broker.consume("held", prefetch=10)
+        held, *rest = await next_deliveries(consumer, 3)
+        await consumer.ack_batch(rest)
+        await consumer.close()  # the held one goes back to the queue, unacked
+
+        survivor = await broker.consume("held", prefetch=10)
+        back = await next_delivery(survivor)
+        assert (back.body, back.redelivered) == (held.body, True)
+        await back.ack()
+        assert await survivor.next(timeout=QUIET) is None  # the batch stayed acked
+        await survivor.close()
+        acked = [o.message_id for o in recorder.of_kind(Acked) if isinstance(o, Acked)]
+        assert sorted(acked) == sorted([*(d.message_id for d in rest), back.message_id])
 
     async def test_nack_with_requeue_redelivers(self, broker: RabbitMQAPI) -> None:
         recorder = record(broker)
