@@ -539,6 +539,9 @@ class RabbitMQBroker(RabbitMQAPI):
     async def _channel(self, slot: str) -> aiormq.abc.AbstractChannel:
         """The long-lived publisher or getter channel, reopened when an error or a reconnect
         closed it."""
+        current = self._publisher if slot == "publisher" else self._getter
+        if current is not None and not current.is_closed:
+            return current  # the common case, without a round through the lock
         async with self._channel_lock:
             current = self._publisher if slot == "publisher" else self._getter
             if current is not None and not current.is_closed:
