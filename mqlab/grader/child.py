@@ -19,7 +19,9 @@ leaves learner code running behind it (:func:`_follow_the_grader`).
 
 Protocol lines (one JSON object each):
 ``{"clock_started": true}`` (the limits are armed: the learner's time starts now, not when the
-interpreter started, which on a loaded machine can take seconds), ``{"observation": {...}}``,
+interpreter started, which on a loaded machine can take seconds), ``{"clock_paused": true}``
+and ``{"clock_resumed": true}`` (around the check's own waits on the lab, which are not the
+learner's time), ``{"observation": {...}}``,
 ``{"planned_crash": point}`` (a SIGKILL is coming on purpose),
 ``{"learner_error": {kind, message, file, line, code}}``, ``{"check_error": text}`` (a bug in
 the check or the grader, not in learner code), ``{"done": true}``.
@@ -37,6 +39,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +126,38 @@ def _vm_bytes() -> int:
     return 0
 
 
+class _LearnerClock:
+    """The learner's time limit as this process keeps it: the stack dump armed for what is left
+    of the limit, disarmed while the check waits on the lab (``ctx.off_the_clock()``), and the
+    grader told when the clock starts, stops and runs on, so that it keeps the same time."""
+
+    def __init__(self, seconds: float, protocol: _Protocol) -> None:
+        self.left = seconds
+        self.since = time.monotonic()
+        self.protocol = protocol
+
+    def _arm(self) -> None:
+        # A quarter second before the grader's kill: the dump must be written first.
+        faulthandler.dump_traceback_later(max(0.1, self.left - 0.25), exit=False)
+
+    def start(self) -> None:
+        self.since = time.monotonic()
+        self._arm()
+        self.protocol.send(clock_started=True)
+
+    def pause(self) -> None:
+        faulthandler.cancel_dump_traceback_later()
+        self.left -= time.monotonic() - self.since
+        self.protocol.send(clock_paused=True)
+
+    def resume(self) -> None:
+        self.since = time.monotonic()
+        self._arm()
+        self.protocol.send(clock_resumed=True)
+
+
 def _apply_limits(request: ChildRequest) -> None:
-    """Cap memory above what is already mapped, CPU as a backstop, and arm the stack dump.
+    """Cap memory above what is already mapped and CPU as a backstop.
 
     Only the soft limits are lowered: a check that kills a lab broker restarts it from this
     process, and the lab lifts its processes back to the hard limits
@@ -135,7 +168,6 @@ def _apply_limits(request: ChildRequest) -> None:
     if current:
         _lower_soft_limit(resource.RLIMIT_AS, current + budget)
     _lower_soft_limit(resource.RLIMIT_CPU, int(request.seconds * 2) + 5)
-    faulthandler.dump_traceback_later(max(0.1, request.seconds - 0.25), exit=False)
 
 
 def _lower_soft_limit(limit: int, value: int) -> None:
@@ -182,7 +214,9 @@ def _raised_in(error: BaseException, path: str) -> bool:
     return any(f.filename == path for f in traceback.extract_tb(error.__traceback__))
 
 
-async def _drive(request: ChildRequest, check: ModuleType, protocol: _Protocol) -> None:
+async def _drive(
+    request: ChildRequest, check: ModuleType, protocol: _Protocol, clock: _LearnerClock
+) -> None:
     """Build the context (bus, broker, faults) and run the check's ``drive``."""
     from mqlab.grader.context import GradingContext
     from mqlab.grader.environment import open_environment
@@ -201,6 +235,8 @@ async def _drive(request: ChildRequest, check: ModuleType, protocol: _Protocol) 
             faults=faults,
         )
         context.announce_crash = lambda point: protocol.send(planned_crash=point)
+        context.pause_clock = clock.pause
+        context.resume_clock = clock.resume
         try:
             if request.cleanup_only:
                 cleanup = getattr(check, "cleanup", None)
@@ -226,13 +262,14 @@ def main() -> int:
     try:
         check = _load(request.check, "mqlab_exercise_check")
         _apply_limits(request)
-        protocol.send(clock_started=True)
+        clock = _LearnerClock(request.seconds, protocol)
+        clock.start()
         if request.simulated:
             from mqlab.brokers.sim.clock import run_virtual
 
-            run_virtual(_drive(request, check, protocol))
+            run_virtual(_drive(request, check, protocol, clock))
         else:
-            asyncio.run(_drive(request, check, protocol))
+            asyncio.run(_drive(request, check, protocol, clock))
     except MemoryError as error:
         faulthandler.cancel_dump_traceback_later()
         where: dict[str, Any] = {"file": None, "line": None, "code": ""}

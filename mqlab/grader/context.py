@@ -16,12 +16,15 @@ costs nothing) or in real time against the lab. Everything it needs comes from t
   on with recovery, ``ctx.phase`` stays 1); on a real broker the child SIGKILLs itself and the
   grader starts it again with ``ctx.phase`` 2, so recovery really starts from a cold process
   with only what the lab's PostgreSQL, Redis or broker kept.
+- :meth:`GradingContext.off_the_clock`: the check's own waits on the lab (a broker it killed
+  restarting) are not charged to the learner's time limit.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +77,13 @@ class GradingContext:
     rng: random.Random = field(init=False)
     announce_crash: Callable[[str], None] = field(default=lambda point: None, repr=False)
     """Set by the child: tells the grader a planned crash is coming (before the SIGKILL)."""
+    pause_clock: Callable[[], None] = field(default=lambda: None, repr=False)
+    """Set by the child: stops the learner's time limit (see :meth:`off_the_clock`)."""
+    resume_clock: Callable[[], None] = field(default=lambda: None, repr=False)
+    """Set by the child: lets the learner's time limit run on."""
     _cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
     _asserted: int = field(default=0, repr=False)
+    _off_the_clock: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -138,6 +146,24 @@ class GradingContext:
             kill_self()
 
         return hook
+
+    @contextmanager
+    def off_the_clock(self) -> Iterator[None]:
+        """The check waits on the lab here, not on the learner's code: a killed broker
+        restarting, replicas catching up, a fresh reader joining its group. On a loaded
+        machine a JVM takes far longer to start, and that is nobody's mistake, so this time
+        is not charged to the learner's time limit. The check's own wait must be bounded
+        (a condition with a deadline that raises), and the grader bounds the whole pause
+        too (:data:`mqlab.grader.run.LAB_WAIT_SECONDS`). Nesting is allowed."""
+        self._off_the_clock += 1
+        if self._off_the_clock == 1:
+            self.pause_clock()
+        try:
+            yield
+        finally:
+            self._off_the_clock -= 1
+            if self._off_the_clock == 0:
+                self.resume_clock()
 
     def on_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run ``cleanup`` when the check ends (and in the grader's cleanup run after a kill

@@ -41,6 +41,10 @@ CLEANUP_SECONDS = 30.0
 KILL_GRACE_SECONDS = 2.0
 """How long past its time limit the child may run before it is killed: the child's own stack
 dump comes a quarter second before the limit, and must be written before the kill."""
+LAB_WAIT_SECONDS = 300.0
+"""A bound on one wait of the check on the lab (``ctx.off_the_clock()``), which the learner's
+time limit does not count: the check's own waits are bounded, this only keeps a check that
+hangs in one from hanging ``mqlab check``."""
 STARTUP_SECONDS = 120.0
 """A bound on the child's start (the interpreter, mqlab, the check module) before its limits
 are armed. The learner's time limit runs from then on, so a machine slow to start a process
@@ -287,16 +291,64 @@ def _stuck_at(stderr: list[str], learner: str) -> tuple[int | None, str]:
     return None, ""
 
 
+class _LearnerClock:
+    """The learner's time as the grader keeps it, from the child's protocol lines: it starts at
+    ``clock_started`` and stands still between ``clock_paused`` and ``clock_resumed`` (the
+    check waiting on the lab). Fed by the reader thread, read by the waiting one."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self._lock = threading.Lock()
+        self._started_at = 0.0
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
+
+    def hear(self, line: bytes) -> None:
+        """Take note of a protocol line (only the clock's lines matter here)."""
+        now = time.monotonic()
+        with self._lock:
+            if line.startswith(CLOCK_STARTED):
+                self._started_at = now
+                self.started.set()
+            elif line.startswith(CLOCK_PAUSED) and self._paused_at is None:
+                self._paused_at = now
+            elif line.startswith(CLOCK_RESUMED) and self._paused_at is not None:
+                self._paused_total += now - self._paused_at
+                self._paused_at = None
+
+    @property
+    def running(self) -> bool:
+        """The child has started the clock (its limits are armed)."""
+        with self._lock:
+            return self._started_at > 0
+
+    def used(self) -> float:
+        """Seconds of the learner's time used so far."""
+        now = time.monotonic()
+        with self._lock:
+            paused = self._paused_total
+            if self._paused_at is not None:
+                paused += now - self._paused_at
+            return now - self._started_at - paused
+
+    def paused_for(self) -> float:
+        """Seconds the current pause has lasted (0 when the clock runs)."""
+        with self._lock:
+            return 0.0 if self._paused_at is None else time.monotonic() - self._paused_at
+
+
 def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
     """Run one child to its end, its time limit, or Ctrl-C (which kills it and re-raises).
 
-    The time limit starts when the child reports its limits armed (``clock_started``), not
-    when it was started: what is timed is the check and the learner's code, not how long the
-    interpreter took to start on a loaded machine. Both pipes are drained by threads while the
-    child runs; of stderr (where the learner's prints go) only the last lines are kept, so a
-    print in an endless loop cannot fill the grader's memory. stdin stays open until the child
-    has ended: it is the child's lifeline (see :mod:`mqlab.grader.child`), which ends with this
-    process however it ends, so a killed grader leaves no child behind.
+    The time limit is the learner's time (:class:`_LearnerClock`): it starts when the child
+    reports its limits armed, not when it was started, so how long the interpreter took to
+    start on a loaded machine is not charged; and it stands still while the check waits on
+    the lab (``ctx.off_the_clock()``), each such wait bounded by :data:`LAB_WAIT_SECONDS`.
+    Both pipes are drained by threads while the child runs; of stderr (where the learner's
+    prints go) only the last lines are kept, so a print in an endless loop cannot fill the
+    grader's memory. stdin stays open until the child has ended: it is the child's lifeline
+    (see :mod:`mqlab.grader.child`), which ends with this process however it ends, so a
+    killed grader leaves no child behind.
     """
     environment = {
         **os.environ,
@@ -313,24 +365,24 @@ def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
         start_new_session=True,  # Ctrl-C reaches the grader only; it decides what to kill
     )
     timed_out = False
-    stalled = False
+    stuck: str | None = None
     try:
         assert process.stdin is not None
         assert process.stdout is not None
         assert process.stderr is not None
         protocol: list[bytes] = []
         tail: collections.deque[bytes] = collections.deque(maxlen=STDERR_BUFFER_LINES)
-        clock_started = threading.Event()
+        clock = _LearnerClock()
 
         def keep_protocol(line: bytes) -> None:
             protocol.append(line)
-            if line.startswith(CLOCK_STARTED):
-                clock_started.set()
+            clock.hear(line)
 
         readers = [
             threading.Thread(
                 target=_drain,
-                args=(process.stdout, keep_protocol, clock_started.set),
+                # The end of its output also ends the wait for its start: it is gone.
+                args=(process.stdout, keep_protocol, clock.started.set),
                 daemon=True,
             ),
             threading.Thread(target=_drain, args=(process.stderr, tail.append), daemon=True),
@@ -340,14 +392,22 @@ def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
         with contextlib.suppress(BrokenPipeError):
             process.stdin.write(json.dumps(request).encode() + b"\n")
             process.stdin.flush()
-        # Set by the child's clock_started line, or by the end of its output (it is gone).
-        if not clock_started.wait(STARTUP_SECONDS) and process.poll() is None:
-            stalled = True
-            _kill_group(process)
-        try:
-            process.wait(timeout=seconds + KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        if not clock.started.wait(STARTUP_SECONDS) and process.poll() is None:
+            stuck = f"did not start within {STARTUP_SECONDS:g}s (is the machine overloaded?)"
+        elif not clock.running:  # it closed its output before arming its limits: it is ending
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=STARTUP_SECONDS)
+        while stuck is None and process.poll() is None:
+            left = seconds + KILL_GRACE_SECONDS - clock.used()
+            if left <= 0:
+                timed_out = True
+                break
+            if clock.paused_for() > LAB_WAIT_SECONDS:
+                stuck = f"waited on the lab for more than {LAB_WAIT_SECONDS:g}s"
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=min(left, WAIT_SLICE_SECONDS))
+        if process.poll() is None:
             _kill_group(process)
             process.wait()
     except BaseException:
@@ -363,16 +423,17 @@ def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
     stdout = b"".join(protocol).decode("utf-8", errors="replace")
     stderr_text = b"".join(tail).decode("utf-8", errors="replace")
     outcome = _parse(request, stdout, stderr_text, process.returncode, timed_out, seconds)
-    if stalled:
-        outcome.check_error = (
-            f"the grader's child process did not start within {STARTUP_SECONDS:g}s "
-            "(is the machine overloaded?)"
-        )
+    if stuck is not None:
+        outcome.check_error = f"the grader's child process {stuck}"
     return outcome
 
 
 CLOCK_STARTED = b'{"clock_started": true}'
-"""The child's protocol line that starts the time limit."""
+CLOCK_PAUSED = b'{"clock_paused": true}'
+CLOCK_RESUMED = b'{"clock_resumed": true}'
+"""The child's protocol lines that start, stop and restart the learner's time."""
+WAIT_SLICE_SECONDS = 0.25
+"""How often the waiting thread looks at the learner's clock while the child runs."""
 
 
 def _drain(

@@ -202,3 +202,35 @@ def test_the_time_limit_counts_from_the_learners_start_not_the_processs(
     report = check_file(slow, slow.solution_file)
     assert report.learner_error is None, report.learner_error
     assert report.passed, report.check_error
+
+
+@pytest.mark.parametrize("off_the_clock", [True, False], ids=["waiting-on-the-lab", "learner-time"])
+def test_the_checks_own_waits_on_the_lab_are_not_the_learners_time(
+    jitter: ExerciseEntry, tmp_path: Path, off_the_clock: bool
+) -> None:
+    """A check that waits on the lab (a killed broker restarting) longer than the limit and
+    its kill grace together does so inside ``ctx.off_the_clock()``: the reference solution
+    still passes. The same wait on the learner's clock is stopped by the limit."""
+    folder = tmp_path / "slow-lab"
+    shutil.copytree(jitter.folder, folder)
+    check = folder / "check.py"
+    wait = "with ctx.off_the_clock():\n        " if off_the_clock else "if True:\n        "
+    # Time passing is the condition: a blocking wait of 4 s (wall time, also on sim) against
+    # a limit of 1 s and a grace of 2 s.
+    check.write_text(
+        check.read_text()
+        + "\n\nimport time\n\n_drive = drive\n\n\nasync def drive(learner, ctx):\n    "
+        + wait
+        + "time.sleep(4.0)\n    await _drive(learner, ctx)\n"
+    )
+    limits = Limits(seconds=1, memory_mb=jitter.exercise.limits.memory_mb)
+    slow = dataclasses.replace(
+        jitter, folder=folder, exercise=jitter.exercise.model_copy(update={"limits": limits})
+    )
+    report = check_file(slow, slow.solution_file)
+    if off_the_clock:
+        assert report.learner_error is None, report.learner_error
+        assert report.passed, report.check_error
+    else:
+        assert report.learner_error is not None
+        assert report.learner_error.kind == "Timeout"
