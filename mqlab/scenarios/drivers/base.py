@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import Observation, ProduceFailed
+from mqlab.observe.events import DeadLettered, Observation, ProduceFailed
 from mqlab.scenarios.ledger import Ledger
 
 POISON_MARK = "POISON"
@@ -170,14 +171,48 @@ class Driver(ABC):
         failure is one line in the timeline, not two)."""
         if message.message_id in self._failures_reported:
             return
+        self.broker.report_produce_failed(
+            destination, message.message_id, str(error) or type(error).__name__, key=message.key
+        )
+
+    async def send_each(
+        self,
+        step: Produce,
+        messages: list[OutgoingMessage],
+        destination: Callable[[OutgoingMessage], str],
+        send: Callable[[OutgoingMessage], Awaitable[None]],
+    ) -> int:
+        """Send ``messages`` one at a time, at the step's rate; returns how many the broker
+        acknowledged.
+
+        A send the broker refuses is reported (:meth:`report_failed_send`, on
+        ``destination(message)``) and stops the step, unless the step expects failures.
+
+        Raises:
+            BrokerError: a send failed and ``step.expect_failures`` is False.
+        """
+        acknowledged = 0
+        for message in messages:
+            try:
+                await send(message)
+                acknowledged += 1
+            except BrokerError as error:
+                self.report_failed_send(destination(message), message, error)
+                if not step.expect_failures:
+                    raise
+            await pace(step)
+        return acknowledged
+
+    def report_dead_lettered(self, source: str, target: str, message_id: str, reason: str) -> None:
+        """Emit ``DeadLettered``: ``message_id`` left ``source`` for good, into ``target``."""
         self.broker.emit(
-            ProduceFailed(
+            DeadLettered(
                 at=self.broker.bus.now(),
                 broker=self.broker.name,
-                destination=destination,
-                message_id=message.message_id,
-                key=message.key,
-                error=str(error) or type(error).__name__,
+                source=source,
+                target=target,
+                message_id=message_id,
+                reason=reason,
             )
         )
 

@@ -21,7 +21,7 @@ from mqlab.brokers.kafka.api import (
     TopicPartition,
 )
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DEAD_LETTER_PRODUCER, DeadLettered, TransactionEnded
+from mqlab.observe.events import DEAD_LETTER_PRODUCER, TransactionEnded
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -29,7 +29,6 @@ from mqlab.scenarios.drivers.base import (
     Driver,
     Incoming,
     OutgoingMessage,
-    pace,
 )
 from mqlab.scenarios.ledger import Ledger
 
@@ -112,15 +111,8 @@ class KafkaSession(ConsumerSession):
             headers=record.headers,
             message_id=message.message_id,
         )
-        self.driver.broker.emit(
-            DeadLettered(
-                at=self.driver.broker.bus.now(),
-                broker=self.driver.broker.name,
-                source=record.topic,
-                target=self.driver.dlq_topic,
-                message_id=message.message_id,
-                reason=f"failed {attempts} times",
-            )
+        self.driver.report_dead_lettered(
+            record.topic, self.driver.dlq_topic, message.message_id, f"failed {attempts} times"
         )
         await self.ack(message)
         return True
@@ -209,25 +201,20 @@ class KafkaDriver(Driver):
     async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
         settings = step.producer
         producer, owned = await self._producer(step)
-        acknowledged = 0
         destination = self.kafka.qualify(step.to) if step.to else self.topic
+
+        async def send(message: OutgoingMessage) -> None:
+            await producer.send(
+                destination,
+                message.body.encode(),
+                key=message.key.encode() if message.key is not None else None,
+                message_id=message.message_id,
+            )
+
         try:
             if settings.transaction is not None:
                 await producer.begin_transaction()
-            for message in messages:
-                try:
-                    await producer.send(
-                        destination,
-                        message.body.encode(),
-                        key=message.key.encode() if message.key is not None else None,
-                        message_id=message.message_id,
-                    )
-                    acknowledged += 1
-                except BrokerError as error:
-                    self.report_failed_send(destination, message, error)
-                    if not step.expect_failures:
-                        raise
-                await pace(step)
+            acknowledged = await self.send_each(step, messages, lambda _: destination, send)
             if settings.transaction == "commit":
                 await producer.commit_transaction()
             elif settings.transaction == "abort":

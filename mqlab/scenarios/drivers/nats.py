@@ -9,7 +9,7 @@ announces it with an advisory that the adapter turns into a DeadLettered observa
 
 from __future__ import annotations
 
-from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.base import Broker
 from mqlab.brokers.nats.api import JsMessage, NatsAPI, NatsPullConsumer
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.scenarios.drivers.base import (
@@ -19,7 +19,6 @@ from mqlab.scenarios.drivers.base import (
     Driver,
     Incoming,
     OutgoingMessage,
-    pace,
 )
 from mqlab.scenarios.ledger import Ledger
 
@@ -98,23 +97,15 @@ class NatsDriver(Driver):
         return self.nats.subject(f"{self.channel.name}.{suffix}")
 
     async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
-        acknowledged = 0
-        for message in messages:
-            subject = self._subject_for(message)
-            try:
-                await self.nats.publish(
-                    subject,
-                    message.body.encode(),
-                    msg_id=message.dedup_id,
-                    message_id=message.message_id,
-                )
-                acknowledged += 1
-            except BrokerError as error:
-                self.report_failed_send(subject, message, error)
-                if not step.expect_failures:
-                    raise
-            await pace(step)
-        return acknowledged
+        async def publish(message: OutgoingMessage) -> None:
+            await self.nats.publish(
+                self._subject_for(message),
+                message.body.encode(),
+                msg_id=message.dedup_id,
+                message_id=message.message_id,
+            )
+
+        return await self.send_each(step, messages, self._subject_for, publish)
 
     async def open_consumer(self, step: Consume) -> ConsumerSession:
         durable = self.nats.qualify(step.group or self.default_group)

@@ -10,10 +10,9 @@ circulating but is never lost.
 
 from __future__ import annotations
 
-from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.base import Broker
 from mqlab.brokers.rabbitmq.api import RabbitConsumer, RabbitDelivery, RabbitMQAPI
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DeadLettered
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -21,7 +20,6 @@ from mqlab.scenarios.drivers.base import (
     Driver,
     Incoming,
     OutgoingMessage,
-    pace,
 )
 from mqlab.scenarios.ledger import Ledger
 
@@ -83,15 +81,11 @@ class RabbitSession(ConsumerSession):
             headers={k: v for k, v in delivery.headers.items() if k != "x-death"},
             message_id=message.message_id,
         )
-        self.driver.broker.emit(
-            DeadLettered(
-                at=self.driver.broker.bus.now(),
-                broker=self.driver.broker.name,
-                source=delivery.queue,
-                target=self.driver.parking_queue,
-                message_id=message.message_id,
-                reason=f"failed {attempts} times",
-            )
+        self.driver.report_dead_lettered(
+            delivery.queue,
+            self.driver.parking_queue,
+            message.message_id,
+            f"failed {attempts} times",
         )
         await delivery.ack()
         return True
@@ -156,27 +150,21 @@ class RabbitMQDriver(Driver):
 
     async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
         exchange = self.rabbit.qualify(step.to) if step.to else self.exchange
-        acknowledged = 0
-        for message in messages:
+
+        async def publish(message: OutgoingMessage) -> None:
             if exchange:
                 routing_key = message.routing_key or message.key or self.channel.name
             else:
                 routing_key = self.queue
-            try:
-                await self.rabbit.publish(
-                    exchange,
-                    routing_key,
-                    message.body.encode(),
-                    priority=message.priority,
-                    message_id=message.message_id,
-                )
-                acknowledged += 1
-            except BrokerError as error:
-                self.report_failed_send(exchange or self.queue, message, error)
-                if not step.expect_failures:
-                    raise
-            await pace(step)
-        return acknowledged
+            await self.rabbit.publish(
+                exchange,
+                routing_key,
+                message.body.encode(),
+                priority=message.priority,
+                message_id=message.message_id,
+            )
+
+        return await self.send_each(step, messages, lambda _: exchange or self.queue, publish)
 
     async def open_consumer(self, step: Consume) -> ConsumerSession:
         queue = self.rabbit.qualify(step.source) if step.source else self.queue

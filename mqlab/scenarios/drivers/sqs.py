@@ -8,10 +8,9 @@ is the queue's redrive policy: the broker moves a message to the DLQ once it has
 
 from __future__ import annotations
 
-from mqlab.brokers.base import Broker, BrokerError
+from mqlab.brokers.base import Broker
 from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
-from mqlab.observe.events import DeadLettered
 from mqlab.scenarios.drivers.base import (
     CheckNotSupported,
     CheckResult,
@@ -19,7 +18,6 @@ from mqlab.scenarios.drivers.base import (
     Driver,
     Incoming,
     OutgoingMessage,
-    pace,
 )
 from mqlab.scenarios.ledger import Ledger
 
@@ -121,30 +119,23 @@ class SqsDriver(Driver):
             await self.ensure_fan_out_queues()
 
     async def produce(self, step: Produce, messages: list[OutgoingMessage]) -> int:
-        acknowledged = 0
-        for message in messages:
+        async def send(message: OutgoingMessage) -> None:
             group = (message.key or "default") if self.fifo else None
             dedup = message.dedup_id
             if self.fifo and dedup is None and not self.channel.sqs.content_based_dedup:
                 dedup = message.message_id
-            try:
-                if step.to:
-                    await self._publish_to_topic(step.to, message, group, dedup)
-                else:
-                    await self.sqs.send(
-                        self.queue,
-                        message.body,
-                        group_id=group,
-                        dedup_id=dedup,
-                        message_id=message.message_id,
-                    )
-                acknowledged += 1
-            except BrokerError as error:
-                self.report_failed_send(self.queue, message, error)
-                if not step.expect_failures:
-                    raise
-            await pace(step)
-        return acknowledged
+            if step.to:
+                await self._publish_to_topic(step.to, message, group, dedup)
+            else:
+                await self.sqs.send(
+                    self.queue,
+                    message.body,
+                    group_id=group,
+                    dedup_id=dedup,
+                    message_id=message.message_id,
+                )
+
+        return await self.send_each(step, messages, lambda _: self.queue, send)
 
     async def _publish_to_topic(
         self, topic: str, message: OutgoingMessage, group: str | None, dedup: str | None
@@ -226,15 +217,8 @@ class SqsDriver(Driver):
                 break
             for message in fresh:
                 seen.add(message.message_id)
-                self.broker.emit(
-                    DeadLettered(
-                        at=self.broker.bus.now(),
-                        broker=self.broker.name,
-                        source=self.queue,
-                        target=self.dlq,
-                        message_id=message.message_id,
-                        reason="maxReceiveCount (redrive policy)",
-                    )
+                self.report_dead_lettered(
+                    self.queue, self.dlq, message.message_id, "maxReceiveCount (redrive policy)"
                 )
 
     async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
