@@ -328,6 +328,19 @@ class EventStore(EventSource):
         """The aggregate's latest snapshot, if any."""
 
 
+def report_appended(reporter: Reporter, events: Sequence[DomainEvent], store: str) -> None:
+    """Emit ``EventAppended`` for each of ``events``, which ``store`` has just accepted."""
+    for event in events:
+        reporter.emit(
+            EventAppended,
+            aggregate_id=event.aggregate_id,
+            event_type=event.event_type,
+            version=event.version,
+            event_id=event.event_id,
+            store=store,
+        )
+
+
 def check_batch(aggregate_id: str, events: Sequence[DomainEvent], expected_version: int) -> None:
     """Refuse a batch that is not the next consecutive versions of ``aggregate_id``.
 
@@ -467,15 +480,7 @@ class Repository(Generic[A]):
             )
             raise
         aggregate.pending.clear()
-        for event in pending:
-            self.reporter.emit(
-                EventAppended,
-                aggregate_id=event.aggregate_id,
-                event_type=event.event_type,
-                version=event.version,
-                event_id=event.event_id,
-                store=self.store.name,
-            )
+        report_appended(self.reporter, pending, self.store.name)
         every = self.snapshot_every
         if every is not None and version // every > expected // every:
             await self.store.save_snapshot(

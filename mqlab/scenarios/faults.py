@@ -10,6 +10,8 @@ find every broker alive and every proxy clean.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from mqlab.brokers.faults import Faults, NetworkFault, ProcessFault
 from mqlab.course.scenario import Toxic
 from mqlab.observe.bus import ObservationBus
@@ -96,24 +98,20 @@ class FaultInjector:
         """
         restored: list[str] = []
         problems: list[str] = []
-        for target in sorted(self.paused):
-            try:
-                await self.apply("resume", target)
-                restored.append(f"resumed {target}")
-            except Exception as error:
-                problems.append(f"{target}: {error}")
-        for target in sorted(self.killed):
-            try:
-                await self.apply("restart", target)
-                restored.append(f"restarted {target}")
-            except Exception as error:
-                problems.append(f"{target}: {error}")
-        for target in sorted(self._network):
-            try:
-                await self.heal(target)
-                restored.append(f"healed {target}")
-            except Exception as error:
-                problems.append(f"{target}: {error}")
+        # Paused first, then killed (a node paused and then killed is only in `killed`: it is
+        # restarted, not resumed), then the network in front of them.
+        repairs: list[tuple[str, list[str], Callable[[str], Awaitable[None]]]] = [
+            ("resumed", sorted(self.paused), lambda target: self.apply("resume", target)),
+            ("restarted", sorted(self.killed), lambda target: self.apply("restart", target)),
+            ("healed", sorted(self._network), self.heal),
+        ]
+        for done, targets, repair in repairs:
+            for target in targets:
+                try:
+                    await repair(target)
+                    restored.append(f"{done} {target}")
+                except Exception as error:
+                    problems.append(f"{target}: {error}")
         if problems:
             raise RuntimeError("could not restore " + "; ".join(problems))
         return restored

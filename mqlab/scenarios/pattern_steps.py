@@ -18,7 +18,6 @@ namespace and is deleted when the run ends (:meth:`PatternSteps.cleanup`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
@@ -31,6 +30,7 @@ from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import ConsumerCrashed, FaultInjected, Observation
 from mqlab.patterns.harness import Crashed, CrashHook, Reporter, kill_self, no_crash
 from mqlab.patterns.programs import ProgramContext, close_shared, find_program
+from mqlab.scenarios.worker import start_worker
 
 
 def crash_hook(
@@ -144,18 +144,6 @@ class PatternSteps:
 
     async def _in_worker(self, number: int) -> None:
         """Run step ``number`` in a worker process and re-emit what it reports."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mqlab.scenarios.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert process.stdin is not None
-        assert process.stdout is not None
-        assert process.stderr is not None
         order = {
             "mode": "pattern",
             "scenario": self.scenario.model_dump(mode="json"),
@@ -167,9 +155,9 @@ class PatternSteps:
             # (the outbox's publish, a consumer loop), as the consumer workers do.
             "system": getattr(self.broker, "system", None),
         }
-        process.stdin.write(json.dumps(order).encode() + b"\n")
-        await process.stdin.drain()
-        process.stdin.close()
+        process = await start_worker(order)
+        assert process.stdout is not None
+        assert process.stderr is not None
         try:
             async for raw in process.stdout:
                 line = raw.decode().strip()

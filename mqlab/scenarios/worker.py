@@ -29,6 +29,18 @@ async def spawn_worker(
     scenario: Scenario, system: str, namespace: str, step: Consume
 ) -> asyncio.subprocess.Process:
     """Start a worker process for ``step`` and hand it its instructions."""
+    order = {
+        "system": system,
+        "namespace": namespace,
+        "scenario": scenario.model_dump(mode="json"),
+        "step": step.model_dump(mode="json"),
+    }
+    return await start_worker(order)
+
+
+async def start_worker(order: dict[str, Any]) -> asyncio.subprocess.Process:
+    """Start ``python -m mqlab.scenarios.worker`` in a session of its own, write ``order`` to
+    its stdin and close it; its stdout (the observations) and stderr are pipes."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -39,12 +51,6 @@ async def spawn_worker(
         start_new_session=True,
     )
     assert process.stdin is not None
-    order = {
-        "system": system,
-        "namespace": namespace,
-        "scenario": scenario.model_dump(mode="json"),
-        "step": step.model_dump(mode="json"),
-    }
     process.stdin.write(json.dumps(order).encode() + b"\n")
     await process.stdin.drain()
     process.stdin.close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from mqlab.observe.events import EventAppended, Note
+from mqlab.observe.events import Note
 from mqlab.patterns.event_sourcing import (
     CommandRejected,
     DomainEvent,
@@ -38,6 +38,7 @@ from mqlab.patterns.event_sourcing import (
     VersionConflictError,
     catch_up,
     rebuild,
+    report_appended,
 )
 from mqlab.patterns.harness import loop_clock
 from mqlab.patterns.programs import Param, ProgramContext, program
@@ -234,15 +235,7 @@ async def concurrent_writers_kafka(ctx: ProgramContext) -> None:
         events = list(order.pending)
         await log.publish(events)
         order.pending.clear()
-        for event in events:
-            ctx.reporter.emit(
-                EventAppended,
-                aggregate_id=event.aggregate_id,
-                event_type=event.event_type,
-                version=event.version,
-                event_id=event.event_id,
-                store=log.name,
-            )
+        report_appended(ctx.reporter, events, log.name)
 
     async def load(source: EventSource) -> Order:
         events: list[DomainEvent] = [
