@@ -269,6 +269,18 @@ def save_report(
         make_console().print(f"report written to {path}", highlight=False)
 
 
+def finish(
+    result: RunResult, scenario: Scenario | None, report: Path | None, *, as_json: bool
+) -> None:
+    """What ``run`` and ``replay`` do last: write the HTML report when asked (said on screen
+    unless the output is JSON), then exit with the verdict's code."""
+    if report is not None:
+        save_report(report, result, scenario, announce=not as_json)
+    code = exit_code(result)
+    if code:
+        raise typer.Exit(code)
+
+
 @user_errors
 @content_errors
 def run(
@@ -301,11 +313,7 @@ def run(
         typer.echo(result.to_json())
     else:
         result = run_and_show(found, broker, seed=seed, record=record, predict=predict, quiet=quiet)
-    if report is not None:
-        save_report(report, result, found, announce=not as_json)
-    code = exit_code(result)
-    if code:
-        raise typer.Exit(code)
+    finish(result, found, report, as_json=as_json)
 
 
 @user_errors
@@ -344,11 +352,7 @@ def replay(
             highlight=False,
         )
         print_result(console, result)
-    if report is not None:
-        save_report(report, result, None, announce=not as_json)
-    code = exit_code(result)
-    if code:
-        raise typer.Exit(code)
+    finish(result, None, report, as_json=as_json)
 
 
 @user_errors
