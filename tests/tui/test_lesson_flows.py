@@ -76,6 +76,17 @@ async def test_read_step_renders_markdown_and_the_diagram(
         await until_shown(pilot, "drawn from the simulator", "A cluster", "partitions", "leader")
 
 
+async def test_the_diagram_says_where_it_comes_from_before_it_starts(
+    make: Callable[..., MqlabApp],
+) -> None:
+    # At 80x24 the diagram runs past the bottom: its source must still be in view.
+    app = make()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open_lesson(pilot, app)
+        text = await until_shown(pilot, "drawn from the simulator", "CLUSTER")
+        assert text.index("drawn from the simulator") < text.index("CLUSTER")
+
+
 async def test_quiz_answered_wrong_then_right(make: Callable[..., MqlabApp], progress_path) -> None:  # type: ignore[no-untyped-def]
     app = make()
     async with app.run_test(size=(120, 40)) as pilot:

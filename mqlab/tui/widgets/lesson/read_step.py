@@ -35,6 +35,8 @@ class ReadStep(StepView):
 
     def on_diagram_drawn(self, message: DiagramDrawn) -> None:
         message.stop()
-        text = Text("\n".join(message.lines))
-        text.append(f"\n{message.note}", style="dim italic")
+        # Where the picture comes from goes above it: a lab's diagram can run past the
+        # bottom of the screen, and the learner should know first whether it is live.
+        text = Text(message.note, style="dim italic")
+        text.append("\n" + "\n".join(message.lines), style="")
         self.query_one(".diagram", Static).update(text)
