@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -78,6 +79,57 @@ def run(
             f"`{shlex.join(argv)}` failed with exit code {completed.returncode}", last_lines
         )
     return output
+
+
+MAVEN_MANIFEST = "mqlab-manifest.txt"
+"""The file :func:`maven_download` writes last into a jar directory: one jar name a line.
+A directory without it is an interrupted download."""
+
+
+def maven_download(
+    mvn: str, pom: str, target: Path, expected_jar: str, properties: Sequence[str] = ()
+) -> None:
+    """Copy the runtime dependencies of ``pom`` (a throwaway pom.xml's text) into ``target``.
+
+    The jars are staged in a temporary directory beside ``target`` and renamed into place only
+    when ``expected_jar`` is among them, with :data:`MAVEN_MANIFEST` written, so a download cut
+    short never looks complete; an older, incomplete ``target`` is replaced.
+
+    Args:
+        properties: more ``-Dname=value`` arguments for mvn (the pom's version properties).
+
+    Raises:
+        LabError: mvn failed (its last lines are the details) or did not fetch ``expected_jar``.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".lib-download-", dir=target.parent))
+    try:
+        pom_file = work / "pom.xml"
+        pom_file.write_text(pom, encoding="utf-8")
+        staged = work / "lib"
+        run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "-f",
+                str(pom_file),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staged}",
+                *properties,
+            ]
+        )
+        jars = sorted(p.name for p in staged.glob("*.jar")) if staged.is_dir() else []
+        if expected_jar not in jars:
+            raise LabError(f"mvn finished but did not download {expected_jar}")
+        (staged / MAVEN_MANIFEST).write_text("\n".join(jars) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(staged, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def apt_install(packages: Sequence[str]) -> None:

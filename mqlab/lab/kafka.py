@@ -35,7 +35,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -43,7 +42,7 @@ from pathlib import Path
 
 from mqlab.lab.endpoints import HOST, KAFKA_BROKER_IDS, KAFKA_CONTROLLER_ID, port
 from mqlab.lab.errors import LabError
-from mqlab.lab.install import apt_command, apt_install, run
+from mqlab.lab.install import MAVEN_MANIFEST, apt_command, apt_install, maven_download
 from mqlab.lab.process import write_atomically
 from mqlab.lab.spec import HealthCheck, LabPaths, Missing, ProcessSpec, ProxySpec, Service
 
@@ -58,8 +57,6 @@ JAVA_PACKAGE = "openjdk-17-jre-headless"
 MAVEN_PACKAGE = "maven"
 
 CONTROLLER_PROCESS = "kafka-controller"
-MANIFEST_NAME = "mqlab-manifest.txt"
-"""Written last into the lib dir: the jars a complete download holds."""
 
 # JVM sizing for a 2-core laptop that runs four JVMs next to other brokers (measured numbers in
 # docs/kafka-lab.md). The heaps are capped (-Xmx) and start small (-Xms): the serial collector
@@ -216,7 +213,7 @@ class KafkaService(Service):
 
     def lib_complete(self, paths: LabPaths) -> bool:
         """True when the lib dir holds every jar its manifest lists (written after mvn)."""
-        manifest = self.lib_dir(paths) / MANIFEST_NAME
+        manifest = self.lib_dir(paths) / MAVEN_MANIFEST
         if not manifest.is_file():
             return False
         jars = manifest.read_text(encoding="utf-8").split()
@@ -268,8 +265,9 @@ class KafkaService(Service):
         """Install Java and Maven from Debian if missing, then download the Kafka jars.
 
         mvn copies the jars into a fresh temporary directory next to the final one; only
-        after it succeeded is the manifest written and the directory renamed to ``lib``, so an
-        interrupted or failed download never looks complete and is simply retried.
+        after it succeeded is the manifest written and the directory renamed to ``lib``
+        (:func:`~mqlab.lab.install.maven_download`), so an interrupted or failed download never
+        looks complete and is simply retried.
 
         Raises:
             LabError: Java or Maven is missing and cannot be installed here (not root: the
@@ -286,40 +284,14 @@ class KafkaService(Service):
         mvn = shutil.which("mvn")
         if mvn is None:  # checked above; keeps the type checker honest
             raise LabError(f"Maven is needed; run: {apt_command([MAVEN_PACKAGE])}")
-        install_dir = self.install_dir(paths)
-        install_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".lib-download-", dir=install_dir))
-        try:
-            pom = work / "pom.xml"
-            pom.write_text(
-                resources.files("mqlab.lab").joinpath("kafka-pom.xml").read_text(encoding="utf-8"),
-                encoding="utf-8",
-            )
-            staged = work / "lib"
-            run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-Dstyle.color=never",
-                    "-f",
-                    str(pom),
-                    "dependency:copy-dependencies",
-                    "-DincludeScope=runtime",
-                    f"-DoutputDirectory={staged}",
-                    f"-Dkafka.version={KAFKA_VERSION}",
-                ]
-            )
-            jars = sorted(p.name for p in staged.glob("*.jar")) if staged.is_dir() else []
-            if f"kafka_2.13-{KAFKA_VERSION}.jar" not in jars:
-                raise LabError(f"mvn finished but did not download kafka_2.13-{KAFKA_VERSION}.jar")
-            (staged / MANIFEST_NAME).write_text("\n".join(jars) + "\n", encoding="utf-8")
-            target = self.lib_dir(paths)
-            if target.exists():  # an older, incomplete copy (no manifest): replace it
-                shutil.rmtree(target)
-            os.rename(staged, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        pom = resources.files("mqlab.lab").joinpath("kafka-pom.xml").read_text(encoding="utf-8")
+        maven_download(
+            mvn,
+            pom,
+            self.lib_dir(paths),
+            f"kafka_2.13-{KAFKA_VERSION}.jar",
+            [f"-Dkafka.version={KAFKA_VERSION}"],
+        )
 
     # -- prepare -----------------------------------------------------------------------------
 

@@ -17,15 +17,13 @@ same package sources as the lab itself:
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 from mqlab.lab.errors import LabError
-from mqlab.lab.install import apt_command, go_install, run
+from mqlab.lab.install import MAVEN_MANIFEST, apt_command, go_install, maven_download
 from mqlab.lab.kafka import KafkaService, find_java
 from mqlab.lab.spec import LabPaths
 
@@ -42,7 +40,6 @@ NATSCLI_VERSION = "v0.5.0"
 KAFKA_PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
 KAFKA_CONSUMER_PERFORMANCE = "org.apache.kafka.tools.ConsumerPerformance"
 
-_MANIFEST = "mqlab-manifest.txt"
 
 _PERFTEST_POM = """\
 <?xml version="1.0" encoding="UTF-8"?>
@@ -108,7 +105,7 @@ def kafka_tools_dir(paths: LabPaths) -> Path:
 
 def perftest_ready(paths: LabPaths) -> bool:
     """PerfTest's jars are complete (the manifest is written after the download)."""
-    manifest = perftest_dir(paths) / _MANIFEST
+    manifest = perftest_dir(paths) / MAVEN_MANIFEST
     if not manifest.is_file():
         return False
     jars = manifest.read_text(encoding="utf-8").split()
@@ -164,35 +161,12 @@ def install_perftest(paths: LabPaths) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LabError(f"Maven is needed to download PerfTest; run: {apt_command(['maven'])}")
-    target = perftest_dir(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".lib-download-", dir=target.parent))
-    try:
-        pom = work / "pom.xml"
-        pom.write_text(_PERFTEST_POM.format(version=PERFTEST_VERSION), encoding="utf-8")
-        staged = work / "lib"
-        run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-Dstyle.color=never",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={staged}",
-            ]
-        )
-        jars = sorted(p.name for p in staged.glob("*.jar")) if staged.is_dir() else []
-        if f"perf-test-{PERFTEST_VERSION}.jar" not in jars:
-            raise LabError(f"mvn finished but did not download perf-test-{PERFTEST_VERSION}.jar")
-        (staged / _MANIFEST).write_text("\n".join(jars) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(staged, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    maven_download(
+        mvn,
+        _PERFTEST_POM.format(version=PERFTEST_VERSION),
+        perftest_dir(paths),
+        f"perf-test-{PERFTEST_VERSION}.jar",
+    )
 
 
 def install_nats_cli(paths: LabPaths) -> None:
