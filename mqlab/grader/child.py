@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -68,6 +68,9 @@ class ChildRequest:
     memory_mb: int
     cleanup_only: bool = False
     """Run only the check's ``cleanup(ctx)`` and sweep the namespace (after a kill)."""
+    restore: list[list[str]] = field(default_factory=list)
+    """Cleanup run: ``[fault, node]`` pairs an earlier child left in the lab (it died with a
+    broker paused or killed); they are resumed or restarted."""
 
 
 class _Protocol:

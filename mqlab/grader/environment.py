@@ -47,6 +47,9 @@ async def open_environment(
         options=BrokerOptions(namespace=request.namespace),
     )
     faults = FaultInjector(bus, broker.faults, source="sim" if request.simulated else "lab")
+    for fault, node in request.restore:
+        # What a killed child broke is this run's to put back (restore_all, below).
+        (faults.paused if fault == "pause" else faults.killed).add(node)
     await broker.connect()
     try:
         yield bus, broker, faults, endpoints

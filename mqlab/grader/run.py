@@ -32,7 +32,7 @@ from typing import IO, Any
 from mqlab.course.exercise import Exercise
 from mqlab.grader.catalog import ExerciseEntry
 from mqlab.grader.invariants import INVARIANTS, Finding, judge
-from mqlab.observe.events import Observation
+from mqlab.observe.events import FaultInjected, Observation
 
 MAX_PHASES = 5
 """A check may crash the learner's process on purpose this many times minus one (the Kafka
@@ -220,9 +220,10 @@ def check_file(
     check_error: str | None = None
     stderr: list[str] = []
     phase = 1
+    heard: list[bytes] = []
     try:
         for phase in range(1, MAX_PHASES + 1):
-            outcome = _run_child({**request, "phase": phase}, entry.exercise.limits.seconds)
+            outcome = _run_child({**request, "phase": phase}, entry.exercise.limits.seconds, heard)
             observations += outcome.observations
             stderr = outcome.stderr
             learner_error = outcome.learner_error
@@ -231,7 +232,10 @@ def check_file(
                 break
     finally:
         if not simulated:
-            _run_child({**request, "cleanup_only": True}, CLEANUP_SECONDS)
+            # Also after Ctrl-C or a kill: what a child that died mid-fault left broken in the
+            # lab (a broker it froze or killed) is put back by the cleanup run.
+            restore = [list(pair) for pair in left_broken(heard)]
+            _run_child({**request, "cleanup_only": True, "restore": restore}, CLEANUP_SECONDS)
     results: tuple[InvariantResult, ...] = ()
     if learner_error is None and check_error is None:
         results = tuple(_judge(entry, observations))
@@ -248,6 +252,28 @@ def check_file(
         seconds=time.perf_counter() - started,
         observations=tuple(observations),
     )
+
+
+def left_broken(protocol_lines: list[bytes]) -> list[tuple[str, str]]:
+    """``(fault, node)`` for every lab process the children paused or killed and did not
+    resume or restart, from the protocol lines they sent (their ``FaultInjected`` reports)."""
+    state: dict[str, str] = {}
+    for raw in protocol_lines:
+        if b'"observation"' not in raw:
+            continue
+        try:
+            observation = Observation.from_dict(json.loads(raw)["observation"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(observation, FaultInjected) or observation.broker != "lab":
+            continue
+        if observation.fault in ("pause", "kill"):
+            state[observation.target] = observation.fault
+        elif observation.fault == "restart" or (
+            observation.fault == "resume" and state.get(observation.target) == "pause"
+        ):
+            state.pop(observation.target, None)
+    return sorted((fault, target) for target, fault in state.items())
 
 
 def _judge(entry: ExerciseEntry, observations: list[Observation]) -> list[InvariantResult]:
@@ -337,7 +363,9 @@ class _LearnerClock:
             return 0.0 if self._paused_at is None else time.monotonic() - self._paused_at
 
 
-def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
+def _run_child(
+    request: dict[str, Any], seconds: float, heard: list[bytes] | None = None
+) -> _ChildOutcome:
     """Run one child to its end, its time limit, or Ctrl-C (which kills it and re-raises).
 
     The time limit is the learner's time (:class:`_LearnerClock`): it starts when the child
@@ -348,7 +376,8 @@ def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
     prints go) only the last lines are kept, so a print in an endless loop cannot fill the
     grader's memory. stdin stays open until the child has ended: it is the child's lifeline
     (see :mod:`mqlab.grader.child`), which ends with this process however it ends, so a
-    killed grader leaves no child behind.
+    killed grader leaves no child behind. ``heard`` collects the protocol lines as they come,
+    so a caller interrupted meanwhile still knows what the child reported.
     """
     environment = {
         **os.environ,
@@ -376,6 +405,8 @@ def _run_child(request: dict[str, Any], seconds: float) -> _ChildOutcome:
 
         def keep_protocol(line: bytes) -> None:
             protocol.append(line)
+            if heard is not None:
+                heard.append(line)
             clock.hear(line)
 
         readers = [

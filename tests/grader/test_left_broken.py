@@ -1,0 +1,53 @@
+"""A check interrupted mid-fault (Ctrl-C, a kill) leaves a lab broker frozen or dead; the
+grader's cleanup run puts back what the children's own reports say they broke and did not
+repair (:func:`mqlab.grader.run.left_broken`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mqlab.grader.run import left_broken
+from mqlab.observe.events import FaultInjected, Observation, Produced
+
+pytestmark = pytest.mark.sim
+
+
+def _line(observation: Observation) -> bytes:
+    return json.dumps({"observation": observation.to_dict()}, sort_keys=True).encode() + b"\n"
+
+
+def _fault(fault: str, target: str, source: str = "lab", at: float = 0.0) -> bytes:
+    return _line(FaultInjected(at=at, broker=source, fault=fault, target=target))
+
+
+def test_what_was_paused_or_killed_and_not_repaired_is_left_broken() -> None:
+    lines = [
+        _fault("pause", "kafka-broker-1"),
+        _line(Produced(at=1.0, broker="kafka", destination="orders", message_id="m-1")),
+        _fault("kill", "kafka-broker-1", at=2.0),
+        _fault("pause", "kafka-broker-2", at=3.0),
+        _fault("pause", "kafka-broker-3", at=4.0),
+        _fault("resume", "kafka-broker-3", at=5.0),
+        b'{"clock_started": true}\n',
+        b"not json\n",
+    ]
+    assert left_broken(lines) == [("kill", "kafka-broker-1"), ("pause", "kafka-broker-2")]
+
+
+def test_a_restart_repairs_and_a_resume_does_not_bring_back_a_killed_node() -> None:
+    lines = [
+        _fault("kill", "kafka-broker-1"),
+        _fault("resume", "kafka-broker-1", at=1.0),
+        _fault("kill", "kafka-broker-2", at=2.0),
+        _fault("restart", "kafka-broker-2", at=3.0),
+    ]
+    assert left_broken(lines) == [("kill", "kafka-broker-1")]
+
+
+def test_faults_the_check_reports_itself_are_not_lab_damage() -> None:
+    """A learner crash or a duplicate delivery is the grader's (``broker='grader'``), and the
+    simulator's faults die with the child's world."""
+    lines = [_fault("crash", "learner", source="grader"), _fault("kill", "kafka-2", source="sim")]
+    assert left_broken(lines) == []
