@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mqlab.brokers.kafka.api import KafkaNode
 from mqlab.lab.doctor import Finding
 from mqlab.observe.events import Produced
 from mqlab.scenarios.library import find
@@ -14,6 +15,8 @@ from mqlab.scenarios.session import RunSession
 from mqlab.scenarios.verdict import RunResult
 from mqlab.tui.app import MqlabApp
 from mqlab.tui.feed import LINES_PER_FRAME
+from mqlab.tui.messages import SnapshotTaken
+from mqlab.tui.models.snapshots import KafkaSnapshot
 from mqlab.tui.screens.broker_picker import BrokerPicker
 from mqlab.tui.screens.help import HelpScreen
 from mqlab.tui.screens.library import ScenarioLibrary
@@ -114,6 +117,28 @@ async def test_the_ledger_grows_live_with_the_expectations(
         await until(pilot, lambda: not isinstance(app.screen, ScenarioScreen), "the map")
         assert screen.live is not None
         assert screen.live.finished
+
+
+async def test_a_snapshot_arriving_after_the_run_ended_is_not_drawn(
+    make: Callable[..., MqlabApp],
+) -> None:
+    app = make(speed=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.open_scenario(find("kafka-leader-failover"), autostart=True)
+        await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario")
+        screen = _scenario_screen(app)
+        await until(pilot, lambda: screen.result is not None, "the run's end", timeout=120)
+        ended = dict(screen.kafka.brokers)
+        assert ended
+        assert all(ended.values())  # the run restarted the broker it killed
+        every_broker_down = KafkaSnapshot(
+            brokers=tuple(KafkaNode(node, "sim", 0, False) for node in ended),
+            topics=(),
+            groups=(),
+            controller_id=0,
+        )
+        screen.on_snapshot_taken(SnapshotTaken(every_broker_down))  # polled before the end
+        assert screen.kafka.brokers == ended
 
 
 async def test_quit_stops_a_running_scenario_first(make: Callable[..., MqlabApp]) -> None:

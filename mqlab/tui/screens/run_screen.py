@@ -300,7 +300,11 @@ class RunScreen(Screen[None]):
         self.finish(message)
 
     def on_snapshot_taken(self, message: SnapshotTaken) -> None:
-        self.apply_snapshot(message.snapshot)
+        # A snapshot still on its way when the run ended shows the broker as it was before
+        # the end (before the cleanup restarted what was killed): only a running run's
+        # snapshots are drawn, so the end's picture stays.
+        if self.running:
+            self.apply_snapshot(message.snapshot)
 
     def apply_snapshot(self, snapshot: object) -> None:
         """Hand a broker snapshot to the live view it belongs to."""
