@@ -13,6 +13,7 @@ import pytest
 from mqlab.scenarios.library import find
 from mqlab.scenarios.session import RunSession
 from mqlab.scenarios.verdict import RunJudge, RunResult
+from tests.waiting import INTERVAL
 
 pytestmark = pytest.mark.sim
 
@@ -41,6 +42,9 @@ def test_reads_follow_the_run_and_never_change_it() -> None:
             continue
         if value is not None:
             reads.append(value)
+        # A UI's pace, reads between frames: back to back they starved the run of the GIL and
+        # stretched its 0.7 s to 10 s. The join ends at once when the run does.
+        runner.join(INTERVAL)
     runner.join(60)
     assert results, "the run did not finish"
     watched = results[0]
