@@ -3,6 +3,7 @@ would fail on a wrong-way import (so the contract is not a check that cannot fai
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -27,14 +28,13 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
-    """A copy of the package with ``line`` added to ``module`` (a path inside mqlab/)."""
-    tree = tmp_path / "tree"
-    shutil.copytree(ROOT / "mqlab", tree / "mqlab", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
-    target = tree / "mqlab" / module
-    target.write_text(target.read_text() + f"\n{line}\n")
-    return tree
+WRONG_WAY_IMPORTS = [
+    ("lab/paths.py", "import mqlab.scenarios.session", "mqlab.scenarios.session", "Layers"),
+    ("brokers/base.py", "from mqlab.course import scenario", "mqlab.course.scenario", "Layers"),
+    ("scenarios/report.py", "import textual", "textual", "Only mqlab.tui imports Textual"),
+]
+"""(module inside mqlab/, the line added to it, the module it then imports, the contract that
+must catch it)."""
 
 
 def test_the_import_contract_holds() -> None:
@@ -42,21 +42,59 @@ def test_the_import_contract_holds() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.fixture(scope="module")
+def wrong_way_report(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """lint-imports over one copy of the package with every wrong-way import added.
+
+    One run instead of one per import (each builds the whole import graph, one to two seconds):
+    the report names every illegal import on a line of its own, so each case below still
+    shows its own import caught by its own contract.
+    """
+    tree = tmp_path_factory.mktemp("wrong-way") / "tree"
+    shutil.copytree(ROOT / "mqlab", tree / "mqlab", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    for module, line, _, _ in WRONG_WAY_IMPORTS:
+        target = tree / "mqlab" / module
+        target.write_text(target.read_text() + f"\n{line}\n")
+    result = _lint_imports(tree)
+    assert result.returncode != 0, result.stdout
+    return result.stdout
+
+
+def _contract_section(report: str, contract: str) -> str:
+    """The text under the heading of the broken contract whose name starts with ``contract``
+    (a heading is a line underlined with dashes)."""
+    _, _, broken = report.partition("Broken contracts")
+    lines = broken.splitlines()
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for number, text in enumerate(lines):
+        underline = lines[number + 1] if number + 1 < len(lines) else ""
+        if text.strip() and underline and set(underline) == {"-"}:
+            current = sections.setdefault(text, [])
+        else:
+            current.append(text)
+    return "\n".join(
+        text for name, section in sections.items() if name.startswith(contract) for text in section
+    )
+
+
 @pytest.mark.parametrize(
-    ("module", "line", "contract"),
-    [
-        ("lab/paths.py", "import mqlab.scenarios.session", "Layers"),
-        ("brokers/base.py", "from mqlab.course import scenario", "Layers"),
-        ("scenarios/report.py", "import textual", "Only mqlab.tui imports Textual"),
-    ],
+    ("module", "line", "imported", "contract"),
+    WRONG_WAY_IMPORTS,
+    ids=[f"{module}-{line}" for module, line, _, _ in WRONG_WAY_IMPORTS],
 )
 def test_a_wrong_way_import_breaks_the_contract(
-    tmp_path: Path, module: str, line: str, contract: str
+    wrong_way_report: str, module: str, line: str, imported: str, contract: str
 ) -> None:
-    result = _lint_imports(_copy_with(tmp_path, module, line))
-    assert result.returncode != 0
-    broken = [text for text in result.stdout.splitlines() if text.endswith("BROKEN")]
-    assert any(text.startswith(contract) for text in broken), result.stdout
+    broken = [text for text in wrong_way_report.splitlines() if text.endswith("BROKEN")]
+    assert any(text.startswith(contract) for text in broken), wrong_way_report
+    importer = "mqlab." + module.removesuffix(".py").replace("/", ".")
+    assert re.search(
+        rf"^-\s+{re.escape(importer)} -> {re.escape(imported)} \(l\.\d+\)$",
+        _contract_section(wrong_way_report, contract),
+        re.MULTILINE,
+    ), wrong_way_report
 
 
 def test_the_headless_core_imports_no_textual() -> None:
