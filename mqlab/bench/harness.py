@@ -581,7 +581,7 @@ async def bench_rabbitmq(
 
         settings = [
             ("queue", "durable classic queue, default exchange"),
-            ("confirms", "publisher confirms, a window of them outstanding (not one at a time)"),
+            ("acks", "publisher confirms, a window of them outstanding (not one at a time)"),
             ("persistence", "persistent messages (delivery mode 2)"),
             ("batching", "none on the wire (AMQP sends one message per frame set)"),
             ("message size", f"{workload.size} B"),

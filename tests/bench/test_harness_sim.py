@@ -33,8 +33,21 @@ def test_every_message_is_sent_received_and_timed(target: str) -> None:
     assert result.ack_latency.samples == 300
     assert result.end_to_end.samples == 300
     assert seen[-1] == (300, 300)
-    assert dict(result.settings)["in flight"]
     assert result.to_json_dict()["received"] == 300
+    settings = dict(result.settings)
+    for shown in ("acks", "batching", "persistence", "message size", "in flight", "consumer"):
+        assert settings.get(shown), f"{target}: no {shown!r} among the settings"
+    assert settings["message size"] == "64 B"
+    if target in ("kafka", "rabbitmq", "nats"):
+        assert "4 publish" in settings["in flight"] or "4 send_many" in settings["in flight"]
+        assert "window of 8" in settings["in flight"]
+
+
+def test_the_window_splits_in_flight_over_the_pipelined_calls() -> None:
+    assert (Workload(in_flight=256).pipelines, Workload(in_flight=256).window) == (4, 64)
+    assert (Workload(in_flight=2).pipelines, Workload(in_flight=2).window) == (2, 1)
+    spans = [Workload(messages=10).unit_span(4, index) for index in range(4)]
+    assert [list(span) for span in spans] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
 
 
 def test_the_in_flight_bound_is_kept() -> None:

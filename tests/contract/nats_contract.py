@@ -21,9 +21,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from mqlab.brokers.base import BrokerError
-from mqlab.brokers.nats.api import JsMessage, NatsAPI, NatsPullConsumer
+from mqlab.brokers.nats.api import JsMessage, NatsAPI, NatsPullConsumer, NoStreamForSubject
 from mqlab.observe.bus import Recorder
-from mqlab.observe.events import Acked, DeadLettered, Delivered, Nacked, Produced
+from mqlab.observe.events import (
+    Acked,
+    DeadLettered,
+    Delivered,
+    Nacked,
+    Produced,
+    ProduceFailed,
+)
 from tests import waiting
 
 SHORT_ACK_WAIT = 1.0  # seconds; see the module docstring
@@ -120,6 +127,15 @@ class NatsContract:
         assert sorted(acked) == sorted(produced)
         with pytest.raises(BrokerError, match="already acknowledged"):
             await consumer.ack_batch(messages[:1])
+
+    async def test_publish_many_to_a_subject_no_stream_captures_fails_per_message(
+        self, broker: NatsAPI
+    ) -> None:
+        recorder = record(broker)
+        with pytest.raises(NoStreamForSubject):
+            await broker.publish_many(broker.subject("nowhere"), [b"a", b"b"], window=1)
+        assert len(recorder.of_kind(ProduceFailed)) == 1  # the second was never sent
+        assert recorder.of_kind(Produced) == []
 
     async def test_wildcards_star_one_token_and_gt_the_rest(self, broker: NatsAPI) -> None:
         # A stream on "metrics.*" captures exactly one token after "metrics".

@@ -304,6 +304,25 @@ class NatsBroker(NatsAPI):
             ack = await js.publish(subject, data, headers=headers)
         return PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
 
+    async def _publish_pipelined(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> PubAck:
+        """nats-py's ``publish_async`` (2.10 and later; a plain request before): its future
+        has no timeout of its own, so the wait is bounded here, and a PubAck that never
+        comes is cancelled, which frees the client's pending slot for it."""
+        js = await self._jetstream()
+        if not hasattr(js, "publish_async"):
+            return await self._publish(subject, data, headers)
+        with self.translate("publish", subject):
+            pending = await js.publish_async(subject, data, headers=headers)
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    ack = await pending
+            finally:
+                if not pending.done():
+                    pending.cancel()
+        return PubAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
+
     async def _publish_core(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish, then flush (one PING/PONG) so that ``Produced`` means the server has it."""
         nc = await self.connection()

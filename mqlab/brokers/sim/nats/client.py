@@ -135,6 +135,12 @@ class SimNatsBroker(SimBroker, NatsAPI):
         assert stream is not None  # an acked publish raises when no stream captures it
         return PubAck(stream=stream.name, sequence=sequence, duplicate=duplicate)
 
+    async def _publish_pipelined(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> PubAck:
+        """The model has no reply machinery to save: the same request as a publish."""
+        return await self._publish(subject, data, headers)
+
     async def _publish_core(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """A stream capturing the subject stores it too, as nats-server does."""
         if not nats_subjects.valid_subject(subject):
