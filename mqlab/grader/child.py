@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -95,19 +96,33 @@ def _take_stdout() -> IO[str]:
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
 
 
+RESTORE_GRACE_SECONDS = 30.0
+"""When the grader goes away in the middle of a real run, how long this process may take to
+put the lab back (resume or restart a broker the check broke) before it is killed anyway."""
+
+_restore_first: list[Callable[[], None]] = []
+"""Set during a real run: cancels the check, so its ``finally`` blocks restore the lab."""
+
+
 def _follow_the_grader() -> None:
-    """Kill this process and everything in its group as soon as the grader goes away.
+    """End this process and everything in its group as soon as the grader goes away.
 
     The grader holds the other end of stdin open until this process has ended, so the end of
     stdin means it died (or gave up on this process). A thread blocked in ``read`` releases
     the GIL, so it runs beside an endless loop of learner code; the learner's ``input()``
-    reads an empty file instead of the lifeline.
+    reads an empty file instead of the lifeline. On the simulator everything dies with the
+    process at once; on a real broker the check is cancelled first, so a broker it froze or
+    killed is put back, for up to :data:`RESTORE_GRACE_SECONDS` (learner code stuck in a
+    loop never lets the cancellation in; then the kill comes anyway).
     """
 
     def watch() -> None:
         with contextlib.suppress(OSError):
             while os.read(0, 4096):
                 continue
+        if _restore_first:
+            _restore_first[0]()
+            threading.Event().wait(RESTORE_GRACE_SECONDS)
         # The grader starts this process as the leader of a session of its own; run by hand
         # from a shell it is not, and then only this process goes, not the shell's group.
         if os.getpgrp() == os.getpid():
@@ -116,6 +131,18 @@ def _follow_the_grader() -> None:
 
     sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 (for the process's life)
     threading.Thread(target=watch, name="grader-lifeline", daemon=True).start()
+
+
+def _cancel_on_lifeline_end() -> None:
+    """Let the lifeline cancel the running check (real runs: see :func:`_follow_the_grader`)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def cancel() -> None:
+        loop.call_soon_threadsafe(task.cancel)
+
+    _restore_first.append(cancel)
 
 
 def _vm_bytes() -> int:
@@ -224,6 +251,8 @@ async def _drive(
     from mqlab.grader.context import GradingContext
     from mqlab.grader.environment import open_environment
 
+    if not request.simulated:
+        _cancel_on_lifeline_end()
     async with open_environment(request) as (bus, broker, faults, endpoints):
         bus.subscribe(protocol.observation)
         context = GradingContext(
