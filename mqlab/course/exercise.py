@@ -73,7 +73,9 @@ class Limits(_Strict):
 
     seconds: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
     """Wall-clock time for one check run; past it the code is stopped (an endless loop, a
-    wait that never ends)."""
+    wait that never ends). It counts from the moment the grader's child has armed its limits
+    (not the interpreter's start), and stands still while the check waits on the lab
+    (``ctx.off_the_clock()``: a broker it killed restarting)."""
     memory_mb: int = Field(512, ge=64, le=4096)
     """Address space of the child process; allocating past it stops the code."""
 
