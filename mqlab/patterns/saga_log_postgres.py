@@ -64,23 +64,12 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
                 (saga_id, saga, json.dumps(dict(data))),
             )
             if cursor.rowcount == 1:
-                await self._insert_entry(connection, saga_id, 1, "saga_started")
+                await self._insert_entry(connection, saga_id, LogEntry(seq=1, kind="saga_started"))
                 return None
         return await self.load(saga_id)
 
     async def _insert_entry(
-        self,
-        connection: psycopg.AsyncConnection[Any],
-        saga_id: str,
-        seq: int,
-        kind: EntryKind,
-        *,
-        step: str = "",
-        attempt: int = 0,
-        compensation_id: str = "",
-        error: str = "",
-        may_have_applied: bool = False,
-        results: Mapping[str, Any] | None = None,
+        self, connection: psycopg.AsyncConnection[Any], saga_id: str, entry: LogEntry
     ) -> None:
         await connection.execute(
             sql.SQL(
@@ -89,14 +78,14 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
             ).format(self._table("saga_log")),
             (
                 saga_id,
-                seq,
-                kind,
-                step,
-                attempt,
-                compensation_id,
-                error,
-                may_have_applied,
-                json.dumps(dict(results or {})),
+                entry.seq,
+                entry.kind,
+                entry.step,
+                entry.attempt,
+                entry.compensation_id,
+                entry.error,
+                entry.may_have_applied,
+                json.dumps(dict(entry.results)),
             ),
         )
 
@@ -129,18 +118,17 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
             )
             row = await cursor.fetchone()
             seq = int(row[0]) if row else 1
-            await self._insert_entry(
-                connection,
-                saga_id,
-                seq,
-                kind,
+            entry = LogEntry(
+                seq=seq,
+                kind=kind,
                 step=step,
                 attempt=attempt,
                 compensation_id=compensation_id,
                 error=error,
                 may_have_applied=may_have_applied,
-                results=results,
+                results=dict(results or {}),
             )
+            await self._insert_entry(connection, saga_id, entry)
             if status is not None:
                 await connection.execute(
                     sql.SQL(
