@@ -32,6 +32,7 @@ import pytest
 
 from mqlab.course.progress import ProgressStore, default_path
 from mqlab.grader.catalog import ExerciseEntry, find_exercise
+from mqlab.grader.child import RESTORE_GRACE_SECONDS
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.sim
@@ -65,7 +66,9 @@ class Workspace:
     environment: dict[str, str]
     token: str
 
-    def start_check(self) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    def start_check(
+        self, exercise: str = EXERCISE, broker: str = "sim"
+    ) -> tuple[subprocess.Popen[bytes], Path, Path]:
         """``mqlab check EXERCISE`` as a learner runs it, in a process group of its own (so a
         Ctrl-C sent to that group reaches the CLI and not pytest)."""
         run = uuid.uuid4().hex[:8]
@@ -73,7 +76,7 @@ class Workspace:
         stderr = self.root.parent / f"stderr-{run}.txt"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mqlab", "check", EXERCISE],
+                [sys.executable, "-m", "mqlab", "check", exercise, "--broker", broker],
                 cwd=self.root,
                 env=self.environment,
                 stdin=subprocess.DEVNULL,
@@ -84,13 +87,14 @@ class Workspace:
         return process, stdout, stderr
 
 
-def _alive_with(token: str) -> list[str]:
+def _alive_with(token: str, lab_pids: frozenset[int] = frozenset()) -> list[str]:
     """Every live process (zombies do not count: they run nothing) whose environment carries
-    ``MARKER=token``, as "pid command"."""
+    ``MARKER=token``, as "pid command", but the lab's own (``lab_pids``: a broker the check
+    restarted inherits the environment, and belongs to the lab, in a session of its own)."""
     found = []
     needle = f"{MARKER}={token}".encode()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) in lab_pids:
             continue
         try:
             if needle not in (entry / "environ").read_bytes().split(b"\0"):
@@ -275,9 +279,77 @@ def test_mqlab_check_killed_anywhere_leaves_consistent_progress_and_no_process(
             assert stderr.read_text() == "interrupted\n", stderr.read_text()
             tally.count(failing=failing, finished=False)
             interrupted += 1
+        elif how == "ctrl-c" and code == -signal.SIGINT:
+            # The check had ended and was reported: the signal came while the interpreter
+            # shut down, which ends by the default action (no output; a shell says 130).
+            assert stderr.read_text() == "", stderr.read_text()
+            assert "reproduce:" in stdout.read_text() or "passed" in stdout.read_text()
+            tally.count(failing=failing, finished=True)
         else:
             _finished_normally(stdout, stderr, code, failing=failing)
             tally.count(failing=failing, finished=True)
         _assert_consistent(workspace, tally)
     assert tally.started - tally.finished >= ROUNDS // 2, "most rounds must really be cut"
     assert interrupted, "at least one Ctrl-C must land during a check"
+
+
+@pytest.mark.kafka
+@pytest.mark.lab
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_a_check_stopped_while_a_kafka_broker_is_down_puts_the_broker_back(
+    workspace: Workspace, how: str
+) -> None:
+    """keyed-producer on the lab's Kafka freezes a partition leader, then kills it. A Ctrl-C
+    then kills the grader's child before it could restore the broker; the grader's cleanup
+    run restores what the child reported it broke, before ``mqlab check`` exits 130. A
+    SIGKILL of ``mqlab check`` runs nothing of it: the child, its lifeline cut, cancels the
+    check so that the check's own clean-up restores the broker, and then goes."""
+    from mqlab.lab.supervisor import Lab
+
+    entry = find_exercise("keyed-producer")
+    learner = workspace.root / entry.lesson_folder / entry.id / entry.exercise.file
+    shutil.copy(entry.solution_file, learner)
+    lab = Lab()
+
+    def kafka_down() -> list[str]:
+        return [
+            f"{row.process} {row.health}"
+            for row in lab.status()
+            if row.service == "kafka" and row.health in ("paused", "killed", "crashed", "stopped")
+        ]
+
+    def kafka_whole() -> bool:
+        rows = [row for row in lab.status() if row.service == "kafka"]
+        return bool(rows) and all(row.health == "healthy" for row in rows)
+
+    wait_until(kafka_whole, RUN_SECONDS, "every Kafka process of the lab healthy before")
+    process, stdout, stderr = workspace.start_check("keyed-producer", "kafka")
+    try:
+        wait_until(
+            lambda: kafka_down() or process.poll() is not None,
+            RUN_SECONDS,
+            "the check to freeze or kill a Kafka broker",
+            interval=0.02,
+        )
+        assert process.poll() is None, stdout.read_text() + stderr.read_text()
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGKILL)
+        code = process.wait(timeout=RUN_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if how == "ctrl-c":
+        assert code == 130, (code, stdout.read_text(), stderr.read_text())
+        assert stderr.read_text() == "interrupted\n"
+    else:
+        assert code == -signal.SIGKILL
+    wait_until(kafka_whole, RUN_SECONDS, lambda: f"Kafka whole again; down: {kafka_down()}")
+    lab_pids = frozenset(row.pid for row in lab.status() if row.pid)
+    wait_until(
+        lambda: not _alive_with(workspace.token, lab_pids),
+        RESTORE_GRACE_SECONDS + GONE_SECONDS,
+        lambda: f"no process of the check left; alive: {_alive_with(workspace.token, lab_pids)}",
+    )
