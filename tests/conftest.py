@@ -8,7 +8,7 @@ the test is *skipped* on a developer machine (with the command that starts it) b
 
 Lanes. Most of the suite's time is spent waiting on one broker (a consumer group settling, a
 visibility timeout running out, a killed broker being fenced) while the other brokers idle. Run
-with pytest-xdist (``-n 6 --dist loadgroup``, as ``./scripts/test`` does), every test gets the
+with pytest-xdist (``-n 7 --dist loadgroup``, as ``./scripts/test`` does), every test gets the
 lane of the system it uses (:func:`lane_of`): the tests of one system run one after another in
 one worker, as they did before, and the systems run side by side. Kafka's fault tests, which
 kill and freeze brokers, have a lane of their own, and Kafka's scenario library another; tests
