@@ -2,10 +2,13 @@
 
 What it must show is the broker, not itself. A producer that waits for each confirm before
 sending the next message measures one network round trip per message, whatever the broker
-can do; so the harness keeps ``in_flight`` sends outstanding at once (``in_flight`` workers,
-each awaiting its own acknowledgement), lets the client batch where it batches (Kafka's
-linger, SQS's SendMessageBatch), and bounds the backlog (sent but not yet received) so that
-the end-to-end latency measures the system rather than a queue the producer filled up.
+can do; so the harness keeps ``in_flight`` sends outstanding at once through the adapters'
+windowed publishes (:data:`PIPELINES` calls of ``publish_many`` / ``send_many`` at a time,
+each with a window of ``in_flight / PIPELINES``), settles deliveries in batches where the
+system allows it (RabbitMQ's multiple=True ack, NATS's acks with one flush), lets the client
+batch where it batches (Kafka's linger, SQS's SendMessageBatch), and bounds the backlog (sent
+but not yet received) so that the end-to-end latency measures the system rather than a queue
+the producer filled up.
 
 A consumer runs at the same time, in the same process. Each payload starts with the time it
 was sent (the event loop's clock: monotonic on the lab, virtual on the simulator), so the
