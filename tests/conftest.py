@@ -29,12 +29,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pickle
 import shutil
 import socket
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -194,6 +195,39 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _lock_directory_key = pytest.StashKey[Path]()
+
+T = TypeVar("T")
+
+
+def computed_once(name: str, compute: Callable[[], T]) -> T:
+    """``compute()`` once per pytest run, its value shared by every xdist worker.
+
+    A module-scoped fixture runs once per *worker* that gets one of its module's tests, and
+    xdist hands a module's tests to whichever workers are free: with seven workers the
+    retry-contention experiment (six seconds of CPU) ran four to seven times. The first worker
+    to get here computes the value and leaves it, pickled, in the run's lock directory; the
+    others wait on the same ``flock`` and read it. Without a lock directory (a run that
+    did not go through this conftest's set-up) it simply computes.
+    """
+    directory = os.environ.get(LOCK_DIRECTORY_VARIABLE)
+    if not directory:
+        return compute()
+    stored = Path(directory) / f"{name}.pickle"
+    descriptor = os.open(Path(directory) / f"{name}.compute", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if stored.exists():
+            value: T = pickle.loads(stored.read_bytes())
+            return value
+        value = compute()
+        partial = stored.with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(value))
+        partial.replace(stored)  # whole or absent, even if this worker dies while writing
+        return value
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
 _held_for_item = pytest.StashKey[contextlib.ExitStack]()
 _healthy_before = pytest.StashKey[tuple[list[str], set[str]]]()
 

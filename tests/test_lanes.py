@@ -14,8 +14,10 @@ from tests.conftest import (
     KAFKA_FAULT_LANE,
     KAFKA_LIBRARY_LANE,
     KAFKA_LIBRARY_MODULE,
+    LOCK_DIRECTORY_VARIABLE,
     PRIVATE_LAB_LANE,
     ServiceLock,
+    computed_once,
     lane_of,
     service_locks,
 )
@@ -142,3 +144,43 @@ def test_the_turnstile_stops_new_shared_holders_while_a_writer_waits(tmp_path: P
         os.close(turnstile)
     out, _ = waiting_reader.communicate(timeout=60)
     assert out.strip() == "in"
+
+
+def test_a_value_computed_once_is_read_by_every_other_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LOCK_DIRECTORY_VARIABLE, str(tmp_path))
+    calls: list[int] = []
+
+    def expensive() -> dict[str, list[int]]:
+        calls.append(1)
+        return {"summaries": [1, 2, 3]}
+
+    assert computed_once("experiment", expensive) == {"summaries": [1, 2, 3]}
+    assert computed_once("experiment", expensive) == {"summaries": [1, 2, 3]}
+    assert len(calls) == 1
+    # Another worker (another process, the same run's directory) reads it and computes nothing.
+    other_worker = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from tests.conftest import computed_once\n"
+            "print(computed_once('experiment', lambda: 'computed again'))",
+        ],
+        env={**os.environ, LOCK_DIRECTORY_VARIABLE: str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert other_worker.stdout.strip() == "{'summaries': [1, 2, 3]}"
+    # Another name is another value.
+    assert computed_once("another", lambda: "other") == "other"
+
+
+def test_without_a_run_directory_every_call_computes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LOCK_DIRECTORY_VARIABLE, raising=False)
+    calls: list[int] = []
+    computed_once("experiment", lambda: calls.append(1))
+    computed_once("experiment", lambda: calls.append(1))
+    assert len(calls) == 2

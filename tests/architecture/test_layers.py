@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import computed_once
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,15 +52,21 @@ def wrong_way_report(tmp_path_factory: pytest.TempPathFactory) -> str:
     the report names every illegal import on a line of its own, so each case below still
     shows its own import caught by its own contract.
     """
-    tree = tmp_path_factory.mktemp("wrong-way") / "tree"
-    shutil.copytree(ROOT / "mqlab", tree / "mqlab", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
-    for module, line, _, _ in WRONG_WAY_IMPORTS:
-        target = tree / "mqlab" / module
-        target.write_text(target.read_text() + f"\n{line}\n")
-    result = _lint_imports(tree)
-    assert result.returncode != 0, result.stdout
-    return result.stdout
+
+    def lint_a_broken_copy() -> tuple[int, str]:
+        tree = tmp_path_factory.mktemp("wrong-way") / "tree"
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / "mqlab", tree / "mqlab", ignore=ignore)
+        shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+        for module, line, _, _ in WRONG_WAY_IMPORTS:
+            target = tree / "mqlab" / module
+            target.write_text(target.read_text() + f"\n{line}\n")
+        result = _lint_imports(tree)
+        return result.returncode, result.stdout
+
+    returncode, report = computed_once("wrong-way-imports", lint_a_broken_copy)
+    assert returncode != 0, report
+    return report
 
 
 def _contract_section(report: str, contract: str) -> str:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from mqlab.cli import app
 from mqlab.cli.app import main
+from tests.conftest import computed_once
 from tests.lab.conftest import require_installed
 
 HEAVY_MODULES = ("textual", "aiokafka", "boto3", "botocore", "aio_pika", "nats", "psycopg")
@@ -53,16 +54,20 @@ print(json.dumps(loaded))
 @pytest.fixture(scope="module")
 def heavy_modules_loaded() -> dict[str, list[str]]:
     """Heavy modules the CLI loaded: on import, and on each of :data:`HELP_COMMANDS`."""
-    script = f"HEAVY = {HEAVY_MODULES!r}\n{PROBE}"
-    completed = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(HELP_COMMANDS)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result: dict[str, list[str]] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
+
+    def probe() -> dict[str, list[str]]:
+        script = f"HEAVY = {HEAVY_MODULES!r}\n{PROBE}"
+        completed = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(HELP_COMMANDS)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        result: dict[str, list[str]] = json.loads(completed.stdout.strip().splitlines()[-1])
+        return result
+
+    return computed_once("cli-heavy-modules", probe)
 
 
 @pytest.mark.parametrize("args", HELP_COMMANDS)

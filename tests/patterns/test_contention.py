@@ -27,6 +27,7 @@ from mqlab.patterns.contention import (
     trial_rng,
 )
 from mqlab.patterns.retry import Strategy
+from tests.conftest import computed_once
 
 pytestmark = pytest.mark.sim
 
@@ -196,13 +197,17 @@ def test_a_row_that_fails_surfaces_its_own_error() -> None:
 # --- the ranking docs/patterns.md states ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def experiment() -> dict[int, dict[Strategy, StrategySummary]]:
+def _run_experiment() -> dict[int, dict[Strategy, StrategySummary]]:
     summaries = simulate(ALL_STRATEGIES, [10, 20, 50, 100], runs=40, seed=0, **DEFAULTS)
     table: dict[int, dict[Strategy, StrategySummary]] = {}
     for summary in summaries:
         table.setdefault(summary.clients, {})[summary.strategy] = summary
     return table
+
+
+@pytest.fixture(scope="module")
+def experiment() -> dict[int, dict[Strategy, StrategySummary]]:
+    return computed_once("retry-contention-experiment", _run_experiment)
 
 
 @pytest.mark.parametrize("clients", [10, 20, 50, 100])

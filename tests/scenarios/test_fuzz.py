@@ -46,6 +46,7 @@ from mqlab.course.loader import ContentError, load_model
 from mqlab.course.scenario import load_scenario
 from mqlab.observe.events import observation_kinds
 from mqlab.observe.trace import TraceError, read_trace
+from tests.conftest import computed_once
 
 pytestmark = pytest.mark.sim
 
@@ -172,7 +173,10 @@ def seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def seeds_of(target: FuzzTarget, work: Path) -> list[bytes]:
     if target.name not in _SEED_CACHE:
-        _SEED_CACHE[target.name] = target.seeds(work)
+        # Once per run, not per xdist worker: the traces are recorded by six simulator runs.
+        _SEED_CACHE[target.name] = computed_once(
+            f"fuzz-seeds-{target.name}", lambda: target.seeds(work)
+        )
         assert _SEED_CACHE[target.name], f"no seed files for {target.name}"
     return _SEED_CACHE[target.name]
 
