@@ -276,14 +276,17 @@ async def test_a_burst_is_drawn_a_frame_at_a_time(make: Callable[..., MqlabApp])
                     position=index,
                 )
             )
+        assert not screen.ledger_settled  # a burst waits in the feed, uncounted
         screen.frame()  # one frame takes the whole burst
+        assert not screen.ledger_settled  # taken, and its count is due
         assert screen.feed.received == burst
         assert screen.kafka.partitions[("transfers", 0)].log_end == burst  # every one folded
         timeline = screen.query_one(Timeline)
         assert timeline.lines_shown <= LINES_PER_FRAME  # but only the newest drawn
         await until_shown(pilot, "more observations (counted in the ledger)")
         # The ledger is counted off the UI thread and drawn a frame or two later.
-        await until(pilot, lambda: screen.picture.summary.produced == burst, "all counted")
+        await until(pilot, lambda: screen.ledger_settled, "the ledger counted and drawn")
+        assert screen.picture.summary.produced == burst
 
 
 async def test_a_pattern_scenario_draws_its_saga(make: Callable[..., MqlabApp]) -> None:

@@ -192,25 +192,35 @@ async def _settled(pilot: Pilot[object], selector: str) -> None:
     await until(pilot, stable, f"{selector} to settle")
 
 
+async def _course_map(pilot: Pilot[object]) -> None:
+    """Wait until the course map is whole: the lessons load after the first paint, and the
+    details pane is laid out a frame after its text changed."""
+    await until_shown(pilot, "○ Every kind of step", "enter: open it where you stopped")
+
+
 async def _finished_run(pilot: Pilot[object], scenario_id: str, tab: str, snapshot: object) -> None:
     app = pilot.app
     assert isinstance(app, MqlabApp)
-    await until_shown(pilot, "Every kind of step")
+    await _course_map(pilot)
     app.open_scenario(find(scenario_id), autostart=True)
     await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario")
     screen = app.screen
     assert isinstance(screen, ScenarioScreen)
     await until(pilot, lambda: screen.result is not None, "the run's end", timeout=120)
     await until(pilot, lambda: not any(w.is_running for w in screen.workers), "the workers' end")
-    await pilot.pause()
-    screen.apply_snapshot(snapshot)
+    await until(pilot, lambda: screen.ledger_settled, "the final ledger drawn")
+    screen.apply_snapshot(snapshot)  # snapshots polled during the run are not drawn after it
     await pilot.press(tab)
-    await pilot.pause()
 
 
-async def _lesson_step(pilot: Pilot[object], kind: str, keys: tuple[str, ...] = ()) -> None:
+async def _lesson_step(
+    pilot: Pilot[object], kind: str, keys: tuple[str, ...] = (), shown: tuple[str, ...] = ()
+) -> None:
+    """Open the fixture lesson at the step of ``kind``, press ``keys``, wait until every one
+    of ``shown`` is on screen (a run's reveal can take a while), then until the step's layout
+    has settled."""
     app = pilot.app
-    await until_shown(pilot, "Every kind of step")
+    await _course_map(pilot)
     await pilot.press("enter")
     await until(pilot, lambda: isinstance(app.screen, LessonScreen), "the lesson")
     screen = app.screen
@@ -223,12 +233,10 @@ async def _lesson_step(pilot: Pilot[object], kind: str, keys: tuple[str, ...] = 
             lambda: screen.view is not None and screen.view.play is screen.player.current,
             "the next step",
         )
-    if kind == "read":
-        await until_shown(pilot, "CLUSTER")  # the diagram's first line: it has been drawn
     for key in keys:
         await pilot.press(key)
-    if kind == "predict" and keys:
-        await until_shown(pilot, "prediction held", timeout=120)
+    if shown:
+        await until_shown(pilot, *shown, timeout=120)
     await _settled(pilot, "#step")
 
 
@@ -266,17 +274,17 @@ def _steer_cases(
     trace_path: Callable[[], Path],
 ) -> dict[str, tuple[dict[str, object], Steer | None]]:
     async def course_map(pilot: Pilot[object]) -> None:
-        await until_shown(pilot, "Every kind of step")
+        await _course_map(pilot)
 
     async def library(pilot: Pilot[object]) -> None:
-        await until_shown(pilot, "Every kind of step")
+        await _course_map(pilot)
         await pilot.press("s")
-        await until_shown(pilot, "at-least-once-crash")
+        await until_shown(pilot, "at-least-once-crash", "enter: open it")  # list and details
 
     async def scenario_intro(pilot: Pilot[object]) -> None:
         app = pilot.app
         assert isinstance(app, MqlabApp)
-        await until_shown(pilot, "Every kind of step")
+        await _course_map(pilot)
         app.open_scenario(find("kafka-leader-failover"))
         await until_shown(pilot, "Press a number to predict")
 
@@ -316,10 +324,11 @@ def _steer_cases(
         screen = app.screen
         assert isinstance(screen, ReplayScreen)
         await until(pilot, lambda: screen.player.position == 6, "six steps")
-        await until_shown(pilot, "paused · 6/")
+        await until(pilot, lambda: screen.ledger_settled, "the ledger of six counted and drawn")
+        await until_shown(pilot, "paused · 6/", "so far (the run is going on)")
 
     async def picker(pilot: Pilot[object]) -> None:
-        await until_shown(pilot, "Every kind of step")
+        await _course_map(pilot)
         findings = [
             Finding("kafka installed", "ok", "3.9.1"),
             Finding("kafka running", "ok", "127.0.0.1:19091"),
@@ -338,40 +347,35 @@ def _steer_cases(
         await until_shown(pilot, "Where should scenarios run?")
 
     async def help_screen(pilot: Pilot[object]) -> None:
-        await until_shown(pilot, "Every kind of step")
+        await _course_map(pilot)
         await pilot.press("question_mark")
         await until_shown(pilot, "Getting around")
         await _settled(pilot, "#help-text")
 
     async def read(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "read")
+        # The diagram is drawn in a worker: its caption and its first line.
+        await _lesson_step(pilot, "read", shown=("drawn from the simulator's cluster", "CLUSTER"))
 
     async def quiz_wrong(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "quiz", ("3",))
-        await until_shown(pilot, "Not quite.")
+        await _lesson_step(pilot, "quiz", ("3",), shown=("Not quite.",))
 
     async def quiz_right(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "quiz", ("1",))
-        await until_shown(pilot, "Right.")
+        await _lesson_step(pilot, "quiz", ("1",), shown=("Right.",))
 
     async def predict(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "predict", ("2",))
+        await _lesson_step(pilot, "predict", ("2",), shown=("prediction held",))
 
     async def experiment(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "experiment", ("1",))
-        await until_shown(pilot, "10 done", timeout=120)
+        await _lesson_step(pilot, "experiment", ("1",), shown=("10 done",))
 
     async def exercise(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "exercise")
-        await until_shown(pilot, "mqlab check full-jitter")
+        await _lesson_step(pilot, "exercise", shown=("mqlab check full-jitter",))
 
     async def decision(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "decision", ("2",))
-        await until_shown(pilot, "Do you run on AWS?")
+        await _lesson_step(pilot, "decision", ("2",), shown=("Do you run on AWS?",))
 
     async def decision_leaf(pilot: Pilot[object]) -> None:
-        await _lesson_step(pilot, "decision", ("2", "1"))
-        await until_shown(pilot, "Recommendation: SQS")
+        await _lesson_step(pilot, "decision", ("2", "1"), shown=("Recommendation: SQS",))
 
     no_options: dict[str, object] = {}
     return {

@@ -116,6 +116,13 @@ class RunScreen(Screen[None]):
     def events(self) -> EventLogView:
         return self.models.events
 
+    @property
+    def ledger_settled(self) -> bool:
+        """Whether the ledger on screen counts everything that arrived: nothing left in the
+        feed for a frame to take, no count due and none on its way (what a screenshot of a
+        paused or finished run waits for)."""
+        return len(self.feed) == 0 and not self._ledger_dirty and self._picture_request is None
+
     def request_picture(self) -> concurrent.futures.Future[LedgerPicture | None]:
         """The ledger so far, counted off the UI thread (subclasses ask their run)."""
         return self.feed.request_picture()
