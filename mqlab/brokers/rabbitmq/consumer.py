@@ -49,7 +49,7 @@ class Delivery(RabbitDelivery):
         self.priority = message.priority
         self.redelivered = bool(message.redelivered)
         self.delivery_tag = int(message.delivery_tag or 0)
-        self.channel = message.channel
+        self.channel = _channel_of(message)
 
     async def _send_settle(self, verb: SettleVerb, *, requeue: bool) -> None:
         message = self._message
@@ -162,6 +162,16 @@ class Consumer(RabbitConsumer):
             )
         with contextlib.suppress(BrokerError):
             await self._broker.bounded(f"close of consumer {self.name!r}", channel.close())
+
+
+def _channel_of(message: AbstractIncomingMessage) -> object:
+    """The channel a message arrived on; a fresh placeholder when it closed already (aio-pika
+    refuses to hand out a closed one), which no other delivery shares, so a batch ack never
+    treats the message as one of a live channel's."""
+    try:
+        return message.channel
+    except aiormq.exceptions.ChannelInvalidStateError:
+        return object()
 
 
 def channel_is_closed(message: AbstractIncomingMessage) -> bool:
