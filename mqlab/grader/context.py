@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mqlab.observe.bus import ObservationBus
 from mqlab.observe.events import CheckEvaluated, FaultInjected, Observation
-from mqlab.patterns.harness import Crashed, CrashHook, kill_self
+from mqlab.patterns.harness import CrashHook, crash_at
 
 if TYPE_CHECKING:
     from mqlab.brokers.base import Broker
@@ -128,24 +128,19 @@ class GradingContext:
     ) -> CrashHook:
         """A hook that crashes the ``occurrence``-th time ``point`` is reached (see the
         module docstring for what a crash is on ``sim`` and on a real broker)."""
-        if occurrence < 1:
-            raise ValueError("occurrence counts from 1")
-        passes = 0
 
-        async def hook(reached: str, reached_detail: str) -> None:
-            nonlocal passes
-            if reached != point or (detail is not None and reached_detail != detail):
-                return
-            passes += 1
-            if passes != occurrence:
-                return
+        def record(reached: str, reached_detail: str) -> None:
             self.fault("crash", "learner", point=point, detail=reached_detail)
-            if self.simulated:
-                raise Crashed(reached, reached_detail)
-            self.announce_crash(point)
-            kill_self()
+            if not self.simulated:
+                self.announce_crash(point)
 
-        return hook
+        return crash_at(
+            point,
+            detail=detail,
+            occurrence=occurrence,
+            kill=not self.simulated,
+            before_crash=record,
+        )
 
     @contextmanager
     def off_the_clock(self) -> Iterator[None]:

@@ -70,6 +70,7 @@ def crash_at(
     detail: str | None = None,
     occurrence: int = 1,
     kill: bool = False,
+    before_crash: Callable[[str, str], None] | None = None,
 ) -> CrashHook:
     """A hook that crashes the ``occurrence``-th time ``point`` is reached.
 
@@ -78,6 +79,9 @@ def crash_at(
         detail: only count passes with this detail (a message key, a step name).
         occurrence: 1 for the first matching pass, 2 for the second ...
         kill: SIGKILL the process instead of raising :class:`Crashed`.
+        before_crash: called with the point and the detail reached, just before the crash:
+            the last moment to say it is coming (the grader records the crash as a fault and,
+            before a SIGKILL, tells its parent that the death is planned).
     """
     if occurrence < 1:
         raise ValueError("occurrence counts from 1")
@@ -90,6 +94,8 @@ def crash_at(
         passes += 1
         if passes != occurrence:
             return
+        if before_crash is not None:
+            before_crash(reached, reached_detail)
         if kill:
             kill_self()
         raise Crashed(reached, reached_detail)
