@@ -25,14 +25,16 @@ loses its own state, but the rows it committed stay, exactly as they would in Po
 
 :class:`ReportingDatabase` wraps either one and reports every business write whose
 transaction committed as an :class:`~mqlab.observe.events.EffectApplied`: what a scenario's
-ledger counts as effects, and as effects applied twice.
+ledger counts as effects, and as effects applied twice. It also has the crash points at the
+database's boundaries (after a business write, after the COMMIT of an effect or of a stored
+offset), so a scenario or a graded exercise can kill a consumer exactly there.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -43,7 +45,7 @@ from psycopg import sql
 
 from mqlab.observe.events import EffectApplied
 from mqlab.patterns import postgres
-from mqlab.patterns.harness import Reporter
+from mqlab.patterns.harness import CrashHook, Reporter, no_crash
 from mqlab.patterns.postgres import table
 
 
@@ -633,6 +635,15 @@ class MemoryDatabase(BusinessDatabase):
 # --- committed effects, reported -------------------------------------------------------------
 
 
+RecordAt = Callable[[str, int, int], str]
+"""``(topic, partition, offset) -> message id`` of the record at that offset."""
+
+
+def offset_text(topic: str, partition: int, offset: int) -> str:
+    """``topic:partition@offset``: how a stored offset is named when nobody knows its record."""
+    return f"{topic}:{partition}@{offset}"
+
+
 @dataclass(frozen=True, slots=True)
 class _BusinessWrite:
     account: str
@@ -643,11 +654,15 @@ class _BusinessWrite:
 
 
 class _RecordingTransaction(Transaction):
-    """A transaction that passes every write on and lists the business writes it made."""
+    """A transaction that passes every write on, lists the business writes and the offset
+    moves it made, and reaches ``after_business_write`` after each business write."""
 
-    def __init__(self, inner: Transaction) -> None:
+    def __init__(self, inner: Transaction, crash: CrashHook) -> None:
         self._inner = inner
+        self._crash = crash
         self.writes: list[_BusinessWrite] = []
+        self.offsets: list[tuple[str, int, int]] = []
+        """``(topic, partition, next offset)`` for each stored offset this transaction moved."""
 
     async def claim(self, consumer: str, key: str) -> bool:
         return await self._inner.claim(consumer, key)
@@ -656,12 +671,14 @@ class _RecordingTransaction(Transaction):
         change = await self._inner.credit(account, amount, message_id=message_id)
         operation = f"INCREMENT balance BY {amount}"
         self.writes.append(_BusinessWrite(account, operation, change, message_id, False))
+        await self._crash("after_business_write", message_id)
         return change
 
     async def set_balance(self, account: str, value: int, *, message_id: str) -> BalanceChange:
         change = await self._inner.set_balance(account, value, message_id=message_id)
         operation = f"SET balance = {value}"
         self.writes.append(_BusinessWrite(account, operation, change, message_id, True))
+        await self._crash("after_business_write", message_id)
         return change
 
     async def balance(self, account: str) -> int:
@@ -670,7 +687,10 @@ class _RecordingTransaction(Transaction):
     async def advance_offset(
         self, group: str, topic: str, partition: int, *, start: int, end: int
     ) -> bool:
-        return await self._inner.advance_offset(group, topic, partition, start=start, end=end)
+        moved = await self._inner.advance_offset(group, topic, partition, start=start, end=end)
+        if moved:
+            self.offsets.append((topic, partition, end))
+        return moved
 
     async def add_to_outbox(self, message: OutboxMessage) -> int:
         return await self._inner.add_to_outbox(message)
@@ -687,14 +707,38 @@ class ReportingDatabase(BusinessDatabase):
     report is made right after the commit, before anything else is awaited, so a crash hook
     that fires after the commit finds the effect already reported, as the database has it.
 
+    Crash points, awaited on ``crash`` (an attribute: a driver may swap it between two
+    transactions) with the message id as detail:
+
+    * ``after_business_write``: inside the transaction, after a credit or a balance set (the
+      COMMIT has not happened);
+    * ``after_effect_commit``: after the COMMIT of a transaction with a business write (the
+      first write's message id);
+    * ``after_offset_commit``: after the COMMIT of a transaction that moved a stored consumer
+      offset, once per offset moved; the detail names the record at that offset through
+      ``record_at``.
+
+    A transaction that does both reaches both, effect first.
+
     Args:
         inner: the database that does the work (memory or PostgreSQL).
         reporter: where the observations go.
+        crash: the crash hook (none by default).
+        record_at: names the record at a stored offset (the one before the new position), for
+            the ``after_offset_commit`` detail; :func:`offset_text` when omitted.
     """
 
-    def __init__(self, inner: BusinessDatabase, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        inner: BusinessDatabase,
+        reporter: Reporter,
+        crash: CrashHook = no_crash,
+        record_at: RecordAt = offset_text,
+    ) -> None:
         self.inner = inner
         self.reporter = reporter
+        self.crash = crash
+        self.record_at = record_at
         self.name = inner.name
         self.namespace = inner.namespace
 
@@ -710,7 +754,7 @@ class ReportingDatabase(BusinessDatabase):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.inner.transaction() as inner:
-            recording = _RecordingTransaction(inner)
+            recording = _RecordingTransaction(inner, self.crash)
             yield recording
         # Reached only when the block committed: these writes are in the database now.
         for write in recording.writes:
@@ -723,6 +767,10 @@ class ReportingDatabase(BusinessDatabase):
                 message_id=write.message_id,
                 idempotent=write.idempotent,
             )
+        if recording.writes:
+            await self.crash("after_effect_commit", recording.writes[0].message_id)
+        for topic, partition, end in recording.offsets:
+            await self.crash("after_offset_commit", self.record_at(topic, partition, end - 1))
 
     def outbox_batch(self, limit: int = 100) -> AbstractAsyncContextManager[OutboxBatch]:
         return self.inner.outbox_batch(limit)

@@ -29,11 +29,10 @@ import psycopg
 from psycopg import sql
 
 from mqlab.grader.context import GradingContext, learner_function
-from mqlab.grader.database import WatchedDatabase
+from mqlab.grader.database import WatchedDatabase, business_database
 from mqlab.grader.loops import fresh_module
 from mqlab.observe.events import Acked, Delivered, Produced
 from mqlab.patterns import postgres
-from mqlab.patterns.database import BusinessDatabase, MemoryDatabase, PostgresDatabase
 from mqlab.patterns.harness import Crashed, no_crash
 
 QUEUE = "payments"
@@ -108,14 +107,6 @@ def _plan(rng: random.Random) -> Plan:
     return Plan(payments, tuple(deliveries), tuple(crashes))
 
 
-async def _database(ctx: GradingContext) -> BusinessDatabase:
-    if ctx.simulated:
-        return MemoryDatabase(name="memory")
-    database = PostgresDatabase(ctx.postgres_dsn, ctx.namespace)
-    await database.setup()
-    return database
-
-
 class Cursor:
     """What the broker remembers between consumer lives: the next delivery to make (every
     delivery before it was acknowledged). In the lab's PostgreSQL on a real run, so that it
@@ -172,7 +163,7 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
     if not resumed:
         for position, payment in enumerate(plan.payments):
             ctx.emit(Produced, destination=QUEUE, message_id=payment.message_id, position=position)
-    database = await _database(ctx)
+    database = await business_database(ctx)
     db = WatchedDatabase(database, ctx)
     handle = learner_function(learner, "handle")
     try:

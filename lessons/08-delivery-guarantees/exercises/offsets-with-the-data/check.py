@@ -29,7 +29,7 @@ from types import ModuleType
 
 from mqlab.brokers.kafka.api import KafkaAPI
 from mqlab.grader.context import GradingContext, learner_function
-from mqlab.grader.database import WatchedDatabase
+from mqlab.grader.database import WatchedDatabase, business_database
 from mqlab.grader.loops import (
     GradedKafkaConsumer,
     RunningLoop,
@@ -40,7 +40,7 @@ from mqlab.grader.loops import (
 )
 from mqlab.observe.events import EffectApplied, Observation
 from mqlab.patterns import postgres
-from mqlab.patterns.database import BusinessDatabase, MemoryDatabase, PostgresDatabase
+from mqlab.patterns.database import BusinessDatabase
 from mqlab.patterns.harness import CrashHook, no_crash
 
 TOPIC = "deposits"
@@ -126,14 +126,6 @@ async def _produce(kafka: KafkaAPI, deposits: list[Deposit]) -> None:
         await producer.close()
 
 
-async def _database(ctx: GradingContext) -> BusinessDatabase:
-    if ctx.simulated:
-        return MemoryDatabase(name="memory")
-    database = PostgresDatabase(ctx.postgres_dsn, ctx.namespace)
-    await database.setup()
-    return database
-
-
 async def _start(
     ctx: GradingContext,
     module: ModuleType,
@@ -156,7 +148,7 @@ async def drive(learner: ModuleType, ctx: GradingContext) -> None:
     first_stage = ctx.phase - 1  # on the lab each earlier phase ended in its stage's crash
     if first_stage == 0:
         await _produce(kafka, deposits)
-    database = await _database(ctx)
+    database = await business_database(ctx)
     credited = Credited({p.message_id for p in await database.postings()})
     unsubscribe = ctx.bus.subscribe(credited)
     module = learner
