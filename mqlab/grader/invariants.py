@@ -198,6 +198,14 @@ def _examples(lines: Sequence[str]) -> tuple[str, ...]:
     return (*shown, f"... and {more} more") if more > 0 else shown
 
 
+def _judged(counterexamples: Sequence[str], *, proven: str, problem: str) -> Finding:
+    """The finding of an invariant that looked for counterexamples: it holds when there are
+    none (``proven`` says what was shown), else it fails with ``problem`` and the first few."""
+    if not counterexamples:
+        return Finding(True, proven=proven)
+    return Finding(False, problem=problem, counterexample=_examples(counterexamples))
+
+
 # --- messages -----------------------------------------------------------------------------
 
 
@@ -332,14 +340,10 @@ def per_key_order(observations: Sequence[Observation], params: Params) -> Findin
             )
         if last is None or index > last[0]:
             highest[(p.group, key)] = (index, p.message_id)
-    if not lines:
-        return Finding(
-            True, proven=f"{len(seen)} messages over {len(keys)} keys, each key in order"
-        )
-    return Finding(
-        False,
+    return _judged(
+        lines,
+        proven=f"{len(seen)} messages over {len(keys)} keys, each key in order",
         problem=f"{len(lines)} messages overtook an earlier one of their key",
-        counterexample=_examples(lines),
     )
 
 
@@ -362,9 +366,11 @@ def retry_delay_respected(observations: Sequence[Observation], params: Params) -
                 break
     if not retried:
         return Finding(False, problem="no message was delivered twice: no retry was tested")
-    if not lines:
-        return Finding(True, proven=f"{retried} retried messages, each waited >= {wanted:g}s")
-    return Finding(False, problem="retries came back too soon", counterexample=_examples(lines))
+    return _judged(
+        lines,
+        proven=f"{retried} retried messages, each waited >= {wanted:g}s",
+        problem="retries came back too soon",
+    )
 
 
 # --- retries ------------------------------------------------------------------------------
@@ -412,14 +418,10 @@ def delays_within_bounds(observations: Sequence[Observation], params: Params) ->
                 f"{strategy} jitter allows [{low:.4f}, {high:.4f}]"
             )
         previous[retry.message_id] = retry.delay
-    if not lines:
-        return Finding(
-            True, proven=f"{len(scheduled)} delays, each within the {strategy} range (cap {cap:g}s)"
-        )
-    return Finding(
-        False,
+    return _judged(
+        lines,
+        proven=f"{len(scheduled)} delays, each within the {strategy} range (cap {cap:g}s)",
         problem=f"{len(lines)} delays outside the {strategy} range",
-        counterexample=_examples(lines),
     )
 
 
@@ -443,10 +445,10 @@ def jitter_spreads(observations: Sequence[Observation], params: Params) -> Findi
             lines.append(
                 f"retry {attempt}: {times} of {len(delays)} operations waited exactly {common:g}s"
             )
-    if not lines:
-        return Finding(True, proven=f"retries spread out at each of {len(crowded)} attempts")
-    return Finding(
-        False, problem="retrying clients stay in lockstep", counterexample=_examples(lines)
+    return _judged(
+        lines,
+        proven=f"retries spread out at each of {len(crowded)} attempts",
+        problem="retrying clients stay in lockstep",
     )
 
 
@@ -491,9 +493,11 @@ def permanent_never_retried(observations: Sequence[Observation], params: Params)
         if retry.message_id in failed_permanently
         and retry.at >= failed_permanently[retry.message_id].at
     ]
-    if not lines:
-        return Finding(True, proven=f"{len(failed_permanently)} permanent failures, none retried")
-    return Finding(False, problem="a permanent error was retried", counterexample=_examples(lines))
+    return _judged(
+        lines,
+        proven=f"{len(failed_permanently)} permanent failures, none retried",
+        problem="a permanent error was retried",
+    )
 
 
 @_invariant("calls-within-limit", "no operation is called more often than allowed", "max_calls")
@@ -504,10 +508,10 @@ def calls_within_limit(observations: Sequence[Observation], params: Params) -> F
     if not calls:
         return Finding(False, problem="no call was reported: nothing was tested")
     over = [f"{mid} was called {n} times (limit {limit})" for mid, n in calls.items() if n > limit]
-    if not over:
-        return Finding(True, proven=f"{len(calls)} operations, at most {limit} calls each")
-    return Finding(
-        False, problem="an operation went past its retry limit", counterexample=_examples(over)
+    return _judged(
+        over,
+        proven=f"{len(calls)} operations, at most {limit} calls each",
+        problem="an operation went past its retry limit",
     )
 
 
@@ -533,9 +537,11 @@ def compensations_reverse_order(observations: Sequence[Observation], params: Par
             lines.append(
                 f"saga {saga_id}: compensated {' -> '.join(steps)} (must be reverse order)"
             )
-    if not lines:
-        return Finding(True, proven=f"{len(compensating)} sagas compensated in reverse order")
-    return Finding(False, problem="compensations ran out of order", counterexample=_examples(lines))
+    return _judged(
+        lines,
+        proven=f"{len(compensating)} sagas compensated in reverse order",
+        problem="compensations ran out of order",
+    )
 
 
 @_invariant("sagas-resolved", "every saga ends completed, compensated or parked")
@@ -573,9 +579,11 @@ def sagas_resolved(observations: Sequence[Observation], params: Params) -> Findi
             lines.append(
                 f"saga {saga_id}: compensated, but {', '.join(left)} still applied{because}"
             )
-    if not lines:
-        return Finding(True, proven=f"{len(started)} sagas, each completed, undone or parked")
-    return Finding(False, problem="a saga was left half-done", counterexample=_examples(lines))
+    return _judged(
+        lines,
+        proven=f"{len(started)} sagas, each completed, undone or parked",
+        problem="a saga was left half-done",
+    )
 
 
 # --- event sourcing -----------------------------------------------------------------------
@@ -594,10 +602,10 @@ def versions_strictly_increasing(observations: Sequence[Observation], params: Pa
         for aggregate, seq in versions.items()
         if seq != list(range(1, len(seq) + 1))
     ]
-    if not lines:
-        return Finding(True, proven=f"{len(versions)} aggregates, versions strictly increasing")
-    return Finding(
-        False, problem="an aggregate's versions repeat or skip", counterexample=_examples(lines)
+    return _judged(
+        lines,
+        proven=f"{len(versions)} aggregates, versions strictly increasing",
+        problem="an aggregate's versions repeat or skip",
     )
 
 
@@ -626,12 +634,10 @@ def checks_hold(observations: Sequence[Observation], params: Params) -> Finding:
     if not checks:
         return Finding(False, problem="the check asserted nothing")
     failed = [f"{c.description}: {c.observed}" for c in checks if not c.holds]
-    if not failed:
-        return Finding(True, proven=f"{len(checks)} assertions held")
-    return Finding(
-        False,
+    return _judged(
+        failed,
+        proven=f"{len(checks)} assertions held",
         problem=f"{len(failed)} of {len(checks)} assertions failed",
-        counterexample=_examples(failed),
     )
 
 
@@ -699,16 +705,10 @@ def within_deadline(observations: Sequence[Observation], params: Params) -> Find
         if faults:
             line += f"; the fault: {_fault_text(faults[0])}"
         lines.append(line)
-    if not lines:
-        return Finding(
-            True,
-            proven=f"{len(calls)} operations, the longest took {longest:.2f}s "
-            f"(deadline {deadline:g}s)",
-        )
-    return Finding(
-        False,
+    return _judged(
+        lines,
+        proven=f"{len(calls)} operations, the longest took {longest:.2f}s (deadline {deadline:g}s)",
         problem=f"{len(lines)} operations ran past their {deadline:g}s deadline",
-        counterexample=_examples(lines),
     )
 
 
@@ -761,14 +761,9 @@ def parked_after_attempts(observations: Sequence[Observation], params: Params) -
             )
     if not parked and not lines:
         return Finding(False, problem="no message was parked: nothing was tested")
-    if not lines:
-        return Finding(
-            True,
-            proven=f"{len(parked)} failing messages parked after exactly {attempts} attempts, "
-            f"no message delivered more than {attempts} times",
-        )
-    return Finding(
-        False,
+    return _judged(
+        lines,
+        proven=f"{len(parked)} failing messages parked after exactly {attempts} attempts, "
+        f"no message delivered more than {attempts} times",
         problem=f"{len(lines)} messages were not parked after exactly {attempts} attempts",
-        counterexample=_examples(lines),
     )
