@@ -15,6 +15,8 @@ from mqlab.observe.events import FaultInjected, Observation
 from mqlab.patterns import harness
 from mqlab.patterns.harness import Crashed
 
+pytestmark = pytest.mark.sim
+
 
 def _context(*, simulated: bool) -> tuple[GradingContext, list[Observation]]:
     bus = ObservationBus()
