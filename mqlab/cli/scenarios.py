@@ -182,10 +182,14 @@ def _timeline(console: Console, *, quiet: bool) -> Callable[[Observation], None]
 
 def print_result(console: Console, result: RunResult) -> None:
     """The ledger (each expectation beside its number), the broker checks and the verdict."""
+    from mqlab.scenarios.ledger import LEDGER_ROWS
     from mqlab.scenarios.report import checks_table, ledger_table, verdict_text
 
     console.print()
-    console.print(ledger_table(result))
+    if result.error is None or any(result.summary[row.name] for row in LEDGER_ROWS):
+        # A run that failed before anything happened has no ledger worth a table: the
+        # error line below says all there is.
+        console.print(ledger_table(result))
     checks = checks_table(result)
     if checks is not None:
         console.print(checks)
@@ -225,6 +229,9 @@ def run_and_show(
     if record is not None:
         console.print(f"trace written to {record}", highlight=False)
     print_result(console, result)
+    if result.error is not None:
+        # The prediction and the explanation are about a run that happened; this one stopped.
+        return result
     if guess is not None and found.predict is not None:
         right = found.predict.choices[found.predict.answer]
         verdict = "right" if guess == found.predict.answer else "not quite"

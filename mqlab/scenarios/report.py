@@ -324,28 +324,39 @@ def timeline_line(observation: Observation, start: float) -> Text | None:
     return text
 
 
-def _mark(expectation: ExpectationResult) -> str:
+def _mark(expectation: ExpectationResult, *, judged: bool = True) -> str:
+    if not judged:
+        return f"[dim]{expectation.expected}"
     return ("[green]✓ " if expectation.holds else "[bold red]✗ ") + expectation.expected
 
 
 def ledger_table(result: RunResult) -> Table:
-    """The ledger with each expectation next to its number, then the per-group expectations."""
+    """The ledger with each expectation next to its number, then the per-group expectations.
+
+    A run that stopped on an error is not judged: its numbers are what happened before it
+    stopped, so the expectations are shown without a mark (a ✗ would blame the scenario for
+    the broker's failure)."""
+    judged = result.error is None
     expected = {e.name: e for e in result.expectations if e.group is None}
-    table = Table(title=f"ledger: {result.scenario_id} on {result.broker}", show_edge=False)
+    title = f"ledger: {result.scenario_id} on {result.broker}"
+    if not judged:
+        title += " (until the run stopped)"
+    table = Table(title=title, show_edge=False)
     table.add_column("")
     table.add_column("count", justify="right")
-    table.add_column("expected", justify="right")
+    table.add_column("expected" if judged else "expected (not judged)", justify="right")
     for row in LEDGER_ROWS:
         value = result.summary[row.name]
         expectation = expected.get(row.name)
         shown = row.always_shown and result.has_broker
         if value == 0 and expectation is None and not shown:
             continue
-        table.add_row(row.label, str(value), _mark(expectation) if expectation else "")
+        mark = _mark(expectation, judged=judged) if expectation else ""
+        table.add_row(row.label, str(value), mark)
     for expectation in result.expectations:
         if expectation.group is not None:
             label = f"group {expectation.group}: {expectation.name.replace('_', ' ')}"
-            table.add_row(label, str(expectation.actual), _mark(expectation))
+            table.add_row(label, str(expectation.actual), _mark(expectation, judged=judged))
     return table
 
 

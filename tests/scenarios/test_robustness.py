@@ -28,6 +28,9 @@ def test_broker_down_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "nats is not reachable at 127.0.0.1:21553" in result.output
     assert "mqlab lab up nats" in result.output
     assert "Traceback" not in result.output
+    # Nothing ran: no ledger of zeros marked as failed, no explanation of a run that never was.
+    assert "ledger" not in result.output
+    assert "At-most-once" not in result.output
 
 
 def _scenario_queues() -> set[str]:

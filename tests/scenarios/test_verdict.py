@@ -109,3 +109,20 @@ def test_run_json_of_a_failing_run_exits_1(tmp_path: Path) -> None:
     outcome = CliRunner().invoke(app, ["run", str(path), "--json"])
     assert outcome.exit_code == 1, outcome.output
     assert json.loads(outcome.stdout)["verdict"] == "fail"
+
+
+def test_a_run_that_stopped_on_an_error_shows_its_ledger_unjudged() -> None:
+    result = run_scenario(find("rabbitmq-fanout"), "sim:rabbitmq")
+    stopped = dataclasses.replace(result, error="rabbitmq is not reachable")
+    console = Console(width=200, record=True)
+    console.print(ledger_table(stopped))
+    text = console.export_text()
+    assert "(until the run stopped)" in text
+    assert "expected (not judged)" in text
+    assert "✓" not in text
+    assert "✗" not in text
+    console = Console(width=200, record=True)
+    console.print(ledger_table(result))
+    judged = console.export_text()
+    assert "✓" in judged
+    assert "not judged" not in judged
