@@ -61,14 +61,10 @@ class WatchedDatabase(ReportingDatabase):
     ) -> None:
         super().__init__(inner, Reporter(ctx.bus, GRADER_SOURCE), crash, record_at)
 
-    async def setup(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def drop(self) -> None:
-        return None
+    # The interface's do-nothing lifetime, not ReportingDatabase's forwarding to ``inner``.
+    setup = BusinessDatabase.setup
+    close = BusinessDatabase.close
+    drop = BusinessDatabase.drop
 
 
 async def business_database(ctx: GradingContext) -> BusinessDatabase:
