@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -183,6 +183,35 @@ async def open_learner_consumer(
             f"not {type(opened).__name__}"
         )
     return opened
+
+
+async def produce_in_turn(
+    kafka: KafkaAPI,
+    topic: str,
+    records: Sequence[tuple[str, bytes]],
+    *,
+    partitions: int,
+    producer_name: str,
+) -> None:
+    """Create ``topic`` (``partitions`` partitions, three replicas) and send ``records``
+    (message id, value) to its partitions in turn with an idempotent ``acks=all`` producer,
+    so record ``n`` is at offset ``n // partitions`` of partition ``n % partitions``: a check
+    can then name the record at any stored or committed offset.
+
+    Raises:
+        RuntimeError: a record landed anywhere else (the naming would be wrong).
+    """
+    await kafka.create_topic(topic, partitions=partitions, replication_factor=3)
+    producer = await kafka.producer(acks="all", idempotent=True, name=producer_name)
+    try:
+        for number, (message_id, value) in enumerate(records):
+            landed = await producer.send(
+                topic, value, partition=number % partitions, message_id=message_id
+            )
+            if (landed.partition, landed.offset) != (number % partitions, number // partitions):
+                raise RuntimeError(f"{message_id} landed at {landed}, not in turn")
+    finally:
+        await producer.close()
 
 
 def offsets_text(offsets: dict[TopicPartition, int] | None) -> str:

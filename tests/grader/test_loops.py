@@ -10,13 +10,19 @@ from typing import Any
 
 import pytest
 
-from mqlab.brokers.kafka.api import KafkaConsumer, TopicPartition
+from mqlab.brokers.kafka.api import KafkaConsumer, TopicInfo, TopicPartition
 from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.kafka.client import SimKafkaBroker
 from mqlab.brokers.sim.world import SimWorld
 from mqlab.grader.context import GradingContext, LearnerMistake
 from mqlab.grader.database import WatchedDatabase
-from mqlab.grader.loops import GradedKafkaConsumer, RunningLoop, run_to_crash, wait_until
+from mqlab.grader.loops import (
+    GradedKafkaConsumer,
+    RunningLoop,
+    produce_in_turn,
+    run_to_crash,
+    wait_until,
+)
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import EffectApplied, FaultInjected
@@ -244,5 +250,60 @@ def test_only_committed_business_writes_are_reported_and_the_crash_points_come_i
         ]
         assert await database.balance("acct") == 10  # the crashed transaction left nothing
         assert await database.stored_offsets("g", [("t", 0)]) == {("t", 0): 1}
+
+    _virtual(test)
+
+
+# --- produce_in_turn ------------------------------------------------------------------------
+
+
+class _StrayRecordKafka(SimKafkaBroker):
+    """A cluster where something else writes to partition 0 of a topic as soon as it exists."""
+
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        replication_factor: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> TopicInfo:
+        info = await super().create_topic(
+            name, partitions=partitions, replication_factor=replication_factor, config=config
+        )
+        producer = await self.producer(acks="all")
+        await producer.send(name, b"stray", partition=0, message_id="stray")
+        await producer.close()
+        return info
+
+
+def test_records_produced_in_turn_are_where_their_number_says() -> None:
+    async def test() -> None:
+        world = SimWorld(seed=0)
+        async with SimKafkaBroker(world=world, namespace="mq-t") as kafka:
+            topic = kafka.qualify("t")
+            records = [(f"m{n}", f"value {n}".encode()) for n in range(5)]
+            await produce_in_turn(kafka, topic, records, partitions=2, producer_name="p")
+            consumer = await kafka.consumer([topic], group_id=kafka.qualify("g"))
+            placed: dict[str, tuple[int, int]] = {}
+            async with asyncio.timeout(30.0):
+                while len(placed) < len(records):
+                    for record in await consumer.poll(timeout=1.0):
+                        placed[record.message_id] = (record.partition, record.offset)
+            await consumer.close()
+            assert placed == {f"m{n}": (n % 2, n // 2) for n in range(5)}
+
+    _virtual(test)
+
+
+def test_a_record_that_lands_out_of_turn_stops_the_check() -> None:
+    async def test() -> None:
+        world = SimWorld(seed=0)
+        async with _StrayRecordKafka(world=world, namespace="mq-t") as kafka:
+            records = [("m0", b"first"), ("m1", b"second")]
+            with pytest.raises(RuntimeError, match=r"m0 landed at .* not in turn"):
+                await produce_in_turn(
+                    kafka, kafka.qualify("t"), records, partitions=2, producer_name="p"
+                )
 
     _virtual(test)

@@ -37,6 +37,7 @@ from mqlab.grader.loops import (
     RunningLoop,
     fresh_module,
     open_learner_consumer,
+    produce_in_turn,
     run_to_crash,
     wait_until,
 )
@@ -155,21 +156,14 @@ async def _start(
 
 
 async def _produce(ctx: GradingContext, kafka: KafkaAPI) -> None:
-    topic = kafka.qualify(TOPIC)
-    await kafka.create_topic(topic, partitions=PARTITIONS, replication_factor=3)
-    producer = await kafka.producer(acks="all", idempotent=True, name="payments-service")
-    try:
-        for number in range(RECORDS):
-            landed = await producer.send(
-                topic,
-                f"payment {number + 1}".encode(),
-                partition=number % PARTITIONS,
-                message_id=f"pay-{number + 1:02d}",
-            )
-            if _message_at(landed.partition, landed.offset) != f"pay-{number + 1:02d}":
-                raise RuntimeError(f"pay-{number + 1:02d} landed at {landed}, not in turn")
-    finally:
-        await producer.close()
+    payments = [(f"pay-{n:02d}", f"payment {n}".encode()) for n in range(1, RECORDS + 1)]
+    await produce_in_turn(
+        kafka,
+        kafka.qualify(TOPIC),
+        payments,
+        partitions=PARTITIONS,
+        producer_name="payments-service",
+    )
 
 
 async def _crash_stage(

@@ -35,6 +35,7 @@ from mqlab.grader.loops import (
     RunningLoop,
     fresh_module,
     open_learner_consumer,
+    produce_in_turn,
     run_to_crash,
     wait_until,
 )
@@ -108,22 +109,17 @@ class Credited:
 
 
 async def _produce(kafka: KafkaAPI, deposits: list[Deposit]) -> None:
-    topic = kafka.qualify(TOPIC)
-    await kafka.create_topic(topic, partitions=PARTITIONS, replication_factor=3)
-    producer = await kafka.producer(acks="all", idempotent=True, name="deposits-service")
-    try:
-        for number, deposit in enumerate(deposits):
-            value = {"account": deposit.account, "amount": deposit.amount}
-            landed = await producer.send(
-                topic,
-                json.dumps(value).encode(),
-                partition=number % PARTITIONS,
-                message_id=deposit.message_id,
-            )
-            if _record_at(topic, landed.partition, landed.offset) != deposit.message_id:
-                raise RuntimeError(f"{deposit.message_id} landed at {landed}, not in turn")
-    finally:
-        await producer.close()
+    records = [
+        (d.message_id, json.dumps({"account": d.account, "amount": d.amount}).encode())
+        for d in deposits
+    ]
+    await produce_in_turn(
+        kafka,
+        kafka.qualify(TOPIC),
+        records,
+        partitions=PARTITIONS,
+        producer_name="deposits-service",
+    )
 
 
 async def _start(
