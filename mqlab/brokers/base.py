@@ -160,9 +160,19 @@ async def send_windowed(
     items, so no task is created per message. At the first failure no further item is sent;
     the sends already in flight are awaited (each reports its own outcome), then the first
     error is raised. Items after it were never handed to the broker, so they report nothing.
+
+    The first item is sent alone, before the window opens, so the items reach the broker in
+    their order: the first send opens what the others need (a publisher channel, a partition's
+    metadata), and while it is being opened later sends would wait for it in a queue that a
+    worker done with its first item can overtake. Once it is open, each send reaches the
+    client's write in the order it was taken (a RabbitMQ channel, a Kafka partition and a
+    JetStream stream keep the order they were written in).
     """
-    results: list[_T | None] = [None] * len(items)
-    positions = iter(range(len(items)))
+    if not items:
+        return []
+    results: list[_T | None] = [await send(items[0])]
+    results += [None] * (len(items) - 1)
+    positions = iter(range(1, len(items)))
     failures: list[BaseException] = []
 
     async def worker() -> None:
@@ -175,7 +185,7 @@ async def send_windowed(
                 failures.append(error)
                 return
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(window, len(items))))]
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(window, len(items) - 1))]
     try:
         await asyncio.gather(*workers)
     except BaseException:

@@ -47,3 +47,27 @@ async def test_no_item_is_sent_after_the_first_failure_and_it_is_raised() -> Non
 def test_a_window_outside_its_range_is_refused(window: int) -> None:
     with pytest.raises(BrokerError, match="window must be"):
         check_window(window, "rabbitmq")
+
+
+async def test_items_reach_the_write_in_their_order_while_the_first_send_opens_the_channel() -> (
+    None
+):
+    """The shape of the RabbitMQ adapter's publisher channel: opened once under a lock, with a
+    fast path once it is open. Sends that wait for the opening must not be overtaken."""
+    channel_lock = asyncio.Lock()
+    channel: list[str] = []
+    written: list[int] = []
+
+    async def send(item: int) -> int:
+        if not channel:
+            async with channel_lock:
+                if not channel:
+                    await asyncio.sleep(0.01)  # the broker's answer to channel.open
+                    channel.append("open")
+        written.append(item)  # the frame goes out: this order is the queue's order
+        await asyncio.sleep(0)  # the confirm
+        return item
+
+    results = await send_windowed(list(range(40)), 8, send)
+    assert results == list(range(40))
+    assert written == list(range(40))
