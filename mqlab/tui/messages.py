@@ -36,6 +36,9 @@ class SnapshotTaken(Message):
     one is replaced by the next instead of queueing up behind a busy frame."""
 
     snapshot: object
+    requested_after: int | None = None
+    """The Kafka view's :attr:`~mqlab.tui.models.kafka.KafkaView.liveness_reports` when the
+    snapshot was requested (None: not stamped, the snapshot's word stands)."""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotTaken)

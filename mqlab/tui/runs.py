@@ -168,17 +168,24 @@ class LiveRun:
         self.session.request_fault(fault).result(timeout=timeout)
 
     def poll_snapshots(
-        self, on_snapshot: Callable[[object], None], interval: float = SNAPSHOT_INTERVAL_SECONDS
+        self,
+        on_snapshot: Callable[[object, int | None], None],
+        interval: float = SNAPSHOT_INTERVAL_SECONDS,
+        *,
+        stamp: Callable[[], int] | None = None,
     ) -> None:
         """Ask the broker for a snapshot every ``interval`` seconds until the run ends
-        (blocking; a thread worker calls it)."""
+        (blocking; a thread worker calls it). Each snapshot is handed over with what
+        ``stamp`` said just before it was requested (None without one), so the UI can tell
+        the views' changes since the request from what the snapshot already shows."""
         while not self._finished.is_set():
+            requested_after = stamp() if stamp is not None else None
             try:
                 snapshot = self.session.request_snapshot().result(timeout=5.0)
             except Exception:  # a snapshot is a nicety: a failed one is simply not drawn
                 snapshot = None
             if snapshot is not None:
-                on_snapshot(snapshot)
+                on_snapshot(snapshot, requested_after)
             self._finished.wait(interval)
 
 

@@ -309,3 +309,29 @@ def test_event_log_beside_the_rebuilt_aggregate() -> None:
     assert "v3   Withdrawn" in str(events)
     assert "(1 behind)" in str(state)
     assert "CONFLICT" in str(state)
+
+
+def test_a_snapshot_requested_before_a_restart_does_not_show_the_broker_dead() -> None:
+    from mqlab.brokers.kafka.api import KafkaNode
+
+    def both(second_alive: bool) -> KafkaSnapshot:
+        return KafkaSnapshot(
+            brokers=(KafkaNode(1, "h", 1, True), KafkaNode(2, "h", 2, second_alive)),
+            topics=(),
+            groups=(),
+            controller_id=0,
+        )
+
+    view = KafkaView()
+    view(BrokerDown(at=1, broker="kafka", node="kafka-broker-2"))
+    requested = view.liveness_reports  # the poller asks while broker 2 is down...
+    view(BrokerUp(at=2, broker="kafka", node="kafka-broker-2"))  # ...it restarts...
+    view.apply_snapshot(both(False), requested_after=requested)  # ...the old answer arrives
+    assert view.brokers == {1: True, 2: True}
+    # A snapshot requested after the report is the broker's word, even against it.
+    view.apply_snapshot(both(False), requested_after=view.liveness_reports)
+    assert view.brokers == {1: True, 2: False}
+    # Unstamped (a replay's, a test's): the snapshot's word stands.
+    view(BrokerUp(at=3, broker="kafka", node="kafka-broker-2"))
+    view.apply_snapshot(both(False))
+    assert view.brokers == {1: True, 2: False}

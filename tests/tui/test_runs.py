@@ -98,7 +98,9 @@ def test_a_live_run_is_paced_and_snapshotted() -> None:
     live = LiveRun(find("kafka-leader-failover"), "sim", speed=5.0)
     snapshots: list[object] = []
     runner = threading.Thread(target=live.run)
-    poller = threading.Thread(target=live.poll_snapshots, args=(snapshots.append, 0.05))
+    poller = threading.Thread(
+        target=live.poll_snapshots, args=(lambda snapshot, _: snapshots.append(snapshot), 0.05)
+    )
     runner.start()
     poller.start()
     runner.join(120)

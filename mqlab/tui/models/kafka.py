@@ -64,6 +64,11 @@ class KafkaView:
     """Bumped on every change, so a widget repaints only when something moved."""
     ended: bool = False
     """The run is over: the last snapshot is the last look before its topics were deleted."""
+    liveness_reports: int = 0
+    """How many broker-down and broker-up observations were folded (a snapshot is stamped
+    with it when requested)."""
+    _liveness_report_of: dict[int, int] = field(default_factory=dict)
+    """Each broker's latest down/up observation, as its :attr:`liveness_reports` number."""
 
     def end(self) -> None:
         """Mark the run over (the view says its snapshot is the last look)."""
@@ -130,9 +135,25 @@ class KafkaView:
         )
         return True
 
-    def apply_snapshot(self, snapshot: KafkaSnapshot) -> None:
-        """Take the broker's own word for everything it reports."""
-        self.brokers = {node.node_id: node.alive for node in snapshot.brokers}
+    def apply_snapshot(
+        self, snapshot: KafkaSnapshot, *, requested_after: int | None = None
+    ) -> None:
+        """Take the broker's own word for everything it reports.
+
+        ``requested_after`` is :attr:`liveness_reports` when the snapshot was asked for. A
+        snapshot reaches the UI a while after the broker answered, and a broker reported down
+        or up since the request may have changed after the answer: that report stays (the
+        next snapshot confirms it), so a late snapshot never shows a restarted broker dead.
+        """
+        reported = self._liveness_report_of
+        self.brokers = {
+            node.node_id: (
+                self.brokers.get(node.node_id, node.alive)
+                if requested_after is not None and reported.get(node.node_id, 0) > requested_after
+                else node.alive
+            )
+            for node in snapshot.brokers
+        }
         self.controller_id = snapshot.controller_id
         self.controller_known = True
         for topic in snapshot.topics:
@@ -192,6 +213,8 @@ class KafkaView:
         number = node.removeprefix(BROKER_PREFIX)
         if not number.isdigit():
             return False
+        self.liveness_reports += 1
+        self._liveness_report_of[int(number)] = self.liveness_reports
         self.brokers[int(number)] = alive
         return True
 

@@ -311,15 +311,16 @@ class RunScreen(Screen[None]):
         # the end (before the cleanup restarted what was killed): only a running run's
         # snapshots are drawn, so the end's picture stays.
         if self.running:
-            self.apply_snapshot(message.snapshot)
+            self.apply_snapshot(message.snapshot, requested_after=message.requested_after)
 
-    def apply_snapshot(self, snapshot: object) -> None:
-        """Hand a broker snapshot to the live view it belongs to."""
+    def apply_snapshot(self, snapshot: object, *, requested_after: int | None = None) -> None:
+        """Hand a broker snapshot to the live view it belongs to (``requested_after``: see
+        :meth:`~mqlab.tui.models.kafka.KafkaView.apply_snapshot`)."""
         from mqlab.tui.models.snapshots import KafkaSnapshot
 
         with self.feed.lock:
             if isinstance(snapshot, KafkaSnapshot):
-                self.kafka.apply_snapshot(snapshot)
+                self.kafka.apply_snapshot(snapshot, requested_after=requested_after)
             else:
                 self.queues.apply_snapshot(snapshot)
         self.redraw_panels()

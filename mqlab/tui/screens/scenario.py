@@ -179,10 +179,10 @@ class ScenarioScreen(RunScreen):
         live = self.live
         if live is not None:
 
-            def post(snapshot: object) -> None:
-                self.post_message(SnapshotTaken(snapshot))
+            def post(snapshot: object, requested_after: int | None) -> None:
+                self.post_message(SnapshotTaken(snapshot, requested_after))
 
-            live.poll_snapshots(post)
+            live.poll_snapshots(post, stamp=lambda: self.kafka.liveness_reports)
 
     def ledger_epilogue(self) -> list[RenderableType]:
         """Below the final ledger: the prediction's fate and the scenario's explanation."""

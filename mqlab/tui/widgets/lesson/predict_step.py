@@ -125,6 +125,15 @@ def reveal(outcome: PredictOutcome) -> RenderableType:
         head = Text("Right answer, but this run did something else: read the ledger.", "yellow")
     else:
         head = Text("Not the expected answer; this run did something else too.", "yellow")
+    # The run's verdict beside the reveal: the ledger with the same line sits below the
+    # timeline, out of sight on a small terminal.
+    result = outcome.result
+    if result.error is not None:
+        head.append(f"  (ERROR on {result.broker})", style="bold red")
+    elif result.passed:
+        head.append(f"  (PASS on {result.broker})", style="green")
+    else:
+        head.append(f"  (FAIL on {result.broker})", style="red")
     parts: list[RenderableType] = [head, RichMarkdown(outcome.explain)]
     if outcome.after:
         parts.append(RichMarkdown(outcome.after))
