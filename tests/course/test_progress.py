@@ -271,7 +271,7 @@ def test_sigkill_during_writes_leaves_the_database_consistent(tmp_path: Path) ->
     path = tmp_path / "progress.sqlite3"
     chooser = random.Random(0xC0FFEE)
     seen = 0
-    for _ in range(6):
+    for kills in range(1, 7):
         child = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(path), str(STEPS)],
             stdout=subprocess.DEVNULL,
@@ -303,6 +303,9 @@ def test_sigkill_during_writes_leaves_the_database_consistent(tmp_path: Path) ->
             assert _total_attempts(path) >= seen
             exercise = reopened.exercise("ex")
             if exercise is not None:
-                assert exercise.hints_shown in (exercise.attempts, exercise.attempts - 1)
+                # A check and its hint are two transactions: a kill between them leaves the
+                # hint unwritten, and the next session does not make it up, so each kill may
+                # put the hints one further behind the checks, never ahead of them.
+                assert exercise.attempts - kills <= exercise.hints_shown <= exercise.attempts
         seen = _total_attempts(path)
     assert seen > 0
