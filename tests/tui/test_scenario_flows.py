@@ -71,11 +71,16 @@ async def test_a_fault_from_the_keyboard_changes_the_partition_view(
             lambda: any(p.leader >= 0 for p in screen.kafka.partitions.values()),
             "the partitions' leaders",
         )
+        # Paused while the kill is asked for: at 2x the whole run takes under two seconds,
+        # and on a busy machine it could end before the key press reaches it. A fault applies
+        # while the clock stands still; the election after it needs the clock again.
+        screen.apply_speed(0)
         await pilot.press("v")
         before = {key: p.leader for key, p in screen.kafka.partitions.items()}
         killed = before[min(before)]
         await pilot.press("k")
         await until_shown(pilot, "done: kill leader")
+        screen.apply_speed(2.0)
         await until(
             pilot,
             lambda: screen.kafka.brokers.get(killed) is False,
