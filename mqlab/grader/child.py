@@ -96,7 +96,7 @@ def _take_stdout() -> IO[str]:
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
 
 
-RESTORE_GRACE_SECONDS = 30.0
+RESTORE_GRACE_SECONDS = 120.0
 """When the grader goes away in the middle of a real run, how long this process may take to
 put the lab back (resume or restart a broker the check broke) before it is killed anyway."""
 
