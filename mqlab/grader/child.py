@@ -253,7 +253,12 @@ async def _drive(
 
     if not request.simulated:
         _cancel_on_lifeline_end()
-    async with open_environment(request) as (bus, broker, faults, endpoints):
+
+    def announce_fault(action: str, node: str) -> None:
+        # Before the lab is touched: killed right after it, this process has told the grader.
+        protocol.send(breaking=[action, node])
+
+    async with open_environment(request, announce_fault) as (bus, broker, faults, endpoints):
         bus.subscribe(protocol.observation)
         context = GradingContext(
             bus=bus,

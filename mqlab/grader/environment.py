@@ -8,10 +8,11 @@ adapter closes with ``keep=True``; the grader's final cleanup run deletes it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from mqlab.brokers.faults import ProcessFault
 from mqlab.brokers.registry import BrokerOptions, BrokerRef, create_broker
 from mqlab.lab.endpoints import Endpoints
 from mqlab.observe.bus import ObservationBus
@@ -24,9 +25,12 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def open_environment(
-    request: ChildRequest,
+    request: ChildRequest, announce_fault: Callable[[ProcessFault, str], None] | None = None
 ) -> AsyncIterator[tuple[ObservationBus, Broker | None, FaultInjector | None, Endpoints]]:
     """Yield ``(bus, broker, faults, endpoints)`` for one child run, and close them after.
+
+    ``announce_fault`` is told of a kill or pause before it is applied (see
+    :class:`~mqlab.scenarios.faults.FaultInjector`).
 
     Raises:
         BrokerUnavailable: the lab's broker does not answer (reported to the learner as such).
@@ -46,7 +50,9 @@ async def open_environment(
         seed=request.seed,
         options=BrokerOptions(namespace=request.namespace),
     )
-    faults = FaultInjector(bus, broker.faults, source="sim" if request.simulated else "lab")
+    faults = FaultInjector(
+        bus, broker.faults, source="sim" if request.simulated else "lab", announce=announce_fault
+    )
     for fault, node in request.restore:
         # What a killed child broke is this run's to put back (restore_all, below).
         (faults.paused if fault == "pause" else faults.killed).add(node)

@@ -256,9 +256,17 @@ def check_file(
 
 def left_broken(protocol_lines: list[bytes]) -> list[tuple[str, str]]:
     """``(fault, node)`` for every lab process the children paused or killed and did not
-    resume or restart, from the protocol lines they sent (their ``FaultInjected`` reports)."""
+    resume or restart, from the protocol lines they sent: their ``FaultInjected`` reports,
+    and the ``breaking`` line each sends just before it pauses or kills (a child killed
+    between the signal and its report has still said what it may have broken)."""
     state: dict[str, str] = {}
     for raw in protocol_lines:
+        if b'"breaking"' in raw:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                fault, target = json.loads(raw)["breaking"]
+                if fault in ("pause", "kill") and isinstance(target, str):
+                    state[target] = fault
+            continue
         if b'"observation"' not in raw:
             continue
         try:
@@ -395,6 +403,7 @@ def _run_child(
     )
     timed_out = False
     stuck: str | None = None
+    readers: list[threading.Thread] = []
     try:
         assert process.stdin is not None
         assert process.stdout is not None
@@ -444,6 +453,10 @@ def _run_child(
     except BaseException:
         _kill_group(process)
         process.wait()
+        # What the child wrote before it died is still in the pipe: the caller's clean-up
+        # reads ``heard`` to learn what it left broken, so it must all be read first.
+        for reader in readers:
+            reader.join(timeout=5.0)
         raise
     finally:
         with contextlib.suppress(OSError):

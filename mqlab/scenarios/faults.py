@@ -26,12 +26,24 @@ class FaultInjector:
             (the simulated world does, at the virtual instant they happen; the lab does not).
         faults: the broker's :class:`~mqlab.brokers.faults.Faults`.
         source: the ``broker`` field of the observations this injector emits.
+        announce: told ``(action, target)`` just before a kill or a pause is applied. The
+            observation comes only after it was applied, so a process killed in between
+            (the grader's child on Ctrl-C) would leave a broker broken that nobody knew of;
+            what was announced is put back as if it had happened (a resume of a process that
+            runs is harmless, a restart of one is only slow).
     """
 
-    def __init__(self, bus: ObservationBus, faults: Faults, source: str = "lab") -> None:
+    def __init__(
+        self,
+        bus: ObservationBus,
+        faults: Faults,
+        source: str = "lab",
+        announce: Callable[[ProcessFault, str], None] | None = None,
+    ) -> None:
         self.bus = bus
         self.faults = faults
         self.source = source
+        self.announce = announce
         self.killed: set[str] = set()
         self.paused: set[str] = set()
         self._network: dict[str, list[NetworkFault]] = {}
@@ -43,6 +55,8 @@ class FaultInjector:
 
     async def apply(self, action: ProcessFault, target: str) -> None:
         """kill / pause / resume / restart ``target`` (and report it)."""
+        if self.announce is not None and action in ("kill", "pause"):
+            self.announce(action, target)
         await self.faults.apply(action, target)
         if action == "kill":
             self.killed.add(target)

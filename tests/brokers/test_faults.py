@@ -145,6 +145,28 @@ def test_a_node_frozen_and_then_killed_is_restarted_not_resumed() -> None:
     assert world.is_up("rabbitmq")
 
 
+def test_the_injector_announces_a_kill_or_pause_before_it_applies_it() -> None:
+    """The announcement comes while the node is still up (so a process killed during the
+    fault has already said what it may break); resume and restart repair and are not
+    announced."""
+    announced: list[tuple[str, str, bool]] = []
+
+    async def break_and_repair() -> None:
+        world = SimWorld()
+
+        def announce(action: str, target: str) -> None:
+            announced.append((action, target, world.is_up(target)))
+
+        injector = FaultInjector(world.bus, world, source="sim", announce=announce)
+        await injector.apply("pause", "rabbitmq")
+        await injector.apply("resume", "rabbitmq")
+        await injector.apply("kill", "nats")
+        await injector.apply("restart", "nats")
+
+    run_virtual(break_and_repair())
+    assert announced == [("pause", "rabbitmq", True), ("kill", "nats", True)]
+
+
 @pytest.mark.toxiproxy
 @pytest.mark.rabbitmq
 def test_the_lab_puts_a_whole_path_fault_on_both_directions_and_cuts_by_disabling() -> None:

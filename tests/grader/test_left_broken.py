@@ -51,3 +51,17 @@ def test_faults_the_check_reports_itself_are_not_lab_damage() -> None:
     simulator's faults die with the child's world."""
     lines = [_fault("crash", "learner", source="grader"), _fault("kill", "kafka-2", source="sim")]
     assert left_broken(lines) == []
+
+
+def test_a_fault_announced_but_never_reported_is_left_broken() -> None:
+    """A child killed between its SIGSTOP and its report (Ctrl-C lands there) has still sent
+    the ``breaking`` line: the frozen broker is resumed by the cleanup run."""
+    lines = [
+        b'{"breaking": ["pause", "kafka-broker-1"]}\n',
+        b'{"breaking": ["kill", "kafka-broker-2"]}\n',
+        _fault("kill", "kafka-broker-2"),
+        _fault("restart", "kafka-broker-2", at=1.0),
+        b'{"breaking": ["explode", "kafka-broker-3"]}\n',
+        b'{"breaking": "kafka-broker-3"}\n',
+    ]
+    assert left_broken(lines) == [("pause", "kafka-broker-1")]
