@@ -426,6 +426,16 @@ class Broker(ABC):
                 )
             )
 
+    def report_node_down(self, node: str, detail: str) -> None:
+        """Emit ``BrokerDown``: ``node`` stopped answering this adapter (its connection
+        dropped, it left the cluster ...; ``detail`` says how)."""
+        self.emit(BrokerDown(at=self.bus.now(), broker=self.name, node=node, detail=detail))
+
+    def report_node_up(self, node: str, detail: str) -> None:
+        """Emit ``BrokerUp``: ``node`` answers this adapter again (``detail`` says how: a
+        reconnect, and what it restored)."""
+        self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=node, detail=detail))
+
     def unavailable(self, detail: str = "") -> BrokerUnavailable:
         """The error for "this broker cannot be reached", with the hint that fits it."""
         return BrokerUnavailable(self.system, self.address, detail, simulated=self.backend == "sim")
@@ -540,9 +550,7 @@ class Reachability:
             return
         self._up = False
         broker = self._broker
-        broker.emit(
-            BrokerDown(at=broker.bus.now(), broker=broker.name, node=self._node, detail=detail)
-        )
+        broker.report_node_down(self._node, detail)
         if self._prober is None or self._prober.done():
             self._prober = broker.start_background(self._probe_until_up(), "reachability probe")
 
@@ -552,15 +560,7 @@ class Reachability:
             self._up = True
             return
         self._up = True
-        broker = self._broker
-        broker.emit(
-            BrokerUp(
-                at=broker.bus.now(),
-                broker=broker.name,
-                node=self._node,
-                detail=f"answering again at {broker.address}",
-            )
-        )
+        self._broker.report_node_up(self._node, f"answering again at {self._broker.address}")
 
     async def close(self) -> None:
         """Stop probing and forget the state (a later connect starts afresh)."""

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from mqlab.brokers.kafka import wire
 from mqlab.brokers.kafka.wire import REBOOTSTRAP_TIMEOUT
-from mqlab.observe.events import BrokerDown, BrokerUp, LeaderChanged
+from mqlab.observe.events import LeaderChanged
 
 if TYPE_CHECKING:
     from mqlab.brokers.kafka.client import KafkaBroker
@@ -177,22 +177,13 @@ class ClusterWatcher:
                     detail = "left the cluster metadata (stopped, or fenced by the controller)"
                 else:
                     detail = "registered in the cluster but not answering this client"
-                self._broker.emit(
-                    BrokerDown(
-                        at=self._broker.bus.now(),
-                        broker=self._broker.name,
-                        node=node_name(node_id),
-                        detail=f"{state.host}:{state.port} {detail}",
-                    )
+                self._broker.report_node_down(
+                    node_name(node_id), f"{state.host}:{state.port} {detail}"
                 )
             elif not was_up and state.up:
-                self._broker.emit(
-                    BrokerUp(
-                        at=self._broker.bus.now(),
-                        broker=self._broker.name,
-                        node=node_name(node_id),
-                        detail=f"{state.host}:{state.port} is registered and answering again",
-                    )
+                self._broker.report_node_up(
+                    node_name(node_id),
+                    f"{state.host}:{state.port} is registered and answering again",
                 )
 
     def remember_partitions(self, view: wire.ClusterView, *, emit: bool) -> None:

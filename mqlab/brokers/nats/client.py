@@ -68,8 +68,6 @@ from mqlab.brokers.nats.api import (
 )
 from mqlab.brokers.nats.consumer import CoreSubscription, PullConsumer
 from mqlab.observe.events import (
-    BrokerDown,
-    BrokerUp,
     DeadLettered,
 )
 
@@ -201,26 +199,14 @@ class NatsBroker(NatsAPI):
         self._link_up.clear()
         if self._closing:
             return
-        self.emit(
-            BrokerDown(
-                at=self.bus.now(),
-                broker=self.name,
-                node=self.system,
-                detail=f"connection to {self.address} lost{self._error_suffix()}",
-            )
+        self.report_node_down(
+            self.system, f"connection to {self.address} lost{self._error_suffix()}"
         )
 
     async def _on_reconnected(self) -> None:
         self._last_error = ""
         self._link_up.set()
-        self.emit(
-            BrokerUp(
-                at=self.bus.now(),
-                broker=self.name,
-                node=self.system,
-                detail=f"reconnected to {self.address}",
-            )
-        )
+        self.report_node_up(self.system, f"reconnected to {self.address}")
 
     async def _on_error(self, error: Exception) -> None:
         # nats-py reports every failed reconnect attempt here; keep the latest for messages.

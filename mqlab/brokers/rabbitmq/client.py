@@ -79,8 +79,6 @@ from mqlab.brokers.rabbitmq.api import (
 )
 from mqlab.brokers.rabbitmq.consumer import Consumer, Delivery
 from mqlab.observe.events import (
-    BrokerDown,
-    BrokerUp,
     DeadLettered,
 )
 
@@ -178,14 +176,7 @@ class RabbitMQBroker(RabbitMQAPI):
         if self._closing or not self.link_up:
             return
         self.link_up = False
-        self.emit(
-            BrokerDown(
-                at=self.bus.now(),
-                broker=self.name,
-                node=NODE,
-                detail=f"connection to {self.address} lost: {_describe(error)}",
-            )
-        )
+        self.report_node_down(NODE, f"connection to {self.address} lost: {_describe(error)}")
 
     async def _on_reconnected(self, _sender: object) -> None:
         if self._closing:
@@ -198,7 +189,7 @@ class RabbitMQBroker(RabbitMQAPI):
         except Exception as error:  # never let a recovery problem break the reconnect loop
             detail += f"; topology recovery failed: {_describe(error)}"
         self.link_up = True
-        self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=NODE, detail=detail))
+        self.report_node_up(NODE, detail)
 
     async def _recover_topology(self) -> str:
         declared = self.declared

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from mqlab.brokers.sim.world import NodeState, NodeUnreachable, SimWorld
-from mqlab.observe.events import BrokerDown, BrokerUp
 
 if TYPE_CHECKING:
     from mqlab.brokers.sim.adapter import SimBroker
@@ -206,14 +205,7 @@ class SimLink:
         self.ready.clear()
         self._on_lost(reason)
         adapter = self._adapter
-        adapter.emit(
-            BrokerDown(
-                at=self._world.now(),
-                broker=adapter.name,
-                node=self.node,
-                detail=f"connection to {adapter.address} lost: {reason}",
-            )
-        )
+        adapter.report_node_down(self.node, f"connection to {adapter.address} lost: {reason}")
         if self._reconnector is None or self._reconnector.done():
             self._reconnector = adapter.start_background(
                 self._reconnect(), f"reconnect to {self.node}"
@@ -258,12 +250,5 @@ class SimLink:
                 continue
             restored = self._on_restored()
             self.ready.set()
-            adapter.emit(
-                BrokerUp(
-                    at=world.now(),
-                    broker=adapter.name,
-                    node=node,
-                    detail=f"reconnected to {adapter.address}{restored}",
-                )
-            )
+            adapter.report_node_up(node, f"reconnected to {adapter.address}{restored}")
             return
