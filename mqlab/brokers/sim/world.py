@@ -35,9 +35,9 @@ How a model uses the world (the API other models rely on; it stays stable):
 * Background work: start it with :meth:`SimWorld.spawn` so :meth:`SimWorld.aclose` can stop it
   and an unexpected exception lands in :attr:`SimWorld.errors` instead of vanishing.
 * Shared models: :meth:`SimWorld.model` creates one instance per key and world, so two
-  adapters of one run see the same brokers. Each system's server model offers its own lookup
-  on top of it (``SimKafkaCluster.of(world)``, ``SimRabbitMQServer.of(world)`` ...): the world
-  itself knows no system.
+  adapters of one run see the same brokers. Each system's server model is a :class:`SimServer`,
+  whose ``of(world)`` looks its one instance up (``SimKafkaCluster.of(world)``,
+  ``SimRabbitMQServer.of(world)`` ...): the world itself knows no system.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ import enum
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from mqlab.brokers.base import NAMESPACE_PREFIX, BrokerError
 from mqlab.brokers.faults import FaultError, Faults, NetworkFault
 from mqlab.brokers.registry import lab_nodes
 from mqlab.observe.bus import ObservationBus
-from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected
+from mqlab.observe.events import BrokerDown, BrokerUp, FaultHealed, FaultInjected, Observation
 
 _M = TypeVar("_M")
 
@@ -447,3 +447,28 @@ class SimWorld(Faults):
         change = NodeChange(node=node, previous=previous, state=state, cause=cause)
         for watcher in tuple(self._watchers):
             watcher(change)
+
+
+class SimServer:
+    """Base of every system's server model: the node (or cluster) one world runs, shared by
+    every adapter of that world, as every client of a lab broker talks to the same process.
+
+    Args:
+        world: the world the model lives in (its clock, nodes, faults and bus).
+    """
+
+    model_key: ClassVar[str]
+    """The key of the world's one instance (the system's name)."""
+
+    def __init__(self, world: SimWorld) -> None:
+        self.world = world
+
+    @classmethod
+    def of(cls, world: SimWorld, **options: Any) -> Self:
+        """The world's one instance: created with ``options`` (the model's own arguments) on
+        first use, then shared by every adapter of ``world`` (later ``options`` are ignored)."""
+        return world.model(cls.model_key, lambda: cls(world, **options))
+
+    def emit(self, observation: Observation) -> None:
+        """Publish on the world's bus (every simulated adapter of the run listens there)."""
+        self.world.bus.emit(observation)

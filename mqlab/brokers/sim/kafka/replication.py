@@ -34,7 +34,7 @@ from mqlab.brokers.sim.kafka.log import (
     Topic,
     UnreplicatedMarker,
 )
-from mqlab.brokers.sim.world import SimWorld
+from mqlab.brokers.sim.world import SimServer, SimWorld
 from mqlab.observe.events import (
     LeaderChanged,
     Note,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from mqlab.observe.events import Observation
 
 
-class ReplicationLayer:
+class ReplicationLayer(SimServer):
     """The cluster's brokers and partitions and how data moves between their replicas.
 
     Args:
@@ -67,7 +67,7 @@ class ReplicationLayer:
     ) -> None:
         if brokers < 1:
             raise BrokerError("a simulated Kafka cluster needs at least one broker")
-        self.world = world
+        super().__init__(world)
         self.config = ClusterConfig.from_mapping(config)
         self.replica_fetch_delay = replica_fetch_delay
         self.brokers: dict[int, BrokerState] = {}
@@ -86,12 +86,6 @@ class ReplicationLayer:
         self._timers: list[asyncio.TimerHandle] = []
         self._started = False
         self._deferred_fences: dict[int, str] = {}
-
-    # -- observations --------------------------------------------------------------------
-
-    def emit(self, observation: Observation) -> None:
-        """Publish on the world's bus (every simulated adapter of the run listens there)."""
-        self.world.bus.emit(observation)
 
     # -- lifecycle -----------------------------------------------------------------------
     # -- nodes ---------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.kafka.api import TopicPartition
@@ -47,7 +46,6 @@ from mqlab.brokers.sim.kafka.config import (
 from mqlab.brokers.sim.kafka.controller import ControllerLayer
 from mqlab.brokers.sim.kafka.groups import GROUP_DEAD, Group, release
 from mqlab.brokers.sim.kafka.log import Partition, Topic
-from mqlab.brokers.sim.world import SimWorld
 from mqlab.observe.events import (
     Note,
 )
@@ -85,16 +83,7 @@ class SimKafkaCluster(ControllerLayer):
     :class:`~mqlab.brokers.sim.kafka.replication.ReplicationLayer`.
     """
 
-    @classmethod
-    def of(cls, world: SimWorld, **config: Any) -> SimKafkaCluster:
-        """The run's Kafka cluster: created on first use with ``config`` (the arguments of
-        :class:`~mqlab.brokers.sim.kafka.replication.ReplicationLayer`), then shared by every
-        Kafka adapter of ``world``."""
-
-        def create() -> SimKafkaCluster:
-            return cls(world, **config)
-
-        return world.model("kafka", create)
+    model_key = "kafka"
 
     # -- topics --------------------------------------------------------------------------
 

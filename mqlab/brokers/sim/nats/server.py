@@ -58,11 +58,10 @@ from mqlab.brokers.sim.nats.streams import (
     Stream,
     refused,
 )
-from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
+from mqlab.brokers.sim.world import NodeChange, NodeState, SimServer, SimWorld
 from mqlab.observe.events import (
     DeadLettered,
     Expired,
-    Observation,
 )
 
 _T = TypeVar("_T")
@@ -82,27 +81,16 @@ DEFAULT_DUPLICATE_WINDOW = 120.0
 """nats-server's duplicate window when a stream asks for none."""
 
 
-class SimNatsServer:
+class SimNatsServer(SimServer):
     """One nats-server with JetStream in a simulated world, shared by its adapters."""
 
+    model_key = "nats"
+
     def __init__(self, world: SimWorld) -> None:
-        self.world = world
+        super().__init__(world)
         self.streams: dict[str, Stream] = {}
         self.subscribers: list[CoreSubscriber] = []
         world.watch(self._on_node_change)
-
-    @classmethod
-    def of(cls, world: SimWorld) -> SimNatsServer:
-        """The world's one nats node (created on first use, then shared by every
-        adapter of the world)."""
-
-        def create() -> SimNatsServer:
-            return cls(world)
-
-        return world.model("nats", create)
-
-    def _emit(self, observation: Observation) -> None:
-        self.world.bus.emit(observation)
 
     # --- streams ------------------------------------------------------------------------
 
@@ -493,7 +481,7 @@ class SimNatsServer:
         the server publishes its advisory (the message stays in the stream)."""
         self._forget_pending(consumer, sequence)
         stream = consumer.stream
-        self._emit(
+        self.emit(
             DeadLettered(
                 at=self.world.now(),
                 broker=SOURCE,
@@ -578,7 +566,7 @@ class SimNatsServer:
                 )
                 return
             self._remove(stream, oldest.sequence)
-            self._emit(
+            self.emit(
                 Expired(
                     at=now,
                     broker=SOURCE,

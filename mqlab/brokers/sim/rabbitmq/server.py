@@ -61,11 +61,10 @@ from mqlab.brokers.sim.rabbitmq.queues import (
     describe_queue,
 )
 from mqlab.brokers.sim.rabbitmq.routing import binding_matches, is_cycle, record_death
-from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
+from mqlab.brokers.sim.world import NodeChange, NodeState, SimServer, SimWorld
 from mqlab.observe.events import (
     DeadLettered,
     Expired,
-    Observation,
 )
 
 _T = TypeVar("_T")
@@ -89,15 +88,17 @@ PREDECLARED_EXCHANGES: dict[str, str] = {
 """Exchanges every RabbitMQ node has from the start."""
 
 
-class SimRabbitMQServer:
+class SimRabbitMQServer(SimServer):
     """One RabbitMQ node of a simulated world, shared by every adapter of that world.
 
     All methods are synchronous and run between two network legs of a client call; the node's
     own timers (message expiry) run on the world's virtual clock.
     """
 
+    model_key = "rabbitmq"
+
     def __init__(self, world: SimWorld) -> None:
-        self.world = world
+        super().__init__(world)
         self.exchanges: dict[str, Exchange] = {
             name: Exchange(name, kind, durable=True) for name, kind in PREDECLARED_EXCHANGES.items()
         }
@@ -106,23 +107,10 @@ class SimRabbitMQServer:
         self._arrivals = itertools.count(1)
         world.watch(self._on_node_change)
 
-    @classmethod
-    def of(cls, world: SimWorld) -> SimRabbitMQServer:
-        """The world's one rabbitmq node (created on first use, then shared by every
-        adapter of the world)."""
-
-        def create() -> SimRabbitMQServer:
-            return cls(world)
-
-        return world.model("rabbitmq", create)
-
     @property
     def up(self) -> bool:
         """The node's process runs (not killed, not paused)."""
         return self.world.is_up(NODE)
-
-    def _emit(self, observation: Observation) -> None:
-        self.world.bus.emit(observation)
 
     # --- topology -----------------------------------------------------------------------
 
@@ -486,7 +474,7 @@ class SimRabbitMQServer:
         now = self.world.now()
         if exchange is None or (exchange and exchange not in self.exchanges):
             if reason == "expired":
-                self._emit(
+                self.emit(
                     Expired(
                         at=now, broker=SOURCE, destination=queue.name, message_id=message.message_id
                     )
@@ -515,13 +503,13 @@ class SimRabbitMQServer:
         ]
         if not targets:
             if reason == "expired":
-                self._emit(
+                self.emit(
                     Expired(
                         at=now, broker=SOURCE, destination=queue.name, message_id=message.message_id
                     )
                 )
             return
-        self._emit(
+        self.emit(
             DeadLettered(
                 at=now,
                 broker=SOURCE,

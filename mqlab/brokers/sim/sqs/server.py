@@ -55,7 +55,7 @@ from mqlab.brokers.sim.sqs.queues import (
     Stored,
     Topic,
 )
-from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
+from mqlab.brokers.sim.world import NodeChange, NodeState, SimServer, SimWorld
 from mqlab.brokers.sqs.api import (
     ReceiptHandleInvalid,
     SnsTopicInfo,
@@ -65,7 +65,6 @@ from mqlab.brokers.sqs.api import (
 )
 from mqlab.observe.events import (
     DeadLettered,
-    Observation,
 )
 
 _T = TypeVar("_T")
@@ -92,7 +91,7 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _FIFO_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
 
 
-class SimSqsServer:
+class SimSqsServer(SimServer):
     """The SQS/SNS endpoint of a simulated world, shared by every adapter of that world.
 
     Args:
@@ -101,6 +100,8 @@ class SimSqsServer:
         reorder_rate: chance that two neighbouring messages swap in a standard receive.
     """
 
+    model_key = "sqs"
+
     def __init__(
         self,
         world: SimWorld,
@@ -108,7 +109,7 @@ class SimSqsServer:
         duplicate_rate: float = DEFAULT_DUPLICATE_RATE,
         reorder_rate: float = DEFAULT_REORDER_RATE,
     ) -> None:
-        self.world = world
+        super().__init__(world)
         self.duplicate_rate = duplicate_rate
         self.reorder_rate = reorder_rate
         self.queues: dict[str, Queue] = {}
@@ -117,19 +118,6 @@ class SimSqsServer:
         self._sequence_numbers = itertools.count(1)
         self._subscription_ids = itertools.count(1)
         world.watch(self._on_node_change)
-
-    @classmethod
-    def of(cls, world: SimWorld) -> SimSqsServer:
-        """The world's one sqs node (created on first use, then shared by every
-        adapter of the world)."""
-
-        def create() -> SimSqsServer:
-            return cls(world)
-
-        return world.model("sqs", create)
-
-    def _emit(self, observation: Observation) -> None:
-        self.world.bus.emit(observation)
 
     # --- queues -------------------------------------------------------------------------
 
@@ -507,7 +495,7 @@ class SimSqsServer:
         target.messages[message.order] = message
         target.notify()
         limit = queue.max_receive_count
-        self._emit(
+        self.emit(
             DeadLettered(
                 at=now,
                 broker=SOURCE,
