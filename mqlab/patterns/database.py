@@ -221,33 +221,6 @@ class BusinessDatabase(ABC):
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _schema(namespace: str) -> list[sql.Composed]:
-    return [
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (account text PRIMARY KEY, balance bigint NOT NULL)"
-        ).format(table(namespace, "accounts")),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (posting_id bigserial PRIMARY KEY, account text NOT "
-            "NULL, amount bigint NOT NULL, operation text NOT NULL, message_id text NOT NULL, "
-            "posted_at timestamptz NOT NULL DEFAULT now())"
-        ).format(table(namespace, "postings")),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (consumer text NOT NULL, key text NOT NULL, "
-            "processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, key))"
-        ).format(table(namespace, "processed")),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (group_id text NOT NULL, topic text NOT NULL, "
-            "partition integer NOT NULL, next_offset bigint NOT NULL, "
-            "PRIMARY KEY (group_id, topic, partition))"
-        ).format(table(namespace, "consumer_offsets")),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (outbox_id bigserial PRIMARY KEY, message_id text "
-            "NOT NULL UNIQUE, destination text NOT NULL, message_key text, payload bytea NOT "
-            "NULL, created_at timestamptz NOT NULL DEFAULT now(), relayed_at timestamptz)"
-        ).format(table(namespace, "outbox")),
-    ]
-
-
 _TABLES = ("accounts", "postings", "processed", "consumer_offsets", "outbox")
 
 
@@ -376,9 +349,31 @@ class PostgresDatabase(postgres.PostgresClient, BusinessDatabase):
     transaction at a time).
     """
 
-    async def setup(self) -> None:
-        connection = await self._connect()
-        await postgres.create_tables(connection, self.namespace, _schema(self.namespace))
+    def _schema(self) -> list[sql.Composed]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (account text PRIMARY KEY, balance bigint NOT NULL)"
+            ).format(self._table("accounts")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (posting_id bigserial PRIMARY KEY, account text NOT "
+                "NULL, amount bigint NOT NULL, operation text NOT NULL, message_id text NOT NULL, "
+                "posted_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._table("postings")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (consumer text NOT NULL, key text NOT NULL, "
+                "processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, key))"
+            ).format(self._table("processed")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (group_id text NOT NULL, topic text NOT NULL, "
+                "partition integer NOT NULL, next_offset bigint NOT NULL, "
+                "PRIMARY KEY (group_id, topic, partition))"
+            ).format(self._table("consumer_offsets")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (outbox_id bigserial PRIMARY KEY, message_id text "
+                "NOT NULL UNIQUE, destination text NOT NULL, message_key text, payload bytea NOT "
+                "NULL, created_at timestamptz NOT NULL DEFAULT now(), relayed_at timestamptz)"
+            ).format(self._table("outbox")),
+        ]
 
     async def drop(self) -> None:
         connection = await self._connect()
@@ -390,15 +385,12 @@ class PostgresDatabase(postgres.PostgresClient, BusinessDatabase):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        connection = await self._connect()
-        async with self._lock, connection.transaction():
-            # BEGIN ... COMMIT (or ROLLBACK if the block raises): psycopg's transaction block.
+        async with self._transaction() as connection:
             yield _PostgresTransaction(connection, self.namespace)
 
     @asynccontextmanager
     async def outbox_batch(self, limit: int = 100) -> AsyncIterator[OutboxBatch]:
-        connection = await self._connect()
-        async with self._lock, connection.transaction():
+        async with self._transaction() as connection:
             # FOR UPDATE SKIP LOCKED: a second relay takes the rows after these instead of
             # waiting for them (or publishing them too).
             cursor = await connection.execute(
@@ -413,13 +405,6 @@ class PostgresDatabase(postgres.PostgresClient, BusinessDatabase):
                 for row in await cursor.fetchall()
             ]
             yield _PostgresOutboxBatch(connection, self.namespace, rows)
-
-    async def _fetch(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[Any]:
-        connection = await self._connect()
-        async with self._lock:
-            cursor = await connection.execute(query, params)
-            rows: list[Any] = await cursor.fetchall()
-            return rows
 
     async def balance(self, account: str) -> int:
         rows = await self._fetch(

@@ -42,25 +42,20 @@ class PostgresEventStore(postgres.PostgresClient, EventStore):
     Args: those of :class:`~mqlab.patterns.postgres.PostgresClient`.
     """
 
-    async def setup(self) -> None:
-        connection = await self._connect()
-        await postgres.create_tables(
-            connection,
-            self.namespace,
-            [
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (position bigserial PRIMARY KEY, "
-                    "event_id text NOT NULL UNIQUE, aggregate_id text NOT NULL, "
-                    "version integer NOT NULL, event_type text NOT NULL, "
-                    "ts double precision NOT NULL, data jsonb NOT NULL, "
-                    "UNIQUE (aggregate_id, version))"
-                ).format(self._table("events")),
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (aggregate_id text PRIMARY KEY, "
-                    "version integer NOT NULL, state jsonb NOT NULL)"
-                ).format(self._table("snapshots")),
-            ],
-        )
+    def _schema(self) -> list[sql.Composed]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigserial PRIMARY KEY, "
+                "event_id text NOT NULL UNIQUE, aggregate_id text NOT NULL, "
+                "version integer NOT NULL, event_type text NOT NULL, "
+                "ts double precision NOT NULL, data jsonb NOT NULL, "
+                "UNIQUE (aggregate_id, version))"
+            ).format(self._table("events")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (aggregate_id text PRIMARY KEY, "
+                "version integer NOT NULL, state jsonb NOT NULL)"
+            ).format(self._table("snapshots")),
+        ]
 
     async def _current_version(
         self, connection: psycopg.AsyncConnection[Any], aggregate_id: str
@@ -109,13 +104,6 @@ class PostgresEventStore(postgres.PostgresClient, EventStore):
                 raise VersionConflictError(aggregate_id, expected_version, actual) from None
         return events[-1].version
 
-    async def _select(self, query: sql.Composed, params: tuple[Any, ...]) -> list[Any]:
-        connection = await self._connect()
-        async with self._lock:
-            cursor = await connection.execute(query, params)
-            rows: list[Any] = await cursor.fetchall()
-            return rows
-
     @staticmethod
     def _event(row: Any) -> DomainEvent:
         return DomainEvent(
@@ -128,7 +116,7 @@ class PostgresEventStore(postgres.PostgresClient, EventStore):
         )
 
     async def load(self, aggregate_id: str, after_version: int = 0) -> list[DomainEvent]:
-        rows = await self._select(
+        rows = await self._fetch(
             sql.SQL(
                 "SELECT event_id, aggregate_id, event_type, version, ts, data FROM {} "
                 "WHERE aggregate_id = %s AND version > %s ORDER BY version"
@@ -138,7 +126,7 @@ class PostgresEventStore(postgres.PostgresClient, EventStore):
         return [self._event(row) for row in rows]
 
     async def read_all(self, after_position: int = 0) -> list[StoredEvent]:
-        rows = await self._select(
+        rows = await self._fetch(
             sql.SQL(
                 "SELECT event_id, aggregate_id, event_type, version, ts, data, position FROM {} "
                 "WHERE position > %s ORDER BY position"
@@ -160,7 +148,7 @@ class PostgresEventStore(postgres.PostgresClient, EventStore):
             )
 
     async def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
-        rows = await self._select(
+        rows = await self._fetch(
             sql.SQL("SELECT version, state FROM {} WHERE aggregate_id = %s").format(
                 self._table("snapshots")
             ),

@@ -12,6 +12,9 @@ explicit (``async with connection.transaction():``), which is what the lessons a
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,10 +91,11 @@ async def drop_namespace(dsn: str, namespace: str) -> None:
         await connection.close()
 
 
-class PostgresClient:
+class PostgresClient(ABC):
     """The connection of one PostgreSQL-backed store (business database, saga log, event
     store): opened on first use, used by one operation at a time (``_lock``), in the schema
-    of ``namespace``.
+    of ``namespace``, whose tables the store's :meth:`_schema` lists and :meth:`setup`
+    creates.
 
     Two concurrent writers in one process need two stores, as two processes would: a
     connection runs one transaction at a time.
@@ -112,10 +116,34 @@ class PostgresClient:
     def _table(self, name: str) -> sql.Identifier:
         return table(self.namespace, name)
 
+    @abstractmethod
+    def _schema(self) -> list[sql.Composed]:
+        """The store's ``CREATE TABLE IF NOT EXISTS`` statements, in the namespace's schema."""
+
+    async def setup(self) -> None:
+        """Connect and create the store's tables if they are missing (idempotent)."""
+        await create_tables(await self._connect(), self.namespace, self._schema())
+
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is None or self._connection.closed:
             self._connection = await connect(self.dsn)
         return self._connection
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The connection inside BEGIN ... COMMIT (ROLLBACK if the block raises), held by
+        this block alone until it ends."""
+        connection = await self._connect()
+        async with self._lock, connection.transaction():
+            yield connection
+
+    async def _fetch(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row ``query`` answers (a read on its own, outside any open transaction)."""
+        connection = await self._connect()
+        async with self._lock:
+            cursor = await connection.execute(query, params)
+            rows: list[Any] = await cursor.fetchall()
+            return rows
 
     async def close(self) -> None:
         """Close the connection (the rows stay); the next use opens a new one."""

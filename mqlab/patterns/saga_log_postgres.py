@@ -30,32 +30,26 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
     Args: those of :class:`~mqlab.patterns.postgres.PostgresClient`.
     """
 
-    async def setup(self) -> None:
-        connection = await self._connect()
-        await postgres.create_tables(
-            connection,
-            self.namespace,
-            [
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (saga_id text PRIMARY KEY, saga text NOT NULL, "
-                    "status text NOT NULL, data jsonb NOT NULL, "
-                    "created_at timestamptz NOT NULL DEFAULT now(), "
-                    "updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self._table("sagas")),
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (saga_id text NOT NULL REFERENCES {}, "
-                    "seq integer NOT NULL, kind text NOT NULL, step text NOT NULL, "
-                    "attempt integer NOT NULL, compensation_id text NOT NULL, "
-                    "error text NOT NULL, may_have_applied boolean NOT NULL, "
-                    "results jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now(), "
-                    "PRIMARY KEY (saga_id, seq))"
-                ).format(self._table("saga_log"), self._table("sagas")),
-            ],
-        )
+    def _schema(self) -> list[sql.Composed]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (saga_id text PRIMARY KEY, saga text NOT NULL, "
+                "status text NOT NULL, data jsonb NOT NULL, "
+                "created_at timestamptz NOT NULL DEFAULT now(), "
+                "updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._table("sagas")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (saga_id text NOT NULL REFERENCES {}, "
+                "seq integer NOT NULL, kind text NOT NULL, step text NOT NULL, "
+                "attempt integer NOT NULL, compensation_id text NOT NULL, "
+                "error text NOT NULL, may_have_applied boolean NOT NULL, "
+                "results jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (saga_id, seq))"
+            ).format(self._table("saga_log"), self._table("sagas")),
+        ]
 
     async def create(self, saga_id: str, saga: str, data: Mapping[str, Any]) -> SagaRecord | None:
-        connection = await self._connect()
-        async with self._lock, connection.transaction():
+        async with self._transaction() as connection:
             cursor = await connection.execute(
                 sql.SQL(
                     "INSERT INTO {} (saga_id, saga, status, data) VALUES (%s, %s, 'running', "
@@ -102,8 +96,7 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
         results: Mapping[str, Any] | None = None,
         status: SagaStatus | None = None,
     ) -> None:
-        connection = await self._connect()
-        async with self._lock, connection.transaction():
+        async with self._transaction() as connection:
             await connection.execute(
                 sql.SQL("SELECT 1 FROM {} WHERE saga_id = %s FOR UPDATE").format(
                     self._table("sagas")
