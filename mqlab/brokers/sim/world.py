@@ -46,6 +46,7 @@ import asyncio
 import difflib
 import enum
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
@@ -449,9 +450,10 @@ class SimWorld(Faults):
             watcher(change)
 
 
-class SimServer:
+class SimServer(ABC):
     """Base of every system's server model: the node (or cluster) one world runs, shared by
     every adapter of that world, as every client of a lab broker talks to the same process.
+    It watches the world's nodes from the start (:meth:`_on_node_change`).
 
     Args:
         world: the world the model lives in (its clock, nodes, faults and bus).
@@ -462,6 +464,7 @@ class SimServer:
 
     def __init__(self, world: SimWorld) -> None:
         self.world = world
+        world.watch(self._on_node_change)
 
     @classmethod
     def of(cls, world: SimWorld, **options: Any) -> Self:
@@ -472,3 +475,9 @@ class SimServer:
     def emit(self, observation: Observation) -> None:
         """Publish on the world's bus (every simulated adapter of the run listens there)."""
         self.world.bus.emit(observation)
+
+    @abstractmethod
+    def _on_node_change(self, change: NodeChange) -> None:
+        """A node of the world changed state: the model reacts as its system does (RabbitMQ
+        drops its connections and non-durable queues when killed, a Kafka controller fences a
+        broker after its session timeout, ...). Called for every node, not only the model's."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
 
 from mqlab.brokers.sim.kafka.config import (
     CONTROLLER_NODE,
@@ -20,7 +19,7 @@ from mqlab.brokers.sim.kafka.config import (
 )
 from mqlab.brokers.sim.kafka.log import Partition, UnreplicatedMarker
 from mqlab.brokers.sim.kafka.replication import ReplicationLayer
-from mqlab.brokers.sim.world import NodeChange, NodeState, SimWorld
+from mqlab.brokers.sim.world import NodeChange, NodeState
 from mqlab.observe.events import (
     BrokerDown,
     BrokerUp,
@@ -30,19 +29,6 @@ from mqlab.observe.events import (
 
 class ControllerLayer(ReplicationLayer):
     """The controller's decisions on top of the replicated partitions (see the module docstring)."""
-
-    def __init__(
-        self,
-        world: SimWorld,
-        *,
-        brokers: int = 3,
-        config: Mapping[str, object] | None = None,
-        replica_fetch_delay: float = 0.005,
-    ) -> None:
-        super().__init__(
-            world, brokers=brokers, config=config, replica_fetch_delay=replica_fetch_delay
-        )
-        world.watch(self._on_node_change)
 
     # -- lifecycle -----------------------------------------------------------------------
 

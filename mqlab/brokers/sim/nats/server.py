@@ -90,7 +90,6 @@ class SimNatsServer(SimServer):
         super().__init__(world)
         self.streams: dict[str, Stream] = {}
         self.subscribers: list[CoreSubscriber] = []
-        world.watch(self._on_node_change)
 
     # --- streams ------------------------------------------------------------------------
 

@@ -105,7 +105,6 @@ class SimRabbitMQServer(SimServer):
         self.queues: dict[str, Queue] = {}
         self.channels: list[Channel] = []
         self._arrivals = itertools.count(1)
-        world.watch(self._on_node_change)
 
     @property
     def up(self) -> bool:

@@ -117,7 +117,6 @@ class SimSqsServer(SimServer):
         self._orders = itertools.count(1)
         self._sequence_numbers = itertools.count(1)
         self._subscription_ids = itertools.count(1)
-        world.watch(self._on_node_change)
 
     # --- queues -------------------------------------------------------------------------
 
