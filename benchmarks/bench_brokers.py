@@ -16,16 +16,10 @@ import asyncio
 import os
 import sys
 
-from mqlab.bench.harness import (
-    TARGETS,
-    BenchInputError,
-    BenchTarget,
-    Workload,
-    parse_targets,
-    run_bench_sync,
-)
+from mqlab.bench.harness import run_bench_sync
 from mqlab.bench.native import NATIVE_TOOLS, NativeToolError, run_native
 from mqlab.bench.report import ratio
+from mqlab.bench.workload import TARGETS, BenchInputError, BenchTarget, Workload, parse_targets
 from mqlab.brokers.base import BrokerError
 
 

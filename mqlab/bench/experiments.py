@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mqlab.bench.harness import BenchResult, BenchTarget, target_system
 from mqlab.bench.native import NativeResult
 from mqlab.bench.table import EXPERIMENTS, Experiment, Footprint, RunOutcome, experiment_key
+from mqlab.bench.workload import BenchResult, BenchTarget, target_system
 from mqlab.course.scenario import Scenario
 from mqlab.scenarios.verdict import RunResult
 

@@ -20,34 +20,12 @@ acknowledgement. Every number comes with the settings it was measured with
 from __future__ import annotations
 
 import asyncio
-import difflib
-import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
+from mqlab.bench.workload import BenchResult, BenchTarget, Latency, Workload, target_system
 from mqlab.brokers.base import Broker, BrokerError
-from mqlab.brokers.registry import BrokerRef, SystemName, create_broker
-
-BenchTarget = Literal["kafka", "rabbitmq", "sqs", "sqs-fifo", "nats"]
-"""What ``mqlab bench`` measures: the four systems, with SQS's two queue types apart (the
-comparison table has a column for each)."""
-TARGETS: tuple[BenchTarget, ...] = get_args(BenchTarget)
-
-TARGET_TITLES: dict[BenchTarget, str] = {
-    "kafka": "Kafka",
-    "rabbitmq": "RabbitMQ",
-    "sqs": "SQS standard",
-    "sqs-fifo": "SQS FIFO",
-    "nats": "NATS JetStream",
-}
-
-MIN_SIZE = 24
-"""Smallest message: the send time stamped at the start of each payload takes 18 bytes."""
-MAX_SIZE = 256 * 1024
-"""Largest message: SQS's limit (256 KiB), so every system can run the same workload."""
-MAX_MESSAGES = 10_000_000
-MAX_IN_FLIGHT = 10_000
+from mqlab.brokers.registry import BrokerRef, create_broker
 
 IDLE_TIMEOUT = 30.0
 """Seconds without a single message arriving before the run gives up (something is stuck)."""
@@ -68,10 +46,6 @@ def rabbitmq_prefetch(workload: Workload) -> int:
     return 2 * workload.in_flight
 
 
-PIPELINES = 4
-"""Windowed publish calls (``publish_many`` / ``send_many``) running at once, each with a
-quarter of ``in_flight`` as its window: while one waits for its last confirms the others
-keep the broker busy, and no more than ``in_flight`` sends are ever outstanding."""
 SQS_BATCH = 10
 """The most SendMessageBatch takes and ReceiveMessage returns."""
 SQS_MAX_BACKLOG = 100
@@ -79,185 +53,6 @@ SQS_MAX_BACKLOG = 100
 each message it returns), so an SQS backlog is kept short, as a healthy consumer keeps it."""
 SQS_FIFO_GROUPS = 8
 """Message groups the FIFO workload spreads over (order holds within each)."""
-
-
-class BenchInputError(ValueError):
-    """A workload or target a run cannot take (one line, for the learner)."""
-
-
-def parse_targets(names: Sequence[str]) -> list[BenchTarget]:
-    """The targets named (every target when none), in the table's order, each once.
-
-    Raises:
-        BenchInputError: an unknown name (with a "did you mean").
-    """
-    if not names:
-        return list(TARGETS)
-    chosen: set[str] = set()
-    for raw in names:
-        name = raw.strip().lower().replace("_", "-")
-        if name == "fifo":
-            name = "sqs-fifo"
-        if name not in TARGETS:
-            close = difflib.get_close_matches(name, TARGETS, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise BenchInputError(f"unknown system {raw!r}{hint} (known: {', '.join(TARGETS)})")
-        chosen.add(name)
-    return [target for target in TARGETS if target in chosen]
-
-
-def target_system(target: BenchTarget) -> SystemName:
-    """The system whose adapter runs ``target`` (both SQS targets run on SQS's)."""
-    return "sqs" if target == "sqs-fifo" else target
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """The same workload for every system.
-
-    Attributes:
-        messages: how many messages are produced (and consumed).
-        size: bytes per message (the timestamp included).
-        in_flight: sends awaiting their acknowledgement at once (for SQS, messages: a batch
-            of ten is one request carrying ten of them).
-    """
-
-    messages: int = 10_000
-    size: int = 100
-    in_flight: int = 256
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.messages <= MAX_MESSAGES:
-            raise BenchInputError(f"--messages must be 1..{MAX_MESSAGES:,}, not {self.messages}")
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise BenchInputError(
-                f"--size must be {MIN_SIZE}..{MAX_SIZE} bytes (the send time is stamped in "
-                f"the first bytes; SQS takes at most 256 KiB), not {self.size}"
-            )
-        if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
-            raise BenchInputError(f"--in-flight must be 1..{MAX_IN_FLIGHT}, not {self.in_flight}")
-
-    @property
-    def max_backlog(self) -> int:
-        """Messages that may be sent but not yet received before the producer waits."""
-        return max(1000, 4 * self.in_flight)
-
-    @property
-    def pipelines(self) -> int:
-        """Windowed publish calls at once (:data:`PIPELINES`, fewer for a tiny window)."""
-        return max(1, min(PIPELINES, self.in_flight))
-
-    @property
-    def window(self) -> int:
-        """The window of each windowed publish call: ``in_flight`` split over the calls."""
-        return max(1, self.in_flight // self.pipelines)
-
-    def unit_span(self, units: int, index: int) -> range:
-        """The messages of unit ``index`` when the workload is cut into ``units`` units of
-        (at most) equal size: what the backlog bound and the send agree on."""
-        per_unit = -(-self.messages // units)
-        return range(index * per_unit, min(self.messages, (index + 1) * per_unit))
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    """Percentiles of one kind of latency, in milliseconds (nearest rank)."""
-
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    samples: int
-
-    @classmethod
-    def of(cls, seconds: Sequence[float]) -> Latency:
-        """The summary of ``seconds`` (zeros for no samples)."""
-        if not seconds:
-            return cls(0.0, 0.0, 0.0, 0)
-        ordered = sorted(seconds)
-        return cls(
-            p50_ms=percentile(ordered, 0.50) * 1000,
-            p99_ms=percentile(ordered, 0.99) * 1000,
-            max_ms=ordered[-1] * 1000,
-            samples=len(ordered),
-        )
-
-    def to_json_dict(self) -> dict[str, float | int]:
-        return {
-            "p50_ms": round(self.p50_ms, 3),
-            "p99_ms": round(self.p99_ms, 3),
-            "max_ms": round(self.max_ms, 3),
-            "samples": self.samples,
-        }
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of already sorted values (``fraction`` 0.5 = median)."""
-    if not ordered:
-        raise ValueError("no values")
-    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[rank]
-
-
-@dataclass(frozen=True, slots=True)
-class BenchResult:
-    """What one run of the workload on one system measured, with the settings it ran with."""
-
-    target: BenchTarget
-    broker: str
-    """``kafka`` (the lab's broker) or ``sim:kafka`` (the simulator: virtual seconds)."""
-    workload: Workload
-    settings: tuple[tuple[str, str], ...]
-    """What the numbers depend on, in the order they are shown: acks or confirms,
-    persistence, batching, the in-flight and backlog bounds, the consumer's batch."""
-    sent: int
-    received: int
-    produce_seconds: float
-    """From the first send to the last acknowledgement."""
-    total_seconds: float
-    """From the first send to the last message received."""
-    ack_latency: Latency
-    """Each send's time to acknowledgement (a batch's applies to each of its messages)."""
-    end_to_end: Latency
-    """Send time (stamped in the payload) to receipt, per message."""
-
-    @property
-    def simulated(self) -> bool:
-        return self.broker.startswith("sim:")
-
-    @property
-    def produce_rate(self) -> float | None:
-        """Messages acknowledged per second; None when no time passed (a simulated system
-        that models no cost per message takes no virtual time at all)."""
-        return self.sent / self.produce_seconds if self.produce_seconds > 0 else None
-
-    @property
-    def end_to_end_rate(self) -> float | None:
-        """Messages received per second, from the first send to the last receipt (None as
-        for :attr:`produce_rate`)."""
-        return self.received / self.total_seconds if self.total_seconds > 0 else None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "broker": self.broker,
-            "simulated": self.simulated,
-            "messages": self.workload.messages,
-            "size": self.workload.size,
-            "in_flight": self.workload.in_flight,
-            "settings": dict(self.settings),
-            "sent": self.sent,
-            "received": self.received,
-            "produce_seconds": round(self.produce_seconds, 6),
-            "total_seconds": round(self.total_seconds, 6),
-            "produce_rate": _rounded(self.produce_rate),
-            "end_to_end_rate": _rounded(self.end_to_end_rate),
-            "ack_latency": self.ack_latency.to_json_dict(),
-            "end_to_end_latency": self.end_to_end.to_json_dict(),
-        }
-
-
-def _rounded(rate: float | None) -> float | None:
-    return None if rate is None else round(rate, 1)
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -454,6 +249,45 @@ async def _measure(
     )
 
 
+async def _measure_windowed(
+    broker: Broker,
+    target: BenchTarget,
+    workload: Workload,
+    settings: list[tuple[str, str]],
+    *,
+    publish: Callable[[list[bytes]], Awaitable[object]],
+    receive: Receive,
+    payload_of: Callable[[Any], str | bytes],
+    settle: Callable[[list[Any]], Awaitable[None]],
+    progress: ProgressCallback | None,
+) -> BenchResult:
+    """:func:`_measure` for the systems that send through windowed calls (Kafka's
+    ``send_many``, RabbitMQ's and NATS's ``publish_many``): the workload cut into units of
+    one window, :attr:`Workload.pipelines` units in flight at once, ``publish`` sending one
+    unit's payloads, and the workload's own backlog bound."""
+    units = -(-workload.messages // workload.window)
+
+    async def send(flow: _Flow, index: int) -> int:
+        payloads = [flow.payload().encode() for _ in workload.unit_span(units, index)]
+        await publish(payloads)
+        return len(payloads)
+
+    return await _measure(
+        broker,
+        target,
+        workload,
+        settings,
+        units=units,
+        in_flight_units=workload.pipelines,
+        send=send,
+        receive=receive,
+        payload_of=payload_of,
+        settle=settle,
+        max_backlog=workload.max_backlog,
+        progress=progress,
+    )
+
+
 def _window_text(workload: Workload, call: str, what: str) -> str:
     return (
         f"at most {workload.in_flight} {what}: {workload.pipelines} {call} calls at once, "
@@ -497,13 +331,6 @@ async def bench_kafka(
                 )
             await consumer.poll(timeout=0.2)
 
-        units = -(-workload.messages // workload.window)
-
-        async def send(flow: _Flow, index: int) -> int:
-            values = [flow.payload().encode() for _ in workload.unit_span(units, index)]
-            await producer.send_many(topic.name, values, window=workload.window)
-            return len(values)
-
         async def receive() -> list[Any]:
             return list(await consumer.poll(max_records=KAFKA_POLL_RECORDS, timeout=0.5))
 
@@ -526,18 +353,15 @@ async def bench_kafka(
             ("in flight", _window_text(workload, "send_many", "records awaiting their ack")),
             ("consumer", f"1 group member, polls of {KAFKA_POLL_RECORDS}, auto-commit"),
         ]
-        return await _measure(
+        return await _measure_windowed(
             broker,
             "kafka",
             workload,
             settings,
-            units=units,
-            in_flight_units=workload.pipelines,
-            send=send,
+            publish=lambda values: producer.send_many(topic.name, values, window=workload.window),
             receive=receive,
             payload_of=lambda record: record.value,
             settle=settle,
-            max_backlog=workload.max_backlog,
             progress=progress,
         )
     finally:
@@ -557,13 +381,7 @@ async def bench_rabbitmq(
     await broker.declare_queue("bench", durable=True)
     prefetch = rabbitmq_prefetch(workload)
     consumer = await broker.consume("bench", prefetch=prefetch, name="bench-consumer")
-    units = -(-workload.messages // workload.window)
     try:
-
-        async def send(flow: _Flow, index: int) -> int:
-            bodies = [flow.payload().encode() for _ in workload.unit_span(units, index)]
-            await broker.publish_many("", "bench", bodies, window=workload.window)
-            return len(bodies)
 
         async def receive() -> list[Any]:
             return list(await consumer.next_batch(workload.in_flight, timeout=0.5))
@@ -595,18 +413,15 @@ async def bench_rabbitmq(
                 "acked with one basic.ack multiple=True",
             ),
         ]
-        return await _measure(
+        return await _measure_windowed(
             broker,
             "rabbitmq",
             workload,
             settings,
-            units=units,
-            in_flight_units=workload.pipelines,
-            send=send,
+            publish=lambda bodies: broker.publish_many("", "bench", bodies, window=workload.window),
             receive=receive,
             payload_of=lambda delivery: delivery.body,
             settle=settle,
-            max_backlog=workload.max_backlog,
             progress=progress,
         )
     finally:
@@ -625,13 +440,7 @@ async def bench_nats(
     await broker.add_stream("bench", [broker.subject("bench.>")])
     consumer = await broker.pull_consumer("bench", "bench-reader")
     subject = broker.subject("bench.data")
-    units = -(-workload.messages // workload.window)
     try:
-
-        async def send(flow: _Flow, index: int) -> int:
-            payloads = [flow.payload().encode() for _ in workload.unit_span(units, index)]
-            await broker.publish_many(subject, payloads, window=workload.window)
-            return len(payloads)
 
         async def receive() -> list[Any]:
             return list(await consumer.fetch(workload.in_flight, timeout=0.5))
@@ -652,18 +461,15 @@ async def bench_nats(
                 "acks sent back to back and one flush",
             ),
         ]
-        return await _measure(
+        return await _measure_windowed(
             broker,
             "nats",
             workload,
             settings,
-            units=units,
-            in_flight_units=workload.pipelines,
-            send=send,
+            publish=lambda payloads: broker.publish_many(subject, payloads, window=workload.window),
             receive=receive,
             payload_of=lambda message: message.data,
             settle=settle,
-            max_backlog=workload.max_backlog,
             progress=progress,
         )
     finally:

@@ -27,13 +27,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from mqlab.bench.harness import (
-    KAFKA_LINGER_MS,
-    KAFKA_PARTITIONS,
-    BenchTarget,
-    Workload,
-    rabbitmq_prefetch,
-)
+from mqlab.bench.harness import KAFKA_LINGER_MS, KAFKA_PARTITIONS, rabbitmq_prefetch
+from mqlab.bench.workload import BenchTarget, Workload
 from mqlab.brokers.base import BrokerError
 from mqlab.lab.endpoints import Endpoints
 from mqlab.lab.spec import LabPaths

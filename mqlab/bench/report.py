@@ -11,9 +11,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from mqlab.bench.harness import TARGET_TITLES, TARGETS, BenchResult, BenchTarget
 from mqlab.bench.native import NativeResult
 from mqlab.bench.table import ROW_TITLES, ROWS, Cell, Verdict
+from mqlab.bench.workload import TARGET_TITLES, TARGETS, BenchResult, BenchTarget
 
 BAR_WIDTH = 40
 VERDICT_MARKS: dict[Verdict, tuple[str, str]] = {

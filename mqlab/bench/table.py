@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from mqlab.bench.harness import TARGET_TITLES, TARGETS, BenchResult, BenchTarget
 from mqlab.bench.native import NativeResult
+from mqlab.bench.workload import TARGET_TITLES, TARGETS, BenchResult, BenchTarget
 
 Verdict = Literal["verified", "contradicted", "not testable here"]
 Row = Literal["throughput", "ordering", "delivery", "replay", "priority", "routing", "ops burden"]

@@ -16,8 +16,8 @@ import typer
 from mqlab.cli.common import EXIT_BROKER_ERROR, EXIT_CONTENT_ERROR, make_console, user_errors
 
 if TYPE_CHECKING:
-    from mqlab.bench.harness import BenchResult, BenchTarget, Workload
     from mqlab.bench.native import NativeResult
+    from mqlab.bench.workload import BenchResult, BenchTarget, Workload
 
 TABLE_MESSAGES = 5_000
 """Messages of the throughput runs behind ``compare --table`` (a tenth on SQS: moto is slow)."""
@@ -29,7 +29,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def _workload(messages: int, size: int, in_flight: int) -> Workload:
-    from mqlab.bench.harness import BenchInputError, Workload
+    from mqlab.bench.workload import BenchInputError, Workload
 
     try:
         return Workload(messages=messages, size=size, in_flight=in_flight)
@@ -148,8 +148,8 @@ def bench(
 
     Exit codes: 0 done, 2 bad input, 3 a broker is not reachable or a run failed.
     """
-    from mqlab.bench.harness import BenchInputError, parse_targets
     from mqlab.bench.report import bar_chart, results_table, settings_text
+    from mqlab.bench.workload import BenchInputError, parse_targets
     from mqlab.brokers.base import BrokerError
 
     if install:
@@ -208,9 +208,10 @@ def verified_table(*, sim: bool, as_json: bool, messages: int) -> None:
         typer.Exit: 3 when a run could not complete (its cells say so too).
     """
     from mqlab.bench.experiments import collect
-    from mqlab.bench.harness import TARGETS, run_bench_sync
+    from mqlab.bench.harness import run_bench_sync
     from mqlab.bench.report import comparison_view
     from mqlab.bench.table import Experiment, build_table, table_json
+    from mqlab.bench.workload import TARGETS
     from mqlab.brokers.base import BrokerError
 
     console = make_console()

@@ -10,8 +10,9 @@ import asyncio
 
 import pytest
 
-from mqlab.bench.harness import Workload, run_bench_sync
+from mqlab.bench.harness import run_bench_sync
 from mqlab.bench.native import NATIVE_TOOLS, run_native
+from mqlab.bench.workload import Workload
 from mqlab.brokers.sqs.api import BatchEntry, SqsRequestRefused
 from mqlab.lab.paths import lab_paths
 from mqlab.lab.perftools import status

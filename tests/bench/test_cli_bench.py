@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from mqlab.bench.harness import TARGETS
 from mqlab.bench.table import ROWS
+from mqlab.bench.workload import TARGETS
 from mqlab.cli.app import app
 
 

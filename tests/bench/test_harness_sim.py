@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mqlab.bench.harness import (
-    TARGETS,
-    BenchInputError,
-    Workload,
-    parse_targets,
-    percentile,
-    run_bench_sync,
-    stamp,
-    stamped_at,
-)
+from mqlab.bench.harness import run_bench_sync, stamp, stamped_at
+from mqlab.bench.workload import TARGETS, BenchInputError, Workload, parse_targets, percentile
 from mqlab.brokers.base import BrokerError
 
 pytestmark = pytest.mark.sim

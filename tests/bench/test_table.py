@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from mqlab.bench.harness import TARGETS, BenchResult, Latency, Workload
 from mqlab.bench.native import NativeResult
 from mqlab.bench.table import (
     CLAIMS,
@@ -22,6 +21,7 @@ from mqlab.bench.table import (
     judge_throughput,
     table_json,
 )
+from mqlab.bench.workload import TARGETS, BenchResult, Latency, Workload
 
 
 def outcome(scenario: str = "s", **numbers: int) -> RunOutcome:
