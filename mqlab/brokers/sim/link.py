@@ -103,6 +103,21 @@ async def first_of(timeout: float, *waits: Awaitable[object]) -> None:
             task.cancel()
 
 
+async def next_signal(event: asyncio.Event, deadline: float) -> bool:
+    """Wait until ``event`` is set again or the loop's clock reaches ``deadline``: True for a
+    signal, False when time ran out. (How a client-side buffer waits for its next arrival: the
+    caller looks at the buffer again after each signal.)"""
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        return False
+    event.clear()
+    try:
+        await within(remaining, event.wait())
+    except TimeoutError:
+        return False
+    return True
+
+
 def _nothing(reason: str) -> None:
     """What a client does on losing its connection when nothing is tied to it."""
 

@@ -18,8 +18,8 @@ from mqlab.brokers.nats.api import (
 from mqlab.brokers.sim.clock import TIMER_SLACK
 from mqlab.brokers.sim.link import (
     first_of,
+    next_signal,
     outlive_caller,
-    within,
 )
 from mqlab.brokers.sim.nats.server import NODE, SimNatsServer
 from mqlab.brokers.sim.nats.streams import Consumer, CoreSubscriber, Handout
@@ -190,13 +190,7 @@ class SimSubscription(NatsSubscription):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while not self._buffer:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            self._arrived.clear()
-            try:
-                await within(remaining, self._arrived.wait())
-            except TimeoutError:
+            if not await next_signal(self._arrived, deadline):
                 return None
         return self._buffer.popleft()
 

@@ -17,7 +17,7 @@ from mqlab.brokers.rabbitmq.api import (
     SettleVerb,
 )
 from mqlab.brokers.sim.link import (
-    within,
+    next_signal,
 )
 from mqlab.brokers.sim.rabbitmq.queues import Channel, Handout
 from mqlab.brokers.sim.rabbitmq.server import NODE, SimRabbitMQServer
@@ -145,13 +145,7 @@ class SimRabbitConsumer(RabbitConsumer):
                     return self._broker.delivered(handout, consumer=self.name)
             if self.lost is not None:
                 raise RabbitMQError(self.lost)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            self._arrived.clear()
-            try:
-                await within(remaining, self._arrived.wait())
-            except TimeoutError:
+            if not await next_signal(self._arrived, deadline):
                 return None
 
     async def _cancel(self) -> None:
