@@ -15,6 +15,38 @@ from typing import ClassVar
 
 from mqlab.observe.observation import Observation, registered
 
+__all__ = [
+    "AggregateLoaded",
+    "BusinessWriteCommitted",
+    "CompensationFailed",
+    "CompensationStarted",
+    "CompensationSucceeded",
+    "DedupHit",
+    "DedupMiss",
+    "DedupRecorded",
+    "EffectApplied",
+    "EventAppended",
+    "OffsetRestored",
+    "OffsetStored",
+    "OutboxRelayed",
+    "OutboxWritten",
+    "ProjectionRebuilt",
+    "ProjectionUpdated",
+    "RetryAttempted",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "SagaEnded",
+    "SagaObservation",
+    "SagaParked",
+    "SagaRecovered",
+    "SagaStarted",
+    "SagaStepFailed",
+    "SagaStepStarted",
+    "SagaStepSucceeded",
+    "SnapshotTaken",
+    "VersionConflict",
+]
+
 # --- patterns: retries ------------------------------------------------------------------
 # What ``mqlab.patterns.retry.retry`` reports. ``message_id`` names the retried operation (a
 # message's id when its handling is retried, otherwise the name the caller gave), so the three
