@@ -246,6 +246,55 @@ class Driver(ABC):
         return self.system if target == "broker" else target
 
 
+async def queue_depth_check(
+    check: Check,
+    depth_of: Callable[[str], Awaitable[int]],
+    *,
+    channel: str,
+    queue: str,
+    dead_letter_queue: str | None,
+    dead_letter_words: tuple[str, str],
+    system_title: str,
+) -> CheckResult:
+    """A ``depth`` or ``dead_letter_depth`` check on a system whose channel is a queue with a
+    dead-letter queue beside it (RabbitMQ's parking queue, SQS's DLQ).
+
+    ``dead_letter_words`` says where a dead letter is in the system's own words: how the
+    observed count ends ("parked") and what the expectation names ("parking queue");
+    ``dead_letter_queue`` is None when the channel has no dead-letter settings.
+
+    Raises:
+        CheckNotSupported: a dead-letter check without dead-letter settings, or a Kafka check.
+    """
+    if check.depth is not None:
+        depth = await depth_of(queue)
+        return CheckResult(
+            depth == check.depth, f"{depth} messages in {channel}", f"queue holds {check.depth}"
+        )
+    if check.dead_letter_depth is not None:
+        if dead_letter_queue is None:
+            raise CheckNotSupported("the channel has no dead_letter settings")
+        depth = await depth_of(dead_letter_queue)
+        where, holder = dead_letter_words
+        return CheckResult(
+            depth == check.dead_letter_depth,
+            f"{depth} messages {where}",
+            f"{holder} holds {check.dead_letter_depth}",
+        )
+    raise CheckNotSupported(f"this check is not available on {system_title} (Kafka only)")
+
+
+def still_queued(held: int, unsettled: int, *, settled: str) -> CheckResult:
+    """The end-of-run agreement on a queue: the broker holds exactly the messages the ledger
+    never saw settled (``settled``: the system's word for it, "acked" or "deleted") nor
+    dead-lettered."""
+    return CheckResult(
+        held == unsettled,
+        f"broker holds {held}",
+        f"{unsettled} messages still queued (produced, never {settled} or dead-lettered)",
+    )
+
+
 async def pace(step: Produce) -> None:
     """Sleep between sends when the step sets a rate (messages per second)."""
     if step.rate:

@@ -14,12 +14,13 @@ from mqlab.brokers.base import Broker
 from mqlab.brokers.rabbitmq.api import RabbitConsumer, RabbitDelivery, RabbitMQAPI
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.scenarios.drivers.base import (
-    CheckNotSupported,
     CheckResult,
     ConsumerSession,
     Driver,
     Incoming,
     OutgoingMessage,
+    queue_depth_check,
+    still_queued,
 )
 from mqlab.scenarios.ledger import Ledger
 
@@ -178,23 +179,15 @@ class RabbitMQDriver(Driver):
         return info.ready + info.unacked
 
     async def check(self, check: Check) -> CheckResult:
-        if check.depth is not None:
-            depth = await self._depth(self.queue)
-            return CheckResult(
-                depth == check.depth,
-                f"{depth} messages in {self.channel.name}",
-                f"queue holds {check.depth}",
-            )
-        if check.dead_letter_depth is not None:
-            if self.channel.dead_letter is None:
-                raise CheckNotSupported("the channel has no dead_letter settings")
-            depth = await self._depth(self.parking_queue)
-            return CheckResult(
-                depth == check.dead_letter_depth,
-                f"{depth} messages parked",
-                f"parking queue holds {check.dead_letter_depth}",
-            )
-        raise CheckNotSupported("this check is not available on RabbitMQ (Kafka only)")
+        return await queue_depth_check(
+            check,
+            self._depth,
+            channel=self.channel.name,
+            queue=self.queue,
+            dead_letter_queue=self.parking_queue if self.channel.dead_letter else None,
+            dead_letter_words=("parked", "parking queue"),
+            system_title="RabbitMQ",
+        )
 
     async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
         if self.channel.rabbitmq.queues or self.channel.rabbitmq.exchange_type == "fanout":
@@ -203,19 +196,12 @@ class RabbitMQDriver(Driver):
             return []
         unsettled = len(ledger.unsettled_ids())
         depth = await self._depth(self.queue)
-        results = []
-        if self.channel.dead_letter is not None:
-            # A message rejected into the retry loop is in the wait queue, not lost.
-            waiting = len(ledger.dropped - ledger.acked - ledger.dead_lettered)
-            depth += await self._depth(self.wait_queue)
-            unsettled += waiting
-            results.append(await self.check(Check(dead_letter_depth=len(ledger.dead_lettered))))
-        results.insert(
-            0,
-            CheckResult(
-                depth == unsettled,
-                f"broker holds {depth}",
-                f"{unsettled} messages still queued (produced, never acked or dead-lettered)",
-            ),
-        )
-        return results
+        if self.channel.dead_letter is None:
+            return [still_queued(depth, unsettled, settled="acked")]
+        # A message rejected into the retry loop is in the wait queue, not lost.
+        waiting = len(ledger.dropped - ledger.acked - ledger.dead_lettered)
+        depth += await self._depth(self.wait_queue)
+        return [
+            still_queued(depth, unsettled + waiting, settled="acked"),
+            await self.check(Check(dead_letter_depth=len(ledger.dead_lettered))),
+        ]

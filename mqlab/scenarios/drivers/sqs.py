@@ -12,12 +12,13 @@ from mqlab.brokers.base import Broker
 from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
 from mqlab.course.scenario import Check, Consume, Produce, Scenario
 from mqlab.scenarios.drivers.base import (
-    CheckNotSupported,
     CheckResult,
     ConsumerSession,
     Driver,
     Incoming,
     OutgoingMessage,
+    queue_depth_check,
+    still_queued,
 )
 from mqlab.scenarios.ledger import Ledger
 
@@ -187,23 +188,15 @@ class SqsDriver(Driver):
         return info.visible + info.in_flight + info.delayed
 
     async def check(self, check: Check) -> CheckResult:
-        if check.depth is not None:
-            depth = await self._depth(self.queue)
-            return CheckResult(
-                depth == check.depth,
-                f"{depth} messages in {self.channel.name}",
-                f"queue holds {check.depth}",
-            )
-        if check.dead_letter_depth is not None:
-            if self.channel.dead_letter is None:
-                raise CheckNotSupported("the channel has no dead_letter settings")
-            depth = await self._depth(self.dlq)
-            return CheckResult(
-                depth == check.dead_letter_depth,
-                f"{depth} messages in the DLQ",
-                f"DLQ holds {check.dead_letter_depth}",
-            )
-        raise CheckNotSupported("this check is not available on SQS (Kafka only)")
+        return await queue_depth_check(
+            check,
+            self._depth,
+            channel=self.channel.name,
+            queue=self.queue,
+            dead_letter_queue=self.dlq if self.channel.dead_letter else None,
+            dead_letter_words=("in the DLQ", "DLQ"),
+            system_title="SQS",
+        )
 
     async def reconcile(self) -> None:
         """Read the DLQ: the redrive policy moved these messages without any consumer knowing."""
@@ -224,17 +217,13 @@ class SqsDriver(Driver):
     async def broker_agreement(self, ledger: Ledger) -> list[CheckResult]:
         if self.scenario_fan_out:
             return []
-        results = []
-        if self.channel.dead_letter is not None:
-            results.append(await self.check(Check(dead_letter_depth=len(ledger.dead_lettered))))
-        expected = len(ledger.unsettled_ids())
-        depth = await self._depth(self.queue)
-        results.insert(
-            0,
-            CheckResult(
-                depth == expected,
-                f"broker holds {depth}",
-                f"{expected} messages still queued (produced, never deleted or dead-lettered)",
-            ),
+        dead_letter_check = (
+            [await self.check(Check(dead_letter_depth=len(ledger.dead_lettered)))]
+            if self.channel.dead_letter is not None
+            else []
         )
-        return results
+        depth = await self._depth(self.queue)
+        return [
+            still_queued(depth, len(ledger.unsettled_ids()), settled="deleted"),
+            *dead_letter_check,
+        ]
