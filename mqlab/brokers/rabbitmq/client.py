@@ -586,11 +586,24 @@ class RabbitMQBroker(RabbitMQAPI):
             return str(arguments.get("x-dead-letter-routing-key", fallback))
         return str(exchange)
 
-    def _remember_death(self, key: tuple[str, str, str], count: int) -> None:
+    def _dead_lettered(self, delivery: Delivery, source: str, reason: str, count: int) -> None:
+        """Report ``delivery`` dead-lettered from ``source`` for ``reason``, and remember it as
+        its ``count``-th death there so the x-death header never reports it again."""
+        key = (delivery.message_id, source, reason)
         self._seen_deaths[key] = count
         self._seen_deaths.move_to_end(key)
         while len(self._seen_deaths) > _SEEN_DEATHS_LIMIT:
             self._seen_deaths.popitem(last=False)
+        self.emit(
+            DeadLettered(
+                at=self.bus.now(),
+                broker=self.name,
+                source=source,
+                target=self._dead_letter_target(source, delivery.queue),
+                message_id=delivery.message_id,
+                reason=reason,
+            )
+        )
 
     def _report_deaths(self, delivery: Delivery) -> None:
         """Emit DeadLettered for x-death entries newer than what this adapter has seen."""
@@ -598,17 +611,7 @@ class RabbitMQBroker(RabbitMQAPI):
             key = (delivery.message_id, death.queue, death.reason)
             if death.count <= self._seen_deaths.get(key, 0):
                 continue
-            self._remember_death(key, death.count)
-            self.emit(
-                DeadLettered(
-                    at=self.bus.now(),
-                    broker=self.name,
-                    source=death.queue,
-                    target=self._dead_letter_target(death.queue, delivery.queue),
-                    message_id=delivery.message_id,
-                    reason=death.reason,
-                )
-            )
+            self._dead_lettered(delivery, death.queue, death.reason, death.count)
 
     def report_rejection(self, delivery: Delivery) -> None:
         """A nack/reject without requeue on a queue declared with a dead-letter exchange."""
@@ -622,17 +625,7 @@ class RabbitMQBroker(RabbitMQAPI):
             ),
             0,
         )
-        self._remember_death((delivery.message_id, delivery.queue, "rejected"), previous + 1)
-        self.emit(
-            DeadLettered(
-                at=self.bus.now(),
-                broker=self.name,
-                source=delivery.queue,
-                target=self._dead_letter_target(delivery.queue, delivery.queue),
-                message_id=delivery.message_id,
-                reason="rejected",
-            )
-        )
+        self._dead_lettered(delivery, delivery.queue, "rejected", previous + 1)
 
 
 def _items(payload: Any) -> list[dict[str, Any]]:
