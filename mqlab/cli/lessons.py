@@ -303,19 +303,25 @@ def _choices(console: Console, choices: tuple[str, ...]) -> None:
         console.print(f"  {number}. {text}", highlight=False, markup=False)
 
 
+def _pick(what: str, count: int) -> int:
+    """Ask for ``what`` until the answer is one of ``count`` choices' numbers; the 0-based
+    index. ``b`` goes back a step."""
+    while True:
+        answer = _ask(f"your {what} (1-{count}, b back, q quit)")
+        if answer == "b":
+            raise _Back
+        index = _number(answer, count)
+        if index is not None:
+            return index
+
+
 def _play_quiz(console: Console, step: QuizPlay) -> None:
     from rich.markdown import Markdown
 
     console.print(Markdown(step.quiz.question))
     _choices(console, step.choices)
     while True:
-        answer = _ask(f"your answer (1-{len(step.choices)}, b back, q quit)")
-        if answer == "b":
-            raise _Back
-        index = _number(answer, len(step.choices))
-        if index is None:
-            continue
-        feedback = step.answer(index)
+        feedback = step.answer(_pick("answer", len(step.choices)))
         if feedback.right:
             console.print("[bold green]right.[/bold green]")
         else:
@@ -340,14 +346,7 @@ def _play_predict(console: Console, step: PredictPlay) -> None:
     console.print(step.scenario.summary.strip(), highlight=False, markup=False)
     console.print(f"\n[bold]Predict:[/bold] {_esc(step.question)}", highlight=False)
     _choices(console, step.choices)
-    while True:
-        answer = _ask(f"your prediction (1-{len(step.choices)}, b back, q quit)")
-        if answer == "b":
-            raise _Back
-        index = _number(answer, len(step.choices))
-        if index is not None:
-            break
-    step.commit(index)
+    step.commit(_pick("prediction", len(step.choices)))
     with console.status(f"running {step.scenario.id} on {step.target} ..."):
         outcome = step.run()
     console.print(ledger_table(outcome.result))
@@ -380,7 +379,7 @@ def _comparison_table(comparison: Comparison) -> RenderableType:
     for column in comparison.columns:
         table.add_column(column, justify="right")
     for row in comparison.rows:
-        table.add_row(row.label, *("" if value is None else f"{value:g}" for value in row.values))
+        table.add_row(row.label, *row.cells(missing=""))
     return table
 
 

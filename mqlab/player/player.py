@@ -122,6 +122,10 @@ class ComparisonRow:
     values: tuple[float | None, ...]
     """One per column (None: that variant has not been run)."""
 
+    def cells(self, *, missing: str) -> tuple[str, ...]:
+        """The values as a table shows them, ``missing`` for a variant not run yet."""
+        return tuple(missing if value is None else f"{value:g}" for value in self.values)
+
 
 @dataclass(frozen=True, slots=True)
 class Comparison:

@@ -18,7 +18,7 @@ def comparison_table(comparison: Comparison) -> Table:
     for column in comparison.columns:
         table.add_column(column, justify="right")
     for row in comparison.rows:
-        table.add_row(row.label, *("·" if v is None else f"{v:g}" for v in row.values))
+        table.add_row(row.label, *row.cells(missing="·"))
     return table
 
 
