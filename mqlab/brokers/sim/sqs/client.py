@@ -132,19 +132,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
                 "be between 1 and 1000"
             )
         server = self.require_server()
-        created = await self._call(
-            "CreateQueue",
-            name,
-            lambda: server.create_queue(
-                name,
-                visibility_timeout=queue.visibility_timeout,
-                delay_seconds=queue.delay_seconds,
-                content_based_dedup=queue.content_based_dedup,
-                receive_wait_time=queue.receive_wait_time,
-                dead_letter_queue=queue.dead_letter_queue,
-                max_receive_count=queue.max_receive_count,
-            ),
-        )
+        created = await self._call("CreateQueue", name, lambda: server.create_queue(queue))
         return created.url
 
     async def _delete_queue(self, queue: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
+    NewQueue,
     SqsRequestRefused,
 )
 
@@ -62,29 +63,21 @@ class Dedup:
 
 
 class Queue:
-    """One queue: its attributes, its messages in arrival order and its receipt handles."""
+    """One queue: its attributes (as CreateQueue set them), its messages in arrival order and
+    its receipt handles."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        visibility_timeout: int,
-        delay_seconds: int,
-        content_based_dedup: bool,
-        receive_wait_time: int,
-        dead_letter_queue: str | None,
-        max_receive_count: int | None,
-    ) -> None:
+    def __init__(self, created: NewQueue) -> None:
+        name = created.name
         self.name = name
-        self.fifo = name.endswith(".fifo")
+        self.fifo = created.fifo
         self.url = f"sim://sqs.{REGION}/{ACCOUNT}/{name}"
         self.arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-        self.visibility_timeout = visibility_timeout
-        self.delay_seconds = delay_seconds
-        self.content_based_dedup = content_based_dedup
-        self.receive_wait_time = receive_wait_time
-        self.dead_letter_queue = dead_letter_queue
-        self.max_receive_count = max_receive_count
+        self.visibility_timeout = created.visibility_timeout
+        self.delay_seconds = created.delay_seconds
+        self.content_based_dedup = created.content_based_dedup
+        self.receive_wait_time = created.receive_wait_time
+        self.dead_letter_queue = created.dead_letter_queue
+        self.max_receive_count = created.max_receive_count
         self.messages: dict[int, Stored] = {}
         self.handles: dict[str, Stored] = {}
         self.deleted_handles: set[str] = set()

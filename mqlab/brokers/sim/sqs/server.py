@@ -44,7 +44,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from mqlab.brokers.sim.sqs.queues import (
     ACCOUNT,
@@ -57,6 +57,7 @@ from mqlab.brokers.sim.sqs.queues import (
 )
 from mqlab.brokers.sim.world import NodeChange, NodeState, SimServer, SimWorld
 from mqlab.brokers.sqs.api import (
+    NewQueue,
     ReceiptHandleInvalid,
     SnsTopicInfo,
     SqsQueueInfo,
@@ -120,16 +121,16 @@ class SimSqsServer(SimServer):
 
     # --- queues -------------------------------------------------------------------------
 
-    def create_queue(self, name: str, **settings: Any) -> Queue:
+    def create_queue(self, request: NewQueue) -> Queue:
+        name = request.name
         if not (_FIFO_QUEUE_NAME if name.endswith(".fifo") else _QUEUE_NAME).match(name):
             raise SqsRequestRefused(
                 f"CreateQueue on {name} refused: InvalidParameterValue: Can only include "
                 "alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
             )
-        candidate = Queue(name, **settings)
-        dead_letter_queue = settings.get("dead_letter_queue")
-        if dead_letter_queue is not None:
-            target = self.queue(dead_letter_queue, "CreateQueue")
+        candidate = Queue(request)
+        if request.dead_letter_queue is not None:
+            target = self.queue(request.dead_letter_queue, "CreateQueue")
             if target.fifo != candidate.fifo:
                 kind = "FIFO" if candidate.fifo else "standard"
                 raise SqsRequestRefused(
