@@ -164,16 +164,7 @@ class SimNatsBroker(SimBroker, NatsAPI):
         await self.request(
             "add consumer",
             f"{stream}/{durable}",
-            lambda: server.add_consumer(
-                stream,
-                durable,
-                filter_subject=config.filter_subject,
-                ack_wait=config.ack_wait,
-                max_deliver=config.max_deliver,
-                deliver_policy=config.deliver_policy,
-                start_sequence=config.start_sequence,
-                start_time=config.start_time,
-            ),
+            lambda: server.add_consumer(stream, durable, config),
         )
         consumer = SimPullConsumer(self, stream, durable)
         self._pull_consumers.append(consumer)

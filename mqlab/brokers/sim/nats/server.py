@@ -45,6 +45,7 @@ from mqlab.brokers.nats.api import (
     ConsumerInfo,
     NatsSnapshot,
     NoStreamForSubject,
+    PullConsumerConfig,
     StreamConfig,
 )
 from mqlab.brokers.sim.clock import TIMER_SLACK
@@ -213,21 +214,12 @@ class SimNatsServer(SimServer):
 
     # --- consumers ----------------------------------------------------------------------
 
-    def add_consumer(
-        self,
-        stream_name: str,
-        name: str,
-        *,
-        filter_subject: str | None,
-        ack_wait: float,
-        max_deliver: int,
-        deliver_policy: str,
-        start_sequence: int | None,
-        start_time: float | None,
-    ) -> Consumer:
-        """Create a durable consumer, or bind to (and update) an existing one."""
+    def add_consumer(self, stream_name: str, name: str, config: PullConsumerConfig) -> Consumer:
+        """Create a durable consumer, or bind to (and update) an existing one, as the
+        adapter's ``config`` asks."""
         operation = "add consumer"
         target = f"{stream_name}/{name}"
+        filter_subject, deliver_policy = config.filter_subject, config.deliver_policy
         stream = self.stream(stream_name, operation)
         if filter_subject is not None and not nats_subjects.valid_filter(filter_subject):
             raise refused(operation, target, "consumer filter subject is not valid", 10093)
@@ -235,8 +227,8 @@ class SimNatsServer(SimServer):
         if existing is not None:
             if existing.deliver_policy != deliver_policy:
                 raise refused(operation, target, "deliver policy can not be updated", 10012)
-            existing.ack_wait = ack_wait
-            existing.max_deliver = max_deliver
+            existing.ack_wait = config.ack_wait
+            existing.max_deliver = config.max_deliver
             existing.filter_subject = filter_subject
             return existing
         if stream.retention == "workqueue":
@@ -261,14 +253,14 @@ class SimNatsServer(SimServer):
                         operation, target, "filtered consumer not unique on workqueue stream", 10100
                     )
         start = self._start_sequence(
-            stream, filter_subject, deliver_policy, start_sequence, start_time
+            stream, filter_subject, deliver_policy, config.start_sequence, config.start_time
         )
         consumer = Consumer(
             stream,
             name,
             filter_subject=filter_subject,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
+            ack_wait=config.ack_wait,
+            max_deliver=config.max_deliver,
             deliver_policy=deliver_policy,
             start_sequence=start,
         )
