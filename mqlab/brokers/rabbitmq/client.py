@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import struct
 from collections import OrderedDict
@@ -347,18 +348,11 @@ class RabbitMQBroker(RabbitMQAPI):
         stats = await self._management(f"/api/queues/{quote(self.vhost, safe='')}/{quote(name)}")
         if not isinstance(stats, dict):
             raise RabbitMQError(f"rabbitmq: unexpected management answer for queue {name!r}")
-        info = _queue_info(stats)
-        return QueueInfo(
+        return dataclasses.replace(
+            _queue_info(stats),
             name=name,
             ready=int(declared.message_count or 0),
-            unacked=info.unacked,
             consumers=int(declared.consumer_count or 0),
-            max_priority=info.max_priority,
-            message_ttl_ms=info.message_ttl_ms,
-            dead_letter_exchange=info.dead_letter_exchange,
-            dead_letter_routing_key=info.dead_letter_routing_key,
-            max_length=info.max_length,
-            durable=info.durable,
         )
 
     # --- inspect and cleanup ------------------------------------------------------------------
