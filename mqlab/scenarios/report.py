@@ -76,7 +76,7 @@ from mqlab.scenarios.verdict import ExpectationResult, RunResult
 NATS_ADVISORY_PREFIX = "$JS.EVENT.ADVISORY."
 """Where JetStream reports a message that reached max_deliver (it has no dead-letter queue)."""
 
-_STYLES = {
+KIND_STYLES = {
     "produced": "green",
     "produce_failed": "bold red",
     "delivered": "cyan",
@@ -320,7 +320,7 @@ def timeline_line(observation: Observation, start: float) -> Text | None:
         return None
     text = Text(f"{observation.at - start:+9.3f}s  ", style="dim")
     text.append(f"{observation.broker:<13} ", style="dim")
-    text.append(line, style=_STYLES.get(observation.kind, ""))
+    text.append(line, style=KIND_STYLES.get(observation.kind, ""))
     return text
 
 

@@ -8,40 +8,42 @@ Writing a line renders it, so this bounds the timeline's share of a frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.text import Text
 from textual.widgets import RichLog
 
 from mqlab.observe.events import Observation
-from mqlab.scenarios.report import describe
+from mqlab.scenarios.report import KIND_STYLES, describe
 from mqlab.tui.feed import LINES_PER_FRAME, FrameBatch
 
 KEPT_LINES = 5000
 """Older lines scroll out of the log."""
 
-_STYLES = {
-    "produced": "green",
-    "produce_failed": "bold red",
-    "delivered": "cyan",
-    "processed": "bold green",
-    "acked": "green",
-    "nacked": "yellow",
-    "committed": "green",
-    "dead_lettered": "magenta",
-    "consumer_crashed": "bold red",
-    "fault_injected": "bold red",
-    "fault_healed": "bold green",
-    "broker_down": "bold red",
-    "broker_up": "bold green",
+_STYLES = KIND_STYLES | {
+    # The TUI's timeline is where a learner watches a run happen, so the turns that matter
+    # there stand out more than in the printed one: an election, retries, sagas, checks.
     "leader_changed": "bold yellow",
-    "rebalanced": "yellow",
     "retry_scheduled": "yellow",
     "retry_gave_up": "bold red",
     "saga_parked": "bold red",
     "compensation_started": "magenta",
     "version_conflict": "bold red",
     "check_evaluated": "bold",
-    "note": "italic",
 }
+
+
+def _shown(observations: Iterable[Observation], start: float) -> list[Text]:
+    """The lines of the observations a timeline shows, timed from ``start`` and styled by
+    kind."""
+    lines: list[Text] = []
+    for observation in observations:
+        line = describe(observation)
+        if line is not None:
+            text = Text(f"{observation.at - start:8.3f} ", style="dim")
+            text.append(line, style=_STYLES.get(observation.kind, ""))
+            lines.append(text)
+    return lines
 
 
 class Timeline(RichLog):
@@ -73,13 +75,7 @@ class Timeline(RichLog):
             lines.append(
                 Text(f"  … {batch.skipped:,} more observations (counted in the ledger)", "dim")
             )
-        for observation in batch.newest[-LINES_PER_FRAME:]:
-            line = describe(observation)
-            if line is None:
-                continue
-            text = Text(f"{observation.at - self._start:8.3f} ", style="dim")
-            text.append(line, style=_STYLES.get(observation.kind, ""))
-            lines.append(text)
+        lines.extend(_shown(batch.newest[-LINES_PER_FRAME:], self._start))
         if lines:
             self.write(Text("\n").join(lines))
             self.lines_shown += len(lines) - (1 if batch.skipped else 0)
@@ -92,15 +88,7 @@ class Timeline(RichLog):
         if not observations:
             return
         self._start = observations[0].at
-        lines: list[Text] = []
-        for observation in observations:
-            line = describe(observation)
-            if line is None:
-                continue
-            text = Text(f"{observation.at - self._start:8.3f} ", style="dim")
-            text.append(line, style=_STYLES.get(observation.kind, ""))
-            lines.append(text)
-        lines = lines[-KEPT_LINES:]
+        lines = _shown(observations, self._start)[-KEPT_LINES:]
         if lines:
             self.write(Text("\n").join(lines))
         self.lines_shown = len(lines)
