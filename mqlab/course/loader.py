@@ -493,27 +493,31 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+_LIMITS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
+}
+"""pydantic's number-limit errors: what the value must be, and the constraint holding the
+limit."""
+
+
 def error_message(error: ErrorDetails) -> str:
     """pydantic's error for one value, in the words of the format (no pydantic internals)."""
     kind = error["type"]
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
     value = error.get("input")
     got = f", got {_show(value)}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        # YAML reads 1e308 (no dot) as text and pydantic then converts it: show it as written.
-        got = f", got {value}" if isinstance(value, str) else got
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
         return "unexpected key (check the spelling; see the format docs)"
-    if kind == "greater_than":
-        return f"must be greater than {_bound(ctx['gt'])}{got}"
-    if kind == "greater_than_equal":
-        return f"must be at least {_bound(ctx['ge'])}{got}"
-    if kind == "less_than":
-        return f"must be less than {_bound(ctx['lt'])}{got}"
-    if kind == "less_than_equal":
-        return f"must be at most {_bound(ctx['le'])}{got}"
+    if kind in _LIMITS:
+        words, limit = _LIMITS[kind]
+        # YAML reads 1e308 (no dot) as text and pydantic then converts it: show it as written.
+        shown = value if isinstance(value, str) else _show(value)
+        return f"must be {words} {_bound(ctx[limit])}, got {shown}"
     if kind == "finite_number":
         return f"must be a finite number{got}"
     if kind == "too_long":
