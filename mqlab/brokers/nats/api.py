@@ -370,6 +370,9 @@ class NatsAPI(Broker):
     ) -> None:
         super().__init__(**options)
         self.request_timeout = self.connect_timeout if request_timeout is None else request_timeout
+        # What this adapter opened and nobody closed yet: closed with it (close_clients).
+        self._pull_consumers: list[NatsPullConsumer] = []
+        self._subscriptions: list[NatsSubscription] = []
 
     def subject(self, logical: str) -> str:
         """A subject inside this namespace: ``orders.eu`` -> ``mq-3f2a9c.orders.eu``."""
@@ -535,7 +538,9 @@ class NatsAPI(Broker):
             start_sequence=start_sequence if deliver_policy == "by_start_sequence" else None,
             start_time=start_time if deliver_policy == "by_start_time" else None,
         )
-        return await self._pull_consumer(stream_name, durable, config)
+        consumer = await self._pull_consumer(stream_name, durable, config)
+        self._pull_consumers.append(consumer)
+        return consumer
 
     async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         """A consumer's ack floor and pending / redelivered counts, fresh from the server."""
@@ -547,7 +552,24 @@ class NatsAPI(Broker):
 
     async def subscribe(self, subject: str) -> NatsSubscription:
         """A core NATS subscription (at-most-once; ``*`` and ``>`` wildcards)."""
-        return await self._subscribe(self.full_subject(subject))
+        subscription = await self._subscribe(self.full_subject(subject))
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def forget(self, closed: NatsPullConsumer | NatsSubscription) -> None:
+        """A pull consumer or subscription closed: the adapter no longer closes it itself."""
+        if closed in self._pull_consumers:
+            self._pull_consumers.remove(closed)
+        if closed in self._subscriptions:
+            self._subscriptions.remove(closed)
+
+    async def close_clients(self) -> None:
+        """Close every pull consumer, then every subscription, this adapter opened and nobody
+        closed yet (what each adapter's ``_close`` does first)."""
+        for consumer in list(self._pull_consumers):
+            await consumer.close()
+        for subscription in list(self._subscriptions):
+            await subscription.close()
 
     # -- what each adapter does with the namespaced names --------------------------------
 

@@ -100,9 +100,7 @@ class NatsBroker(NatsAPI):
         self._js: JetStreamContext | None = None
         self._closing = False
         self._last_error = ""
-        self._pull_consumers: list[PullConsumer] = []
         self._link_up = asyncio.Event()  # set while the client is connected
-        self._subscriptions: list[CoreSubscription] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -176,10 +174,7 @@ class NatsBroker(NatsAPI):
 
     async def _close(self) -> None:
         self._closing = True
-        for consumer in list(self._pull_consumers):
-            await consumer.close()
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+        await self.close_clients()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -340,9 +335,7 @@ class NatsBroker(NatsAPI):
         with self.translate("add consumer", f"{stream}/{durable}"):
             await js.add_consumer(stream, wire_config)
             subscription = await js.pull_subscribe_bind(consumer=durable, stream=stream)
-        consumer = PullConsumer(self, subscription, stream, durable)
-        self._pull_consumers.append(consumer)
-        return consumer
+        return PullConsumer(self, subscription, stream, durable)
 
     async def _consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         js = await self._jetstream()
@@ -362,9 +355,7 @@ class NatsBroker(NatsAPI):
         with self.translate("subscribe", subject):
             subscription = await nc.subscribe(subject)
             await nc.flush(timeout=self.flush_timeout())
-        wrapper = CoreSubscription(self, subscription, subject)
-        self._subscriptions.append(wrapper)
-        return wrapper
+        return CoreSubscription(self, subscription, subject)
 
     # --- inspection ---------------------------------------------------------------------
 
@@ -424,13 +415,6 @@ class NatsBroker(NatsAPI):
         await self.connection()
         assert self._js is not None  # set together with _nc
         return self._js
-
-    def forget(self, closed: PullConsumer | CoreSubscription) -> None:
-        """A pull consumer or subscription closed: the adapter no longer closes it itself."""
-        if closed in self._pull_consumers:
-            self._pull_consumers.remove(closed)
-        if closed in self._subscriptions:
-            self._subscriptions.remove(closed)
 
     @contextlib.contextmanager
     def translate(self, operation: str, target: str) -> Iterator[None]:

@@ -55,8 +55,6 @@ class SimNatsBroker(SimBroker, NatsAPI):
     def __init__(self, *, world: SimWorld | None = None, **options: Unpack[NatsOptions]) -> None:
         super().__init__(world=world, **options)
         self._server: SimNatsServer | None = None
-        self._pull_consumers: list[SimPullConsumer] = []
-        self._subscriptions: list[SimSubscription] = []
         self.link = SimLink(
             self,
             NODE,
@@ -76,10 +74,7 @@ class SimNatsBroker(SimBroker, NatsAPI):
         self._server = server
 
     async def _close(self) -> None:
-        for consumer in list(self._pull_consumers):
-            await consumer.close()
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+        await self.close_clients()
         await self.link.close()
         self._server = None
         await self._release_world()
@@ -166,9 +161,7 @@ class SimNatsBroker(SimBroker, NatsAPI):
             f"{stream}/{durable}",
             lambda: server.add_consumer(stream, durable, config),
         )
-        consumer = SimPullConsumer(self, stream, durable)
-        self._pull_consumers.append(consumer)
-        return consumer
+        return SimPullConsumer(self, stream, durable)
 
     async def _consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         server = self.require_server()
@@ -194,7 +187,6 @@ class SimNatsBroker(SimBroker, NatsAPI):
         server = self.require_server()
         subscription = SimSubscription(self, subject)
         await self.request("subscribe", subject, lambda: subscription.attach(server))
-        self._subscriptions.append(subscription)
         return subscription
 
     # --- inspection ---------------------------------------------------------------------
@@ -212,13 +204,6 @@ class SimNatsBroker(SimBroker, NatsAPI):
         return await self.request("stream list", prefix, lambda: server.snapshot(prefix))
 
     # --- plumbing -----------------------------------------------------------------------
-
-    def forget(self, closed: SimPullConsumer | SimSubscription) -> None:
-        """A pull consumer or subscription closed: the adapter no longer closes it itself."""
-        if closed in self._pull_consumers:
-            self._pull_consumers.remove(closed)
-        if closed in self._subscriptions:
-            self._subscriptions.remove(closed)
 
     def require_server(self) -> SimNatsServer:
         """The server, once connected.
