@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from mqlab.observe.events import (
     Acked,
@@ -91,8 +92,22 @@ LEDGER_ROWS: tuple[LedgerRow, ...] = (
 """Every ledger number in the order the report shows them (the TUI uses the same rows)."""
 
 
+class _ReadByName:
+    """Numbers read by name as well as by attribute (``summary["lost"]``, how expectations
+    address them); only the numbers are names, so a misspelled one is a KeyError."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        value: int = getattr(self, name)
+        return value
+
+
 @dataclass(frozen=True, slots=True)
-class LedgerSummary:
+class LedgerSummary(_ReadByName):
     """The ledger's totals over every group: the numbers a verdict is judged on.
 
     Field names are the scenario format's ``expect`` keys; read one by name with
@@ -167,22 +182,13 @@ class LedgerSummary:
     events_unpublished: int = 0
     """Business writes committed whose event no producer published (the dual-write bug)."""
 
-    def __getitem__(self, name: str) -> int:
-        if name not in _SUMMARY_FIELDS:
-            raise KeyError(name)
-        value: int = getattr(self, name)
-        return value
-
     def as_dict(self) -> dict[str, int]:
         """Every number by name, in report order."""
         return {row.name: self[row.name] for row in LEDGER_ROWS}
 
 
-_SUMMARY_FIELDS = frozenset(f.name for f in dataclasses.fields(LedgerSummary))
-
-
 @dataclass(frozen=True, slots=True)
-class GroupSummary:
+class GroupSummary(_ReadByName):
     """What one group (Kafka consumer group, queue, NATS durable) did with the messages."""
 
     processed: int = 0
@@ -196,19 +202,9 @@ class GroupSummary:
     out_of_order: int = 0
     """Messages the group processed after a later message of the same key."""
 
-    def __getitem__(self, name: str) -> int:
-        if name not in _GROUP_FIELDS:
-            raise KeyError(name)
-        value: int = getattr(self, name)
-        return value
-
     def as_dict(self) -> dict[str, int]:
         """Every number by name."""
-        return {name: self[name] for name in _GROUP_FIELD_ORDER}
-
-
-_GROUP_FIELD_ORDER = tuple(f.name for f in dataclasses.fields(GroupSummary))
-_GROUP_FIELDS = frozenset(_GROUP_FIELD_ORDER)
+        return {name: self[name] for name in self.__dataclass_fields__}
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mqlab.observe.events import (
     Acked,
     ConsumerStarted,
@@ -16,7 +18,7 @@ from mqlab.observe.events import (
     Rebalanced,
     TransactionEnded,
 )
-from mqlab.scenarios.ledger import Ledger
+from mqlab.scenarios.ledger import GroupSummary, Ledger, LedgerSummary
 from mqlab.scenarios.verdict import compare
 
 
@@ -183,3 +185,14 @@ def test_every_members_report_of_one_generation_is_one_rebalance() -> None:
         Rebalanced(at=0, broker="t", group="other", generation=2, assignment=second),
     ).summary()
     assert summary.rebalances == 3
+
+
+@pytest.mark.parametrize("not_a_number", ["as_dict", "lots", "__slots__"])
+def test_ledger_numbers_are_read_by_name_and_only_the_numbers_are_names(
+    not_a_number: str,
+) -> None:
+    assert LedgerSummary(lost=2)["lost"] == 2
+    assert GroupSummary(runs=3)["runs"] == 3
+    for numbers in (LedgerSummary(), GroupSummary()):
+        with pytest.raises(KeyError):
+            numbers[not_a_number]
