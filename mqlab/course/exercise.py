@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from mqlab.course.lesson import Slug, Text
 from mqlab.course.loader import load_model
 from mqlab.course.scenario import BrokerChoice
 
@@ -37,20 +38,7 @@ STARTER_FOLDER = "starter"
 SOLUTION_FOLDER = "solution"
 WRONG_FOLDER = "wrong"
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _FILE_NAME = re.compile(r"^[a-z_][a-z0-9_]*\.py$")
-
-
-def _slug(value: str) -> str:
-    if not _SLUG.match(value):
-        raise ValueError("use lower-case letters, digits and '-' only")
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
 
 
 def _module_file(value: str) -> str:
@@ -59,8 +47,6 @@ def _module_file(value: str) -> str:
     return value
 
 
-Slug = Annotated[str, AfterValidator(_slug)]
-Text = Annotated[str, AfterValidator(_not_blank)]
 ModuleFile = Annotated[str, AfterValidator(_module_file)]
 
 
