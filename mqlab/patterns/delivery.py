@@ -143,6 +143,38 @@ def _reporter(reporter: Reporter | None) -> Reporter:
     return reporter if reporter is not None else Reporter(source="consumer")
 
 
+RecordPath = Callable[[KafkaRecord], Awaitable[bool]]
+"""What one record goes through in a loop, crash points and all; True when its effect was
+applied, False when it was recognised as a duplicate and skipped."""
+
+
+async def _record_by_record(
+    consumer: KafkaConsumer, record_path: RecordPath, until: Until | None
+) -> LoopOutcome:
+    """Poll, and send each record down ``record_path`` until ``until`` says stop.
+
+    The loops of the first three semantics share this and differ only in ``record_path``:
+    where the offset commit stands relative to the work is the whole difference.
+    """
+    outcome, clock = LoopOutcome(), _Clock(until or Until())
+    while not (reason := clock.reason_to_stop(outcome)):
+        for record in await consumer.poll(timeout=clock.poll_wait()):
+            clock.saw_records()
+            outcome.handled += 1
+            applied = await record_path(record)
+            outcome.applied += applied
+            outcome.skipped += not applied
+            if clock.reason_to_stop(outcome):
+                break
+    outcome.stopped_by = reason
+    return outcome
+
+
+async def _commit_past(consumer: KafkaConsumer, record: KafkaRecord) -> None:
+    """Commit the group's offset for ``record``'s partition to the record after it."""
+    await consumer.commit({_tp(record): record.offset + 1})
+
+
 async def at_most_once(
     consumer: KafkaConsumer,
     handle: Handler,
@@ -155,22 +187,18 @@ async def at_most_once(
 
     The consumer must not auto-commit (``auto_commit=False``): the loop commits explicitly.
     """
-    report, outcome, clock = _reporter(reporter), LoopOutcome(), _Clock(until or Until())
-    while not (reason := clock.reason_to_stop(outcome)):
-        for record in await consumer.poll(timeout=clock.poll_wait()):
-            clock.saw_records()
-            outcome.handled += 1
-            await crash("after_receive", record.message_id)
-            await consumer.commit({_tp(record): record.offset + 1})
-            await crash("after_offset_commit", record.message_id)
-            await handle(record)
-            outcome.applied += 1
-            _report_processed(report, consumer, record, skipped=False)
-            await crash("after_processing", record.message_id)
-            if clock.reason_to_stop(outcome):
-                break
-    outcome.stopped_by = reason
-    return outcome
+    report = _reporter(reporter)
+
+    async def commit_then_process(record: KafkaRecord) -> bool:
+        await crash("after_receive", record.message_id)
+        await _commit_past(consumer, record)
+        await crash("after_offset_commit", record.message_id)
+        await handle(record)
+        _report_processed(report, consumer, record, skipped=False)
+        await crash("after_processing", record.message_id)
+        return True
+
+    return await _record_by_record(consumer, commit_then_process, until)
 
 
 async def at_least_once(
@@ -182,22 +210,18 @@ async def at_least_once(
     crash: CrashHook = no_crash,
 ) -> LoopOutcome:
     """Process first, then commit: a crash after processing processes the record again."""
-    report, outcome, clock = _reporter(reporter), LoopOutcome(), _Clock(until or Until())
-    while not (reason := clock.reason_to_stop(outcome)):
-        for record in await consumer.poll(timeout=clock.poll_wait()):
-            clock.saw_records()
-            outcome.handled += 1
-            await crash("after_receive", record.message_id)
-            await handle(record)
-            outcome.applied += 1
-            _report_processed(report, consumer, record, skipped=False)
-            await crash("after_processing", record.message_id)
-            await consumer.commit({_tp(record): record.offset + 1})
-            await crash("after_offset_commit", record.message_id)
-            if clock.reason_to_stop(outcome):
-                break
-    outcome.stopped_by = reason
-    return outcome
+    report = _reporter(reporter)
+
+    async def process_then_commit(record: KafkaRecord) -> bool:
+        await crash("after_receive", record.message_id)
+        await handle(record)
+        _report_processed(report, consumer, record, skipped=False)
+        await crash("after_processing", record.message_id)
+        await _commit_past(consumer, record)
+        await crash("after_offset_commit", record.message_id)
+        return True
+
+    return await _record_by_record(consumer, process_then_commit, until)
 
 
 def apply_in_database(
@@ -258,24 +282,18 @@ async def idempotent_consumer(
 ) -> LoopOutcome:
     """At-least-once (process, then commit) with an idempotent apply: a record redelivered
     after a crash is recognised and skipped, so its effect happens once."""
-    report, outcome, clock = _reporter(reporter), LoopOutcome(), _Clock(until or Until())
-    while not (reason := clock.reason_to_stop(outcome)):
-        for record in await consumer.poll(timeout=clock.poll_wait()):
-            clock.saw_records()
-            outcome.handled += 1
-            await crash("after_receive", record.message_id)
-            result = await apply_once(record)
-            skipped = result != "applied"
-            outcome.skipped += skipped
-            outcome.applied += not skipped
-            _report_processed(report, consumer, record, skipped=skipped)
-            await crash("after_processing", record.message_id)
-            await consumer.commit({_tp(record): record.offset + 1})
-            await crash("after_offset_commit", record.message_id)
-            if clock.reason_to_stop(outcome):
-                break
-    outcome.stopped_by = reason
-    return outcome
+    report = _reporter(reporter)
+
+    async def apply_once_then_commit(record: KafkaRecord) -> bool:
+        await crash("after_receive", record.message_id)
+        applied = await apply_once(record) == "applied"
+        _report_processed(report, consumer, record, skipped=not applied)
+        await crash("after_processing", record.message_id)
+        await _commit_past(consumer, record)
+        await crash("after_offset_commit", record.message_id)
+        return applied
+
+    return await _record_by_record(consumer, apply_once_then_commit, until)
 
 
 @dataclass(frozen=True, slots=True)
