@@ -290,6 +290,36 @@ def _reporter(reporter: Reporter | None, name: str) -> Reporter:
     return reporter if reporter is not None else Reporter(source=name)
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyReport:
+    """The dedup observations about one message key in one store, each order below sends
+    at its own points: the key was there (``hit``), it was not (``miss``), it is now
+    (``recorded``)."""
+
+    reporter: Reporter
+    store: str
+    key: str
+
+    def hit(self, state: MarkerState = "done") -> None:
+        self.reporter.emit(DedupHit, key=self.key, store=self.store, state=state)
+
+    def miss(self, *, expired: bool = False) -> None:
+        self.reporter.emit(DedupMiss, key=self.key, store=self.store, expired=expired)
+
+    def recorded(self, state: MarkerState, ttl: float | None) -> None:
+        self.reporter.emit(DedupRecorded, key=self.key, store=self.store, state=state, ttl=ttl)
+
+
+def _key_report(reporter: Reporter | None, store: str, key: str) -> _KeyReport:
+    return _KeyReport(_reporter(reporter, store), store, key)
+
+
+def _outcome_of(state: MarkerState) -> Outcome:
+    """What a key that is already there means: processed (``done``), or held by another
+    consumer right now (``processing``)."""
+    return "duplicate" if state == "done" else "in_progress"
+
+
 async def check_process_record(
     store: DedupStore,
     key: str,
@@ -306,17 +336,17 @@ async def check_process_record(
 
     Crash points: ``after_check``, ``after_work``, ``after_record``.
     """
-    report = _reporter(reporter, store.name)
+    dedup = _key_report(reporter, store.name, key)
     found = await store.lookup(key)
     if found.state is not None:
-        report.emit(DedupHit, key=key, store=store.name, state=found.state)
-        return "duplicate" if found.state == "done" else "in_progress"
-    report.emit(DedupMiss, key=key, store=store.name, expired=found.expired)
+        dedup.hit(found.state)
+        return _outcome_of(found.state)
+    dedup.miss(expired=found.expired)
     await crash("after_check", key)
     await work()
     await crash("after_work", key)
     await store.remember(key)
-    report.emit(DedupRecorded, key=key, store=store.name, state="done", ttl=store.ttl)
+    dedup.recorded("done", store.ttl)
     await crash("after_record", key)
     return "applied"
 
@@ -336,13 +366,13 @@ async def claim_process_done(
 
     Crash points: ``after_claim``, ``after_work``, ``after_record``.
     """
-    report = _reporter(reporter, store.name)
+    dedup = _key_report(reporter, store.name, key)
     claimed = await store.claim(key, processing_ttl)
     if claimed != "claimed":
-        report.emit(DedupHit, key=key, store=store.name, state=claimed)
-        return "duplicate" if claimed == "done" else "in_progress"
-    report.emit(DedupMiss, key=key, store=store.name)
-    report.emit(DedupRecorded, key=key, store=store.name, state="processing", ttl=processing_ttl)
+        dedup.hit(claimed)
+        return _outcome_of(claimed)
+    dedup.miss()
+    dedup.recorded("processing", processing_ttl)
     await crash("after_claim", key)
     try:
         await work()
@@ -351,7 +381,7 @@ async def claim_process_done(
         raise
     await crash("after_work", key)
     await store.mark_done(key)
-    report.emit(DedupRecorded, key=key, store=store.name, state="done", ttl=store.ttl)
+    dedup.recorded("done", store.ttl)
     await crash("after_record", key)
     return "applied"
 
@@ -370,12 +400,12 @@ async def mark_then_process(
 
     Crash points: ``after_record``, ``after_work``.
     """
-    report = _reporter(reporter, store.name)
+    dedup = _key_report(reporter, store.name, key)
     if not await store.remember(key):
-        report.emit(DedupHit, key=key, store=store.name)
+        dedup.hit()
         return "duplicate"
-    report.emit(DedupMiss, key=key, store=store.name)
-    report.emit(DedupRecorded, key=key, store=store.name, state="done", ttl=store.ttl)
+    dedup.miss()
+    dedup.recorded("done", store.ttl)
     await crash("after_record", key)
     await work()
     await crash("after_work", key)
@@ -405,18 +435,18 @@ async def process_in_one_transaction(
     Crash points: ``after_claim``, ``before_commit`` (both inside the transaction),
     ``after_commit``.
     """
-    report = _reporter(reporter, db.name)
+    dedup = _key_report(reporter, db.name, key)
     async with db.transaction() as tx:
         claimed = await tx.claim(consumer, key)
         if claimed:
-            report.emit(DedupMiss, key=key, store=db.name)
+            dedup.miss()
             await crash("after_claim", key)
             await work(tx)
             await crash("before_commit", key)
     if not claimed:
-        report.emit(DedupHit, key=key, store=db.name)
+        dedup.hit()
         return "duplicate"
-    report.emit(DedupRecorded, key=key, store=db.name, state="done", ttl=None)
+    dedup.recorded("done", None)
     await crash("after_commit", key)
     return "applied"
 
@@ -440,29 +470,29 @@ async def process_in_separate_transactions(
 
     Crash point: ``between_transactions`` (plus ``after_commit`` after the second one).
     """
-    report = _reporter(reporter, db.name)
+    dedup = _key_report(reporter, db.name, key)
     if order == "dedup_first":
         async with db.transaction() as tx:
             claimed = await tx.claim(consumer, key)
         if not claimed:
-            report.emit(DedupHit, key=key, store=db.name)
+            dedup.hit()
             return "duplicate"
-        report.emit(DedupMiss, key=key, store=db.name)
-        report.emit(DedupRecorded, key=key, store=db.name, state="done", ttl=None)
+        dedup.miss()
+        dedup.recorded("done", None)
         await crash("between_transactions", key)
         async with db.transaction() as tx:
             await work(tx)
     else:
         if await db.is_claimed(consumer, key):
-            report.emit(DedupHit, key=key, store=db.name)
+            dedup.hit()
             return "duplicate"
-        report.emit(DedupMiss, key=key, store=db.name)
+        dedup.miss()
         async with db.transaction() as tx:
             await work(tx)
         await crash("between_transactions", key)
         async with db.transaction() as tx:
             await tx.claim(consumer, key)
-        report.emit(DedupRecorded, key=key, store=db.name, state="done", ttl=None)
+        dedup.recorded("done", None)
     await crash("after_commit", key)
     return "applied"
 
