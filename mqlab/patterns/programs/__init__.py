@@ -19,7 +19,7 @@ import importlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import JsonValue
 
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
     from mqlab.patterns.event_sourcing import EventStore
     from mqlab.patterns.idempotency import DedupStore
     from mqlab.patterns.saga import SagaLog
+
+
+class _Store(Protocol):
+    """What :meth:`ProgramContext._run_store` needs of a store: it can be set up."""
+
+    async def setup(self) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=_Store)
 
 PROGRAM_MODULES = (
     "mqlab.patterns.programs.retries",
@@ -226,20 +235,29 @@ class ProgramContext:
         """What observations call a store standing for ``service`` (``sim:postgres``)."""
         return f"sim:{service}" if self.simulated else service
 
+    async def _run_store(
+        self, key: str, simulated: Callable[[], StoreT], real: Callable[[], StoreT]
+    ) -> StoreT:
+        """The store this run keeps under ``key`` in :attr:`shared`, made and set up on first
+        use: ``simulated()`` on the simulator, ``real()`` (the lab's service) otherwise."""
+        found: StoreT | None = self.shared.get(key)
+        if found is None:
+            found = simulated() if self.simulated else real()
+            await found.setup()
+            self.shared[key] = found
+        return found
+
     async def database(self) -> ReportingDatabase:
         """The run's business database (the same tables for every step of the run), with
         every committed business write reported as an ``EffectApplied`` on this context's
         reporter; its ``inner`` writes without reporting (opening balances)."""
         from mqlab.patterns.database import MemoryDatabase, PostgresDatabase, ReportingDatabase
 
-        found: BusinessDatabase | None = self.shared.get("database")
-        if found is None:
-            if self.simulated:
-                found = MemoryDatabase(name=self.store_name("postgres"), namespace=self.namespace)
-            else:
-                found = PostgresDatabase(self.endpoints.postgres_dsn, self.namespace)
-            await found.setup()
-            self.shared["database"] = found
+        found: BusinessDatabase = await self._run_store(
+            "database",
+            lambda: MemoryDatabase(name=self.store_name("postgres"), namespace=self.namespace),
+            lambda: PostgresDatabase(self.endpoints.postgres_dsn, self.namespace),
+        )
         return ReportingDatabase(found, self.reporter)
 
     async def saga_log(self) -> SagaLog:
@@ -247,30 +265,24 @@ class ProgramContext:
         from mqlab.patterns.saga import MemorySagaLog
         from mqlab.patterns.saga_log_postgres import PostgresSagaLog
 
-        found = self.shared.get("saga_log")
-        if found is None:
-            if self.simulated:
-                found = MemorySagaLog(name=self.store_name("postgres"))
-            else:
-                found = PostgresSagaLog(self.endpoints.postgres_dsn, self.namespace)
-            await found.setup()
-            self.shared["saga_log"] = found
-        return found
+        log: SagaLog = await self._run_store(
+            "saga_log",
+            lambda: MemorySagaLog(name=self.store_name("postgres")),
+            lambda: PostgresSagaLog(self.endpoints.postgres_dsn, self.namespace),
+        )
+        return log
 
     async def event_store(self) -> EventStore:
         """The run's event store (PostgreSQL on the lab, memory on the simulator)."""
         from mqlab.patterns.event_sourcing import MemoryEventStore
         from mqlab.patterns.event_store_postgres import PostgresEventStore
 
-        found = self.shared.get("event_store")
-        if found is None:
-            if self.simulated:
-                found = MemoryEventStore(name=self.store_name("postgres"))
-            else:
-                found = PostgresEventStore(self.endpoints.postgres_dsn, self.namespace)
-            await found.setup()
-            self.shared["event_store"] = found
-        return found
+        store: EventStore = await self._run_store(
+            "event_store",
+            lambda: MemoryEventStore(name=self.store_name("postgres")),
+            lambda: PostgresEventStore(self.endpoints.postgres_dsn, self.namespace),
+        )
+        return store
 
     async def dedup_store(self, ttl: float | None) -> DedupStore:
         """The run's dedup store with ``ttl`` (Redis on the lab, memory on the simulator)."""
