@@ -58,7 +58,7 @@ import asyncio
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from mqlab.observe.events import (
@@ -330,7 +330,6 @@ class SagaLog(ABC):
             (the caller must not start it twice).
         """
 
-    @abstractmethod
     async def append(
         self,
         saga_id: str,
@@ -345,6 +344,22 @@ class SagaLog(ABC):
         status: SagaStatus | None = None,
     ) -> None:
         """Append one entry (and change the saga's status, in the same write)."""
+        entry = LogEntry(
+            seq=0,
+            kind=kind,
+            step=step,
+            attempt=attempt,
+            compensation_id=compensation_id,
+            error=error,
+            may_have_applied=may_have_applied,
+            results=dict(results or {}),
+        )
+        await self._append(saga_id, entry, status)
+
+    @abstractmethod
+    async def _append(self, saga_id: str, entry: LogEntry, status: SagaStatus | None) -> None:
+        """Write ``entry`` as the saga's next one, numbered after the last (its ``seq`` is a
+        placeholder), and set the saga's ``status`` unless it is None, in one write."""
 
     @abstractmethod
     async def load(self, saga_id: str) -> SagaRecord | None:
@@ -370,36 +385,15 @@ class MemorySagaLog(SagaLog):
         self._sagas[saga_id] = SagaRecord(saga_id, saga, "running", dict(data), (entry,))
         return None
 
-    async def append(
-        self,
-        saga_id: str,
-        kind: EntryKind,
-        *,
-        step: str = "",
-        attempt: int = 0,
-        compensation_id: str = "",
-        error: str = "",
-        may_have_applied: bool = False,
-        results: Mapping[str, Any] | None = None,
-        status: SagaStatus | None = None,
-    ) -> None:
+    async def _append(self, saga_id: str, entry: LogEntry, status: SagaStatus | None) -> None:
         record = self._sagas[saga_id]
-        entry = LogEntry(
-            seq=len(record.entries) + 1,
-            kind=kind,
-            step=step,
-            attempt=attempt,
-            compensation_id=compensation_id,
-            error=error,
-            may_have_applied=may_have_applied,
-            results=dict(results or {}),
-        )
+        numbered = replace(entry, seq=len(record.entries) + 1)
         self._sagas[saga_id] = SagaRecord(
             saga_id,
             record.saga,
             status or record.status,
             record.data,
-            (*record.entries, entry),
+            (*record.entries, numbered),
         )
 
     async def load(self, saga_id: str) -> SagaRecord | None:
@@ -555,13 +549,12 @@ class SagaOrchestrator:
                 for s in definition.steps
                 if record.compensation_state(s.name) in ("in_doubt", "failed")
             ]
-            await self.log.append(saga_id, "recovered", error="continue compensating")
-            self._emit(
-                SagaRecovered,
-                saga_id=saga_id,
+            await self._log_recovery(
+                saga_id,
                 decision="continue_compensating",
-                in_doubt=doubtful[-1] if doubtful else "",
                 reason="a failure was recorded",
+                note="continue compensating",
+                in_doubt=doubtful[-1] if doubtful else "",
             )
             return await self._compensate(definition, saga_id)
         states = [(s, record.step_state(s.name)) for s in definition.steps]
@@ -571,38 +564,51 @@ class SagaOrchestrator:
                 (i for i, (_, state) in enumerate(states) if state == "not_started"),
                 len(states),
             )
-            await self.log.append(saga_id, "recovered", error="resume: no step in doubt")
-            self._emit(
-                SagaRecovered,
-                saga_id=saga_id,
+            await self._log_recovery(
+                saga_id,
                 decision="resume",
                 reason="no step in doubt",
+                note="resume: no step in doubt",
             )
             return await self._forward(definition, saga_id, next_index)
         if in_doubt.idempotent:
-            await self.log.append(
-                saga_id, "recovered", error=f"resume: {in_doubt.name} is idempotent"
-            )
-            self._emit(
-                SagaRecovered,
-                saga_id=saga_id,
+            await self._log_recovery(
+                saga_id,
                 decision="resume",
-                in_doubt=in_doubt.name,
                 reason=f"{in_doubt.name} is idempotent: run it again",
+                note=f"resume: {in_doubt.name} is idempotent",
+                in_doubt=in_doubt.name,
             )
             return await self._forward(definition, saga_id, definition.steps.index(in_doubt))
         reason = f"{in_doubt.name} may have applied and is not idempotent"
-        await self.log.append(
-            saga_id, "recovered", step=in_doubt.name, error=reason, status="compensating"
-        )
-        self._emit(
-            SagaRecovered,
-            saga_id=saga_id,
+        await self._log_recovery(
+            saga_id,
             decision="compensate",
-            in_doubt=in_doubt.name,
             reason=reason,
+            note=reason,
+            in_doubt=in_doubt.name,
+            step=in_doubt.name,
+            status="compensating",
         )
         return await self._compensate(definition, saga_id)
+
+    async def _log_recovery(
+        self,
+        saga_id: str,
+        *,
+        decision: str,
+        reason: str,
+        note: str,
+        in_doubt: str = "",
+        step: str = "",
+        status: SagaStatus | None = None,
+    ) -> None:
+        """Write recovery's decision to the log (``note``; ``step`` when it is the one that
+        starts the compensation), then report it as a ``SagaRecovered``."""
+        await self.log.append(saga_id, "recovered", step=step, error=note, status=status)
+        self._emit(
+            SagaRecovered, saga_id=saga_id, decision=decision, in_doubt=in_doubt, reason=reason
+        )
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -704,20 +710,15 @@ class SagaOrchestrator:
         timeout = step.compensation_timeout or step.timeout
         previous_delay: float | None = None
         for attempt in range(1, policy.attempts + 1):
-            await self.log.append(
-                saga_id,
-                "compensation_started",
-                step=step.name,
-                attempt=attempt,
-                compensation_id=key,
-            )
-            self._emit(
-                CompensationStarted,
-                saga_id=saga_id,
-                step=step.name,
-                compensation_id=key,
-                attempt=attempt,
-            )
+            # Each transition is logged first, then reported; both name this attempt and the
+            # compensation's stable key.
+            this_attempt: dict[str, Any] = {
+                "step": step.name,
+                "attempt": attempt,
+                "compensation_id": key,
+            }
+            await self.log.append(saga_id, "compensation_started", **this_attempt)
+            self._emit(CompensationStarted, saga_id=saga_id, **this_attempt)
             await self.crash("compensation_started", step.name)
             context = StepContext(saga_id, step.name, record.current_data(), attempt)
             try:
@@ -729,40 +730,15 @@ class SagaOrchestrator:
                 error = _text(failure)
             else:
                 await self.crash("compensation_done", step.name)
-                await self.log.append(
-                    saga_id,
-                    "compensation_succeeded",
-                    step=step.name,
-                    attempt=attempt,
-                    compensation_id=key,
-                )
-                self._emit(
-                    CompensationSucceeded,
-                    saga_id=saga_id,
-                    step=step.name,
-                    compensation_id=key,
-                    attempt=attempt,
-                )
+                await self.log.append(saga_id, "compensation_succeeded", **this_attempt)
+                self._emit(CompensationSucceeded, saga_id=saga_id, **this_attempt)
                 await self.crash("compensation_succeeded", step.name)
                 return None
             last = attempt == policy.attempts
             delay = None if last else policy.backoff.delay(attempt - 1, previous_delay, self.rng)
-            await self.log.append(
-                saga_id,
-                "compensation_failed",
-                step=step.name,
-                attempt=attempt,
-                compensation_id=key,
-                error=error,
-            )
+            await self.log.append(saga_id, "compensation_failed", error=error, **this_attempt)
             self._emit(
-                CompensationFailed,
-                saga_id=saga_id,
-                step=step.name,
-                compensation_id=key,
-                attempt=attempt,
-                error=error,
-                retry_in=delay,
+                CompensationFailed, saga_id=saga_id, error=error, retry_in=delay, **this_attempt
             )
             if delay is None:
                 return f"compensation of {step.name} failed {policy.attempts} times: {error}"

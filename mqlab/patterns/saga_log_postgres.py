@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from mqlab.patterns import postgres
-from mqlab.patterns.saga import EntryKind, LogEntry, SagaLog, SagaRecord, SagaStatus
+from mqlab.patterns.saga import LogEntry, SagaLog, SagaRecord, SagaStatus
 
 
 class PostgresSagaLog(postgres.PostgresClient, SagaLog):
@@ -83,19 +84,7 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
             ),
         )
 
-    async def append(
-        self,
-        saga_id: str,
-        kind: EntryKind,
-        *,
-        step: str = "",
-        attempt: int = 0,
-        compensation_id: str = "",
-        error: str = "",
-        may_have_applied: bool = False,
-        results: Mapping[str, Any] | None = None,
-        status: SagaStatus | None = None,
-    ) -> None:
+    async def _append(self, saga_id: str, entry: LogEntry, status: SagaStatus | None) -> None:
         async with self._transaction() as connection:
             await connection.execute(
                 sql.SQL("SELECT 1 FROM {} WHERE saga_id = %s FOR UPDATE").format(
@@ -111,17 +100,7 @@ class PostgresSagaLog(postgres.PostgresClient, SagaLog):
             )
             row = await cursor.fetchone()
             seq = int(row[0]) if row else 1
-            entry = LogEntry(
-                seq=seq,
-                kind=kind,
-                step=step,
-                attempt=attempt,
-                compensation_id=compensation_id,
-                error=error,
-                may_have_applied=may_have_applied,
-                results=dict(results or {}),
-            )
-            await self._insert_entry(connection, saga_id, entry)
+            await self._insert_entry(connection, saga_id, replace(entry, seq=seq))
             if status is not None:
                 await connection.execute(
                     sql.SQL(
