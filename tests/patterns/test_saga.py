@@ -35,9 +35,12 @@ from mqlab.patterns.order_saga import (
 from mqlab.patterns.retry import Backoff, Strategy
 from mqlab.patterns.saga import (
     CompensationRetry,
+    EntryKind,
+    LogEntry,
     MemorySagaLog,
     SagaDefinition,
     SagaOrchestrator,
+    SagaRecord,
     SagaResult,
     SagaStep,
     StepContext,
@@ -364,3 +367,43 @@ async def test_saga_observations_round_trip_through_a_trace(
         "compensation_failed",
         "saga_parked",
     }
+
+
+@pytest.mark.parametrize(
+    ("records", "step_state", "compensation_state"),
+    [
+        ((), "not_started", "none"),
+        ((("step_started", False),), "in_doubt", "none"),
+        ((("step_started", False), ("step_succeeded", False)), "succeeded", "none"),
+        ((("step_started", False), ("step_failed", True)), "failed", "none"),
+        ((("step_started", False), ("step_failed", False)), "rejected", "none"),
+        # A record of another kind (recovery's decision, a parking) changes neither state.
+        ((("step_started", False), ("recovered", False)), "in_doubt", "none"),
+        ((("step_succeeded", False), ("compensation_started", False)), "succeeded", "in_doubt"),
+        (
+            (("compensation_started", False), ("compensation_failed", False)),
+            "not_started",
+            "failed",
+        ),
+        (
+            (("compensation_failed", False), ("parked", False), ("compensation_succeeded", False)),
+            "not_started",
+            "succeeded",
+        ),
+        # An idempotent step run again after a crash left it in doubt: the latest record decides.
+        ((("step_started", False), ("step_started", False)), "in_doubt", "none"),
+        ((("step_succeeded", False), ("step_started", False)), "in_doubt", "none"),
+    ],
+)
+def test_a_steps_state_is_what_its_latest_record_of_that_kind_says(
+    records: tuple[tuple[EntryKind, bool], ...], step_state: str, compensation_state: str
+) -> None:
+    entries = [
+        LogEntry(seq=n, kind=kind, step="pay", may_have_applied=may_have_applied)
+        for n, (kind, may_have_applied) in enumerate(records, start=1)
+    ]
+    # Records of another step around them must not count.
+    other = LogEntry(seq=0, kind="step_failed", step="ship", may_have_applied=True)
+    record = SagaRecord("s1", "order", "running", {}, (other, *entries, other))
+    assert record.step_state("pay") == step_state
+    assert record.compensation_state("pay") == compensation_state
