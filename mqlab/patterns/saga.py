@@ -57,7 +57,7 @@ from __future__ import annotations
 import asyncio
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -238,6 +238,13 @@ class LogEntry:
 StepState = Literal["not_started", "in_doubt", "succeeded", "failed", "rejected"]
 CompensationState = Literal["none", "in_doubt", "succeeded", "failed"]
 
+_COMPENSATION_STATES: Mapping[str, CompensationState] = {
+    "compensation_started": "in_doubt",
+    "compensation_succeeded": "succeeded",
+    "compensation_failed": "failed",
+}
+"""The compensation's state after each kind of compensation record."""
+
 
 @dataclass(frozen=True, slots=True)
 class SagaRecord:
@@ -251,31 +258,21 @@ class SagaRecord:
 
     def step_state(self, step: str) -> StepState:
         """What the log knows about ``step``'s action (its latest record decides)."""
-        state: StepState = "not_started"
-        for entry in self.entries:
-            if entry.step != step:
-                continue
-            if entry.kind == "step_started":
-                state = "in_doubt"
-            elif entry.kind == "step_succeeded":
-                state = "succeeded"
-            elif entry.kind == "step_failed":
-                state = "failed" if entry.may_have_applied else "rejected"
-        return state
+        latest = self._latest(step, ("step_started", "step_succeeded", "step_failed"))
+        if latest is None:
+            return "not_started"
+        if latest.kind == "step_failed":
+            return "failed" if latest.may_have_applied else "rejected"
+        return "in_doubt" if latest.kind == "step_started" else "succeeded"
 
     def compensation_state(self, step: str) -> CompensationState:
         """What the log knows about ``step``'s compensation (its latest record decides)."""
-        state: CompensationState = "none"
-        for entry in self.entries:
-            if entry.step != step:
-                continue
-            if entry.kind == "compensation_started":
-                state = "in_doubt"
-            elif entry.kind == "compensation_succeeded":
-                state = "succeeded"
-            elif entry.kind == "compensation_failed":
-                state = "failed"
-        return state
+        latest = self._latest(step, _COMPENSATION_STATES)
+        return "none" if latest is None else _COMPENSATION_STATES[latest.kind]
+
+    def _latest(self, step: str, kinds: Container[str]) -> LogEntry | None:
+        """``step``'s newest record of one of ``kinds`` (None when it has none)."""
+        return next((e for e in reversed(self.entries) if e.step == step and e.kind in kinds), None)
 
     def attempts(self, step: str, kind: EntryKind) -> int:
         """How many ``kind`` records (``step_started``, ``compensation_started``) ``step`` has."""
