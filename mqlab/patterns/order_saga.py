@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mqlab.patterns.database import BusinessDatabase, Transaction
@@ -82,14 +82,8 @@ class Order:
     amount: int
 
     def as_data(self) -> dict[str, Any]:
-        """The saga's start data."""
-        return {
-            "order_id": self.order_id,
-            "customer": self.customer,
-            "sku": self.sku,
-            "quantity": self.quantity,
-            "amount": self.amount,
-        }
+        """The saga's start data: every field, by its name."""
+        return asdict(self)
 
 
 def stock_account(sku: str) -> str:
