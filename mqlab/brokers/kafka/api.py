@@ -11,9 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, get_args
+from typing import ClassVar, Literal, Unpack, get_args
 
 from mqlab.brokers.base import (
+    AdapterOptions,
     Broker,
     BrokerError,
     Capabilities,
@@ -400,6 +401,12 @@ class KafkaAPI(Broker):
     system = "kafka"
     capabilities = KAFKA_CAPABILITIES
 
+    def __init__(self, **options: Unpack[AdapterOptions]) -> None:
+        super().__init__(**options)
+        # What this adapter opened and nobody closed yet: closed with it (close_clients).
+        self._producers: list[KafkaProducer] = []
+        self._consumers: list[KafkaConsumer] = []
+
     def report_committed(
         self, group_id: str, offsets: Mapping[TopicPartition, int], consumer: str
     ) -> None:
@@ -483,7 +490,9 @@ class KafkaAPI(Broker):
             linger_ms=linger_ms,
             transaction_timeout=transaction_timeout,
         )
-        return await self._open_producer(settings)
+        producer = await self._open_producer(settings)
+        self._producers.append(producer)
+        return producer
 
     async def consumer(
         self,
@@ -538,7 +547,27 @@ class KafkaAPI(Broker):
             max_poll_records=max_poll_records,
             max_poll_interval=max_poll_interval,
         )
-        return await self._open_consumer(chosen, settings)
+        consumer = await self._open_consumer(chosen, settings)
+        self._consumers.append(consumer)
+        return consumer
+
+    def forget(self, closed: KafkaProducer | KafkaConsumer) -> None:
+        """A producer or consumer closed (or crashed): the adapter no longer closes it itself."""
+        if closed in self._producers:
+            self._producers.remove(closed)
+        if closed in self._consumers:
+            self._consumers.remove(closed)
+
+    async def close_clients(self) -> None:
+        """Close every consumer, then every producer, this adapter opened and nobody closed
+        yet (what each adapter's ``_close`` and ``cleanup`` do first: Kafka refuses to delete
+        a group that still has members)."""
+        for consumer in list(self._consumers):
+            await consumer.close()
+        for producer in list(self._producers):
+            await producer.close()
+        self._consumers.clear()
+        self._producers.clear()
 
     @abstractmethod
     async def _open_producer(self, settings: ProducerSettings) -> KafkaProducer:

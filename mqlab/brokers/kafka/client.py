@@ -117,8 +117,6 @@ class KafkaBroker(KafkaAPI):
         self.watch_interval = watch_interval
         self._admin: AIOKafkaAdminClient | None = None
         self._watcher: ClusterWatcher | None = None
-        self._producers: list[Producer] = []
-        self._consumers: list[Consumer] = []
         self._created_topics: set[str] = set()
         self._used_groups: set[str] = set()
 
@@ -150,14 +148,6 @@ class KafkaBroker(KafkaAPI):
             raise BrokerError(f"kafka: {what} failed: {error_text(error)}") from error
         except (IllegalStateError, AssertionError) as error:  # aiokafka's usage errors
             raise BrokerError(f"kafka: {what}: {error_text(error)}") from error
-
-    def forget_producer(self, producer: Producer) -> None:
-        if producer in self._producers:
-            self._producers.remove(producer)
-
-    def forget_consumer(self, consumer: Consumer) -> None:
-        if consumer in self._consumers:
-            self._consumers.remove(consumer)
 
     def report_delivery(self, consumer: Consumer, record: KafkaRecord) -> None:
         """Emit Delivered for a fetched record. Kafka has no redelivered flag and no delivery
@@ -267,10 +257,7 @@ class KafkaBroker(KafkaAPI):
         self._watcher.start()
 
     async def _close(self) -> None:
-        for consumer in list(self._consumers):
-            await consumer.close()
-        for producer in list(self._producers):
-            await producer.close()
+        await self.close_clients()
         if self._watcher is not None:
             await self._watcher.stop()
             self._watcher = None
@@ -447,9 +434,7 @@ class KafkaBroker(KafkaAPI):
         )
         wire.fall_back_to_bootstrap(producer.client, REBOOTSTRAP_TIMEOUT)
         await self._start_client(producer.start(), producer.stop, f"producer {settings.name}")
-        wrapped = Producer(self, producer, settings)
-        self._producers.append(wrapped)
-        return wrapped
+        return Producer(self, producer, settings)
 
     async def _open_consumer(
         self, topics: tuple[str, ...], settings: ConsumerSettings
@@ -489,7 +474,6 @@ class KafkaBroker(KafkaAPI):
             raise BrokerError(
                 f"kafka: {name} cannot subscribe to {list(topics)}: {error}"
             ) from error
-        self._consumers.append(wrapped)
         self._used_groups.add(settings.group_id)
         return wrapped
 
@@ -649,10 +633,7 @@ class KafkaBroker(KafkaAPI):
         members. Groups and topics already gone are fine; a group that still has members
         from somewhere else is retried until its members' session would have expired.
         """
-        for consumer in list(self._consumers):
-            await consumer.close()
-        for producer in list(self._producers):
-            await producer.close()
+        await self.close_clients()
         if self._admin is None:
             return
         try:

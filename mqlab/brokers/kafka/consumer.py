@@ -177,7 +177,7 @@ class Consumer(KafkaConsumer):
         if self._closed:
             return
         self._closed = True
-        self._broker.forget_consumer(self)
+        self._broker.forget(self)
         # stop() sends LeaveGroup, so the others rebalance at once instead of after the
         # session timeout; bounded because a dead coordinator would make it wait.
         with contextlib.suppress(TimeoutError, KafkaError, OSError):

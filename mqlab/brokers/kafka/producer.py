@@ -220,7 +220,7 @@ class Producer(KafkaProducer):
         if self._closed:
             return
         self._closed = True
-        self._broker.forget_producer(self)
+        self._broker.forget(self)
         # stop() flushes; against a dead cluster that could wait for ever, so it is bounded
         # (records still unacknowledged then are dropped, as the learner's error says).
         with contextlib.suppress(TimeoutError, KafkaError, OSError):

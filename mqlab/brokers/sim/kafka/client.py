@@ -82,8 +82,6 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
         super().__init__(world=world, **options)
         self._cluster_options: dict[str, Any] = {"brokers": brokers, "config": broker_config}
         self._cluster: SimKafkaCluster | None = None
-        self._producers: list[SimKafkaProducer] = []
-        self._consumers: list[SimKafkaConsumer] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -104,24 +102,16 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
             await asyncio.sleep(RETRY_BACKOFF)
 
     async def _close(self) -> None:
-        await self._close_clients()
+        await self.close_clients()
         if self._owns_world:
             if self._cluster is not None:
                 self._cluster.stop()
             await self.world.aclose()
 
-    async def _close_clients(self) -> None:
-        for consumer in list(self._consumers):
-            await consumer.close()
-        for producer in list(self._producers):
-            await producer.close()
-        self._consumers.clear()
-        self._producers.clear()
-
     async def cleanup(self) -> None:
         """Close this adapter's clients, then delete the namespace's topics, groups and
         transactional state (safe to repeat)."""
-        await self._close_clients()
+        await self.close_clients()
         cluster = self.cluster
         prefix = f"{self.namespace}-"
         for topic in cluster.topics_with_prefix(prefix):
@@ -198,7 +188,6 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
     async def _open_producer(self, settings: ProducerSettings) -> SimKafkaProducer:
         producer = SimKafkaProducer(self, settings)
         await producer.start()
-        self._producers.append(producer)
         return producer
 
     async def _open_consumer(
@@ -206,14 +195,7 @@ class SimKafkaBroker(SimBroker, KafkaAPI):
     ) -> SimKafkaConsumer:
         consumer = SimKafkaConsumer(self, topics, settings)
         consumer.start()
-        self._consumers.append(consumer)
         return consumer
-
-    def _forget(self, client: object) -> None:
-        if client in self._producers:
-            self._producers.remove(client)
-        if client in self._consumers:
-            self._consumers.remove(client)
 
     async def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
         """Committed offsets of ``group_id`` as its coordinator stores them."""

@@ -495,7 +495,7 @@ class SimKafkaConsumer(KafkaConsumer):
     async def close(self) -> None:
         """Commit (with auto-commit), leave the group cleanly and stop. Idempotent."""
         if self._state != "running":
-            self._adapter._forget(self)
+            self._adapter.forget(self)
             return
         if self._task is not None:
             self._task.cancel()
@@ -505,7 +505,7 @@ class SimKafkaConsumer(KafkaConsumer):
         self._revoke()
         self._state = "closed"
         self._wakeup.set()
-        self._adapter._forget(self)
+        self._adapter.forget(self)
 
     async def crash(self, point: str = "crash()") -> None:
         """Die like kill -9: no commit, no LeaveGroup. The coordinator notices when the
@@ -519,7 +519,7 @@ class SimKafkaConsumer(KafkaConsumer):
                 partition.listeners.remove(self._listener)
         self._state = "crashed"
         self._wakeup.set()
-        self._adapter._forget(self)
+        self._adapter.forget(self)
         self._bus.emit(
             ConsumerCrashed(
                 at=self._world.now(),

@@ -493,4 +493,4 @@ class SimKafkaProducer(KafkaProducer):
             return
         await self.flush()
         self._closed = True
-        self._adapter._forget(self)
+        self._adapter.forget(self)
