@@ -440,6 +440,14 @@ class Broker(ABC):
         """The error for "this broker cannot be reached", with the hint that fits it."""
         return BrokerUnavailable(self.system, self.address, detail, simulated=self.backend == "sim")
 
+    def no_answer(self, operation: str, target: str, seconds: float) -> OperationTimedOut:
+        """The error for a request that reached the broker but got no answer within
+        ``seconds`` (it may still have been carried out: the caller must not assume either)."""
+        return OperationTimedOut(
+            f"{self.system} did not answer {operation} on {target} within {seconds:g} s "
+            f"at {self.address}"
+        )
+
     @property
     def faults(self) -> Faults:
         """What can be done to this broker's nodes (kill, pause, network faults ...): the local

@@ -50,7 +50,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
+from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.nats.api import (
     MESSAGE_ID_HEADER,
     ConsumerInfo,
@@ -436,13 +436,8 @@ class NatsBroker(NatsAPI):
             ) from None
         except (nats.errors.TimeoutError, TimeoutError):
             if self._nc is None or not self._nc.is_connected:
-                raise BrokerUnavailable(
-                    self.system, self.address, f"connection lost during {operation}"
-                ) from None
-            raise OperationTimedOut(
-                f"nats did not answer {operation} on {target} within "
-                f"{self.request_timeout:g} s at {self.address}"
-            ) from None
+                raise self.unavailable(f"connection lost during {operation}") from None
+            raise self.no_answer(operation, target, self.request_timeout) from None
         except nats.errors.MsgAlreadyAckdError:
             raise JetStreamError(f"{operation}: the message was already acknowledged") from None
         except (nats.errors.Error, OSError) as error:

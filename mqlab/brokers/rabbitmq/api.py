@@ -20,6 +20,7 @@ from mqlab.brokers.base import (
     AdapterOptions,
     Broker,
     Capabilities,
+    OperationTimedOut,
     Snapshot,
     check_window,
     send_windowed,
@@ -204,6 +205,17 @@ class RabbitMQAPI(Broker):
         ):
             return logical_name
         return super().qualify(logical_name)
+
+    def call_timed_out(self, what: str, *, connected: bool) -> OperationTimedOut:
+        """The error for a broker call that did not finish within ``operation_timeout``:
+        while ``connected`` the node gave no answer, otherwise the call waited for a reconnect
+        that did not come in time."""
+        state = (
+            "no answer" if connected else f"the connection to {self.address} is down, reconnecting"
+        )
+        return OperationTimedOut(
+            f"rabbitmq: {what} did not finish within {self.operation_timeout:g}s ({state})"
+        )
 
     def qualify_queue(self, name: str) -> str:
         """The broker-side name of a queue.

@@ -463,14 +463,7 @@ class RabbitMQBroker(RabbitMQAPI):
             async with asyncio.timeout(self.operation_timeout):
                 return await operation
         except TimeoutError:
-            state = (
-                f"the connection to {self.address} is down, reconnecting"
-                if not self.link_up
-                else "no answer"
-            )
-            raise OperationTimedOut(
-                f"rabbitmq: {what} did not finish within {self.operation_timeout:g}s ({state})"
-            ) from None
+            raise self.call_timed_out(what, connected=self.link_up) from None
         except aiormq.exceptions.ChannelNotFoundEntity as error:
             raise NotFound(f"rabbitmq: {what}: {_describe(error)}") from None
         except aiormq.exceptions.ChannelPreconditionFailed as error:

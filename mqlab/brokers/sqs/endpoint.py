@@ -20,7 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut, Reachability
+from mqlab.brokers.base import BrokerError, BrokerUnavailable, Reachability
 from mqlab.brokers.sqs.api import MAX_LONG_POLL_SECONDS, ReceiptHandleInvalid, SqsRequestRefused
 
 if TYPE_CHECKING:
@@ -163,10 +163,7 @@ class SqsEndpoint:
                 self.health.unreachable(
                     f"{operation} got no answer within {broker.request_timeout:g} s"
                 )
-                raise OperationTimedOut(
-                    f"sqs did not answer {operation} on {target} within "
-                    f"{broker.request_timeout:g} s at {broker.address}"
-                ) from None
+                raise broker.no_answer(operation, target, broker.request_timeout) from None
             except (BotoConnectionError, HTTPClientError) as error:
                 detail = one_line(error)
                 self.health.unreachable(detail)

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, Unpack
 
-from mqlab.brokers.base import BrokerError, OperationTimedOut
+from mqlab.brokers.base import BrokerError
 from mqlab.brokers.nats.api import (
     ConsumerInfo,
     JetStreamError,
@@ -265,10 +265,7 @@ class SimNatsBroker(SimBroker, NatsAPI):
         except TimeoutError:
             if not self.link.up:
                 raise self.unavailable(f"connection lost during {operation}") from None
-            raise OperationTimedOut(
-                f"nats did not answer {operation} on {target} within "
-                f"{self.request_timeout:g} s at {self.address}"
-            ) from None
+            raise self.no_answer(operation, target, self.request_timeout) from None
         except NodeUnreachable as error:
             self.link.lose(error.reason)
             raise self.unavailable(f"{operation} failed: {error.reason}") from None

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar, Unpack
 
-from mqlab.brokers.base import BrokerError, OperationTimedOut
+from mqlab.brokers.base import BrokerError
 from mqlab.brokers.rabbitmq.api import (
     ConnectionLost,
     NotFound,
@@ -298,14 +298,7 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
                         raise ConnectionLost(f"rabbitmq: {what}: {error.reason}") from None
                     return result
         except TimeoutError:
-            state = (
-                f"the connection to {self.address} is down, reconnecting"
-                if not link.up
-                else "no answer"
-            )
-            raise OperationTimedOut(
-                f"rabbitmq: {what} did not finish within {self.operation_timeout:g}s ({state})"
-            ) from None
+            raise self.call_timed_out(what, connected=link.up) from None
 
     async def _send(self, action: Callable[[], _T], nbytes: int) -> _T:
         """The request leg (``nbytes`` of payload): travel to the node (a reset or killed node

@@ -13,7 +13,6 @@ from typing import TypeVar, Unpack
 from mqlab.brokers.base import (
     BrokerError,
     BrokerUnavailable,
-    OperationTimedOut,
     Reachability,
 )
 from mqlab.brokers.sim.adapter import SimBroker
@@ -351,10 +350,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
                 self._health.unreachable(
                     f"{operation} got no answer within {self.request_timeout:g} s"
                 )
-                raise OperationTimedOut(
-                    f"sqs did not answer {operation} on {target} within "
-                    f"{self.request_timeout:g} s at {self.address}"
-                ) from None
+                raise self.no_answer(operation, target, self.request_timeout) from None
             except NodeUnreachable as error:
                 self._health.unreachable(error.reason)
                 if loop.time() + _RETRY_INTERVAL > deadline:
