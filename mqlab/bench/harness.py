@@ -20,7 +20,7 @@ acknowledgement. Every number comes with the settings it was measured with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from mqlab.bench.workload import BenchResult, BenchTarget, Latency, Workload, target_system
@@ -158,6 +158,20 @@ Receive = Callable[[], Awaitable[list[Any]]]
 """Wait a moment for messages; returns what arrived (payloads are extracted by ``payload_of``)."""
 
 
+async def _all_or_none(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutines side by side until all are done; when one fails (or the run is
+    cancelled) the others are cancelled and awaited before the error goes on, so no task
+    outlives the run."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def _produce(flow: _Flow, units: int, in_flight: int, send: SendUnit) -> None:
     """``in_flight`` workers sharing one sequence of units, each awaiting its own send."""
     indexes = iter(range(units))
@@ -168,14 +182,7 @@ async def _produce(flow: _Flow, units: int, in_flight: int, send: SendUnit) -> N
             count = await send(flow, index)
             flow.acknowledged(count, started)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(in_flight, units)))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
+    await _all_or_none([worker() for _ in range(max(1, min(in_flight, units)))])
 
 
 async def _consume(
@@ -225,15 +232,12 @@ async def _measure(
         return await send(flow, index)
 
     started = flow.loop.time()
-    producer = asyncio.ensure_future(_produce(flow, units, in_flight_units, bounded_send))
-    consumer = asyncio.ensure_future(_consume(flow, receive, payload_of, settle, target))
-    try:
-        await asyncio.gather(producer, consumer)
-    except BaseException:
-        for task in (producer, consumer):
-            task.cancel()
-        await asyncio.gather(producer, consumer, return_exceptions=True)
-        raise
+    await _all_or_none(
+        [
+            _produce(flow, units, in_flight_units, bounded_send),
+            _consume(flow, receive, payload_of, settle, target),
+        ]
+    )
     settings.append(("backlog", f"at most {max_backlog:,} sent but not yet received"))
     return BenchResult(
         target=target,

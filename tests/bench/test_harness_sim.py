@@ -85,3 +85,25 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 0.5) == 50.0
     assert percentile(values, 0.99) == 99.0
     assert percentile([7.0], 0.99) == 7.0
+
+
+async def test_when_one_side_fails_the_other_is_cancelled_before_the_error_goes_on() -> None:
+    import asyncio
+
+    from mqlab.bench.harness import _all_or_none
+
+    finished: list[str] = []
+
+    async def waits_forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            finished.append("waiter")
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise BrokerError("the consumer gave up")
+
+    with pytest.raises(BrokerError, match="gave up"):
+        await _all_or_none([waits_forever(), fails()])
+    assert finished == ["waiter"]
