@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from mqlab.brokers.base import BrokerError
-from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
+from mqlab.brokers.sqs.api import QueueMissing, SqsAPI, SqsMessage
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import Acked, DeadLettered, Delivered, Nacked, Observation, Produced
 from tests import waiting
@@ -326,6 +326,13 @@ class SqsContract:
 
         assert await broker.receive("once", max_messages=10, wait_time=2) == []
         assert await total_messages(broker, "once") == 0
+
+    async def test_a_missing_queue_raises_queue_missing(self, broker: SqsAPI) -> None:
+        """Both backends raise the interface's one QueueMissing (code that catches it works on
+        either), and it is still a refused request."""
+        with pytest.raises(QueueMissing, match="does not exist") as raised:
+            await broker.queue_info("never-created")
+        assert isinstance(raised.value, BrokerError)
 
     async def test_inspect_sees_queues_with_depths_and_redrive(self, broker: SqsAPI) -> None:
         await broker.create_queue("in-dlq")

@@ -26,6 +26,8 @@ from mqlab.brokers.base import (
 MESSAGE_ID_HEADER = "mqlab-id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 """JetStream's deduplication header (what ``publish(msg_id=...)`` sets)."""
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+"""Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
 
 DeliverPolicy = Literal["all", "last", "new", "by_start_sequence", "by_start_time"]
 Retention = Literal["limits", "interest", "workqueue"]

@@ -52,6 +52,7 @@ from nats.js import api as js_api
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.nats.api import (
+    MAX_DELIVERIES_ADVISORY,
     MESSAGE_ID_HEADER,
     ConsumerInfo,
     JetStreamError,
@@ -71,8 +72,6 @@ from mqlab.observe.events import (
     DeadLettered,
 )
 
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-"""Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
 """JetStream's deduplication header."""
 _STREAM_EXISTS = 10058  # JetStream error code: stream name already in use (other config)
 _RECONNECT_WAIT = 0.5

@@ -26,6 +26,7 @@ from mqlab.brokers.base import (
     send_windowed,
 )
 from mqlab.brokers.rabbitmq.delivery import (
+    GET_CONSUMER,
     MESSAGE_ID_HEADER,
     RabbitConsumer,
     RabbitDelivery,
@@ -44,6 +45,7 @@ from mqlab.brokers.rabbitmq.errors import (
 from mqlab.brokers.rabbitmq.topology import Topology
 
 __all__ = [
+    "GET_CONSUMER",
     "MESSAGE_ID_HEADER",
     "RABBITMQ_CAPABILITIES",
     "AlreadySettled",

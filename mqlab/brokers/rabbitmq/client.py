@@ -62,6 +62,7 @@ from yarl import URL
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, OperationTimedOut
 from mqlab.brokers.rabbitmq.api import (
+    GET_CONSUMER,
     BindingInfo,
     ConnectionLost,
     ExchangeInfo,
@@ -98,8 +99,6 @@ NODE = "rabbitmq"
 PERSISTENT = 2
 """AMQP delivery mode 2: written to disk in a durable queue, so it survives a broker restart."""
 
-GET_CONSUMER = "basic.get"
-"""The consumer name observations use for messages fetched with :meth:`RabbitMQBroker.get`."""
 
 _SEEN_DEATHS_LIMIT = 100_000  # bounded memory for x-death attribution on long runs
 

@@ -22,6 +22,10 @@ SettleVerb = Literal["ack", "nack", "reject"]
 MESSAGE_ID_HEADER = "mqlab-id"
 """Header that carries mqlab's message id (see :mod:`mqlab.observe.events`)."""
 
+GET_CONSUMER = "basic.get"
+"""The consumer name observations use for messages fetched with ``get`` (basic.get has no
+consumer)."""
+
 
 @dataclass(frozen=True, slots=True)
 class XDeath:

@@ -29,6 +29,8 @@ MAX_BATCH = 10
 """The most entries one SendMessageBatch takes (and ReceiveMessage returns)."""
 MAX_LONG_POLL_SECONDS = 20
 """The longest ReceiveMessage wait SQS accepts."""
+DEDUP_WINDOW_SECONDS = 300.0
+"""SQS FIFO's deduplication interval (fixed at five minutes by AWS)."""
 
 SQS_CAPABILITIES = Capabilities(
     ordering="none",
@@ -50,7 +52,7 @@ SQS_FIFO_CAPABILITIES = Capabilities(
     replay=False,
     priority=False,
     routing="message group",
-    dedup_window_seconds=300.0,
+    dedup_window_seconds=DEDUP_WINDOW_SECONDS,
     dead_letter=True,
     transactions=False,
     per_key_ordering=True,
@@ -64,6 +66,21 @@ class SqsRequestRefused(BrokerError):
 
     Defined in the interface so callers catch it whichever backend raised it.
     """
+
+
+class QueueMissing(SqsRequestRefused):
+    """The queue does not exist (deleted, or never created in this namespace)."""
+
+
+def redrive_reason(max_receive_count: int | None) -> str:
+    """Why a redrive policy moved a message to its dead-letter queue (``DeadLettered``);
+    ``None`` when the source queue's maxReceiveCount is not known."""
+    if max_receive_count is None:
+        return "maxReceiveCount reached"
+    return (
+        f"received {max_receive_count} times without being deleted "
+        f"(maxReceiveCount {max_receive_count})"
+    )
 
 
 def check_queue_settings(

@@ -59,10 +59,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable
 from mqlab.brokers.sqs.api import (
+    DEDUP_WINDOW_SECONDS,
     MESSAGE_ID_ATTRIBUTE,
     BatchEntry,
     NewQueue,
     Outgoing,
+    QueueMissing,
     SendResult,
     SnsTopicInfo,
     SqsAPI,
@@ -73,11 +75,9 @@ from mqlab.brokers.sqs.api import (
     SqsSnapshot,
     arn_name,
     check_batch,
+    redrive_reason,
 )
-from mqlab.brokers.sqs.endpoint import (
-    QueueMissing,
-    SqsEndpoint,
-)
+from mqlab.brokers.sqs.endpoint import SqsEndpoint
 from mqlab.observe.events import (
     DeadLettered,
 )
@@ -89,8 +89,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 REGION = "us-east-1"
-DEDUP_WINDOW_SECONDS = 300.0
-"""SQS FIFO's deduplication interval (fixed at five minutes by AWS)."""
 _REMEMBERED_MESSAGES = 100_000
 """How many receipt handles / message origins are kept for observations (oldest dropped)."""
 
@@ -405,12 +403,6 @@ class SqsBroker(SqsAPI):
         self._dead_lettered.remember(message.message_id, True)
         last_seen = self._last_source.get(message.message_id)
         source = last_seen if last_seen in sources else sources[0]
-        limit = self._max_receive_counts.get(source)
-        reason = (
-            f"received {limit} times without being deleted (maxReceiveCount {limit})"
-            if limit is not None
-            else "maxReceiveCount reached"
-        )
         self.emit(
             DeadLettered(
                 at=self.bus.now(),
@@ -418,7 +410,7 @@ class SqsBroker(SqsAPI):
                 source=source,
                 target=dlq,
                 message_id=message.message_id,
-                reason=reason,
+                reason=redrive_reason(self._max_receive_counts.get(source)),
             )
         )
 

@@ -21,7 +21,12 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, Rea
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from mqlab.brokers.base import BrokerError, BrokerUnavailable, Reachability
-from mqlab.brokers.sqs.api import MAX_LONG_POLL_SECONDS, ReceiptHandleInvalid, SqsRequestRefused
+from mqlab.brokers.sqs.api import (
+    MAX_LONG_POLL_SECONDS,
+    QueueMissing,
+    ReceiptHandleInvalid,
+    SqsRequestRefused,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient
@@ -35,10 +40,6 @@ _PROBE_INTERVAL = 0.5
 _RETRY_INTERVAL = 0.25
 _RECEIPT_HANDLE_ERRORS = {"ReceiptHandleIsInvalid", "InvalidReceiptHandle"}
 _MISSING_QUEUE_ERRORS = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-
-
-class QueueMissing(SqsRequestRefused):
-    """The queue does not exist (deleted, or never created in this namespace)."""
 
 
 class SqsEndpoint:

@@ -41,6 +41,7 @@ from collections import deque
 from typing import TypeVar
 
 from mqlab.brokers.nats.api import (
+    MAX_DELIVERIES_ADVISORY,
     MSG_ID_HEADER,
     ConsumerInfo,
     NatsSnapshot,
@@ -73,8 +74,6 @@ NODE = "nats"
 SOURCE = "sim:nats"
 """``broker`` field of the observations the server itself emits (advisories, expiry)."""
 
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-"""Subject prefix of the advisory JetStream sends when a consumer gives up on a message."""
 
 MAX_ACK_PENDING = 1000
 """nats-server's default max_ack_pending for a consumer that sets none (the adapters do not)."""

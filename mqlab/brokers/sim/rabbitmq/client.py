@@ -12,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 
 from mqlab.brokers.base import BrokerError
 from mqlab.brokers.rabbitmq.api import (
+    GET_CONSUMER,
     ConnectionLost,
     NotFound,
     Publication,
@@ -32,8 +33,6 @@ from mqlab.brokers.sim.world import NodeUnreachable, SimWorld
 
 _T = TypeVar("_T")
 
-GET_CONSUMER = "basic.get"
-"""The consumer name observations use for messages fetched with ``get``."""
 
 _HEARTBEAT_MISSES = 3  # silent heartbeats after which a client gives a connection up
 

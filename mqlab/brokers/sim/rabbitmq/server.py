@@ -72,9 +72,6 @@ _T = TypeVar("_T")
 NODE = "rabbitmq"
 """The simulated node (the lab's process name) that faults target."""
 
-GET_CONSUMER = "basic.get"
-"""The consumer name observations use for messages fetched with ``get``."""
-
 SOURCE = "sim:rabbitmq"
 """``broker`` field of the observations the server itself emits (dead letters, expiries)."""
 

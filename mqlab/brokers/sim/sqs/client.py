@@ -22,7 +22,7 @@ from mqlab.brokers.sim.link import (
     outlive_caller,
     within,
 )
-from mqlab.brokers.sim.sqs.queues import ACCOUNT, REGION, QueueMissing, Stored
+from mqlab.brokers.sim.sqs.queues import ACCOUNT, REGION, Stored
 from mqlab.brokers.sim.sqs.server import (
     MAX_DELAY_SECONDS,
     MAX_VISIBILITY_TIMEOUT,
@@ -35,6 +35,7 @@ from mqlab.brokers.sqs.api import (
     MAX_LONG_POLL_SECONDS,
     NewQueue,
     Outgoing,
+    QueueMissing,
     SendResult,
     SqsAPI,
     SqsMessage,

@@ -11,15 +11,10 @@ from typing import Any
 from mqlab.brokers.sqs.api import (
     MESSAGE_ID_ATTRIBUTE,
     NewQueue,
-    SqsRequestRefused,
 )
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-
-
-class QueueMissing(SqsRequestRefused):
-    """The queue does not exist (deleted, or never created in this namespace)."""
 
 
 @dataclass(slots=True)

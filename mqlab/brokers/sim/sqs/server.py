@@ -51,18 +51,20 @@ from mqlab.brokers.sim.sqs.queues import (
     REGION,
     Dedup,
     Queue,
-    QueueMissing,
     Stored,
     Topic,
 )
 from mqlab.brokers.sim.world import NodeChange, NodeState, SimServer, SimWorld
 from mqlab.brokers.sqs.api import (
+    DEDUP_WINDOW_SECONDS,
     NewQueue,
+    QueueMissing,
     ReceiptHandleInvalid,
     SnsTopicInfo,
     SqsQueueInfo,
     SqsRequestRefused,
     SqsSnapshot,
+    redrive_reason,
 )
 from mqlab.observe.events import (
     DeadLettered,
@@ -76,8 +78,6 @@ NODE = "sqs"
 SOURCE = "sim:sqs"
 """``broker`` field of the observations the server itself emits (redrive)."""
 
-DEDUP_WINDOW_SECONDS = 300.0
-"""SQS FIFO's deduplication interval (fixed at five minutes by AWS)."""
 MAX_VISIBILITY_TIMEOUT = 43_200
 MAX_DELAY_SECONDS = 900
 
@@ -502,7 +502,7 @@ class SimSqsServer(SimServer):
                 source=queue.name,
                 target=target_name,
                 message_id=message.message_id,
-                reason=(f"received {limit} times without being deleted (maxReceiveCount {limit})"),
+                reason=redrive_reason(limit),
             )
         )
 
