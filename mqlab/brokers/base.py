@@ -440,6 +440,10 @@ class Broker(ABC):
         """The error for "this broker cannot be reached", with the hint that fits it."""
         return BrokerUnavailable(self.system, self.address, detail, simulated=self.backend == "sim")
 
+    def not_connected(self) -> BrokerError:
+        """The error for a call on an adapter that is not connected (or closed already)."""
+        return BrokerError(f"the {self.system} adapter is not connected (use: async with broker)")
+
     def no_answer(self, operation: str, target: str, seconds: float) -> OperationTimedOut:
         """The error for a request that reached the broker but got no answer within
         ``seconds`` (it may still have been carried out: the caller must not assume either)."""

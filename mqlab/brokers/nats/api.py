@@ -71,6 +71,12 @@ class JetStreamError(BrokerError):
     """
 
 
+def already_acknowledged(operation: str) -> JetStreamError:
+    """The error for settling a delivery a second time (nats-py refuses it before asking the
+    server, and so does the simulator)."""
+    return JetStreamError(f"{operation}: the message was already acknowledged")
+
+
 class NoStreamForSubject(JetStreamError):
     """A JetStream publish to a subject that no stream captures (nothing would store it)."""
 

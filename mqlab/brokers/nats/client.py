@@ -66,6 +66,7 @@ from mqlab.brokers.nats.api import (
     PullConsumerConfig,
     StreamConfig,
     StreamInfo,
+    already_acknowledged,
 )
 from mqlab.brokers.nats.consumer import CoreSubscription, PullConsumer
 from mqlab.observe.events import (
@@ -400,7 +401,7 @@ class NatsBroker(NatsAPI):
             BrokerUnavailable: still disconnected when the time is up.
         """
         if self._nc is None:
-            raise BrokerError("the nats adapter is not connected (use: async with broker)")
+            raise self.not_connected()
         if not self._nc.is_connected and not self._nc.is_closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._link_up.wait(), timeout=self.request_timeout)
@@ -438,7 +439,7 @@ class NatsBroker(NatsAPI):
                 raise self.unavailable(f"connection lost during {operation}") from None
             raise self.no_answer(operation, target, self.request_timeout) from None
         except nats.errors.MsgAlreadyAckdError:
-            raise JetStreamError(f"{operation}: the message was already acknowledged") from None
+            raise already_acknowledged(operation) from None
         except (nats.errors.Error, OSError) as error:
             raise BrokerUnavailable(
                 self.system, self.address, f"{operation} failed: {_one_line(error)}"

@@ -19,6 +19,7 @@ from mqlab.brokers.nats.api import (
     JsOperation,
     NatsPullConsumer,
     NatsSubscription,
+    already_acknowledged,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class PullConsumer(NatsPullConsumer):
             raise JetStreamError(f"ack_batch on {self.name}: a message not fetched through NATS")
         for message, raw in zip(messages, raws, strict=True):
             if raw.is_acked:  # nats-py would refuse it, after the others went out
-                raise JetStreamError(f"ack {message.where}: the message was already acknowledged")
+                raise already_acknowledged(f"ack {message.where}")
         broker = self.broker
         nc = await broker.connection()
         with broker.translate("ack", f"{self.stream}/{self.name}"):

@@ -86,21 +86,21 @@ class SqsEndpoint:
     def sqs(self) -> SQSClient:
         """The SQS client for ordinary requests."""
         if self._sqs_client is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+            raise self._broker.not_connected()
         return self._sqs_client
 
     @property
     def polling(self) -> SQSClient:
         """The SQS client for long polls (its read timeout covers the longest wait)."""
         if self._polling_client is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+            raise self._broker.not_connected()
         return self._polling_client
 
     @property
     def sns(self) -> SNSClient:
         """The SNS client."""
         if self._sns_client is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+            raise self._broker.not_connected()
         return self._sns_client
 
     def _make_clients(self) -> tuple[SQSClient, SQSClient, SQSClient, SNSClient]:

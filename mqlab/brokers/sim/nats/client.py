@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, Unpack
 
-from mqlab.brokers.base import BrokerError
 from mqlab.brokers.nats.api import (
     ConsumerInfo,
     JetStreamError,
@@ -212,7 +211,7 @@ class SimNatsBroker(SimBroker, NatsAPI):
             BrokerError: not connected.
         """
         if self._server is None:
-            raise BrokerError("the nats adapter is not connected (use: async with broker)")
+            raise self.not_connected()
         return self._server
 
     async def await_link(self, operation: str) -> None:

@@ -14,6 +14,7 @@ from mqlab.brokers.nats.api import (
     JsOperation,
     NatsPullConsumer,
     NatsSubscription,
+    already_acknowledged,
 )
 from mqlab.brokers.sim.clock import TIMER_SLACK
 from mqlab.brokers.sim.link import (
@@ -62,7 +63,7 @@ class SimJsMessage(JsMessage):
         settles = operation != "in_progress"
         if settles and self._settled:
             # nats-py refuses a second ack/nak/term of one delivery before asking the server.
-            raise JetStreamError(f"{operation}: the message was already acknowledged")
+            raise already_acknowledged(operation)
         server, durable, sequence = (
             self._broker.require_server(),
             self._durable,
@@ -150,7 +151,7 @@ class SimPullConsumer(NatsPullConsumer):
             raise JetStreamError(f"ack_batch on {self.name}: a message not fetched here")
         for message in fetched:
             if message.settled:
-                raise JetStreamError(f"ack {message.where}: the message was already acknowledged")
+                raise already_acknowledged(f"ack {message.where}")
         server = self.broker.require_server()
 
         def ack_all() -> None:

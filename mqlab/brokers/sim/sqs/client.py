@@ -287,7 +287,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
     def require_server(self) -> SimSqsServer:
         if self._server is None:
-            raise BrokerError("the sqs adapter is not connected (use: async with broker)")
+            raise self.not_connected()
         return self._server
 
     def _topic_arn(self, topic: str) -> str:
