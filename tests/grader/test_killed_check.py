@@ -293,6 +293,28 @@ def test_mqlab_check_killed_anywhere_leaves_consistent_progress_and_no_process(
     assert interrupted, "at least one Ctrl-C must land during a check"
 
 
+PRODUCER_STUCK_AFTER_FREEZE = """\
+import asyncio
+
+sent = 0
+
+
+async def open_producer(kafka):
+    return await kafka.producer(acks="all", idempotent=True)
+
+
+async def publish(producer, topic, order_id, event_id, payload):
+    global sent
+    sent += 1
+    # keyed-producer freezes a leader before the 13th to 21st send and kills it a second
+    # later: from the 21st on the broker is surely broken, and it stays so while this waits.
+    if sent == 21:
+        await asyncio.Event().wait()
+    await producer.send(topic, payload, key=order_id.encode(), message_id=event_id)
+"""
+"""A keyed-producer answer that sends like the reference solution, then waits for ever."""
+
+
 @pytest.mark.kafka
 @pytest.mark.lab
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
@@ -303,12 +325,17 @@ def test_a_check_stopped_while_a_kafka_broker_is_down_puts_the_broker_back(
     then kills the grader's child before it could restore the broker; the grader's cleanup
     run restores what the child reported it broke, before ``mqlab check`` exits 130. A
     SIGKILL of ``mqlab check`` runs nothing of it: the child, its lifeline cut, cancels the
-    check so that the check's own clean-up restores the broker, and then goes."""
+    check so that the check's own clean-up restores the broker, and then goes.
+
+    The learner's producer stops at the send after the freeze (:data:`PRODUCER_STUCK_AFTER_FREEZE`),
+    so the broker stays broken until the check is stopped: with the reference solution the
+    check can restart the broker and end in the moment between this test seeing it down and
+    its signal (seen under load, where reading the lab's status takes a while)."""
     from mqlab.lab.supervisor import Lab
 
     entry = find_exercise("keyed-producer")
     learner = workspace.root / entry.lesson_folder / entry.id / entry.exercise.file
-    shutil.copy(entry.solution_file, learner)
+    learner.write_text(PRODUCER_STUCK_AFTER_FREEZE, encoding="utf-8")
     lab = Lab()
 
     def kafka_down() -> list[str]:
