@@ -35,7 +35,6 @@ What it adds on top of aiokafka, and why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -244,9 +243,7 @@ class KafkaBroker(KafkaAPI):
                     raise BrokerError("the cluster reports no live brokers")
         except (TimeoutError, KafkaError, OSError, BrokerError) as error:
             self._admin = None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):
-                    await admin.close()
+            await wire.stop_within(2.0, admin.close())
             detail = (
                 f"no answer within {self.connect_timeout:g}s"
                 if isinstance(error, TimeoutError)
@@ -262,9 +259,7 @@ class KafkaBroker(KafkaAPI):
             await self._watcher.stop()
             self._watcher = None
         if self._admin is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5.0):
-                    await self._admin.close()
+            await wire.stop_within(5.0, self._admin.close())
         self._admin = None
 
     # -- topics ----------------------------------------------------------------------------
@@ -484,9 +479,7 @@ class KafkaBroker(KafkaAPI):
             async with asyncio.timeout(self.connect_timeout):
                 await start
         except (TimeoutError, KafkaError, OSError) as error:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):
-                    await stop()
+            await wire.stop_within(2.0, stop())
             detail = (
                 f"{what} got no answer within {self.connect_timeout:g}s"
                 if isinstance(error, TimeoutError)

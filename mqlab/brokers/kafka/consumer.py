@@ -4,8 +4,6 @@ observations of its deliveries, commits and rebalances.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -22,7 +20,7 @@ from mqlab.brokers.kafka.api import (
     KafkaRecord,
     TopicPartition,
 )
-from mqlab.brokers.kafka.wire import error_text, ours, theirs
+from mqlab.brokers.kafka.wire import error_text, ours, stop_within, theirs
 from mqlab.observe.events import (
     Rebalanced,
 )
@@ -180,6 +178,6 @@ class Consumer(KafkaConsumer):
         self._broker.forget(self)
         # stop() sends LeaveGroup, so the others rebalance at once instead of after the
         # session timeout; bounded because a dead coordinator would make it wait.
-        with contextlib.suppress(TimeoutError, KafkaError, OSError):
-            async with asyncio.timeout(self._request_timeout):
-                await self._consumer.stop()
+        await stop_within(
+            self._request_timeout, self._consumer.stop(), ignoring=(KafkaError, OSError)
+        )

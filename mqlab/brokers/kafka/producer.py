@@ -5,7 +5,6 @@ interface's terms (NotEnoughReplicas, ProduceTimedOut) and observations.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
@@ -31,7 +30,7 @@ from mqlab.brokers.kafka.api import (
     TopicPartition,
     default_partition,
 )
-from mqlab.brokers.kafka.wire import error_text, key_text, theirs
+from mqlab.brokers.kafka.wire import error_text, key_text, stop_within, theirs
 
 if TYPE_CHECKING:
     from mqlab.brokers.kafka.client import KafkaBroker
@@ -223,6 +222,6 @@ class Producer(KafkaProducer):
         self._broker.forget(self)
         # stop() flushes; against a dead cluster that could wait for ever, so it is bounded
         # (records still unacknowledged then are dropped, as the learner's error says).
-        with contextlib.suppress(TimeoutError, KafkaError, OSError):
-            async with asyncio.timeout(self._request_timeout):
-                await self._producer.stop()
+        await stop_within(
+            self._request_timeout, self._producer.stop(), ignoring=(KafkaError, OSError)
+        )

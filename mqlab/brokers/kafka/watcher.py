@@ -96,9 +96,7 @@ class ClusterWatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5.0):
-                await self._client.close()
+        await wire.stop_within(5.0, self._client.close())
 
     async def _run(self) -> None:
         """Every watch_interval: ask each broker for metadata and report what changed."""

@@ -16,8 +16,9 @@ values, leaving retries, timeouts and error wording to the adapter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,20 @@ REBOOTSTRAP_TIMEOUT = 2.0
 
 
 # --- between aiokafka's values and the interface's ------------------------------------------
+
+
+async def stop_within(
+    seconds: float,
+    stopping: Awaitable[object],
+    *,
+    ignoring: tuple[type[Exception], ...] = (Exception,),
+) -> None:
+    """Await an aiokafka client's ``stop()`` / ``close()`` for at most ``seconds``, ignoring
+    ``ignoring`` and the timeout: the client is being given up either way, and against a dead
+    cluster its goodbye (a flush, a LeaveGroup) would wait for ever."""
+    with contextlib.suppress(TimeoutError, *ignoring):
+        async with asyncio.timeout(seconds):
+            await stopping
 
 
 def error_text(error: BaseException) -> str:
