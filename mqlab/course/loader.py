@@ -54,6 +54,7 @@ lesson with its text is a few tens of KiB. A caller may pass its own ``max_bytes
 
 MAX_NESTING = 32
 """Deepest nesting of mappings and lists (a scenario needs 6 levels)."""
+NESTED_TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"
 
 MAX_VALUES = 10_000
 """Most values (scalars, mappings, lists) in one file; a library scenario has about 100."""
@@ -348,7 +349,7 @@ def _build(text: str) -> tuple[Any, dict[Location, int]]:
                 result = value
         elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
             if len(stack) >= MAX_NESTING:
-                raise _Refused(_line(event), f"nested more than {MAX_NESTING} levels deep")
+                raise _Refused(_line(event), NESTED_TOO_DEEP)
             is_list = isinstance(event, yaml.SequenceStartEvent)
             _collection_tag(event, _SEQUENCE_TAG if is_list else _MAPPING_TAG)
             container: dict[Any, Any] | list[Any] = [] if is_list else {}
@@ -397,6 +398,11 @@ def read_document(
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = error.problem or error.context or "not valid YAML"
+        if "nesting depth" in problem:
+            # PyYAML 6.0.4 and later: the scanner, which reads a line ahead of the events this
+            # loader counts, has a depth limit of its own (far above MAX_NESTING): the file is
+            # deeper than the loader's limit either way, so it gets the loader's message.
+            raise ContentError(path, line, NESTED_TOO_DEEP) from None
         raise ContentError(path, line, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else "not valid YAML"

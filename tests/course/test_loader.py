@@ -308,3 +308,20 @@ def test_document_error_names_the_location() -> None:
     error = document.error(("steps", 1, "join"), "no such step")
     assert str(error) == "lesson.yaml:3: steps[1].join: no such step"
     assert (error.path, error.line, error.message) == (FILE, 3, "steps[1].join: no such step")
+
+
+def test_the_scanners_own_depth_limit_gets_the_loaders_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PyYAML 6.0.4 and later stop a deep line in the scanner, before the loader has counted
+    33 levels (the scanner reads a line ahead): the learner still reads the loader's limit,
+    not "YAML syntax error: exceeded maximum nesting depth" (what a fresh install showed)."""
+
+    def scanner_refuses(text: str) -> None:
+        mark = yaml.Mark("x.yaml", 0, 0, 900, None, None)
+        raise yaml.scanner.ScannerError(problem="exceeded maximum nesting depth", problem_mark=mark)
+
+    monkeypatch.setattr(loader, "_build", scanner_refuses)
+    with pytest.raises(ContentError) as refused:
+        read_document(tmp_path / "x.yaml", "steps: [[[]]]\n")
+    assert str(refused.value) == f"{tmp_path / 'x.yaml'}:1: nested more than 32 levels deep"
