@@ -115,9 +115,27 @@ def lane_of(markers: set[str], module: str = "") -> str | None:
     return None
 
 
+def needs_more_than_sim(markers: set[str]) -> list[str]:
+    """The lab markers a ``sim`` test also carries (it should carry none): ``-m sim`` is the
+    selection that needs no lab and takes no lab lock, so a test that kills a Kafka broker must
+    not be in it (a module-wide ``pytestmark = sim`` once put two there)."""
+    if "sim" not in markers:
+        return []
+    return sorted(markers & (SERVICE_PORTS.keys() | {"lab"}))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: before xdist's own hook turns the xdist_group marks into scheduling groups.
+    mislabelled = [
+        f"{item.nodeid} ({', '.join(extra)})"
+        for item in items
+        if (extra := needs_more_than_sim({marker.name for marker in item.iter_markers()}))
+    ]
+    if mislabelled:
+        raise pytest.UsageError(
+            "marked sim and also needing the lab: " + "; ".join(mislabelled[:5])
+        )
     for item in items:
         module = item.nodeid.split("::", 1)[0]
         lane = lane_of({marker.name for marker in item.iter_markers()}, module)

@@ -19,6 +19,7 @@ from tests.conftest import (
     ServiceLock,
     computed_once,
     lane_of,
+    needs_more_than_sim,
     service_locks,
 )
 from tests.waiting import wait_until
@@ -184,3 +185,9 @@ def test_without_a_run_directory_every_call_computes(monkeypatch: pytest.MonkeyP
     computed_once("experiment", lambda: calls.append(1))
     computed_once("experiment", lambda: calls.append(1))
     assert len(calls) == 2
+
+
+def test_a_sim_test_that_needs_a_broker_is_refused() -> None:
+    assert needs_more_than_sim({"sim", "kafka", "lab", "parametrize"}) == ["kafka", "lab"]
+    assert needs_more_than_sim({"sim", "parametrize"}) == []
+    assert needs_more_than_sim({"kafka", "lab"}) == []

@@ -35,8 +35,6 @@ from mqlab.grader.catalog import ExerciseEntry, find_exercise
 from mqlab.grader.child import RESTORE_GRACE_SECONDS
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.sim
-
 EXERCISE = "full-jitter"
 SEED = 0x5EED13
 ROUNDS = 12
@@ -223,6 +221,7 @@ def _finished_normally(stdout: Path, stderr: Path, code: int, *, failing: bool) 
     assert "reproduce:" in stdout.read_text() or "passed" in stdout.read_text()
 
 
+@pytest.mark.sim
 def test_mqlab_check_killed_anywhere_leaves_consistent_progress_and_no_process(
     workspace: Workspace,
 ) -> None:
