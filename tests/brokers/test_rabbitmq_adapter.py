@@ -100,6 +100,10 @@ def depths(queues: tuple[QueueInfo, ...]) -> dict[str, tuple[int, int]]:
     return {queue.name: (queue.ready, queue.unacked) for queue in queues}
 
 
+def consumer_counts(queues: tuple[QueueInfo, ...]) -> dict[str, int]:
+    return {queue.name: queue.consumers for queue in queues}
+
+
 def dead_port() -> int:
     """A port nothing listens on (bound, then released)."""
     with socket.socket() as probe:
@@ -147,19 +151,19 @@ async def test_inspect_depths_match_rabbitmqctl() -> None:
 
         # rabbitmqctl asks the queue processes directly: exact right away.
         assert await asyncio.to_thread(rabbitmqctl_queues, broker.namespace) == expected
-        # The management API refreshes every collect_statistics_interval: wait for a sample
-        # taken after the deliveries, then compare.
-        snapshot = await eventually(
+        # The management API refreshes every collect_statistics_interval, and a sample can
+        # show the depths before the consumer: wait for one that shows both.
+        consumers = {broker.qualify("backlog"): 0, broker.qualify("in-flight"): 1}
+        await eventually(
             broker.inspect,
             STATISTICS,
-            f"the management API showing the depths {expected}",
-            accept=lambda snapshot: depths(snapshot.queues) == expected,
+            f"the management API showing the depths {expected} and consumers {consumers}",
+            accept=lambda snapshot: (
+                depths(snapshot.queues) == expected
+                and consumer_counts(snapshot.queues) == consumers
+            ),
             interval=0.2,
         )
-        assert {q.name: q.consumers for q in snapshot.queues} == {
-            broker.qualify("backlog"): 0,
-            broker.qualify("in-flight"): 1,
-        }
         # queue_info: exact ready count and consumers from AMQP.
         info = await broker.queue_info("in-flight")
         assert (info.ready, info.consumers) == (2, 1)
