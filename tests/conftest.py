@@ -31,6 +31,7 @@ import fcntl
 import os
 import pickle
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Callable, Generator, Iterator
@@ -198,6 +199,12 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Started in the background by a shell without job control (`cmd &` in a script), the
+    # suite inherits SIGINT ignored, and so would every process it starts: a Python started
+    # that way never raises KeyboardInterrupt, and every Ctrl-C test fails. Catching it here
+    # gives the children the default action back (exec resets a caught signal).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if _is_xdist_worker(config):
         return
     directory = tempfile.mkdtemp(prefix="mqlab-service-locks-")

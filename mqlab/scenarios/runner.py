@@ -511,7 +511,15 @@ class ScenarioRunner:
 
         process = await spawn_worker(self.scenario, self.system, broker.namespace, step)
         background.process = process
-        outcome = await _pump_worker(process, self.bus)
+        try:
+            outcome = await _pump_worker(process, self.bus)
+        except BaseException:
+            # Cancelled (Ctrl-C, a failed run): the worker is in a session of its own, so
+            # nothing else stops it, and the run's clean-up sees this task done.
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
         if process.returncode is not None and process.returncode < 0:
             self._crashed(step.name, "SIGKILL" if process.returncode == -9 else "signal")
             return None
@@ -574,7 +582,8 @@ class ScenarioRunner:
             task.cancel()
         await asyncio.gather(*self._producers.values(), return_exceptions=True)
         for name, consumer in self._consumers.items():
-            if not consumer.task.done():
+            worker_alive = consumer.process is not None and consumer.process.returncode is None
+            if not consumer.task.done() or worker_alive:
                 await self._crash(name)
 
     # --- waiting --------------------------------------------------------------------------

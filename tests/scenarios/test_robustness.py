@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -77,13 +78,32 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+SLOW_RUN = """\
+format_version: 1
+id: ctrl-c-mid-run
+title: A slow consumer that a Ctrl-C interrupts
+topic: rabbitmq
+summary: Ten messages that take three seconds each, read by a consumer in a worker process.
+brokers: [rabbitmq]
+steps:
+  - produce: {count: 10}
+  - consume: {name: slow, processing_time: 3, crash: {after: 9, point: after_receive}}
+explain: A run to interrupt.
+"""
+"""A run that is surely still going when its first delivery is printed: its consumer (a worker
+process: it has a crash point) takes three seconds a message. A library scenario ends seconds
+after its first delivery, and on a loaded machine the Ctrl-C once came after the end."""
+
+
 @pytest.mark.rabbitmq
-def test_ctrl_c_mid_run_leaves_nothing_behind() -> None:
+def test_ctrl_c_mid_run_leaves_nothing_behind(tmp_path: Path) -> None:
     before = _scenario_queues()
     orphans_before = {p.pid for p in _orphaned_workers()}
+    scenario = tmp_path / "ctrl-c-mid-run.yaml"
+    scenario.write_text(SLOW_RUN, encoding="utf-8")
     run = subprocess.Popen(
-        [sys.executable, "-m", "mqlab.cli", "run", "rabbitmq-consumer-death-requeues",
-         "-b", "rabbitmq", "--no-predict"],
+        [sys.executable, "-m", "mqlab.cli", "run", str(scenario), "-b", "rabbitmq",
+         "--no-predict"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
     )  # fmt: skip
     assert run.stdout is not None
@@ -91,7 +111,8 @@ def test_ctrl_c_mid_run_leaves_nothing_behind() -> None:
     for line in run.stdout:
         if "received" in line or time.monotonic() > deadline:
             break
-    workers = _workers_of(run)  # the crashing consumer's worker is running by now
+    workers = _workers_of(run)  # the consumer's worker is running by now
+    assert workers, "the slow consumer's worker process was not found"
     run.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
     output = run.communicate(timeout=60)[0]
     assert run.returncode == 130, output
