@@ -661,7 +661,8 @@ class KafkaBroker(KafkaAPI):
         """Delete one group; returns a problem description instead of raising."""
         loop = asyncio.get_running_loop()
         # A member that vanished without leaving keeps the group non-empty until its session
-        # times out (the consumer default is 6 s): wait that long, not for ever.
+        # times out (the consumer default is 6 s): wait that long, not for ever. A coordinator
+        # that moves meanwhile (after a broker kill or restart) is looked up again.
         deadline = loop.time() + 10.0
         while True:
             coordinator = await self._coordinator(group_id)
@@ -672,6 +673,7 @@ class KafkaBroker(KafkaAPI):
             code = results.get(group_id, 0)
             if code in (0, wire.GROUP_ID_NOT_FOUND):
                 return None
-            if code != wire.NON_EMPTY_GROUP or loop.time() > deadline:
+            retry = code == wire.NON_EMPTY_GROUP or code in wire.COORDINATOR_MOVING
+            if not retry or loop.time() > deadline:
                 return f"group {group_id} not deleted ({for_code(code).__name__})"
             await asyncio.sleep(0.5)
