@@ -629,24 +629,30 @@ class GroupExpectation(_Strict):
 
 
 class Expectations(LedgerExpectation):
-    """Ledger expectations for every broker, with per-broker overrides."""
+    """Ledger expectations for every broker, with per-broker (and per-service) overrides."""
 
     kafka: LedgerExpectation | None = None
     rabbitmq: LedgerExpectation | None = None
     sqs: LedgerExpectation | None = None
     nats: LedgerExpectation | None = None
+    postgres: LedgerExpectation | None = None
+    """A pattern scenario without a broker, run on the lab's PostgreSQL (real round trips)."""
+    redis: LedgerExpectation | None = None
+    """A pattern scenario without a broker, run on the lab's Redis."""
     groups: dict[str, GroupExpectation] = Field(default_factory=dict)
     """Per-group expectations, by the group's name in the scenario (a consume step's
     ``group``, or its ``source`` queue, or ``<channel>-group`` by default)."""
 
-    def for_system(self, system: str) -> dict[str, Count]:
-        """The merged expectations for ``system`` (overrides win)."""
+    def for_system(self, system: str, *, simulated: bool = False) -> dict[str, Count]:
+        """The merged expectations for ``system`` (overrides win). A broker's override holds on
+        its simulator too (it models that broker); a service's only on the real service (on
+        ``sim`` a pattern runs on memory stores and the virtual clock, with no round trips)."""
         base: dict[str, Count] = {
             name: value
             for name, value in self
-            if value is not None and name not in SYSTEMS and name != "groups"
+            if value is not None and name not in (*SYSTEMS, *SERVICES, "groups")
         }
-        override = getattr(self, system, None)
+        override = None if simulated and system in SERVICES else getattr(self, system, None)
         if isinstance(override, LedgerExpectation):
             base.update({name: value for name, value in override if value is not None})
         return base

@@ -73,6 +73,8 @@ def judge_expectations(
     system: str,
     summary: LedgerSummary,
     groups: dict[str, GroupSummary],
+    *,
+    simulated: bool = False,
 ) -> list[ExpectationResult]:
     """Every expectation of a scenario for ``system``, judged.
 
@@ -81,7 +83,7 @@ def judge_expectations(
     """
     results = [
         ExpectationResult(name, str(value), summary[name], compare(summary[name], value))
-        for name, value in expect.for_system(system).items()
+        for name, value in expect.for_system(system, simulated=simulated).items()
     ]
     for group_name, group_expectation in expect.groups.items():
         numbers = groups.get(group_name, GroupSummary())
@@ -299,7 +301,11 @@ class RunJudge:
             seed=self.seed,
             summary=summary,
             groups=groups,
-            expectations=tuple(judge_expectations(self.scenario.expect, system, summary, groups)),
+            expectations=tuple(
+                judge_expectations(
+                    self.scenario.expect, system, summary, groups, simulated=self.simulated
+                )
+            ),
             checks=tuple(self.checks),
             agreement=tuple(self.agreement),
             error=error or None,

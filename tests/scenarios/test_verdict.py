@@ -73,6 +73,17 @@ def test_system_overrides_win_over_the_common_expectation() -> None:
     assert [(e.name, e.holds) for e in on_nats] == [("lost", False)]
 
 
+def test_a_services_override_holds_on_the_real_service_only() -> None:
+    """retry-contention: exactly 55 calls on sim (equal delays, the virtual clock); at least
+    30 on the lab's PostgreSQL, whose real round trips scatter the clients."""
+    expect = Expectations.model_validate({"calls": 55, "postgres": {"calls": ">=30"}})
+    summary = LedgerSummary(calls=37)
+    real = judge_expectations(expect, "postgres", summary, {})
+    simulated = judge_expectations(expect, "postgres", summary, {}, simulated=True)
+    assert [(e.expected, e.holds) for e in real] == [(">=30", True)]
+    assert [(e.expected, e.holds) for e in simulated] == [("55", False)]
+
+
 def test_the_report_shows_every_expected_or_nonzero_row() -> None:
     result = run_scenario(find("kafka-partition-ordering"), "sim:kafka")
     console = Console(width=200, record=True)
