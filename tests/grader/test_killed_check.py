@@ -278,10 +278,15 @@ def test_mqlab_check_killed_anywhere_leaves_consistent_progress_and_no_process(
             assert stderr.read_text() == "interrupted\n", stderr.read_text()
             tally.count(failing=failing, finished=False)
             interrupted += 1
+        elif how == "ctrl-c" and code == -signal.SIGINT and stderr.read_text():
+            # Interrupted and said so, then the interpreter's shutdown (which puts SIGINT's
+            # default action back) was ended by it: seen once under load; a shell says 130.
+            assert stderr.read_text() == "interrupted\n", stderr.read_text()
+            tally.count(failing=failing, finished=False)
+            interrupted += 1
         elif how == "ctrl-c" and code == -signal.SIGINT:
             # The check had ended and was reported: the signal came while the interpreter
             # shut down, which ends by the default action (no output; a shell says 130).
-            assert stderr.read_text() == "", stderr.read_text()
             assert "reproduce:" in stdout.read_text() or "passed" in stdout.read_text()
             tally.count(failing=failing, finished=True)
         else:
