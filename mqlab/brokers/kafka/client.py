@@ -94,6 +94,10 @@ acks=all lessons hinge on min.insync.replicas, whatever set it."""
 # --- the broker ---------------------------------------------------------------------------
 
 
+COORDINATOR_MOVE_SECONDS = 10.0
+"""How long a group's coordinator may take to settle on a broker after a kill or restart."""
+
+
 class KafkaBroker(KafkaAPI):
     """Kafka through aiokafka, in Kafka's vocabulary (see :class:`KafkaAPI`).
 
@@ -488,12 +492,34 @@ class KafkaBroker(KafkaAPI):
             raise BrokerUnavailable("kafka", self.bootstrap, detail) from None
 
     async def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
-        coordinator = await self._coordinator(group_id)
-        offsets = await self.bounded(
-            wire.committed_offsets(self._client, coordinator, group_id),
+        offsets = await self._at_coordinator(
+            group_id,
+            lambda coordinator: wire.committed_offsets(self._client, coordinator, group_id),
             f"offsets of group {group_id}",
         )
         return {TopicPartition(t, p): offset for (t, p), offset in offsets.items()}
+
+    async def _at_coordinator(
+        self, group_id: str, call: Callable[[int], Awaitable[_T]], what: str
+    ) -> _T:
+        """``call(coordinator)`` at ``group_id``'s coordinator, looked up again while it moves
+        (NOT_COORDINATOR, loading, unavailable: a broker was just killed or restarted, and a
+        grader's read of the offsets failed on it) for up to :data:`COORDINATOR_MOVE_SECONDS`.
+
+        Raises:
+            BrokerError: any other error, or the coordinator still moving after that.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COORDINATOR_MOVE_SECONDS
+        while True:
+            coordinator = await self._coordinator(group_id)
+            try:
+                return await self.bounded(call(coordinator), what)
+            except BrokerError as error:
+                moving = getattr(error.__cause__, "errno", None) in wire.COORDINATOR_MOVING
+                if not moving or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
     async def _coordinator(self, group_id: str) -> int:
         async def ask(node_id: int) -> int:
@@ -566,10 +592,10 @@ class KafkaBroker(KafkaAPI):
     async def _group_info(
         self, group_id: str, high_watermarks: dict[tuple[str, int], int]
     ) -> GroupInfo:
-        coordinator = await self._coordinator(group_id)
         client = self._client
-        state, committed = await self.bounded(
-            asyncio.gather(
+        state, committed = await self._at_coordinator(
+            group_id,
+            lambda coordinator: asyncio.gather(
                 wire.describe_group(client, coordinator, group_id),
                 wire.committed_offsets(client, coordinator, group_id),
             ),
