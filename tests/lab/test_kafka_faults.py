@@ -174,8 +174,9 @@ async def test_killed_broker_leaves_the_isr_and_acks_all_still_succeeds(
 async def test_paused_leader_stalls_produce_and_the_cluster_recovers_after_resume(
     admin: AIOKafkaAdminClient, topic: str, producer: AIOKafkaProducer
 ) -> None:
-    states = await partition_states(admin, topic)
-    assert states is not None
+    # Waited for, not read once: one metadata request can time out on a loaded machine (the
+    # admin client's 3 s request timeout) although the topic fixture saw the topic in sync.
+    states = await wait_for_states(admin, topic, fully_replicated, f"{topic} fully replicated")
     partition = 0
     frozen_id = states[partition][0]
     frozen = f"kafka-broker-{frozen_id}"

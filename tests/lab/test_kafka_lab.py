@@ -97,8 +97,8 @@ async def topic(admin: AIOKafkaAdminClient) -> AsyncIterator[str]:
 async def test_every_partition_has_a_leader_and_three_in_sync_replicas(
     admin: AIOKafkaAdminClient, topic: str
 ) -> None:
-    states = await partition_states(admin, topic)
-    assert states is not None
+    # Waited for, not read once: one metadata request can fail on a loaded machine.
+    states = await eventually(lambda: partition_states(admin, topic), f"metadata of {topic}")
     assert sorted(states) == list(range(PARTITIONS))
     for leader, replicas, isr in states.values():
         assert leader in KAFKA_BROKER_IDS
