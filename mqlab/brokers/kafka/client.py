@@ -500,11 +500,29 @@ class KafkaBroker(KafkaAPI):
         return {TopicPartition(t, p): offset for (t, p), offset in offsets.items()}
 
     async def _at_coordinator(
-        self, group_id: str, call: Callable[[int], Awaitable[_T]], what: str
+        self,
+        group_id: str,
+        call: Callable[[int], Awaitable[_T]],
+        what: str,
+        *,
+        unsettled: Callable[[_T], bool] = lambda _answer: False,
+        pause: float = 0.2,
     ) -> _T:
         """``call(coordinator)`` at ``group_id``'s coordinator, looked up again while it moves
         (NOT_COORDINATOR, loading, unavailable: a broker was just killed or restarted, and a
         grader's read of the offsets failed on it) for up to :data:`COORDINATOR_MOVE_SECONDS`.
+
+        Args:
+            group_id: the group whose coordinator answers.
+            call: the request, given the coordinator's node id.
+            what: the operation, for error messages.
+            unsettled: whether an answer that came back (rather than raised) says to ask again:
+                requests that report per-group error codes in their answer, such as
+                DeleteGroups, signal a moving coordinator that way.
+            pause: seconds between two attempts.
+
+        Returns:
+            The first settled answer, or the last answer when the time is up.
 
         Raises:
             BrokerError: any other error, or the coordinator still moving after that.
@@ -514,12 +532,15 @@ class KafkaBroker(KafkaAPI):
         while True:
             coordinator = await self._coordinator(group_id)
             try:
-                return await self.bounded(call(coordinator), what)
+                answer = await self.bounded(call(coordinator), what)
             except BrokerError as error:
                 moving = getattr(error.__cause__, "errno", None) in wire.COORDINATOR_MOVING
                 if not moving or loop.time() >= deadline:
                     raise
-            await asyncio.sleep(0.2)
+            else:
+                if not unsettled(answer) or loop.time() >= deadline:
+                    return answer
+            await asyncio.sleep(pause)
 
     async def _coordinator(self, group_id: str) -> int:
         async def ask(node_id: int) -> int:
@@ -685,21 +706,21 @@ class KafkaBroker(KafkaAPI):
 
     async def _delete_group(self, group_id: str) -> str | None:
         """Delete one group; returns a problem description instead of raising."""
-        loop = asyncio.get_running_loop()
-        # A member that vanished without leaving keeps the group non-empty until its session
-        # times out (the consumer default is 6 s): wait that long, not for ever. A coordinator
-        # that moves meanwhile (after a broker kill or restart) is looked up again.
-        deadline = loop.time() + 10.0
-        while True:
-            coordinator = await self._coordinator(group_id)
-            results = await self.bounded(
-                wire.delete_groups(self._client, coordinator, [group_id]),
-                f"delete group {group_id}",
-            )
-            code = results.get(group_id, 0)
-            if code in (0, wire.GROUP_ID_NOT_FOUND):
-                return None
-            retry = code == wire.NON_EMPTY_GROUP or code in wire.COORDINATOR_MOVING
-            if not retry or loop.time() > deadline:
-                return f"group {group_id} not deleted ({for_code(code).__name__})"
-            await asyncio.sleep(0.5)
+
+        def unsettled(codes: dict[str, int]) -> bool:
+            # A member that vanished without leaving keeps the group non-empty until its
+            # session times out (the consumer default is 6 s): wait that long, not for ever.
+            code = codes.get(group_id, 0)
+            return code == wire.NON_EMPTY_GROUP or code in wire.COORDINATOR_MOVING
+
+        codes = await self._at_coordinator(
+            group_id,
+            lambda coordinator: wire.delete_groups(self._client, coordinator, [group_id]),
+            f"delete group {group_id}",
+            unsettled=unsettled,
+            pause=0.5,
+        )
+        code = codes.get(group_id, 0)
+        if code in (0, wire.GROUP_ID_NOT_FOUND):
+            return None
+        return f"group {group_id} not deleted ({for_code(code).__name__})"
