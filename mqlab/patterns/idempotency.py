@@ -320,6 +320,22 @@ def _outcome_of(state: MarkerState) -> Outcome:
     return "duplicate" if state == "done" else "in_progress"
 
 
+async def _record_done_after_work(
+    dedup: _KeyReport,
+    ttl: float | None,
+    mark_done: Callable[[str], Awaitable[object]],
+    crash: CrashHook,
+) -> Outcome:
+    """How both orders that check before the work end once the work has finished: crash
+    point ``after_work``, the key marked ``done`` (``mark_done``: set it, or overwrite the
+    ``processing`` marker) for ``ttl``, crash point ``after_record``."""
+    await crash("after_work", dedup.key)
+    await mark_done(dedup.key)
+    dedup.recorded("done", ttl)
+    await crash("after_record", dedup.key)
+    return "applied"
+
+
 async def check_process_record(
     store: DedupStore,
     key: str,
@@ -344,11 +360,7 @@ async def check_process_record(
     dedup.miss(expired=found.expired)
     await crash("after_check", key)
     await work()
-    await crash("after_work", key)
-    await store.remember(key)
-    dedup.recorded("done", store.ttl)
-    await crash("after_record", key)
-    return "applied"
+    return await _record_done_after_work(dedup, store.ttl, store.remember, crash)
 
 
 async def claim_process_done(
@@ -379,11 +391,7 @@ async def claim_process_done(
     except Exception:
         await store.release(key)
         raise
-    await crash("after_work", key)
-    await store.mark_done(key)
-    dedup.recorded("done", store.ttl)
-    await crash("after_record", key)
-    return "applied"
+    return await _record_done_after_work(dedup, store.ttl, store.mark_done, crash)
 
 
 async def mark_then_process(
