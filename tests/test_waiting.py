@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 
 import pytest
 
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp
-from tests.waiting import eventually, first_observation, wait_until
+from tests.waiting import answer_unless_ended, eventually, first_observation, wait_until
 
 
 def test_wait_until_returns_the_first_truthy_answer() -> None:
@@ -75,3 +76,13 @@ async def test_first_observation_waits_for_one_recorded_later() -> None:
         pytest.fail.Exception, match=r"a matching BrokerUp; recorded \['broker_down', 'broker_up'\]"
     ):
         await first_observation(recorder, BrokerUp, 0.1, lambda o: o.node == "kafka-broker-3")
+
+
+def test_answer_unless_ended_gives_the_answer_or_none_once_the_run_ended() -> None:
+    answered: concurrent.futures.Future[str] = concurrent.futures.Future()
+    answered.set_result("snapshot")
+    assert answer_unless_ended(answered, lambda: True, 5.0, "a snapshot") == "snapshot"
+    pending: concurrent.futures.Future[str] = concurrent.futures.Future()
+    assert answer_unless_ended(pending, lambda: True, 5.0, "a snapshot") is None
+    with pytest.raises(pytest.fail.Exception, match=r"not within 0.1s: a snapshot"):
+        answer_unless_ended(pending, lambda: False, 0.1, "a snapshot")

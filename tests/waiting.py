@@ -13,12 +13,14 @@ virtual time on the simulator and in real time against the lab.
 
 - :func:`wait_until`: a plain (blocking) wait, for processes, files and CLI state;
 - :func:`eventually`: its async twin, for probes that are plain or awaitable;
-- :func:`first_observation`: the first recorded observation that matches.
+- :func:`first_observation`: the first recorded observation that matches;
+- :func:`answer_unless_ended`: a cross-thread request's answer, or None once its run ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -141,3 +143,26 @@ async def first_observation(
     found_observation = await eventually(found, timeout, seen_kinds)
     assert found_observation is not None
     return found_observation
+
+
+def answer_unless_ended(
+    future: concurrent.futures.Future[T],
+    ended: Callable[[], bool],
+    timeout: float,
+    describe: Describe,
+) -> T | None:
+    """The future's answer, or None when ``ended()`` says the run that was to answer it is over.
+
+    A request that a run (``RunSession.request_snapshot`` / ``request_judged``) does not reach
+    before it ends stays pending for ever, so a fixed timeout on the future fails a run that
+    merely ended, or that a loaded machine slowed, meanwhile. ``timeout`` only bounds a run
+    that neither answers nor ends.
+    """
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if ended() and not future.done():
+            return None
+        if time.monotonic() >= deadline:
+            _timed_out(timeout, describe, "still pending")
+        concurrent.futures.wait([future], timeout=INTERVAL)
+    return future.result()

@@ -285,13 +285,19 @@ class RunSession:
 
     def request_snapshot(self) -> concurrent.futures.Future[object | None]:
         """:meth:`snapshot` from another thread (a UI's poll); the future holds None when the
-        run is not running."""
+        run is not running. A run that ends before getting to the request leaves the future
+        pending, as :meth:`request_judged` does."""
+        idle: concurrent.futures.Future[object | None] = concurrent.futures.Future()
+        idle.set_result(None)
         loop = self._loop
         if loop is None:
-            idle: concurrent.futures.Future[object | None] = concurrent.futures.Future()
-            idle.set_result(None)
             return idle
-        return asyncio.run_coroutine_threadsafe(self.snapshot(), loop)
+        snapshot = self.snapshot()
+        try:
+            return asyncio.run_coroutine_threadsafe(snapshot, loop)
+        except RuntimeError:  # the loop closed between the check and the call
+            snapshot.close()  # never awaited: no "coroutine was never awaited" warning
+            return idle
 
     def request_judged(
         self, read: Callable[[RunJudge], JudgedT]

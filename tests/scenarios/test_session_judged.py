@@ -13,7 +13,7 @@ import pytest
 from mqlab.scenarios.library import find
 from mqlab.scenarios.session import RunSession
 from mqlab.scenarios.verdict import RunJudge, RunResult
-from tests.waiting import INTERVAL
+from tests.waiting import INTERVAL, answer_unless_ended
 
 pytestmark = pytest.mark.sim
 
@@ -35,11 +35,8 @@ def test_reads_follow_the_run_and_never_change_it() -> None:
     reads: list[tuple[int, bool]] = []
     deadline = time.monotonic() + 60
     while runner.is_alive() and time.monotonic() < deadline:
-        future = session.request_judged(_produced_so_far)
-        try:
-            value = future.result(timeout=0.5)
-        except TimeoutError:  # the run ended before it got to the read: it stays pending
-            continue
+        read = session.request_judged(_produced_so_far)
+        value = answer_unless_ended(read, lambda: not runner.is_alive(), 60, "a read")
         if value is not None:
             reads.append(value)
         # A UI's pace, reads between frames: back to back they starved the run of the GIL and

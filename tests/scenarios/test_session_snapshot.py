@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -12,6 +13,7 @@ from mqlab.brokers.rabbitmq.api import RabbitSnapshot
 from mqlab.scenarios.library import find
 from mqlab.scenarios.session import RunSession
 from mqlab.scenarios.verdict import RunResult
+from tests.waiting import answer_unless_ended
 
 pytestmark = pytest.mark.sim
 
@@ -25,7 +27,9 @@ def _poll_while_running(session: RunSession) -> tuple[RunResult, list[object]]:
     snapshots: list[object] = []
     deadline = time.monotonic() + 60
     while runner.is_alive() and time.monotonic() < deadline:
-        snapshot = session.request_snapshot().result(timeout=10)
+        snapshot = answer_unless_ended(
+            session.request_snapshot(), lambda: not runner.is_alive(), 60, "a snapshot"
+        )
         if snapshot is not None:
             snapshots.append(snapshot)
     runner.join(60)
@@ -54,3 +58,14 @@ def test_snapshots_show_the_run_and_never_change_it(scenario_id: str, snapshot_t
 def test_no_snapshot_outside_a_run() -> None:
     session = RunSession(find("kafka-leader-failover"), "sim")
     assert session.request_snapshot().result(timeout=1) is None
+
+
+def test_a_snapshot_asked_for_as_the_runs_loop_closes_holds_none() -> None:
+    """The run's loop can close between a request's check of it and the request itself (the
+    run ended meanwhile): the answer is None, as after the run, not the loop's RuntimeError."""
+    session = RunSession(find("kafka-leader-failover"), "sim")
+    closed = asyncio.new_event_loop()
+    closed.close()
+    session._loop = closed  # the loop the run had when the request looked, closed since
+    assert session.request_snapshot().result(timeout=1) is None
+    assert session.request_judged(lambda judge: 1).result(timeout=1) is None
