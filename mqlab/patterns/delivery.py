@@ -170,9 +170,25 @@ async def _record_by_record(
     return outcome
 
 
-async def _commit_past(consumer: KafkaConsumer, record: KafkaRecord) -> None:
-    """Commit the group's offset for ``record``'s partition to the record after it."""
+async def _commit_past(consumer: KafkaConsumer, record: KafkaRecord, crash: CrashHook) -> None:
+    """Commit the group's offset for ``record``'s partition to the record after it, then
+    pass the crash point ``after_offset_commit``."""
     await consumer.commit({_tp(record): record.offset + 1})
+    await crash("after_offset_commit", record.message_id)
+
+
+async def _processed(
+    report: Reporter,
+    consumer: KafkaConsumer,
+    record: KafkaRecord,
+    crash: CrashHook,
+    *,
+    skipped: bool = False,
+) -> None:
+    """Report ``record`` processed (or skipped as a duplicate), then pass the crash point
+    ``after_processing``."""
+    _report_processed(report, consumer, record, skipped=skipped)
+    await crash("after_processing", record.message_id)
 
 
 async def at_most_once(
@@ -191,11 +207,9 @@ async def at_most_once(
 
     async def commit_then_process(record: KafkaRecord) -> bool:
         await crash("after_receive", record.message_id)
-        await _commit_past(consumer, record)
-        await crash("after_offset_commit", record.message_id)
+        await _commit_past(consumer, record, crash)
         await handle(record)
-        _report_processed(report, consumer, record, skipped=False)
-        await crash("after_processing", record.message_id)
+        await _processed(report, consumer, record, crash)
         return True
 
     return await _record_by_record(consumer, commit_then_process, until)
@@ -215,10 +229,8 @@ async def at_least_once(
     async def process_then_commit(record: KafkaRecord) -> bool:
         await crash("after_receive", record.message_id)
         await handle(record)
-        _report_processed(report, consumer, record, skipped=False)
-        await crash("after_processing", record.message_id)
-        await _commit_past(consumer, record)
-        await crash("after_offset_commit", record.message_id)
+        await _processed(report, consumer, record, crash)
+        await _commit_past(consumer, record, crash)
         return True
 
     return await _record_by_record(consumer, process_then_commit, until)
@@ -287,10 +299,8 @@ async def idempotent_consumer(
     async def apply_once_then_commit(record: KafkaRecord) -> bool:
         await crash("after_receive", record.message_id)
         applied = await apply_once(record) == "applied"
-        _report_processed(report, consumer, record, skipped=not applied)
-        await crash("after_processing", record.message_id)
-        await _commit_past(consumer, record)
-        await crash("after_offset_commit", record.message_id)
+        await _processed(report, consumer, record, crash, skipped=not applied)
+        await _commit_past(consumer, record, crash)
         return applied
 
     return await _record_by_record(consumer, apply_once_then_commit, until)
