@@ -77,7 +77,10 @@ def test_a_live_run_cancelled_before_it_began_does_not_begin() -> None:
 
 
 def test_a_live_run_cancelled_while_it_runs_stops_after_its_cleanup() -> None:
-    live = LiveRun(find("kafka-leader-failover"), "sim", speed=1.0)
+    # A quarter of real time: the 30 sends (at 15 a second) take 8 s, so the cancel lands
+    # before the last one even when a loaded machine holds this thread back for seconds (at
+    # 1x the whole script took 2 s, and a late cancel would find it done).
+    live = LiveRun(find("kafka-leader-failover"), "sim", speed=0.25)
     recorder = Recorder()
     live.session.subscribe(recorder)
     results: list[object] = []
