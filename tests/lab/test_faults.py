@@ -31,6 +31,10 @@ from tests.waiting import eventually
 # Short on purpose: the lab answers in milliseconds, so one second only passes when a fault
 # holds the request; a paused server then fails the call fast instead of hanging the test.
 REQUEST_TIMEOUT = 1.0
+# For the calls that must succeed (before a fault, after its repair, the clean-up): generous,
+# because on a loaded machine a healthy server's answer can take seconds. A bound against
+# hanging, never a speed goal; the faulted calls keep REQUEST_TIMEOUT or fail without waiting.
+HEALTHY_TIMEOUT = 30.0
 LATENCY_MS = 300
 # Bound for a signal to take effect on a lab process (the kernel acts when it schedules it).
 SIGNAL_WAIT = 10.0
@@ -70,13 +74,14 @@ def toxics() -> Iterator[ToxicsOfOneTest]:
 @pytest.mark.nats
 @pytest.mark.lab
 async def test_paused_nats_times_out_and_answers_after_resume(endpoints: Endpoints) -> None:
-    client = await nats.connect(endpoints.nats_url, connect_timeout=5)
+    client = await nats.connect(endpoints.nats_url, connect_timeout=HEALTHY_TIMEOUT)
     stream = f"mqlab_test_pause_{secrets.token_hex(3)}"
-    jetstream = client.jetstream()
+    # The stream's creation and deletion are JetStream API calls: they get the generous bound.
+    jetstream = client.jetstream(timeout=HEALTHY_TIMEOUT)
     paused = False
     try:
         await jetstream.add_stream(name=stream, subjects=[f"{stream}.>"])
-        await jetstream.publish(f"{stream}.a", b"before", timeout=REQUEST_TIMEOUT)
+        await jetstream.publish(f"{stream}.a", b"before", timeout=HEALTHY_TIMEOUT)
 
         faults.pause("nats")
         paused = True
@@ -90,7 +95,8 @@ async def test_paused_nats_times_out_and_answers_after_resume(endpoints: Endpoin
 
         faults.resume("nats")
         paused = False
-        ack = await jetstream.publish(f"{stream}.a", b"after", timeout=5)
+        # Resumed, the server first works through what piled up while it was stopped.
+        ack = await jetstream.publish(f"{stream}.a", b"after", timeout=HEALTHY_TIMEOUT)
         assert ack.stream == stream
         assert _health("nats") == "healthy"  # it answered the publish: running again
     finally:
@@ -129,9 +135,13 @@ def _sqs_without_retries(endpoints: Endpoints) -> object:
         region_name="us-east-1",
         aws_access_key_id="mqlab",
         aws_secret_access_key="mqlab",
-        # One attempt, short timeouts: the test wants to see the failure, not botocore's retries.
+        # One attempt: the test wants to see the failure, not botocore's retries. The timeouts
+        # are generous: reset_peer fails a call at once, and moto on a loaded machine can take
+        # seconds to answer the calls that must succeed (2 s was tight there).
         config=Config(
-            retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=2
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=HEALTHY_TIMEOUT,
+            read_timeout=HEALTHY_TIMEOUT,
         ),
     )
 
@@ -161,7 +171,8 @@ def test_disabled_proxy_refuses_connections_until_enabled(toxics: ToxicsOfOneTes
             socket.create_connection((HOST, port("nats")), timeout=2).close()
     finally:
         toxics.enable("nats")
-    with socket.create_connection((HOST, port("nats")), timeout=2) as connection:
+    # Through the re-enabled proxy to the server and back: generous on a loaded machine.
+    with socket.create_connection((HOST, port("nats")), timeout=HEALTHY_TIMEOUT) as connection:
         assert connection.recv(4) == b"INFO"
 
 
@@ -182,7 +193,9 @@ def test_toxics_reject_unknown_names(toxics: ToxicsOfOneTest) -> None:
 @pytest.mark.redis
 @pytest.mark.lab
 def test_killed_redis_comes_back_with_restart(endpoints: Endpoints) -> None:
-    client = redis.Redis.from_url(endpoints.redis_url, socket_timeout=REQUEST_TIMEOUT)
+    # A killed server closes its connections: the ping fails at once, not by a timeout, so
+    # the bound can be the generous one (the pings that must succeed need it under load).
+    client = redis.Redis.from_url(endpoints.redis_url, socket_timeout=HEALTHY_TIMEOUT)
     try:
         assert client.ping()
         faults.kill("redis")
