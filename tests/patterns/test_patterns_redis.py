@@ -13,6 +13,14 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
+SHORT_TTL = 3.0
+"""Seconds a key that the test then waits to see expire lives. Until then the test asserts
+that it is still there, so the TTL must outlast the few Redis round trips in between on a
+loaded machine (the 0.3 s these tests used could run out between two calls while the machine
+kept this process off the CPU, and the key was "applied" or "claimed" a second time)."""
+EXPIRY_BOUND = 30.0
+"""A bound against hanging while waiting for Redis to drop a key by itself."""
+
 
 @pytest.fixture
 async def store(endpoints: Endpoints, namespace: str) -> AsyncIterator[RedisDedupStore]:
@@ -43,14 +51,17 @@ async def test_remember_and_seen(store: RedisDedupStore) -> None:
 async def test_a_late_redelivery_gets_through_after_the_ttl(
     endpoints: Endpoints, namespace: str
 ) -> None:
-    store = RedisDedupStore(endpoints.redis_url, namespace, ttl=0.3)
+    store = RedisDedupStore(endpoints.redis_url, namespace, ttl=SHORT_TTL)
     work = Work()
     try:
         assert await check_process_record(store, "m1", work) == "applied"
         assert await check_process_record(store, "m1", work) == "duplicate"
         # Redis drops the key by itself once the TTL is over (no one deletes it).
         await eventually(
-            lambda: store.seen("m1"), 10.0, "the key to expire", accept=lambda seen: not seen
+            lambda: store.seen("m1"),
+            EXPIRY_BOUND,
+            "the key to expire",
+            accept=lambda seen: not seen,
         )
         assert await check_process_record(store, "m1", work) == "applied"
         assert work.runs == 2
@@ -60,13 +71,13 @@ async def test_a_late_redelivery_gets_through_after_the_ttl(
 
 
 async def test_the_processing_marker_in_redis(store: RedisDedupStore) -> None:
-    assert await store.claim("m1", 0.3) == "claimed"
-    assert await store.claim("m1", 0.3) == "processing"
+    assert await store.claim("m1", SHORT_TTL) == "claimed"
+    assert await store.claim("m1", SHORT_TTL) == "processing"
     assert (await store.lookup("m1")).state == "processing"
     # A crashed worker's marker expires; the redelivery can claim it then.
     await eventually(
         lambda: store.claim("m1", 30.0),
-        10.0,
+        EXPIRY_BOUND,
         "the marker to expire",
         accept=lambda c: c == "claimed",
     )
