@@ -43,8 +43,12 @@ BOUND = 60.0  # seconds: a bound against hanging, never a speed goal
 
 @pytest.fixture
 async def kafka(endpoints: Endpoints) -> AsyncIterator[KafkaBroker]:
+    # Bounds, not speed goals: the connect (admin client start and a metadata round) and
+    # the topic creations and acks=all sends with three replicas are slow on a loaded machine
+    # where the JVMs share two cores: the 3 s this gave the connect (the adapter's default is
+    # 5 s) could run out before the cluster answered, and the test failed as "unavailable".
     async with KafkaBroker(
-        endpoints=endpoints, connect_timeout=3.0, request_timeout=10.0
+        endpoints=endpoints, connect_timeout=BOUND / 2, request_timeout=BOUND / 2
     ) as adapter:
         yield adapter
 
