@@ -12,13 +12,24 @@ from __future__ import annotations
 import asyncio
 from abc import abstractmethod
 from collections.abc import Coroutine
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from mqlab.brokers.base import Broker, BrokerError, Snapshot
 from mqlab.brokers.sim.world import SimWorld
 
 SIMULATOR_ADDRESS = "the simulator"
 """How simulated adapters name their address in errors (there is no host or port)."""
+
+_SnapshotT_co = TypeVar("_SnapshotT_co", bound=Snapshot, covariant=True)
+
+
+class NamespacedServerModel(Protocol[_SnapshotT_co]):
+    """A simulated server that answers a snapshot of the names that start with a prefix
+    (the SQS, NATS and RabbitMQ server models)."""
+
+    def snapshot(self, prefix: str) -> _SnapshotT_co:
+        """The state of everything whose name starts with ``prefix``."""
+        ...
 
 
 class SimBroker(Broker):
@@ -60,6 +71,11 @@ class SimBroker(Broker):
         would answer it but without a simulated request: no virtual time passes and nothing in
         the run changes (no timer, no reconnect, no observation), however often a UI looks.
         None while the adapter is not connected."""
+
+    def peek_at(self, server: NamespacedServerModel[_SnapshotT_co] | None) -> _SnapshotT_co | None:
+        """:meth:`peek` for an adapter with one server model: ``server``'s snapshot of this
+        namespace, None while not connected (no server)."""
+        return None if server is None else server.snapshot(f"{self.namespace}-")
 
     def start_background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``work`` as a task of the world (stopped with it; a crash fails the run)."""

@@ -192,9 +192,7 @@ class SimNatsBroker(SimBroker, NatsAPI):
 
     def peek(self) -> NatsSnapshot | None:
         """This namespace's state straight from the server model (see :meth:`SimBroker.peek`)."""
-        if self._server is None:
-            return None
-        return self._server.snapshot(f"{self.namespace}-")
+        return self.peek_at(self._server)
 
     async def inspect(self) -> NatsSnapshot:
         """Every stream of the namespace and every consumer on them."""

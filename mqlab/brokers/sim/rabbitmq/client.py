@@ -219,9 +219,7 @@ class SimRabbitMQBroker(SimBroker, RabbitMQAPI):
 
     def peek(self) -> RabbitSnapshot | None:
         """This namespace's state straight from the server model (see :meth:`SimBroker.peek`)."""
-        if self._server is None:
-            return None
-        return self._server.snapshot(f"{self.namespace}-")
+        return self.peek_at(self._server)
 
     async def inspect(self) -> RabbitSnapshot:
         """Exchanges (with type), bindings and queues (ready / unacked / consumers and their

@@ -273,9 +273,7 @@ class SimSqsBroker(SimBroker, SqsAPI):
 
     def peek(self) -> SqsSnapshot | None:
         """This namespace's state straight from the server model (see :meth:`SimBroker.peek`)."""
-        if self._server is None:
-            return None
-        return self._server.snapshot(f"{self.namespace}-")
+        return self.peek_at(self._server)
 
     async def inspect(self) -> SqsSnapshot:
         """Every queue (depths, FIFO settings, redrive, DLQ depth) and topic of the namespace."""
