@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
     from mqlab.patterns.contention import StrategySummary
     from mqlab.patterns.retry import Strategy
+
+_Arguments = ParamSpec("_Arguments")
+_Result = TypeVar("_Result")
 
 EXIT_BAD_INPUT = EXIT_CONTENT_ERROR
 """Bad option values exit like any other bad input of the CLI (``mqlab run`` included): 2."""
@@ -180,7 +183,14 @@ def contention(
 
     from mqlab.patterns.contention import simulate
 
-    run = _run_on_postgres if on_postgres else simulate
+    run = simulate
+    if on_postgres:
+        from functools import partial
+
+        from mqlab.lab.endpoints import Endpoints
+        from mqlab.patterns.contention_postgres import run_postgres
+
+        run = _to_completion(partial(run_postgres, dsn=Endpoints.local().postgres_dsn))
     summaries = run(
         chosen,
         counts,
@@ -207,40 +217,23 @@ def contention(
     _print_ranking(console, summaries)
 
 
-def _run_on_postgres(
-    strategies: tuple[Strategy, ...],
-    counts: list[int],
-    *,
-    runs: int,
-    seed: int,
-    base: float,
-    cap: float,
-    delay_mean: float,
-    delay_sd: float,
-) -> list[StrategySummary]:
+def _to_completion(
+    experiment: Callable[_Arguments, Coroutine[Any, Any, _Result]],
+) -> Callable[_Arguments, _Result]:
+    """``experiment`` run to completion on its own event loop; a broker (PostgreSQL) that
+    cannot be reached is one line on stderr and exit code 3."""
     import asyncio
 
     from mqlab.brokers.base import BrokerError
-    from mqlab.lab.endpoints import Endpoints
-    from mqlab.patterns.contention_postgres import run_postgres
 
-    try:
-        return asyncio.run(
-            run_postgres(
-                strategies,
-                counts,
-                runs=runs,
-                seed=seed,
-                base=base,
-                cap=cap,
-                delay_mean=delay_mean,
-                delay_sd=delay_sd,
-                dsn=Endpoints.local().postgres_dsn,
-            )
-        )
-    except BrokerError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BROKER_ERROR) from None
+    def run(*arguments: _Arguments.args, **settings: _Arguments.kwargs) -> _Result:
+        try:
+            return asyncio.run(experiment(*arguments, **settings))
+        except BrokerError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(EXIT_BROKER_ERROR) from None
+
+    return run
 
 
 def _print_table(console: Console, summaries: list[StrategySummary]) -> None:
