@@ -5,6 +5,7 @@ idempotence and transactions, on the simulated cluster.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mqlab.brokers.base import BrokerError
@@ -65,6 +66,24 @@ _new_produced = slot_builder(
     ),
 )
 _new_metadata = slot_builder(RecordMetadata, ("topic", "partition", "offset"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A record off the fast path, on its way to its partition's leader: what the retries,
+    the acks=0 hand-off and the observations about it need."""
+
+    partition: Partition
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    message_id: str
+    key_text: str | None
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the request carries (headers aside, as the retries always counted)."""
+        return len(self.value) + len(self.key or b"") + RECORD_OVERHEAD
 
 
 class SimKafkaProducer(KafkaProducer):
@@ -189,7 +208,9 @@ class SimKafkaProducer(KafkaProducer):
                 )
             )
             return _new_metadata(topic, partition, -1 if position is None else offset)
-        return await self._send_with_retries(target, key, value, all_headers, mid, key_text)
+        return await self._send_with_retries(
+            _Outgoing(target, key, value, all_headers, mid, key_text)
+        )
 
     def _sticky_partition(self, topic: Topic, size: int) -> int:
         """The uniform sticky partitioner: stay on one partition until ``batch.size`` bytes
@@ -210,16 +231,9 @@ class SimKafkaProducer(KafkaProducer):
         state[1] += size
         return state[0]
 
-    async def _send_with_retries(
-        self,
-        partition: Partition,
-        key: bytes | None,
-        value: bytes,
-        headers: tuple[tuple[str, bytes], ...],
-        message_id: str,
-        key_text: str | None,
-    ) -> RecordMetadata:
+    async def _send_with_retries(self, record: _Outgoing) -> RecordMetadata:
         world = self._world
+        partition = record.partition
         tp = partition.tp
         deadline = self._clock() + self._request_timeout
         sequence = -1
@@ -230,19 +244,16 @@ class SimKafkaProducer(KafkaProducer):
             await self._add_partition(tp, deadline)
         if self._linger:
             await asyncio.sleep(self._linger)
-        nbytes = len(value) + len(key or b"") + RECORD_OVERHEAD
         if self._acks == 0:
-            self._fire_and_forget(partition, key, value, headers, message_id, key_text, nbytes)
-            self._emit_produced(tp, message_id, key_text, None, duplicate=False)
+            self._fire_and_forget(record)
+            self._emit_produced(record, None, duplicate=False)
             return RecordMetadata(tp.topic, tp.partition, -1)
         last_error: BaseException | None = None
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
-                raise self._give_up(tp, message_id, key_text, last_error)
-            attempt = self._attempt(
-                partition, key, value, headers, sequence, message_id, key_text, nbytes, deadline
-            )
+                raise self._give_up(record, last_error)
+            attempt = self._attempt(record, sequence, deadline)
             leader = partition.leader
             try:
                 if leader >= 0 and world.clear_path(self._cluster.node_of(leader)):
@@ -252,60 +263,50 @@ class SimKafkaProducer(KafkaProducer):
                 else:
                     offset, duplicate = await asyncio.wait_for(attempt, remaining)
             except TimeoutError:
-                raise self._give_up(tp, message_id, key_text, last_error) from None
+                raise self._give_up(record, last_error) from None
             except (RetriableError, NodeUnreachable) as error:
                 last_error = error
             except BrokerError as error:
-                self._emit_failed(tp, message_id, key_text, str(error))
+                self._emit_failed(record, str(error))
                 raise
             else:
-                self._emit_produced(tp, message_id, key_text, offset, duplicate=duplicate)
+                self._emit_produced(record, offset, duplicate=duplicate)
                 return _new_metadata(tp.topic, tp.partition, offset)
             if partition.topic.deleted:
                 error_text = f"UnknownTopicOrPartition: topic {tp.topic!r} was deleted"
-                self._emit_failed(tp, message_id, key_text, error_text)
+                self._emit_failed(record, error_text)
                 raise BrokerError(error_text)
             await asyncio.sleep(min(RETRY_BACKOFF, max(0.0, deadline - world.now())))
 
-    async def _attempt(
-        self,
-        partition: Partition,
-        key: bytes | None,
-        value: bytes,
-        headers: tuple[tuple[str, bytes], ...],
-        sequence: int,
-        message_id: str,
-        key_text: str | None,
-        nbytes: int,
-        deadline: float,
-    ) -> tuple[int, bool]:
+    async def _attempt(self, record: _Outgoing, sequence: int, deadline: float) -> tuple[int, bool]:
         """One produce request to the current leader and its answer.
 
         Raises:
             TimeoutError: still waiting for replication at ``deadline``.
         """
+        partition = record.partition
         if partition.topic.deleted:
             raise BrokerError(f"UnknownTopicOrPartition: topic {partition.tp.topic!r} was deleted")
         leader = partition.leader
         if leader < 0:
             raise LeaderNotAvailable(f"{partition.tp} has no leader")
         node = self._cluster.node_of(leader)
-        await self._leg(node, "upstream", deadline, nbytes)
+        await self._leg(node, "upstream", deadline, record.nbytes)
         try:
             if partition.leader != leader:
                 raise NotLeaderOrFollower(f"broker {leader} no longer leads {partition.tp}")
             offset, duplicate = self._cluster.append(
                 partition,
-                key,
-                value,
-                headers,
+                record.key,
+                record.value,
+                record.headers,
                 acks_all=self._acks_all,
                 producer_id=self._producer_id,
                 producer_epoch=self._epoch,
                 sequence=sequence,
                 txn=self._txn is not None,
-                key_text=key_text,
-                message_id=message_id,
+                key_text=record.key_text,
+                message_id=record.message_id,
                 timestamp_ms=int(self._clock() * 1000),
             )
             if self._acks_all:
@@ -326,33 +327,26 @@ class SimKafkaProducer(KafkaProducer):
             world.transmit(node, stream, nbytes), max(0.0, deadline - self._clock())
         )
 
-    def _fire_and_forget(
-        self,
-        partition: Partition,
-        key: bytes | None,
-        value: bytes,
-        headers: tuple[tuple[str, bytes], ...],
-        message_id: str,
-        key_text: str | None,
-        nbytes: int,
-    ) -> None:
+    def _fire_and_forget(self, record: _Outgoing) -> None:
         """acks=0: the bytes are handed to the socket; whether they arrive nobody says."""
+        partition = record.partition
 
         async def deliver() -> None:
             leader = partition.leader
             if leader < 0:
                 return
             try:
-                await self._world.transmit(self._cluster.node_of(leader), "upstream", nbytes)
+                node = self._cluster.node_of(leader)
+                await self._world.transmit(node, "upstream", record.nbytes)
                 if partition.leader == leader and not partition.topic.deleted:
                     self._cluster.append(
                         partition,
-                        key,
-                        value,
-                        headers,
+                        record.key,
+                        record.value,
+                        record.headers,
                         acks_all=False,
-                        key_text=key_text,
-                        message_id=message_id,
+                        key_text=record.key_text,
+                        message_id=record.message_id,
                     )
             except (BrokerError, NodeUnreachable):
                 return  # lost silently: that is acks=0
@@ -361,47 +355,37 @@ class SimKafkaProducer(KafkaProducer):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _give_up(
-        self,
-        tp: TopicPartition,
-        message_id: str,
-        key_text: str | None,
-        last_error: BaseException | None,
-    ) -> BrokerError:
+    def _give_up(self, record: _Outgoing, last_error: BaseException | None) -> BrokerError:
         if isinstance(last_error, NotEnoughReplicasError):
             error: BrokerError = NotEnoughReplicas(str(last_error))
         else:
             why = f" (last error: {last_error})" if last_error is not None else ""
             error = ProduceTimedOut(
-                f"no acknowledgement for {tp} within {self._request_timeout:g}s{why}"
+                f"no acknowledgement for {record.partition.tp} within "
+                f"{self._request_timeout:g}s{why}"
             )
-        self._emit_failed(tp, message_id, key_text, str(error))
+        self._emit_failed(record, str(error))
         return error
 
-    def _emit_produced(
-        self,
-        tp: TopicPartition,
-        message_id: str,
-        key_text: str | None,
-        offset: int | None,
-        *,
-        duplicate: bool,
-    ) -> None:
+    def _emit_produced(self, record: _Outgoing, offset: int | None, *, duplicate: bool) -> None:
+        tp = record.partition.tp
         self._adapter.report_produced(
             tp.topic,
-            message_id,
-            key=key_text,
+            record.message_id,
+            key=record.key_text,
             partition=tp.partition,
             position=offset,
             producer=self.name,
             duplicate=duplicate,
         )
 
-    def _emit_failed(
-        self, tp: TopicPartition, message_id: str, key_text: str | None, error: str
-    ) -> None:
+    def _emit_failed(self, record: _Outgoing, error: str) -> None:
         self._adapter.report_produce_failed(
-            tp.topic, message_id, error, key=key_text, producer=self.name
+            record.partition.tp.topic,
+            record.message_id,
+            error,
+            key=record.key_text,
+            producer=self.name,
         )
 
     async def flush(self) -> None:
