@@ -152,6 +152,15 @@ class KafkaBroker(KafkaAPI):
         except (IllegalStateError, AssertionError) as error:  # aiokafka's usage errors
             raise BrokerError(f"kafka: {what}: {error_text(error)}") from error
 
+    async def let_go(
+        self, closed: Consumer | Producer, stopping: Awaitable[object], timeout: float
+    ) -> None:
+        """A producer or consumer closed by its owner: forget it, then await its aiokafka
+        client's ``stopping`` (a flush, a LeaveGroup) for at most ``timeout`` seconds, ignoring
+        its errors, because against a dead cluster that goodbye would wait for ever."""
+        self.forget(closed)
+        await wire.stop_within(timeout, stopping, ignoring=(KafkaError, OSError))
+
     def report_delivery(self, consumer: Consumer, record: KafkaRecord) -> None:
         """Emit Delivered for a fetched record. Kafka has no redelivered flag and no delivery
         count: a record read again (after a crash, a rebalance or a seek) is delivered like the

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import (
     IllegalStateError,
-    KafkaError,
 )
 from aiokafka.structs import OffsetAndMetadata
 
@@ -20,7 +19,7 @@ from mqlab.brokers.kafka.api import (
     KafkaRecord,
     TopicPartition,
 )
-from mqlab.brokers.kafka.wire import error_text, ours, stop_within, theirs
+from mqlab.brokers.kafka.wire import error_text, ours, theirs
 from mqlab.observe.events import (
     Rebalanced,
 )
@@ -175,9 +174,6 @@ class Consumer(KafkaConsumer):
         if self._closed:
             return
         self._closed = True
-        self._broker.forget(self)
         # stop() sends LeaveGroup, so the others rebalance at once instead of after the
         # session timeout; bounded because a dead coordinator would make it wait.
-        await stop_within(
-            self._request_timeout, self._consumer.stop(), ignoring=(KafkaError, OSError)
-        )
+        await self._broker.let_go(self, self._consumer.stop(), self._request_timeout)

@@ -30,7 +30,7 @@ from mqlab.brokers.kafka.api import (
     TopicPartition,
     default_partition,
 )
-from mqlab.brokers.kafka.wire import error_text, key_text, stop_within, theirs
+from mqlab.brokers.kafka.wire import error_text, key_text, theirs
 
 if TYPE_CHECKING:
     from mqlab.brokers.kafka.client import KafkaBroker
@@ -219,9 +219,6 @@ class Producer(KafkaProducer):
         if self._closed:
             return
         self._closed = True
-        self._broker.forget(self)
         # stop() flushes; against a dead cluster that could wait for ever, so it is bounded
         # (records still unacknowledged then are dropped, as the learner's error says).
-        await stop_within(
-            self._request_timeout, self._producer.stop(), ignoring=(KafkaError, OSError)
-        )
+        await self._broker.let_go(self, self._producer.stop(), self._request_timeout)
