@@ -37,7 +37,13 @@ from mqlab.observe.events import FaultInjected, Observation
 MAX_PHASES = 5
 """A check may crash the learner's process on purpose this many times minus one (the Kafka
 consumer exercises kill it three times: after a receive, before a commit, after one)."""
-CLEANUP_SECONDS = 30.0
+CLEANUP_SECONDS = 180.0
+"""A bound on the cleanup run after a real check (delete its namespace, and put back what a
+child killed mid-fault left broken). It restarts a killed broker and waits until it is healthy,
+for as long as the lab itself would (a Kafka broker: up to two minutes on a loaded machine,
+where a JVM starts slowly). The 30 s this was could kill the cleanup run in that wait, or
+before it: a restore not yet begun (the restarted broker launches before the wait) or the
+namespace's deletion was then lost. It ends as soon as its work is done."""
 KILL_GRACE_SECONDS = 2.0
 """How long past its time limit the child may run before it is killed: the child's own stack
 dump comes a quarter second before the limit, and must be written before the kill."""

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from mqlab.grader.run import left_broken
+from mqlab.grader.run import CLEANUP_SECONDS, left_broken
+from mqlab.lab.supervisor import SERVICE_PATHS, SERVICES, Lab
 from mqlab.observe.events import FaultInjected, Observation, Produced
 
 pytestmark = pytest.mark.sim
@@ -65,3 +66,14 @@ def test_a_fault_announced_but_never_reported_is_left_broken() -> None:
         b'{"breaking": "kafka-broker-3"}\n',
     ]
     assert left_broken(lines) == [("pause", "kafka-broker-1")]
+
+
+def test_the_cleanup_run_may_wait_as_long_as_the_lab_waits_for_a_restarted_process() -> None:
+    """The cleanup run restarts what a killed child left dead and waits until it is healthy,
+    bounded by the lab's own wait (a Kafka broker's is the longest); its own bound must not
+    end it first, with room left for its connect and the namespace's deletion."""
+    lab = Lab()
+    specs = [spec for name in SERVICE_PATHS for spec in SERVICES[name].processes(lab.paths)]
+    longest = max(spec.health.timeout for spec in specs)
+    assert longest >= 60  # the JVM brokers' bound, as the lab sets it
+    assert CLEANUP_SECONDS - longest >= 30, (CLEANUP_SECONDS, longest)
