@@ -13,6 +13,8 @@ why.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -67,14 +69,23 @@ async def kafka_scene(broker: KafkaAPI, *, settle_timeout: float = 30.0) -> Kafk
                 await asyncio.gather(
                     *(member.poll(max_records=50, timeout=0.5) for member in members)
                 )
-                owned = [member.assignment() for member in members]
-                if all(owned) and len(owned[0] | owned[1]) == 4:
+                if group_settled([member.assignment() for member in members], partitions=4):
                     break
             await members[0].commit()
             return await broker.inspect()
         finally:
             for member in members:
                 await member.close()
+
+
+def group_settled(assignments: Sequence[AbstractSet[object]], *, partitions: int) -> bool:
+    """Whether every member owns partitions, none owned twice, all of them owned: the members
+    are in one generation. During the rebalance the member that was alone still reports all
+    four (aiokafka keeps the old assignment until the new one arrives) while the newcomer
+    already has its share: the union is whole then too, but a commit from the first member
+    can fail (its generation is over) and the group is described mid-rebalance."""
+    owned = [partition for assignment in assignments for partition in assignment]
+    return all(assignments) and len(owned) == len(set(owned)) == partitions
 
 
 def _simulated_snapshot(seed: int) -> tuple[KafkaSnapshot, str]:

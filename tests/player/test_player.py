@@ -14,7 +14,7 @@ from mqlab.course.lesson import Experiment, Lesson
 from mqlab.course.library import apply_overrides, find_lesson, find_scenario
 from mqlab.course.progress import ProgressStore
 from mqlab.course.scenario import Scenario
-from mqlab.player.diagrams import draw_diagram, example_diagram
+from mqlab.player.diagrams import draw_diagram, example_diagram, group_settled
 from mqlab.player.patterns import (
     PATTERNS,
     RETRY_CONTENTION,
@@ -312,6 +312,14 @@ def test_the_simulator_draws_the_scene() -> None:
     assert any(line.startswith("TOPIC     orders  partitions=4") for line in view.lines)
     assert any(line.startswith("GROUP     billing (Stable") for line in view.lines)
     assert draw_diagram("kafka-cluster", LearnerBroker.parse("sim"), seed=0) == view
+
+
+def test_the_scene_waits_for_one_generation_of_the_group() -> None:
+    assert group_settled([{0, 1}, {2, 3}], partitions=4)
+    # Mid-rebalance: the first member still reports the old generation's four.
+    assert not group_settled([{0, 1, 2, 3}, {2, 3}], partitions=4)
+    assert not group_settled([{0, 1, 2, 3}, set()], partitions=4)
+    assert not group_settled([{0, 1}, {2}], partitions=4)
 
 
 def test_an_unreachable_lab_falls_back_to_the_example(monkeypatch: pytest.MonkeyPatch) -> None:
