@@ -160,7 +160,28 @@ class JsMessage(ABC):
         """
 
 
-class NatsPullConsumer(ABC):
+class _ClosedByUnsubscribing(ABC):
+    """What a pull consumer and a core subscription share: closing one unsubscribes it, once.
+
+    A closed pull consumer stops fetching (the durable consumer stays on the server; delete it
+    via the stream); a closed core subscription receives nothing published afterwards.
+    """
+
+    _closed: bool
+
+    async def close(self) -> None:
+        """Unsubscribe; closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._unsubscribe()
+
+    @abstractmethod
+    async def _unsubscribe(self) -> None:
+        """Drop the subscription; the adapter stops tracking it."""
+
+
+class NatsPullConsumer(_ClosedByUnsubscribing):
     """A durable pull consumer bound to a stream."""
 
     def __init__(self, stream: str, name: str) -> None:
@@ -210,20 +231,9 @@ class NatsPullConsumer(ABC):
         for message in messages:
             message.report_acked()
 
-    async def close(self) -> None:
-        """Stop fetching (the durable consumer stays on the server; delete it via the stream)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._unsubscribe()
-
     @abstractmethod
     async def _fetch(self, batch: int, timeout: float) -> list[JsMessage]:
         """One pull request."""
-
-    @abstractmethod
-    async def _unsubscribe(self) -> None:
-        """Drop the pull subscription; the adapter stops tracking it."""
 
     @abstractmethod
     async def _send_acks(self, messages: list[JsMessage]) -> None:
@@ -235,7 +245,7 @@ class NatsPullConsumer(ABC):
         """
 
 
-class NatsSubscription(ABC):
+class NatsSubscription(_ClosedByUnsubscribing):
     """A core NATS subscription (no persistence, no acks)."""
 
     def __init__(self, broker: Broker, subject: str) -> None:
@@ -263,20 +273,9 @@ class NatsSubscription(ABC):
         )
         return subject, data
 
-    async def close(self) -> None:
-        """Unsubscribe (messages published afterwards are simply not delivered here)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._unsubscribe()
-
     @abstractmethod
     async def _next(self, timeout: float) -> tuple[str, bytes, Mapping[str, str]] | None:
         """The next message as (subject, data, headers), or None after ``timeout``."""
-
-    @abstractmethod
-    async def _unsubscribe(self) -> None:
-        """Unsubscribe; the adapter stops tracking it."""
 
 
 @dataclass(frozen=True, slots=True)
