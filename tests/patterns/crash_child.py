@@ -50,6 +50,13 @@ SAGA_FAULTS = {
 }
 PROCESSING_TTL = 0.5
 """Seconds a Redis processing marker lives: a crash under it delays the redelivery by this."""
+STEP_TIMEOUT = 30.0
+"""Each saga step's timeout: a bound, not a fault (no step here hangs). A step that timed out
+on a loaded machine would send the saga down another path than the one whose boundaries the
+first run recorded; the 5 s this was could be outlasted by the transactions of one step."""
+DRAIN_SECONDS = 60.0
+"""A bound on one consumer run over the inbox (each pass opens several connections, slow on
+a loaded machine; a processing marker left by the kill holds its message back 0.5 s)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ async def run_saga(spec: Spec, crash: CrashHook) -> str:
     """What a saga process does when it starts: recover what the log has, then run."""
     db = PostgresDatabase(spec.dsn, spec.namespace)
     log = PostgresSagaLog(spec.dsn, spec.namespace)
-    saga = OrderSaga(db, faults=SAGA_FAULTS[spec.variant or "happy"], timeout=5.0)
+    saga = OrderSaga(db, faults=SAGA_FAULTS[spec.variant or "happy"], timeout=STEP_TIMEOUT)
     orchestrator = SagaOrchestrator(
         log,
         [saga.definition],
@@ -171,7 +178,7 @@ async def run_consumer(spec: Spec, crash: CrashHook) -> str:
 
     try:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20.0
+        deadline = loop.time() + DRAIN_SECONDS
         while pending := await unacked(spec):
             if loop.time() > deadline:
                 return "gave up"

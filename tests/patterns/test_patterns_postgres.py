@@ -37,6 +37,11 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
+STEP_TIMEOUT = 30.0
+"""Each saga step's timeout here: a bound, not a fault. No step of these sagas hangs, and one
+that timed out would change the saga's path (compensate early, never reach the planned crash);
+OrderSaga's default of 2 s is shorter than a transaction can take on a loaded machine."""
+
 
 async def credit(tx: Transaction) -> None:
     await tx.credit("acct", 10, message_id="m1")
@@ -172,7 +177,7 @@ async def test_the_saga_on_the_postgres_log(endpoints: Endpoints, postgres_names
         log = PostgresSagaLog(dsn, postgres_namespace)
         await log.setup()
         try:
-            saga = OrderSaga(db, faults=OrderFaults(reject="confirm_order"))
+            saga = OrderSaga(db, faults=OrderFaults(reject="confirm_order"), timeout=STEP_TIMEOUT)
             await saga.open_accounts(order, stock=5, wallet=100)
             orchestrator = SagaOrchestrator(log, [saga.definition])
             with pytest.raises(Crashed):
