@@ -19,7 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, KafkaTimeoutError, RequestTimedOutError
 
 from mqlab.lab import faults
+from mqlab.lab import process as proc
 from mqlab.lab.endpoints import KAFKA_BROKER_IDS, Endpoints
+from mqlab.lab.supervisor import Lab
 from tests import waiting
 
 pytestmark = [pytest.mark.kafka, pytest.mark.toxiproxy, pytest.mark.lab]
@@ -35,6 +37,11 @@ SETTLE_SECONDS = 90.0
 # after 3 s (aiokafka's default is 40 s), so polling moves on to a broker that answers, and a
 # produce to the frozen leader fails within the test instead of hanging.
 REQUEST_TIMEOUT_MS = 3000
+# Creating and deleting the test's topic must succeed, so those go through a client of their
+# own with a generous request timeout: on a loaded machine (or right after a broker was
+# resumed) the controller's answer can take longer than the polling client's 3 s, and a
+# failed deletion would error the test after it passed.
+MANAGEMENT_TIMEOUT_MS = 30000
 
 PartitionStates = dict[int, tuple[int, list[int]]]
 
@@ -87,16 +94,39 @@ async def admin(endpoints: Endpoints) -> AsyncIterator[AIOKafkaAdminClient]:
 
 
 @pytest.fixture
-async def topic(admin: AIOKafkaAdminClient) -> AsyncIterator[str]:
+async def topic(endpoints: Endpoints, admin: AIOKafkaAdminClient) -> AsyncIterator[str]:
     """A fresh topic with 4 partitions on all 3 brokers, fully in sync, deleted afterwards."""
     name = f"mqlab-fault-{uuid.uuid4().hex[:12]}"
-    response = await admin.create_topics([NewTopic(name, PARTITIONS, len(ALL_BROKERS))])
-    assert [error_code for _, error_code, *_ in response.topic_errors] == [0]
+    manager = AIOKafkaAdminClient(
+        bootstrap_servers=endpoints.kafka_bootstrap, request_timeout_ms=MANAGEMENT_TIMEOUT_MS
+    )
+    await manager.start()
     try:
-        await wait_for_states(admin, name, fully_replicated, f"{name} fully replicated")
-        yield name
+        response = await manager.create_topics([NewTopic(name, PARTITIONS, len(ALL_BROKERS))])
+        assert [error_code for _, error_code, *_ in response.topic_errors] == [0]
+        try:
+            await wait_for_states(admin, name, fully_replicated, f"{name} fully replicated")
+            yield name
+        finally:
+            await manager.delete_topics([name])
     finally:
-        await admin.delete_topics([name])
+        await manager.close()
+
+
+async def wait_until_paused(process: str) -> None:
+    """Until the kernel has stopped ``process``: SIGSTOP takes effect when the process is next
+    scheduled, which on a busy machine is not at once, and until then it still answers."""
+
+    def state() -> str:
+        record = Lab().record(process)
+        return "gone" if record is None else proc.process_state(record)
+
+    await waiting.eventually(
+        lambda: asyncio.to_thread(state),
+        SETTLE_SECONDS,
+        f"{process} stopped by SIGSTOP",
+        accept="paused".__eq__,
+    )
 
 
 @pytest.fixture
@@ -180,12 +210,15 @@ async def test_paused_leader_stalls_produce_and_the_cluster_recovers_after_resum
     partition = 0
     frozen_id = states[partition][0]
     frozen = f"kafka-broker-{frozen_id}"
-    # Connection and metadata ready, so the next produce goes straight to the leader.
-    await producer.send_and_wait(topic, b"before pause", partition=partition)
+    # Connection and metadata ready, so the next produce goes straight to the leader. Until
+    # acknowledged: one attempt can outlast the 3 s request timeout on a loaded machine.
+    await produce_until_acknowledged(producer, topic, partition, b"before pause")
 
     await asyncio.to_thread(faults.pause, frozen)
     paused = True
     try:
+        # Else the produce below could reach the leader before the signal stopped it.
+        await wait_until_paused(frozen)
         # The frozen leader keeps its connections open but never answers: the produce waits
         # for its whole request timeout and fails; no acknowledgement is ever faked.
         with pytest.raises((RequestTimedOutError, KafkaTimeoutError)):
