@@ -30,8 +30,13 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
 # Bound for things that become visible asynchronously (management stats, SNS delivery): the
-# tests poll and stop as soon as the condition holds.
-SETTLE_SECONDS = 15.0
+# tests poll and stop as soon as the condition holds. 30 s: the management API's answers
+# themselves slow down when every lane is busy (the adapter's tests wait as long).
+SETTLE_SECONDS = 30.0
+# Bound for one client call to a healthy server (connect, publish, fetch, a long poll that
+# finds its message). The clients' defaults of a few seconds are tight on a loaded machine;
+# every call returns as soon as the server answers, so a generous bound costs nothing.
+ANSWER_TIMEOUT = 30
 
 
 def unique(prefix: str) -> str:
@@ -71,7 +76,7 @@ def queue_urls(sqs: SQSClient) -> Iterator[list[str]]:
 
 @pytest.mark.rabbitmq
 async def test_rabbitmq_publish_consume_ack(endpoints: Endpoints) -> None:
-    connection = await aio_pika.connect_robust(endpoints.rabbitmq_url, timeout=5)
+    connection = await aio_pika.connect_robust(endpoints.rabbitmq_url, timeout=ANSWER_TIMEOUT)
     name = unique("orders")
     async with connection:
         channel = await connection.channel()
@@ -105,7 +110,7 @@ async def test_rabbitmq_publish_consume_ack(endpoints: Endpoints) -> None:
 
 async def _management_shows_empty(endpoints: Endpoints, queue: str) -> None:
     url = f"{endpoints.rabbitmq_management_url}/api/queues/%2F/{quote(queue, safe='')}"
-    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=5) as client:
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=ANSWER_TIMEOUT) as client:
 
         async def queue_info() -> dict[str, Any]:
             info: dict[str, Any] = (await client.get(url)).json()
@@ -172,7 +177,7 @@ def test_sns_fans_out_to_sqs_queues(sns: SNSClient, sqs: SQSClient, queue_urls: 
 
         for url, raw in subscribers:
             messages = sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=20
             ).get("Messages", [])
             assert len(messages) == 1, f"{url} got {messages}"
             body = messages[0]["Body"]
@@ -184,10 +189,12 @@ def test_sns_fans_out_to_sqs_queues(sns: SNSClient, sqs: SQSClient, queue_urls: 
 
 @pytest.mark.nats
 async def test_nats_jetstream_publish_durable_pull_ack(endpoints: Endpoints) -> None:
-    client = await nats.connect(endpoints.nats_url, connect_timeout=5, max_reconnect_attempts=0)
+    client = await nats.connect(
+        endpoints.nats_url, connect_timeout=ANSWER_TIMEOUT, max_reconnect_attempts=0
+    )
     stream = unique("events").replace("-", "_")
     try:
-        jetstream = client.jetstream()
+        jetstream = client.jetstream(timeout=ANSWER_TIMEOUT)
         await jetstream.add_stream(name=stream, subjects=[f"{stream}.>"])
         for number in range(3):
             ack = await jetstream.publish(f"{stream}.orders", f"event-{number}".encode())
@@ -196,24 +203,24 @@ async def test_nats_jetstream_publish_durable_pull_ack(endpoints: Endpoints) -> 
         subscription = await jetstream.pull_subscribe(
             f"{stream}.orders", durable="worker", config=ConsumerConfig(ack_wait=30)
         )
-        messages = await subscription.fetch(3, timeout=5)
+        messages = await subscription.fetch(3, timeout=ANSWER_TIMEOUT)
         assert [message.data for message in messages] == [b"event-0", b"event-1", b"event-2"]
         for message in messages:
-            await message.ack_sync()
+            await message.ack_sync(timeout=ANSWER_TIMEOUT)
         info = await jetstream.consumer_info(stream, "worker")
         assert info.num_ack_pending == 0
         assert info.num_pending == 0
         assert info.delivered.stream_seq == 3
     finally:
         try:
-            await client.jetstream().delete_stream(stream)
+            await client.jetstream(timeout=ANSWER_TIMEOUT).delete_stream(stream)
         finally:
             await client.close()
 
 
 @pytest.mark.redis
 async def test_redis_set_nx_ex_as_dedup(endpoints: Endpoints) -> None:
-    client = aioredis.from_url(endpoints.redis_url, socket_timeout=5)
+    client = aioredis.from_url(endpoints.redis_url, socket_timeout=ANSWER_TIMEOUT)
     key = f"dedup:{unique('event')}"
     try:
         assert await client.set(key, "1", nx=True, ex=60) is True  # first delivery: process
@@ -226,7 +233,7 @@ async def test_redis_set_nx_ex_as_dedup(endpoints: Endpoints) -> None:
 
 @pytest.mark.postgres
 def test_postgres_insert_on_conflict_do_nothing(endpoints: Endpoints) -> None:
-    with psycopg.connect(endpoints.postgres_dsn, connect_timeout=5) as connection:
+    with psycopg.connect(endpoints.postgres_dsn, connect_timeout=ANSWER_TIMEOUT) as connection:
         assert connection.execute("SELECT current_user").fetchone() == ("mqlab",)
         connection.execute("CREATE TEMP TABLE processed_events (idempotency_key text PRIMARY KEY)")
         insert = "INSERT INTO processed_events VALUES (%s) ON CONFLICT DO NOTHING"
