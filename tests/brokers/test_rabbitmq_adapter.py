@@ -40,6 +40,8 @@ RECOVERY = 60.0
 # The management API's counters refresh every collect_statistics_interval (0.5 s in the lab):
 # wait up to this long for a sample taken after the deliveries (a bound, not a speed goal).
 STATISTICS = 30.0
+# Bound for RabbitMQ's basic.cancel to reach a consumer whose queue another client deleted.
+CANCEL_NOTICE = 30.0
 
 
 def make_broker(**overrides: object) -> RabbitMQBroker:
@@ -366,7 +368,12 @@ async def test_consumer_whose_queue_is_deleted_elsewhere_says_so() -> None:
             await other.delete_queue("doomed")
 
         async def next_until_error() -> None:
-            for _ in range(40):
+            # Until a deadline, not 40 tries of 0.25 s: RabbitMQ sends basic.cancel once the
+            # queue process is gone, which a loaded machine can delay past 10 s (a bound,
+            # never a speed goal: the loop ends at the first error).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CANCEL_NOTICE
+            while loop.time() < deadline:
                 await consumer.next(timeout=0.25)
 
         with pytest.raises(BrokerError, match="deleted") as raised:
