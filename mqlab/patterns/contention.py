@@ -42,7 +42,7 @@ import random
 import statistics
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from mqlab.patterns.harness import loop_clock
 from mqlab.patterns.retry import (
@@ -399,34 +399,62 @@ def summarize(results: Sequence[TrialResult]) -> StrategySummary:
     )
 
 
-def simulate(
-    strategies: Iterable[Strategy],
-    client_counts: Iterable[int],
-    *,
-    runs: int,
-    seed: int,
-    base: float,
-    cap: float,
-    delay_mean: float,
-    delay_sd: float,
-) -> list[StrategySummary]:
-    """The experiment on the discrete-event model: ``runs`` trials per strategy and client
-    count (seconds throughout, as in :class:`ContentionSettings`), summarised; ordered by
-    client count, then strategy as given.
+class ExperimentOptions(TypedDict):
+    """What an experiment takes besides its strategies and client counts, the same on the
+    model (:func:`simulate`) and on PostgreSQL
+    (:func:`~mqlab.patterns.contention_postgres.run_postgres`); seconds throughout."""
+
+    runs: int
+    """Trials per strategy and client count (at least 1)."""
+    seed: int
+    """Seed of every trial's random source (see :func:`trial_rng`)."""
+    base: float
+    """The backoff's base delay."""
+    cap: float
+    """The backoff's cap (not below ``base``)."""
+    delay_mean: float
+    """The mean network delay of one request."""
+    delay_sd: float
+    """Its standard deviation."""
+
+
+def experiment_settings(
+    client_counts: Iterable[int], options: ExperimentOptions
+) -> list[ContentionSettings]:
+    """One :class:`ContentionSettings` per client count, checked before any trial runs.
 
     Raises:
         ValueError: bad settings (see :class:`ContentionSettings`) or fewer than one run.
     """
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1 (got {runs})")
+    if options["runs"] < 1:
+        raise ValueError(f"runs must be at least 1 (got {options['runs']})")
+    return [
+        ContentionSettings(
+            clients, options["base"], options["cap"], options["delay_mean"], options["delay_sd"]
+        )
+        for clients in client_counts
+    ]
+
+
+def simulate(
+    strategies: Iterable[Strategy],
+    client_counts: Iterable[int],
+    **options: Unpack[ExperimentOptions],
+) -> list[StrategySummary]:
+    """The experiment on the discrete-event model: ``options["runs"]`` trials per strategy
+    and client count, summarised; ordered by client count, then strategy as given.
+
+    Raises:
+        ValueError: bad settings (see :func:`experiment_settings`).
+    """
     chosen = tuple(strategies)
+    seed = options["seed"]
     summaries: list[StrategySummary] = []
-    for clients in client_counts:
-        settings = ContentionSettings(clients, base, cap, delay_mean, delay_sd)
+    for settings in experiment_settings(client_counts, options):
         for strategy in chosen:
             results = [
-                simulate_trial(strategy, settings, trial_rng(seed, strategy, clients, run))
-                for run in range(runs)
+                simulate_trial(strategy, settings, trial_rng(seed, strategy, settings.clients, run))
+                for run in range(options["runs"])
             ]
             summaries.append(summarize(results))
     return summaries

@@ -24,13 +24,14 @@ import asyncio
 import secrets
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from mqlab.brokers.base import BrokerUnavailable
 from mqlab.patterns.contention import (
-    ContentionSettings,
+    ExperimentOptions,
     StrategySummary,
     TrialResult,
+    experiment_settings,
     run_trial,
     summarize,
     trial_rng,
@@ -199,35 +200,27 @@ async def run_postgres(
     strategies: Iterable[Strategy],
     client_counts: Iterable[int],
     *,
-    runs: int,
-    seed: int,
-    base: float,
-    cap: float,
-    delay_mean: float,
-    delay_sd: float,
     dsn: str,
+    **options: Unpack[ExperimentOptions],
 ) -> list[StrategySummary]:
-    """The experiment on a real row, in real time: ``runs`` trials per strategy and client
-    count (the arguments of :func:`~mqlab.patterns.contention.simulate`), on one table that
-    is reset before each trial.
+    """The experiment on a real row, in real time: ``options["runs"]`` trials per strategy
+    and client count (the options of :func:`~mqlab.patterns.contention.simulate`), on one
+    table that is reset before each trial.
 
     Raises:
         ValueError: bad settings, fewer than one run, more than :data:`MAX_CLIENTS` clients.
         BrokerUnavailable: PostgreSQL could not be reached (names ``mqlab lab up postgres``).
     """
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1 (got {runs})")
-    counts = list(client_counts)
     chosen = tuple(strategies)
-    trial_settings = [ContentionSettings(n, base, cap, delay_mean, delay_sd) for n in counts]
+    trial_settings = experiment_settings(client_counts, options)
     summaries: list[StrategySummary] = []
-    async with PostgresRow(dsn, max(counts)) as row:
+    async with PostgresRow(dsn, max(settings.clients for settings in trial_settings)) as row:
         for settings in trial_settings:
             for strategy in chosen:
                 results: list[TrialResult] = []
-                for run in range(runs):
+                for run in range(options["runs"]):
                     await row.reset()
-                    rng = trial_rng(seed, strategy, settings.clients, run)
+                    rng = trial_rng(options["seed"], strategy, settings.clients, run)
                     results.append(await run_trial(row, strategy, settings, rng))
                 summaries.append(summarize(results))
     return summaries
