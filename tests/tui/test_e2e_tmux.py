@@ -30,19 +30,29 @@ pytestmark = [pytest.mark.kafka, pytest.mark.lab]
 
 
 class Terminal:
-    """One tmux session running one command."""
+    """One tmux session running one command, on a tmux server of its own.
+
+    Its own server (``-L``, a socket named after the session): a pane's command gets the
+    environment of the server it runs on, and a server that was already running (another
+    test's, another lane's, a developer's own) would run mqlab with that server's
+    environment: another lab's ports (``MQLAB_PORT_OFFSET``), another state dir.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def tmux(self, *arguments: str) -> list[str]:
+        """A tmux command line on this terminal's own server."""
+        return ["tmux", "-L", self.name, *arguments]
+
     def keys(self, *keys: str) -> None:
         """Type keys (tmux key names: Enter, Right, Escape, or literal characters)."""
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run(self.tmux("send-keys", "-t", self.name, *keys), check=True)
 
     def screen(self) -> str:
         """What the pane shows now ("" once the command has exited)."""
         result = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.name],
+            self.tmux("capture-pane", "-p", "-t", self.name),
             capture_output=True,
             text=True,
             check=False,
@@ -53,7 +63,7 @@ class Terminal:
         """Whether the command still runs."""
         return (
             subprocess.run(
-                ["tmux", "has-session", "-t", self.name], capture_output=True, check=False
+                self.tmux("has-session", "-t", self.name), capture_output=True, check=False
             ).returncode
             == 0
         )
@@ -98,8 +108,9 @@ def terminal(tmp_path: Path, content: Path) -> Iterator[Terminal]:
             pytest.fail(message)
         pytest.skip(message)
     name = f"mqlab-e2e-{uuid.uuid4().hex[:8]}"
-    yield Terminal(name)
-    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+    terminal = Terminal(name)
+    yield terminal
+    subprocess.run(terminal.tmux("kill-server"), capture_output=True, check=False)
 
 
 def _start(terminal: Terminal, tmp_path: Path, content: Path, *arguments: str) -> None:
@@ -113,8 +124,7 @@ def _start(terminal: Terminal, tmp_path: Path, content: Path, *arguments: str) -
     }
     exports = " ".join(f"{key}={value}" for key, value in environment.items())
     subprocess.run(
-        [
-            "tmux",
+        terminal.tmux(
             "new-session",
             "-d",
             "-s",
@@ -124,7 +134,7 @@ def _start(terminal: Terminal, tmp_path: Path, content: Path, *arguments: str) -
             "-y",
             str(HEIGHT),
             f"env {exports} {command}",
-        ],
+        ),
         check=True,
         cwd=ROOT,
         env={**os.environ, "TERM": "xterm-256color"},
