@@ -10,6 +10,7 @@ find every broker alive and every proxy clean.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from mqlab.brokers.faults import Faults, NetworkFault, ProcessFault
@@ -55,9 +56,32 @@ class FaultInjector:
 
     async def apply(self, action: ProcessFault, target: str) -> None:
         """kill / pause / resume / restart ``target`` (and report it)."""
-        if self.announce is not None and action in ("kill", "pause"):
+        breaking = action in ("kill", "pause")
+        if self.announce is not None and breaking:
             self.announce(action, target)
-        await self.faults.apply(action, target)
+        applying = asyncio.ensure_future(self.faults.apply(action, target))
+        try:
+            await asyncio.shield(applying)
+        except asyncio.CancelledError:
+            # Cancelled in the middle (Ctrl-C, the grader gone): the lab's kill or pause goes
+            # on in its thread whatever the caller does. Wait for it and record it, so the
+            # clean-up that follows restarts a broker that really was killed, instead of
+            # resuming it while the kill still lands (a broker left dead, seen under load).
+            # A cancelled resume or restart needs no wait: its target stays recorded as
+            # broken, and restoring it again is harmless.
+            if breaking:
+                await asyncio.wait([applying])
+                if not applying.cancelled() and applying.exception() is None:
+                    self._record(action, target)
+            raise
+        self._record(action, target)
+        if not self.faults.reports_itself:
+            self.bus.emit(
+                FaultInjected(at=self.bus.now(), broker=self.source, fault=action, target=target)
+            )
+
+    def _record(self, action: ProcessFault, target: str) -> None:
+        """Remember what ``action`` did to ``target``, for :meth:`restore_all`."""
         if action == "kill":
             self.killed.add(target)
             self.paused.discard(target)  # a killed process is no longer paused: restart it
@@ -68,10 +92,6 @@ class FaultInjector:
         elif action == "restart":
             self.killed.discard(target)
             self.paused.discard(target)
-        if not self.faults.reports_itself:
-            self.bus.emit(
-                FaultInjected(at=self.bus.now(), broker=self.source, fault=action, target=target)
-            )
 
     async def add_toxic(self, toxic: Toxic) -> None:
         """Add the network fault a scenario's ``toxic`` step describes."""

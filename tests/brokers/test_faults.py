@@ -4,6 +4,7 @@ the scenario fault injector over both implementations (the simulated world, the 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -11,6 +12,7 @@ from mqlab.brokers.faults import (
     NETWORK_FAULT_KINDS,
     PROCESS_FAULTS,
     FaultError,
+    Faults,
     LabFaults,
     NetworkFault,
 )
@@ -18,7 +20,7 @@ from mqlab.brokers.sim.clock import run_virtual
 from mqlab.brokers.sim.world import NodeState, SimWorld
 from mqlab.course.scenario import FaultAction, Toxic, ToxicKind
 from mqlab.lab.faults import Toxics
-from mqlab.observe.bus import Recorder
+from mqlab.observe.bus import ObservationBus, Recorder
 from mqlab.observe.events import FaultHealed, FaultInjected
 from mqlab.scenarios.faults import FaultInjector
 
@@ -165,6 +167,67 @@ def test_the_injector_announces_a_kill_or_pause_before_it_applies_it() -> None:
 
     run_virtual(break_and_repair())
     assert announced == [("pause", "rabbitmq", True), ("kill", "nats", True)]
+
+
+class _SlowLabFaults(Faults):
+    """Faults carried out in a thread, as the lab's are: a kill takes until ``let_kill_land``
+    is set, and a cancellation of its caller does not stop it."""
+
+    def __init__(self) -> None:
+        self.let_kill_land = threading.Event()
+        self.kill_started = asyncio.Event()
+        self.down: set[str] = set()
+        self.restarted: list[str] = []
+
+    async def kill(self, node: str) -> None:
+        self.kill_started.set()
+
+        def land() -> None:
+            self.let_kill_land.wait(10)
+            self.down.add(node)
+
+        await asyncio.to_thread(land)
+
+    async def pause(self, node: str) -> None:
+        self.down.add(node)
+
+    async def resume(self, node: str) -> None:
+        pass  # SIGCONT does nothing to a dead process
+
+    async def restart(self, node: str) -> None:
+        self.down.discard(node)
+        self.restarted.append(node)
+
+    async def add_network_fault(self, node: str, fault: NetworkFault) -> None:
+        pass
+
+    async def remove_network_faults(self, node: str) -> None:
+        pass
+
+
+def test_a_kill_cancelled_midway_is_waited_for_and_restored() -> None:
+    """A Ctrl-C (or the grader going away) cancels a check while the lab's kill runs in its
+    thread: the cancellation waits for the kill, so the clean-up restarts the broker instead of
+    resuming it a moment before the kill lands (which left the lab's broker dead)."""
+
+    async def cancel_during_the_kill() -> tuple[_SlowLabFaults, list[str]]:
+        faults = _SlowLabFaults()
+        injector = FaultInjector(ObservationBus(), faults)
+        await injector.apply("pause", "kafka-broker-3")
+        killing = asyncio.ensure_future(injector.apply("kill", "kafka-broker-3"))
+        await faults.kill_started.wait()
+        killing.cancel()
+        await asyncio.sleep(0)  # the cancellation is delivered; the kill has not landed
+        assert not killing.done()
+        faults.let_kill_land.set()
+        with pytest.raises(asyncio.CancelledError):
+            await killing
+        return faults, await injector.restore_all()
+
+    faults, restored = asyncio.run(cancel_during_the_kill())
+    assert restored == ["restarted kafka-broker-3"]
+    assert faults.restarted == ["kafka-broker-3"]
+    assert faults.down == set()
 
 
 @pytest.mark.toxiproxy
