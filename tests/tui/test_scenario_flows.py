@@ -60,7 +60,10 @@ async def test_library_opens_a_scenario_and_runs_it_on_sim(
 async def test_a_fault_from_the_keyboard_changes_the_partition_view(
     make: Callable[..., MqlabApp],
 ) -> None:
-    app = make(speed=2.0)
+    # Started at a tenth of real time (the run would take 20 s), so it is surely still going
+    # when the leaders are drawn and the clock is stopped below; at 2x it took under two
+    # seconds and could end before a loaded machine drew the leaders.
+    app = make(speed=0.1)
     async with app.run_test(size=(120, 40)) as pilot:
         app.open_scenario(find("kafka-partition-ordering"))
         await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario")
@@ -71,9 +74,9 @@ async def test_a_fault_from_the_keyboard_changes_the_partition_view(
             lambda: any(p.leader >= 0 for p in screen.kafka.partitions.values()),
             "the partitions' leaders",
         )
-        # Paused while the kill is asked for: at 2x the whole run takes under two seconds,
-        # and on a busy machine it could end before the key press reaches it. A fault applies
-        # while the clock stands still; the election after it needs the clock again.
+        # Paused while the kill is asked for, so the run cannot end before the key press
+        # reaches it. A fault applies while the clock stands still; the election after it
+        # needs the clock again.
         screen.apply_speed(0)
         await pilot.press("v")
         before = {key: p.leader for key, p in screen.kafka.partitions.items()}
@@ -104,15 +107,19 @@ async def test_a_fault_from_the_keyboard_changes_the_partition_view(
 async def test_the_ledger_grows_live_with_the_expectations(
     make: Callable[..., MqlabApp],
 ) -> None:
-    app = make(speed=1.0)
+    # A quarter of real time: the writer's 30 sends take 8 s, not 2 s, so a test held back by
+    # a loaded machine still sees the count drawn before the last send (at 1x it once read
+    # the count after the writer had finished, and waited for more in vain).
+    app = make(speed=0.25)
     async with app.run_test(size=(120, 40)) as pilot:
         app.open_scenario(find("kafka-leader-failover"), autostart=True)
         await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario")
         screen = _scenario_screen(app)
         await until_shown(pilot, "so far (the run is going on)")
         await until(pilot, lambda: screen.picture.summary.produced >= 3, "3 produced drawn")
-        await until_shown(pilot, "not processed (yet)", "✓ 0")  # duplicated: 0 expected
         first = screen.picture.summary.produced
+        assert first < 30, "the writer had already finished: nothing left to see grow"
+        await until_shown(pilot, "not processed (yet)", "✓ 0")  # duplicated: 0 expected
         await until(pilot, lambda: screen.picture.summary.produced > first, "more produced")
         await pilot.press("space")
         await until_shown(pilot, "paused")
