@@ -37,9 +37,14 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 # ... and how they ended, once reaped (for "exited during start-up with exit code N").
 _exit_codes: dict[int, int] = {}
 
-# psutil's start times come from /proc in clock ticks: the same process always reports the
-# same value, so a tiny tolerance only absorbs float rounding.
-_CREATE_TIME_TOLERANCE = 0.01
+# psutil's start time is the process's start in clock ticks since boot (fixed for its life)
+# plus the boot time, which it reads again each call from /proc/stat: a whole second that the
+# kernel derives from the wall clock, so a stepped clock (a VM's clock sync) moves it by one.
+# The same process then reports a start a second off, and with a tolerance for float rounding
+# only, the lab took a live process for gone (a fresh-clone run's stop test saw its process
+# "stopped" while it ignored SIGTERM). A reused pid is still told apart: its process would
+# have to start within this of the first one's start, after 32,768 others were started.
+_CREATE_TIME_TOLERANCE = 1.5
 
 # A log bigger than this is moved aside (to ``NAME.log.1``, replacing the one before) when its
 # process starts again, so a lab that is brought up and broken day after day keeps at most two

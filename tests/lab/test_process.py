@@ -117,6 +117,22 @@ def test_a_reused_pid_is_never_treated_as_ours() -> None:
     assert me.is_running()  # still here: the lab did not kill a stranger
 
 
+def test_a_live_process_is_ours_when_the_boot_time_moves_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """psutil adds the boot time it reads from /proc/stat to every start time, and the kernel
+    recomputes that whole second from the wall clock: after a clock step the same process
+    starts a second later or earlier. It is still ours; a start 5 s off is not."""
+    me = psutil.Process()
+    record = ProcessRecord("redis", "redis", me.pid, me.create_time(), ("redis-server",), 0.0, "l")
+    booted = psutil.boot_time()
+    for step in (1.0, -1.0):
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda step=step: booted + step)
+        assert proc.live_process(record) is not None, step
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: booted + 5.0)
+    assert proc.live_process(record) is None
+
+
 def test_port_owner_and_port_is_free() -> None:
     with socket.socket() as listener:
         listener.bind((HOST, 0))
