@@ -163,6 +163,15 @@ def session_members(record: ProcessRecord) -> list[psutil.Process]:
     This finds what a server left behind after its leader died (an orphaned Erlang VM)
     without matching anything by name.
     """
+    try:
+        holder = psutil.Process(record.pid)
+        reused = abs(holder.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE
+    except psutil.Error:
+        reused = False
+    if reused:
+        # The pid, and with it the session id, now belong to another process (pids wrap at
+        # 32,768 here): that session is a stranger's, never ours to kill.
+        return []
     members: list[psutil.Process] = []
     for process in psutil.process_iter():
         try:

@@ -133,6 +133,23 @@ def test_a_live_process_is_ours_when_the_boot_time_moves_a_second(
     assert proc.live_process(record) is None
 
 
+def test_a_session_whose_leader_pid_was_reused_is_not_ours(
+    tmp_path: Path, started: list[ProcessRecord]
+) -> None:
+    """A stale record's pid now leads another process's session (pids wrap): stopping the
+    stale record must not kill that session's members as its leftovers."""
+    stranger = proc.start_detached(spec("sh", "-c", "sleep 300 & wait"), tmp_path / "s.log")
+    started.append(stranger)
+    wait_for(lambda: len(proc.family(stranger)) == 2, "the stranger's shell and its child")
+    stale = ProcessRecord(
+        "redis", "redis", stranger.pid, stranger.create_time - 1000.0, ("redis-server",), 0.0, "l"
+    )
+    assert proc.session_members(stale) == []
+    assert proc.stop(stale, signal.SIGKILL, 0.1) == "was not running"
+    assert proc.live_process(stranger) is not None
+    assert len(proc.family(stranger)) == 2
+
+
 def test_port_owner_and_port_is_free() -> None:
     with socket.socket() as listener:
         listener.bind((HOST, 0))
