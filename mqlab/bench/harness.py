@@ -23,7 +23,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from mqlab.bench.workload import BenchResult, BenchTarget, Latency, Workload, target_system
+from mqlab.bench.workload import (
+    MIN_SIZE,
+    BenchResult,
+    BenchTarget,
+    Latency,
+    Workload,
+    target_system,
+)
 from mqlab.brokers.base import Broker, BrokerError
 from mqlab.brokers.registry import BrokerRef, create_broker
 
@@ -59,26 +66,27 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (messages acknowledged, messages received) as a run goes on."""
 
 
-def stamp(size: int, now: float) -> str:
-    """A payload of ``size`` characters that starts with ``now`` (seconds) and a colon."""
-    return f"{now:017.6f}:".ljust(size, "x")
+def stamp(size: int, now: float, number: int) -> str:
+    """A payload of ``size`` characters that starts with ``now`` (seconds), the message's
+    ``number`` in the workload, and a colon after each."""
+    return f"{now:017.6f}:{number}:".ljust(size, "x")
 
 
-def stamped_at(payload: str | bytes) -> float:
-    """The send time :func:`stamp` put at the start of ``payload``.
+def read_stamp(payload: str | bytes) -> tuple[float, int]:
+    """The send time and the message number :func:`stamp` put at the start of ``payload``.
 
     Raises:
         BrokerError: the payload is not one of the harness's (something else is on the
             channel).
     """
     text = payload.decode("ascii", "replace") if isinstance(payload, bytes) else payload
-    head, colon, _ = text[:24].partition(":")
+    fields = text[:MIN_SIZE].split(":", 2)
     try:
-        if not colon:
-            raise ValueError(head)
-        return float(head)
+        if len(fields) < 3:
+            raise ValueError(fields[0])
+        return float(fields[0]), int(fields[1])
     except ValueError:
-        raise BrokerError(f"bench: a message without the harness's timestamp: {head!r}") from None
+        raise BrokerError(f"bench: a message without the harness's stamp: {text[:24]!r}") from None
 
 
 class _Credits:
@@ -105,7 +113,13 @@ class _Credits:
 
 
 class _Flow:
-    """The run's shared counters: what was sent and received, the backlog bound, progress."""
+    """The run's shared counters: what was sent and received, the backlog bound, progress.
+
+    ``received`` counts distinct messages, by the number stamped in each payload: a message
+    delivered again (SQS delivers at least once, and a send retried after its answer was lost
+    is stored twice where nothing deduplicates it) is counted in ``duplicates`` instead, and
+    adds no latency sample, so the rates and percentiles stay those of the workload.
+    """
 
     def __init__(
         self, workload: Workload, max_backlog: int, progress: ProgressCallback | None
@@ -115,6 +129,9 @@ class _Flow:
         self.backlog = _Credits(max_backlog)
         self.sent = 0
         self.received = 0
+        self.duplicates = 0
+        self._arrived = bytearray(workload.messages)
+        """One byte per message number: 1 once the message has been received."""
         self.ack_seconds: list[float] = []
         self.end_to_end_seconds: list[float] = []
         self.last_ack = 0.0
@@ -124,8 +141,8 @@ class _Flow:
         self._report_every = max(1, workload.messages // 200)
         self._next_report = 0
 
-    def payload(self) -> str:
-        return stamp(self.workload.size, self.loop.time())
+    def payload(self, number: int) -> str:
+        return stamp(self.workload.size, self.loop.time(), number)
 
     def acknowledged(self, count: int, started: float) -> None:
         now = self.loop.time()
@@ -135,12 +152,26 @@ class _Flow:
         self._report()
 
     def arrived(self, payloads: Sequence[str | bytes]) -> None:
+        """Count and time what arrived; a message already received counts as a duplicate.
+
+        Raises:
+            BrokerError: a payload that is not one of this workload's.
+        """
         now = self.loop.time()
+        fresh = 0
         for payload in payloads:
-            self.end_to_end_seconds.append(now - stamped_at(payload))
-        self.received += len(payloads)
+            sent_at, number = read_stamp(payload)
+            if not 0 <= number < len(self._arrived):
+                raise BrokerError(f"bench: message number {number} is not in the workload")
+            if self._arrived[number]:
+                self.duplicates += 1
+                continue
+            self._arrived[number] = 1
+            self.end_to_end_seconds.append(now - sent_at)
+            fresh += 1
+        self.received += fresh
         self.last_receipt = now
-        self.backlog.give(len(payloads))
+        self.backlog.give(fresh)
         self._report()
 
     def _report(self) -> None:
@@ -246,6 +277,7 @@ async def _measure(
         settings=tuple(settings),
         sent=flow.sent,
         received=flow.received,
+        duplicates=flow.duplicates,
         produce_seconds=flow.last_ack - started,
         total_seconds=flow.last_receipt - started,
         ack_latency=Latency.of(flow.ack_seconds),
@@ -272,7 +304,7 @@ async def _measure_windowed(
     units = -(-workload.messages // workload.window)
 
     async def send(flow: _Flow, index: int) -> int:
-        payloads = [flow.payload().encode() for _ in workload.unit_span(units, index)]
+        payloads = [flow.payload(number).encode() for number in workload.unit_span(units, index)]
         await publish(payloads)
         return len(payloads)
 
@@ -494,7 +526,7 @@ async def _bench_sqs(
     async def send(flow: _Flow, index: int) -> int:
         entries = [
             BatchEntry(
-                flow.payload(),
+                flow.payload(number),
                 group_id=f"g{number % SQS_FIFO_GROUPS}" if fifo else None,
                 dedup_id=str(number) if fifo else None,
             )

@@ -76,6 +76,12 @@ def settings_text(result: BenchResult) -> Text:
     text.append(f"{workload.messages:,} messages of {workload.size} B\n")
     for name, value in result.settings:
         text.append(f"  {name}: {value}\n")
+    if result.duplicates:
+        text.append(
+            f"  duplicates: {result.duplicates:,} deliveries of messages already received "
+            "(counted apart: not in the rates or latencies)\n",
+            style="yellow",
+        )
     return text
 
 

@@ -30,8 +30,9 @@ TARGET_TITLES: dict[BenchTarget, str] = {
     "nats": "NATS JetStream",
 }
 
-MIN_SIZE = 24
-"""Smallest message: the send time stamped at the start of each payload takes 18 bytes."""
+MIN_SIZE = 26
+"""Smallest message: the send time and the message's number stamped at the start of each
+payload take up to 26 bytes (18 for the time, 8 for a number below :data:`MAX_MESSAGES`)."""
 MAX_SIZE = 256 * 1024
 """Largest message: SQS's limit (256 KiB), so every system can run the same workload."""
 MAX_MESSAGES = 10_000_000
@@ -94,8 +95,8 @@ class Workload:
             raise BenchInputError(f"--messages must be 1..{MAX_MESSAGES:,}, not {self.messages}")
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise BenchInputError(
-                f"--size must be {MIN_SIZE}..{MAX_SIZE} bytes (the send time is stamped in "
-                f"the first bytes; SQS takes at most 256 KiB), not {self.size}"
+                f"--size must be {MIN_SIZE}..{MAX_SIZE} bytes (the send time and number are "
+                f"stamped in the first bytes; SQS takes at most 256 KiB), not {self.size}"
             )
         if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
             raise BenchInputError(f"--in-flight must be 1..{MAX_IN_FLIGHT}, not {self.in_flight}")
@@ -181,7 +182,12 @@ class BenchResult:
     ack_latency: Latency
     """Each send's time to acknowledgement (a batch's applies to each of its messages)."""
     end_to_end: Latency
-    """Send time (stamped in the payload) to receipt, per message."""
+    """Send time (stamped in the payload) to receipt, per message (its first receipt)."""
+    duplicates: int = 0
+    """Deliveries of a message already received: not in ``received``, the rates or the
+    latencies. SQS delivers at least once, and a send retried after its answer was lost is
+    stored twice where nothing deduplicates it (moto forgets a FIFO dedup id once the message
+    is deleted)."""
 
     @property
     def simulated(self) -> bool:
@@ -210,6 +216,7 @@ class BenchResult:
             "settings": dict(self.settings),
             "sent": self.sent,
             "received": self.received,
+            "duplicates": self.duplicates,
             "produce_seconds": round(self.produce_seconds, 6),
             "total_seconds": round(self.total_seconds, 6),
             "produce_rate": _rounded(self.produce_rate),

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from mqlab.bench.harness import run_bench_sync, stamp, stamped_at
-from mqlab.bench.workload import TARGETS, BenchInputError, Workload, parse_targets, percentile
+from mqlab.bench.harness import _Flow, read_stamp, run_bench_sync, stamp
+from mqlab.bench.workload import (
+    MAX_MESSAGES,
+    MIN_SIZE,
+    TARGETS,
+    BenchInputError,
+    Workload,
+    parse_targets,
+    percentile,
+)
 from mqlab.brokers.base import BrokerError
 
 pytestmark = pytest.mark.sim
@@ -20,7 +28,7 @@ def test_every_message_is_sent_received_and_timed(target: str) -> None:
         simulated=True,
         progress=lambda sent, received: seen.append((sent, received)),
     )
-    assert (result.sent, result.received) == (300, 300)
+    assert (result.sent, result.received, result.duplicates) == (300, 300, 0)
     assert result.broker.startswith("sim:")
     assert result.ack_latency.samples == 300
     assert result.end_to_end.samples == 300
@@ -72,12 +80,31 @@ def test_targets() -> None:
 
 
 def test_stamp_round_trip_and_foreign_payloads() -> None:
-    payload = stamp(40, 12345.678901)
+    payload = stamp(40, 12345.678901, 9_999_999)
     assert len(payload) == 40
-    assert stamped_at(payload) == pytest.approx(12345.678901)
-    assert stamped_at(payload.encode()) == pytest.approx(12345.678901)
-    with pytest.raises(BrokerError, match="without the harness's timestamp"):
-        stamped_at(b"hello world")
+    for form in (payload, payload.encode()):
+        sent_at, number = read_stamp(form)
+        assert (sent_at, number) == (pytest.approx(12345.678901), 9_999_999)
+    assert len(stamp(MIN_SIZE, 9_999_999_999.999999, MAX_MESSAGES - 1)) == MIN_SIZE
+    for foreign in (b"hello world", b"12.5:no number:", b"12.5:"):
+        with pytest.raises(BrokerError, match="without the harness's stamp"):
+            read_stamp(foreign)
+
+
+async def test_a_message_received_again_is_a_duplicate_not_a_second_receipt() -> None:
+    """SQS delivers at least once: a repeat must not make a run look complete before every
+    message arrived, nor add a latency sample or give back a backlog credit."""
+    progress: list[tuple[int, int]] = []
+    flow = _Flow(Workload(messages=3, size=40), 10, lambda sent, got: progress.append((sent, got)))
+    await flow.backlog.take(3)
+    flow.arrived([stamp(40, 0.0, 0), stamp(40, 0.0, 1), stamp(40, 0.0, 0)])
+    assert (flow.received, flow.duplicates, len(flow.end_to_end_seconds)) == (2, 1, 2)
+    assert flow.backlog._available == 9
+    flow.arrived([stamp(40, 0.0, 1).encode(), stamp(40, 0.0, 2).encode()])
+    assert (flow.received, flow.duplicates) == (3, 2)
+    assert progress[-1] == (0, 3)
+    with pytest.raises(BrokerError, match="number 3 is not in the workload"):
+        flow.arrived([stamp(40, 0.0, 3)])
 
 
 def test_percentile_nearest_rank() -> None:
