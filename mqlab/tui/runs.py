@@ -31,6 +31,9 @@ SPEEDS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0)
 """The paces ``+`` and ``-`` step through (virtual seconds per real second)."""
 SNAPSHOT_INTERVAL_SECONDS = 0.25
 """How often the live widgets ask the run's broker for a snapshot."""
+SNAPSHOT_PATIENCE_SECONDS = 5.0
+"""How long one snapshot request is waited for while the run goes on (a broker that does not
+answer: the next request is tried instead)."""
 
 
 def faster(speed: float | None) -> float | None:
@@ -181,12 +184,27 @@ class LiveRun:
         while not self._finished.is_set():
             requested_after = stamp() if stamp is not None else None
             try:
-                snapshot = self.session.request_snapshot().result(timeout=5.0)
+                snapshot = self._answer(self.session.request_snapshot())
             except Exception:  # a snapshot is a nicety: a failed one is simply not drawn
                 snapshot = None
             if snapshot is not None:
                 on_snapshot(snapshot, requested_after)
             self._finished.wait(interval)
+
+    def _answer(self, request: concurrent.futures.Future[object | None]) -> object | None:
+        """The snapshot ``request`` answers, None if it is not answered within
+        :data:`SNAPSHOT_PATIENCE_SECONDS` or the run ends first. A run that ends before
+        getting to a request never answers it (see :meth:`RunSession.request_snapshot`), so
+        the end is watched too: the poller stops with the run, not up to a patience later
+        (the screen's worker, and an app's quit, would wait for it)."""
+        deadline = time.monotonic() + SNAPSHOT_PATIENCE_SECONDS
+        while True:
+            try:
+                return request.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                if self._finished.is_set() or time.monotonic() >= deadline:
+                    request.cancel()
+                    return None
 
 
 class TracePlayer:

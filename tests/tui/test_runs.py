@@ -3,6 +3,7 @@ broker picker's choices (no terminal)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from mqlab.lab.doctor import Finding
 from mqlab.observe.bus import Recorder
 from mqlab.scenarios.library import find
 from mqlab.scenarios.session import RunSession
+from mqlab.tui import runs
 from mqlab.tui.runs import LiveRun, TracePlayer, faster, slower, speed_label
 from mqlab.tui.screens.broker_picker import broker_choices
 from mqlab.tui.theme import default_theme
@@ -111,6 +113,30 @@ def test_a_live_run_is_paced_and_snapshotted() -> None:
     assert live.finished
     assert snapshots
     assert live.feed.take().newest[-1].kind == "run_ended"
+
+
+def test_the_poller_stops_with_the_run_even_when_a_request_is_never_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that ends before getting to a snapshot request leaves it pending for ever: the
+    poller must notice the end, not wait out its patience (here ten minutes)."""
+    monkeypatch.setattr(runs, "SNAPSHOT_PATIENCE_SECONDS", 600.0)
+    live = LiveRun(find("kafka-leader-failover"), "sim", speed=5.0)
+    asked: list[concurrent.futures.Future[object | None]] = []
+
+    def never_answered() -> concurrent.futures.Future[object | None]:
+        asked.append(concurrent.futures.Future())
+        return asked[-1]
+
+    monkeypatch.setattr(live.session, "request_snapshot", never_answered)
+    poller = threading.Thread(target=live.poll_snapshots, args=(lambda *_: None, 0.05))
+    poller.start()
+    _wait(lambda: bool(asked), "the first snapshot request")
+    live.run()
+    poller.join(60)
+    assert not poller.is_alive()
+    assert len(asked) == 1
+    assert asked[0].cancelled()  # given up on, not left behind
 
 
 def test_paces_step_up_and_down() -> None:
