@@ -79,13 +79,20 @@ def test_start_pause_resume_stop(tmp_path: Path, started: list[ProcessRecord]) -
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(
     tmp_path: Path, started: list[ProcessRecord]
 ) -> None:
-    ignores_term = spec("sh", "-c", "trap '' TERM; echo trap set; while :; do sleep 0.05; done")
+    # sh says when its trap is set with a line that its command does not contain: the log
+    # starts with a header naming the command, so waiting for words of the command itself
+    # (as this test once did, for "trap set") returned at once, and a SIGTERM that came
+    # before sh installed the trap stopped it (three fresh-clone runs under load).
+    ignores_term = spec(
+        "sh", "-c", "trap '' TERM; printf '%s-%s\\n' trap installed; while :; do sleep 0.05; done"
+    )
     log = tmp_path / "stubborn.log"
     record = proc.start_detached(ignores_term, log)
     started.append(record)
-    # The SIGTERM must come after sh installed its trap, which it says in its log (a fixed
-    # pause is too short whenever a busy machine starts sh late).
-    wait_for(lambda: "trap set" in log.read_text(), "sh has set its TERM trap")
+    assert "trap-installed" not in log.read_text().splitlines()[0]  # not in the header
+    # The SIGTERM must come after sh installed its trap (a fixed pause is too short whenever
+    # a busy machine starts sh late).
+    wait_for(lambda: "trap-installed" in log.read_text().splitlines(), "sh has set its TERM trap")
     outcome = proc.stop(record, signal.SIGTERM, 0.5)
     assert outcome.startswith("killed after 0.5s")
     assert proc.process_state(record) == "gone"
