@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
-from mqlab.bench.harness import _Flow, read_stamp, run_bench_sync, stamp
+from mqlab.bench.harness import (
+    IDLE_TIMEOUT,
+    SQS_VISIBILITY_TIMEOUT,
+    _Flow,
+    read_stamp,
+    run_bench_sync,
+    stamp,
+)
 from mqlab.bench.workload import (
     MAX_MESSAGES,
     MIN_SIZE,
@@ -134,3 +144,42 @@ async def test_when_one_side_fails_the_other_is_cancelled_before_the_error_goes_
     with pytest.raises(BrokerError, match="gave up"):
         await _all_or_none([waits_forever(), fails()])
     assert finished == ["waiter"]
+
+
+SLOW_ANSWER = 5.0
+"""How late a busy server answers near the end, and how long the client then waits (its read
+timeout) before it asks again: the lost answer hides its messages from well after the last
+receipt, as in the fresh-clone run that saw 399 of 400."""
+
+
+def test_an_sqs_receive_whose_answer_was_lost_is_waited_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ReceiveMessage that the server answered but the client never read (it gave up on a
+    slow server and asked again) hides its messages for the visibility timeout. When that
+    happens to the last messages, they must come back before the harness stops waiting."""
+    from mqlab.brokers.sim.sqs.client import SimSqsBroker
+
+    answered = SimSqsBroker.receive
+    seen: set[int] = set()  # message numbers handed to the harness (SQS may repeat one)
+    lost: list[int] = []
+
+    async def losing_one_answer_near_the_end(
+        self: SimSqsBroker, queue: str, **options: Any
+    ) -> list[Any]:
+        if len(seen) >= 390 and not lost:
+            await asyncio.sleep(SLOW_ANSWER)  # near the end the server is slow to answer
+        messages = await answered(self, queue, **options)
+        numbers = {read_stamp(message.body)[1] for message in messages}
+        if messages and not lost and len(seen | numbers) == 400:  # the last ones
+            lost.extend(numbers - seen)
+            await asyncio.sleep(SLOW_ANSWER)  # the client gave up on the answer before it came
+            return []  # in flight on the server, never seen by the harness
+        seen.update(numbers)
+        return messages
+
+    monkeypatch.setattr(SimSqsBroker, "receive", losing_one_answer_near_the_end)
+    result = run_bench_sync("sqs", Workload(messages=400, size=40, in_flight=10), simulated=True)
+    assert lost  # an answer with the last messages was lost, and still all of them arrived
+    assert (result.sent, result.received) == (400, 400)
+    assert SQS_VISIBILITY_TIMEOUT < IDLE_TIMEOUT
