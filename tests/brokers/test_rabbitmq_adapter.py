@@ -271,6 +271,53 @@ async def test_cut_connection_reports_down_and_up_and_keeps_consuming() -> None:
     assert (len(downs), len(ups)) == (1, 1)
 
 
+# A slow link for the recovery test: every answer from the node comes this late.
+SLOW_LINK_MS = 200
+RECOVERED_QUEUES = 20
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.toxiproxy
+@pytest.mark.lab
+async def test_a_slow_reconnect_declares_everything_again_each_request_in_its_own_bound() -> None:
+    """Behind 200 ms of latency, declaring 20 queues again takes over 4 s, twice the adapter's
+    2 s operation timeout, while each declaration takes about 0.2 s: the recovery must bound
+    each request, not the whole of it (which gave up halfway and still reported the link up)."""
+    toxics = faults.Toxics()
+    recorder = Recorder()
+    names = [f"recovered-{number}" for number in range(RECOVERED_QUEUES)]
+    async with make_broker(operation_timeout=2.0, connect_timeout=15.0) as broker:
+        broker.bus.subscribe(recorder)
+        for name in names:
+            await broker.declare_queue(name)
+        # Another client deletes them (closing, it deletes the rest of the namespace too):
+        # only the adapter's recovery can bring them back.
+        async with make_broker(namespace=broker.namespace) as other:
+            for name in names:
+                await other.delete_queue(name)
+        await broker.declare_queue("resubscribed")
+        consumer = await broker.consume("resubscribed", prefetch=1)
+        slow = await asyncio.to_thread(toxics.add, "rabbitmq", "latency", latency=SLOW_LINK_MS)
+        try:
+            await asyncio.to_thread(toxics.disable, "rabbitmq")
+            await wait_for(recorder, lambda o: isinstance(o, BrokerDown), EXPECT)
+            await asyncio.to_thread(toxics.enable, "rabbitmq")
+            up = await wait_for(recorder, lambda o: isinstance(o, BrokerUp), RECOVERY)
+        finally:
+            await asyncio.to_thread(toxics.clear, "rabbitmq")
+        assert isinstance(up, BrokerUp)
+        assert "recovery failed" not in up.detail, up.detail
+        assert "re-subscribed 1 consumers" in up.detail, up.detail
+        assert slow  # the toxic was in place for the whole recovery
+        for name in names:
+            assert (await broker.queue_info(name)).ready == 0  # raises NotFound if missing
+        await broker.publish("", "resubscribed", b"after the slow recovery")
+        delivery = await next_delivery(consumer)
+        assert delivery.body == b"after the slow recovery"
+        await delivery.ack()
+        await consumer.close()
+
+
 @pytest.mark.rabbitmq
 @pytest.mark.toxiproxy
 @pytest.mark.lab

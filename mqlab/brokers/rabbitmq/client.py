@@ -183,8 +183,7 @@ class RabbitMQBroker(RabbitMQAPI):
             return
         detail = f"reconnected to {self.address}"
         try:
-            async with asyncio.timeout(self.operation_timeout):
-                recovered = await self._recover_topology()
+            recovered = await self._recover_topology()
             detail += f"; re-declared {recovered}"
         except Exception as error:  # never let a recovery problem break the reconnect loop
             detail += f"; topology recovery failed: {_describe(error)}"
@@ -192,29 +191,49 @@ class RabbitMQBroker(RabbitMQAPI):
         self.report_node_up(NODE, detail)
 
     async def _recover_topology(self) -> str:
+        """Declare again what this adapter declared, and re-subscribe its consumers.
+
+        Each request has its own ``operation_timeout`` (:meth:`bounded`), as it has in normal
+        use: a node slow after its restart, or a slow network, answers each in time, where one
+        bound for the whole recovery cut a namespace of many declarations off halfway (what
+        was not declared again stayed missing, while ``BrokerUp`` said the link was back).
+        """
         declared = self.declared
-        async with self._scratch() as channel:
+        async with contextlib.AsyncExitStack() as scratch:
+            channel = await self.bounded(
+                "open a channel to recover the topology",
+                scratch.enter_async_context(self._scratch()),
+            )
             for name, (kind, durable) in declared.exchanges.items():
-                await channel.exchange_declare(name, exchange_type=kind, durable=durable)
+                await self.bounded(
+                    f"declare exchange {name!r} again",
+                    channel.exchange_declare(name, exchange_type=kind, durable=durable),
+                )
             for declaration in declared.queues.values():
-                await channel.queue_declare(
-                    declaration.name,
-                    durable=declaration.durable,
-                    arguments=dict(declaration.arguments),
+                await self.bounded(
+                    f"declare queue {declaration.name!r} again",
+                    channel.queue_declare(
+                        declaration.name,
+                        durable=declaration.durable,
+                        arguments=dict(declaration.arguments),
+                    ),
                 )
             for binding in declared.bindings:
-                await channel.queue_bind(
-                    binding.queue,
-                    binding.exchange,
-                    routing_key=binding.routing_key,
-                    arguments=dict(binding.arguments),
+                await self.bounded(
+                    f"bind {binding.queue!r} to {binding.exchange!r} again",
+                    channel.queue_bind(
+                        binding.queue,
+                        binding.exchange,
+                        routing_key=binding.routing_key,
+                        arguments=dict(binding.arguments),
+                    ),
                 )
         resubscribed = 0
         for consumer in tuple(self._consumers):
             try:
-                await consumer.subscribe()
+                await self.bounded(f"re-subscribe to {consumer.queue!r}", consumer.subscribe())
                 resubscribed += 1
-            except aiormq.exceptions.ChannelNotFoundEntity:
+            except NotFound:
                 # Its queue did not survive and this adapter did not declare it: end this
                 # consumer (next() says why) instead of retrying forever.
                 consumer.lost = f"rabbitmq: queue {consumer.queue!r} is gone after a reconnect"
