@@ -11,6 +11,8 @@ from mqlab.scenarios.drivers.base import (
     queue_depth_check,
     still_queued,
 )
+from mqlab.scenarios.library import find
+from mqlab.scenarios.session import run_scenario
 
 pytestmark = pytest.mark.sim
 
@@ -62,3 +64,29 @@ def test_the_end_of_run_agreement_holds_only_when_the_broker_holds_the_unsettled
         True, "broker holds 3", "3 messages still queued (produced, never deleted or dead-lettered)"
     )
     assert not still_queued(2, 3, settled="acked").holds
+
+
+@pytest.mark.parametrize(("stale_reads", "agrees"), [(3, True), (10_000, False)])
+def test_the_end_of_run_agreement_waits_out_rabbitmqs_lagging_unacked_count(
+    monkeypatch: pytest.MonkeyPatch, stale_reads: int, agrees: bool
+) -> None:
+    """The management API's unacked count lags the acks: a count that still shows the last
+    ack's message for a few reads must not fail the run, and one that never catches up (a
+    message really left in the queue) still must."""
+    from mqlab.scenarios.drivers.rabbitmq import RabbitMQDriver
+
+    true_depth = RabbitMQDriver._depth
+    reads: list[str] = []
+
+    async def lagging(driver: RabbitMQDriver, queue: str) -> int:
+        reads.append(queue)
+        return await true_depth(driver, queue) + (1 if len(reads) <= stale_reads else 0)
+
+    monkeypatch.setattr(RabbitMQDriver, "_depth", lagging)
+    result = run_scenario(find("network-partition-consumer"), "sim:rabbitmq")
+    assert [check.holds for check in result.agreement] == [agrees]
+    assert result.passed is agrees
+    if agrees:
+        assert len(reads) == stale_reads + 1
+    else:
+        assert "broker holds 1" in result.agreement[0].observed
