@@ -38,7 +38,9 @@ def test_every_message_is_sent_received_and_timed(target: str) -> None:
         simulated=True,
         progress=lambda sent, received: seen.append((sent, received)),
     )
-    assert (result.sent, result.received, result.duplicates) == (300, 300, 0)
+    assert (result.sent, result.received) == (300, 300)
+    if target != "sqs":  # the simulated standard queue repeats 1% of receives on purpose
+        assert result.duplicates == 0
     assert result.broker.startswith("sim:")
     assert result.ack_latency.samples == 300
     assert result.end_to_end.samples == 300
