@@ -130,13 +130,19 @@ def _reap(pid: int) -> None:
             del _children[pid]
 
 
+def _started_as_recorded(process: psutil.Process, record: ProcessRecord) -> bool:
+    """Whether ``process`` (holding ``record``'s pid) is the one the record describes, not a
+    later process that got the pid (raises psutil.Error when it is gone)."""
+    return abs(process.create_time() - record.create_time) <= _CREATE_TIME_TOLERANCE
+
+
 def live_process(record: ProcessRecord) -> psutil.Process | None:
     """The process ``record`` describes if it still runs; None if it is gone or the pid now
     belongs to another process (pid reuse)."""
     _reap(record.pid)
     try:
         process = psutil.Process(record.pid)
-        if abs(process.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE:
+        if not _started_as_recorded(process, record):
             return None
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -164,8 +170,7 @@ def session_members(record: ProcessRecord) -> list[psutil.Process]:
     without matching anything by name.
     """
     try:
-        holder = psutil.Process(record.pid)
-        reused = abs(holder.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE
+        reused = not _started_as_recorded(psutil.Process(record.pid), record)
     except psutil.Error:
         reused = False
     if reused:
