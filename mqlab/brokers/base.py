@@ -253,6 +253,7 @@ class Broker(ABC):
         self.address = ""
         """Where the broker is, as error messages and observations name it (set by adapters)."""
         self._connected = False
+        self._nodes_down: set[str] = set()
         self._message_ids = itertools.count(1)
         self._client_numbers: dict[str, int] = {}
 
@@ -429,12 +430,20 @@ class Broker(ABC):
     def report_node_down(self, node: str, detail: str) -> None:
         """Emit ``BrokerDown``: ``node`` stopped answering this adapter (its connection
         dropped, it left the cluster ...; ``detail`` says how)."""
+        self._nodes_down.add(node)
         self.emit(BrokerDown(at=self.bus.now(), broker=self.name, node=node, detail=detail))
 
     def report_node_up(self, node: str, detail: str) -> None:
         """Emit ``BrokerUp``: ``node`` answers this adapter again (``detail`` says how: a
         reconnect, and what it restored)."""
+        self._nodes_down.discard(node)
         self.emit(BrokerUp(at=self.bus.now(), broker=self.name, node=node, detail=detail))
+
+    @property
+    def nodes_down(self) -> frozenset[str]:
+        """The nodes this adapter reported down and not up again: while a single-node
+        system's node is in it, the adapter is reconnecting and nothing can be received."""
+        return frozenset(self._nodes_down)
 
     def unavailable(self, detail: str = "") -> BrokerUnavailable:
         """The error for "this broker cannot be reached", with the hint that fits it."""
@@ -489,6 +498,7 @@ class Broker(ABC):
         finally:
             self._connected = False
             await self._close()
+            self._nodes_down.clear()
 
     async def __aenter__(self) -> Self:
         return await self.connect()

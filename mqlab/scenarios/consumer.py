@@ -89,6 +89,18 @@ async def consume_loop(
             )
             await crash_hook(point, message)
 
+    was_held = False
+
+    async def hold_checked() -> bool:
+        """Whether the idle window restarts now: the session is held up, or was at the last
+        check (the hold ended during the last wait, so the whole window starts after it;
+        otherwise a link back up at the window's last instant ends the step before the
+        messages it brings back arrive)."""
+        nonlocal was_held
+        held = await session.held_up()
+        restart, was_held = held or was_held, held
+        return restart
+
     while True:
         now = loop.time()
         if stop is not None and stop.is_set():
@@ -110,13 +122,17 @@ async def consume_loop(
             batch = await session.receive(step.batch, wait=min(idle_left, 1.0, deadline - now))
         except BrokerError as error:
             # A real consumer does not die because the broker blinked: it says so and polls
-            # again (the idle clock keeps running, so a broker that stays away ends the step).
+            # again. The idle clock stops while the session is held up (its broker is away);
+            # max_time ends the step if the broker never comes back.
             await _report_and_pause(bus, broker_name, session, error)
-            continue
-        if not batch:
-            if session.settling():
+            if await hold_checked():
                 last_activity = loop.time()
             continue
+        if not batch:
+            if await hold_checked():
+                last_activity = loop.time()
+            continue
+        was_held = False
         last_activity = loop.time()
         for message in batch:
             if step.count is not None and outcome.processed >= step.count:

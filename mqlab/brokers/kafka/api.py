@@ -380,6 +380,13 @@ class KafkaConsumer(ABC):
         """Partitions currently assigned to this consumer."""
 
     @abstractmethod
+    async def behind(self) -> bool:
+        """True when the last fetch from an assigned partition showed records past this
+        consumer's position (up to the high watermark; the last stable offset under
+        read_committed): there is more to read, it just has not arrived. What the consumer
+        has learned, not what the cluster holds now; never raises (unknown means False)."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Leave the group cleanly (triggers a rebalance for the others)."""
 

@@ -13,6 +13,7 @@ from aiokafka.errors import (
 from aiokafka.structs import OffsetAndMetadata
 
 from mqlab.brokers.base import BrokerError
+from mqlab.brokers.kafka import wire
 from mqlab.brokers.kafka.api import (
     ConsumerSettings,
     KafkaConsumer,
@@ -57,6 +58,7 @@ class Consumer(KafkaConsumer):
         self._broker = broker
         self._consumer = consumer
         self._request_timeout = request_timeout
+        self._read_committed = settings.isolation_level == "read_committed"
         self._closed = False
 
     def watch_commits(self) -> None:
@@ -170,10 +172,30 @@ class Consumer(KafkaConsumer):
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(ours(tp) for tp in self._consumer.assignment())
 
+    async def behind(self) -> bool:
+        if self._closed:
+            return False
+        consumer = self._consumer
+        for tp in consumer.assignment():
+            # aiokafka keeps both ends from the partition's last fetch response (None before
+            # the first; the last stable offset is -1 under read_uncommitted).
+            end = consumer.last_stable_offset(tp) if self._read_committed else None
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await self._broker.bounded(consumer.position(tp), f"position({tp})")
+            except BrokerError:
+                continue  # no position yet (a reset is pending): not known to be behind
+            if int(position) < int(end):
+                return True
+        return False
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         # stop() sends LeaveGroup, so the others rebalance at once instead of after the
         # session timeout; bounded because a dead coordinator would make it wait.
-        await self._broker.let_go(self, self._consumer.stop(), self._request_timeout)
+        await self._broker.let_go(self, wire.stop_consumer(self._consumer), self._request_timeout)

@@ -124,11 +124,22 @@ class ConsumerSession(ABC):
         """Vanish without closing (in-process runs only; a worker process is SIGKILLed)."""
         await self.close()
 
-    def settling(self) -> bool:
-        """True while the consumer cannot receive yet for a reason that is not an empty
-        channel (a Kafka member waiting for its group to assign partitions). The consume loop
-        does not count that time as idle."""
+    async def held_up(self) -> bool:
+        """True while an empty receive does not mean an empty channel: the consumer cannot
+        receive yet (a Kafka member waiting for its group to assign partitions, a connection
+        down and reconnecting) or knows of messages it has not been given yet (a Kafka member
+        behind the end of its partitions, a fetch cut off on the way).
+
+        The consume loop does not count that time as idle, so a network cut longer than the
+        step's ``idle`` does not end the consumer before the messages come back; the step's
+        ``max_time`` still bounds the wait, so a broker that never returns ends the step."""
         return False
+
+    @staticmethod
+    def reconnecting(broker: Broker) -> bool:
+        """The held-up test of a single-node system: its node is reported down (the
+        adapter's connection dropped and is being reopened, or requests cannot reach it)."""
+        return bool(broker.nodes_down)
 
 
 class Driver(ABC):

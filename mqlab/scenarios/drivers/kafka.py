@@ -120,10 +120,11 @@ class KafkaSession(ConsumerSession):
     async def close(self) -> None:
         await self.consumer.close()
 
-    def settling(self) -> bool:
+    async def held_up(self) -> bool:
         # A new member gets partitions only when the group has rebalanced, which can take a
-        # session timeout if a crashed member still holds them.
-        return not self.consumer.assignment()
+        # session timeout if a crashed member still holds them. One node down is no reason
+        # (the others lead its partitions soon), but records known to be there are.
+        return not self.consumer.assignment() or await self.consumer.behind()
 
     async def crash(self) -> None:
         # The simulator's consumer vanishes without leaving the group, so the group notices

@@ -45,6 +45,9 @@ class NatsSession(ConsumerSession):
             for m in messages
         ]
 
+    async def held_up(self) -> bool:
+        return self.reconnecting(self.driver.broker)
+
     @staticmethod
     def _message(message: Incoming) -> JsMessage:
         assert isinstance(message.native, JsMessage)

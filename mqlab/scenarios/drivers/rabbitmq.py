@@ -65,6 +65,9 @@ class RabbitSession(ConsumerSession):
             )
         ]
 
+    async def held_up(self) -> bool:
+        return self.reconnecting(self.driver.broker)
+
     @staticmethod
     def _delivery(message: Incoming) -> RabbitDelivery:
         assert isinstance(message.native, RabbitDelivery)

@@ -54,6 +54,9 @@ class SqsSession(ConsumerSession):
             for m in messages
         ]
 
+    async def held_up(self) -> bool:
+        return self.reconnecting(self.driver.broker)
+
     @staticmethod
     def _message(message: Incoming) -> SqsMessage:
         assert isinstance(message.native, SqsMessage)

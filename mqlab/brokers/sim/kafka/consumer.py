@@ -91,6 +91,8 @@ class SimKafkaConsumer(KafkaConsumer):
         self._assignment: tuple[TopicPartition, ...] = ()
         self._parts: list[tuple[TopicPartition, Partition]] = []
         self._positions: dict[TopicPartition, int] = {}
+        self._fetched_ends: dict[TopicPartition, int] = {}
+        """Each partition's end as this consumer's last fetch saw it (see behind())."""
         self._needs_join = True
         self._left_idle = False
         self._wakeup = asyncio.Event()
@@ -246,6 +248,7 @@ class SimKafkaConsumer(KafkaConsumer):
         self._parts = []
         self._assignment = ()
         self._positions.clear()
+        self._fetched_ends.clear()
         self._tickets.clear()
 
     def _current_offsets(self) -> dict[TopicPartition, int]:
@@ -318,6 +321,7 @@ class SimKafkaConsumer(KafkaConsumer):
             if position is None or position > leader.log_end:
                 position = self._reset_position(tp, partition, position)
             end = partition.last_stable_offset if read_committed else partition.high_watermark
+            self._fetched_ends[tp] = end
             if position >= end:
                 continue
             stop = min(end, position + room)
@@ -475,6 +479,16 @@ class SimKafkaConsumer(KafkaConsumer):
         if position is None:
             position = self._reset_position(tp, partition, None)
         return position
+
+    async def behind(self) -> bool:
+        if self._state != "running":
+            return False
+        positions = self._positions
+        return any(
+            tp in positions and positions[tp] < end
+            for tp, end in self._fetched_ends.items()
+            if tp in self._assignment
+        )
 
     def assignment(self) -> frozenset[TopicPartition]:
         """Partitions assigned now (empty while a rebalance is in progress)."""
