@@ -328,7 +328,9 @@ class Consume(_Strict):
     count: int | None = Field(None, ge=1, le=1_000_000)
     """Stop after processing this many messages."""
     idle: float = Field(2.0, gt=0, le=600)
-    """Stop when nothing arrives for this many seconds (at most 600)."""
+    """Stop when nothing arrives for this many seconds (at most 600). Time the consumer is
+    held up by its broker (a connection down and reconnecting, a Kafka member waiting for
+    partitions or behind their end) does not count; ``max_time`` still does."""
     max_time: Seconds = 60.0
     """Hard limit for the whole step, in seconds (at most 3600)."""
     ack: AckPolicy = "after"

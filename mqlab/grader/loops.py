@@ -293,6 +293,9 @@ class GradedKafkaConsumer(KafkaConsumer):
         self._alive()
         return self.inner.assignment()
 
+    async def behind(self) -> bool:
+        return not self.dead and await self.inner.behind()  # never raises, as promised
+
     async def close(self) -> None:
         if self.dead:
             return

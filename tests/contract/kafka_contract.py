@@ -221,6 +221,28 @@ class KafkaContract:
         # Replaying moved the position, not the committed offset.
         assert await broker.group_offsets(consumer.group_id) == {tp: 5}
 
+    async def test_a_consumer_knows_it_is_behind_the_end_its_fetch_saw(
+        self, broker: KafkaAPI
+    ) -> None:
+        topic = await broker.create_topic(
+            broker.qualify("readings"), partitions=1, replication_factor=REPLICATION
+        )
+        await produce(broker, topic.name, [f"reading-{n}".encode() for n in range(10)])
+        consumer = await broker.consumer([topic.name], group_id=broker.qualify("meters"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXPECT
+        first: list[KafkaRecord] = []
+        while not first:
+            assert loop.time() < deadline, "no record within the deadline"
+            first = await consumer.poll(max_records=3, timeout=POLL)
+        assert len(first) == 3
+        assert await consumer.behind()  # seven more are known to be there
+        rest = await poll_until(consumer, 7)
+        assert [r.offset for r in first + rest] == list(range(10))
+        assert not await consumer.behind()
+        await consumer.seek(TopicPartition(topic.name, 0), 4)
+        assert await consumer.behind()  # a replay puts it behind again
+
     async def test_replay_with_a_new_group(self, broker: KafkaAPI) -> None:
         recorder = record(broker)
         topic = await broker.create_topic(
@@ -441,6 +463,8 @@ class KafkaContract:
         seen = await poll_until(reader, 1)
         seen += await reader.poll(timeout=1.0)  # the open transaction stays invisible
         assert [r.value for r in seen] == [b"first"]
+        # Up to the last stable offset is all there is to read (past the commit marker too).
+        assert not await reader.behind()
 
         await producer.abort_transaction()
         await producer.begin_transaction()
@@ -449,6 +473,7 @@ class KafkaContract:
         seen += await poll_until(reader, 1)
         seen += await reader.poll(timeout=1.0)  # the aborted record never shows up
         assert [r.value for r in seen] == [b"first", b"third"]
+        assert not await reader.behind()  # the aborted record and both markers are passed
         # Every marker holds an offset of its own: commit at 1, abort at 3.
         assert [first.offset, second.offset, third.offset] == [0, 2, 4]
 

@@ -184,6 +184,9 @@ def test_run_to_crash_crashes_a_loop_that_never_reaches_the_point() -> None:
         def assignment(self) -> frozenset[TopicPartition]:
             return frozenset()
 
+        async def behind(self) -> bool:
+            return False
+
         async def close(self) -> None:
             return None
 
