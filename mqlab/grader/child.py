@@ -7,9 +7,9 @@ back from the *protocol* file descriptor (the original stdout); the learner's ``
 stderr instead, which the parent keeps and shows the end of when something goes wrong.
 
 Limits: the address space is capped (``RLIMIT_AS``, above what the interpreter and the clients
-already use), CPU time is capped as a backstop, and :mod:`faulthandler` dumps every thread's
-stack to stderr shortly before the wall-clock deadline, so when the parent has to kill an
-endless loop it can still point at the learner's line that was running.
+already use), CPU time is capped as a backstop, and a watchdog thread writes the main thread's
+stack to stderr shortly before the wall-clock deadline (:class:`_StuckReport`), so when the
+parent has to kill an endless loop it can still point at the learner's line that was running.
 
 The request is one line on stdin; after it the parent writes nothing more but keeps stdin
 open for as long as it waits for this process: stdin is the *lifeline*. When it reaches its
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
+import datetime
 import importlib.util
 import json
 import os
@@ -156,19 +156,79 @@ def _vm_bytes() -> int:
     return 0
 
 
+class _StuckReport:
+    """Writes where the main thread is when the learner's time is nearly up, in the shape of
+    :mod:`faulthandler`'s dump (the grader parses that: ``mqlab.grader.run._stuck_at``).
+
+    Not ``faulthandler.dump_traceback_later``: its watchdog walks every thread's frames
+    without the GIL while they run, and on a learner's run still busy at the deadline that
+    crashed this process with SIGSEGV (11 of 16 runs with the dump made to repeat; one
+    fresh-clone suite run under load), which the grader then took for running out of memory.
+    This thread takes the GIL and reads the frames with :func:`sys._current_frames`, which is
+    safe; the price is that learner code stuck in one long C call that holds the GIL gets no
+    line (the kill still comes, and the report still says it timed out).
+    """
+
+    def __init__(self, fd: int = 2) -> None:
+        self._fd = fd  # stderr, which the grader reads
+        self._main = threading.get_ident()
+        self._deadline: float | None = None
+        self._armed_for = 0.0
+        self._changed = threading.Condition()
+        threading.Thread(target=self._watch, name="grader-stuck-report", daemon=True).start()
+
+    def arm(self, seconds: float) -> None:
+        with self._changed:
+            self._deadline = time.monotonic() + seconds
+            self._armed_for = seconds
+            self._changed.notify()
+
+    def disarm(self) -> None:
+        with self._changed:
+            self._deadline = None
+            self._changed.notify()
+
+    def _watch(self) -> None:
+        changed = self._changed
+        while True:
+            with changed:
+                while self._deadline is None or time.monotonic() < self._deadline:
+                    left = None if self._deadline is None else self._deadline - time.monotonic()
+                    changed.wait(left)
+                self._deadline = None
+                armed_for = self._armed_for
+            self._write(armed_for)
+
+    def _write(self, armed_for: float) -> None:
+        frame = sys._current_frames().get(self._main)
+        lines = [
+            f"Timeout ({datetime.timedelta(seconds=round(armed_for, 3))})!",
+            f"Current thread 0x{self._main:016x} (most recent call first):",
+        ]
+        while frame is not None:
+            code = frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {frame.f_lineno} in {code.co_name}')
+            frame = frame.f_back
+        # Straight to the descriptor: learner code may have replaced sys.stderr.
+        with contextlib.suppress(OSError):
+            os.write(self._fd, ("\n".join(lines) + "\n").encode("utf-8", errors="replace"))
+
+
 class _LearnerClock:
     """The learner's time limit as this process keeps it: the stack dump armed for what is left
     of the limit, disarmed while the check waits on the lab (``ctx.off_the_clock()``), and the
     grader told when the clock starts, stops and runs on, so that it keeps the same time."""
 
-    def __init__(self, seconds: float, protocol: _Protocol) -> None:
+    def __init__(self, seconds: float, protocol: _Protocol, stuck: _StuckReport) -> None:
         self.left = seconds
         self.since = time.monotonic()
         self.protocol = protocol
+        self.stuck = stuck
 
     def _arm(self) -> None:
-        # A quarter second before the grader's kill: the dump must be written first.
-        faulthandler.dump_traceback_later(max(0.1, self.left - 0.25), exit=False)
+        # A quarter second before the limit (the grader kills after a grace): the stack must
+        # be written first.
+        self.stuck.arm(max(0.1, self.left - 0.25))
 
     def start(self) -> None:
         self.since = time.monotonic()
@@ -176,7 +236,7 @@ class _LearnerClock:
         self.protocol.send(clock_started=True)
 
     def pause(self) -> None:
-        faulthandler.cancel_dump_traceback_later()
+        self.stuck.disarm()
         self.left -= time.monotonic() - self.since
         self.protocol.send(clock_paused=True)
 
@@ -296,10 +356,11 @@ def main() -> int:
         protocol.send(check_error=f"bad request: {error}")
         return 2
     _follow_the_grader()
+    stuck = _StuckReport()
     try:
         check = _load(request.check, "mqlab_exercise_check")
         _apply_limits(request)
-        clock = _LearnerClock(request.seconds, protocol)
+        clock = _LearnerClock(request.seconds, protocol, stuck)
         clock.start()
         if request.simulated:
             from mqlab.brokers.sim.clock import run_virtual
@@ -308,7 +369,7 @@ def main() -> int:
         else:
             asyncio.run(_drive(request, check, protocol, clock))
     except MemoryError as error:
-        faulthandler.cancel_dump_traceback_later()
+        stuck.disarm()
         where: dict[str, Any] = {"file": None, "line": None, "code": ""}
         with contextlib.suppress(MemoryError):  # finding the line needs a little memory too
             found = learner_error(error, request.learner)
@@ -322,7 +383,7 @@ def main() -> int:
         )
         return 0
     except BaseException as error:
-        faulthandler.cancel_dump_traceback_later()
+        stuck.disarm()
         from mqlab.grader.context import LearnerMistake
 
         if isinstance(error, LearnerMistake):
@@ -342,7 +403,7 @@ def main() -> int:
         text = "".join(traceback.format_exception(error)).strip()
         protocol.send(check_error=text)
         return 0
-    faulthandler.cancel_dump_traceback_later()
+    stuck.disarm()
     protocol.send(done=True)
     return 0
 
