@@ -383,8 +383,10 @@ class KafkaConsumer(ABC):
     async def behind(self) -> bool:
         """True when the last fetch from an assigned partition showed records past this
         consumer's position (up to the high watermark; the last stable offset under
-        read_committed): there is more to read, it just has not arrived. What the consumer
-        has learned, not what the cluster holds now; never raises (unknown means False)."""
+        read_committed): there is more to read, it just has not arrived. Also True for an
+        assigned partition no fetch has answered for yet, or whose position is still being
+        looked up (after a rejoin that came with a network cut): not known to be caught up.
+        What the consumer has learned, not what the cluster holds now; never raises."""
 
     @abstractmethod
     async def close(self) -> None:

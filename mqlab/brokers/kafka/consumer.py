@@ -42,6 +42,10 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer.report_assignment(frozenset(ours(tp) for tp in assigned))
 
 
+POSITION_PATIENCE = 1.0
+"""How long :meth:`Consumer.behind` waits for a position aiokafka is still looking up."""
+
+
 class Consumer(KafkaConsumer):
     """An :class:`AIOKafkaConsumer` in a group, with observations and bounded calls."""
 
@@ -183,11 +187,13 @@ class Consumer(KafkaConsumer):
             if end is None or end < 0:
                 end = consumer.highwater(tp)
             if end is None:
-                continue
+                return True  # assigned, and no fetch of it answered yet (a rejoin after a cut)
             try:
-                position = await self._broker.bounded(consumer.position(tp), f"position({tp})")
+                position = await self._broker.bounded(
+                    consumer.position(tp), f"position({tp})", timeout=POSITION_PATIENCE
+                )
             except BrokerError:
-                continue  # no position yet (a reset is pending): not known to be behind
+                return True  # where to start is still being looked up (a reset is pending)
             if int(position) < int(end):
                 return True
         return False

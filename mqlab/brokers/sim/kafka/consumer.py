@@ -483,11 +483,11 @@ class SimKafkaConsumer(KafkaConsumer):
     async def behind(self) -> bool:
         if self._state != "running":
             return False
-        positions = self._positions
+        positions, ends = self._positions, self._fetched_ends
+        # Not fetched yet since the assignment (a rejoin after a cut): as unknown as behind.
         return any(
-            tp in positions and positions[tp] < end
-            for tp, end in self._fetched_ends.items()
-            if tp in self._assignment
+            tp not in ends or tp not in positions or positions[tp] < ends[tp]
+            for tp in self._assignment
         )
 
     def assignment(self) -> frozenset[TopicPartition]:
