@@ -91,6 +91,8 @@ class ConsumerSession(ABC):
 
     name: str
     group: str
+    driver: Driver
+    """The driver that opened this session (its ``broker`` is the adapter it receives on)."""
     rewinds_on_requeue: bool = False
     """True where giving a message back means rewinding the position (Kafka): the rest of
     the fetched batch will be fetched again, so the loop must drop it, or those messages
@@ -132,14 +134,12 @@ class ConsumerSession(ABC):
 
         The consume loop does not count that time as idle, so a network cut longer than the
         step's ``idle`` does not end the consumer before the messages come back; the step's
-        ``max_time`` still bounds the wait, so a broker that never returns ends the step."""
-        return False
+        ``max_time`` still bounds the wait, so a broker that never returns ends the step.
 
-    @staticmethod
-    def reconnecting(broker: Broker) -> bool:
-        """The held-up test of a single-node system: its node is reported down (the
-        adapter's connection dropped and is being reopened, or requests cannot reach it)."""
-        return bool(broker.nodes_down)
+        This default is the single-node systems' test (RabbitMQ, SQS, NATS): the adapter has
+        reported its node down and not up again (its connection dropped and is being reopened,
+        or requests cannot reach it). Kafka has its own."""
+        return bool(self.driver.broker.nodes_down)
 
 
 class Driver(ABC):

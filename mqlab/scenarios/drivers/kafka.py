@@ -39,6 +39,8 @@ SCENARIO_SESSION_TIMEOUT = 3.0
 class KafkaSession(ConsumerSession):
     """A Kafka group member driven by the consume loop."""
 
+    driver: KafkaDriver
+
     rewinds_on_requeue = True
 
     def __init__(self, driver: KafkaDriver, consumer: KafkaConsumer, step: Consume) -> None:

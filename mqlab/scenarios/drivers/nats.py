@@ -26,6 +26,8 @@ from mqlab.scenarios.ledger import Ledger
 class NatsSession(ConsumerSession):
     """A durable pull consumer driven by the consume loop."""
 
+    driver: NatsDriver
+
     def __init__(self, driver: NatsDriver, consumer: NatsPullConsumer, step: Consume) -> None:
         self.driver = driver
         self.consumer = consumer
@@ -44,9 +46,6 @@ class NatsSession(ConsumerSession):
             )
             for m in messages
         ]
-
-    async def held_up(self) -> bool:
-        return self.reconnecting(self.driver.broker)
 
     @staticmethod
     def _message(message: Incoming) -> JsMessage:

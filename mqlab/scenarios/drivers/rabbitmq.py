@@ -39,6 +39,8 @@ AGREEMENT_POLL_SECONDS = 0.5
 class RabbitSession(ConsumerSession):
     """A basic.consume subscription driven by the consume loop."""
 
+    driver: RabbitMQDriver
+
     def __init__(self, driver: RabbitMQDriver, consumer: RabbitConsumer, group: str) -> None:
         self.driver = driver
         self.consumer = consumer
@@ -64,9 +66,6 @@ class RabbitSession(ConsumerSession):
                 attempt=rejected_here + 1,
             )
         ]
-
-    async def held_up(self) -> bool:
-        return self.reconnecting(self.driver.broker)
 
     @staticmethod
     def _delivery(message: Incoming) -> RabbitDelivery:

@@ -29,6 +29,8 @@ MAX_LONG_POLL = 20
 class SqsSession(ConsumerSession):
     """Receive / delete loop on one queue."""
 
+    driver: SqsDriver
+
     def __init__(self, driver: SqsDriver, queue: str, step: Consume) -> None:
         self.driver = driver
         self.queue = queue
@@ -53,9 +55,6 @@ class SqsSession(ConsumerSession):
             )
             for m in messages
         ]
-
-    async def held_up(self) -> bool:
-        return self.reconnecting(self.driver.broker)
 
     @staticmethod
     def _message(message: Incoming) -> SqsMessage:
