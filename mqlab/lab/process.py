@@ -37,13 +37,15 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 # ... and how they ended, once reaped (for "exited during start-up with exit code N").
 _exit_codes: dict[int, int] = {}
 
-# psutil's start time is the process's start in clock ticks since boot (fixed for its life)
-# plus the boot time, which it reads again each call from /proc/stat: a whole second that the
-# kernel derives from the wall clock, so a stepped clock (a VM's clock sync) moves it by one.
-# The same process then reports a start a second off, and with a tolerance for float rounding
-# only, the lab took a live process for gone (a fresh-clone run's stop test saw its process
-# "stopped" while it ignored SIGTERM). A reused pid is still told apart: its process would
-# have to start within this of the first one's start, after 32,768 others were started.
+# A process is told apart from a later one that got its pid by its start: the kernel's count
+# of clock ticks from boot to the process's start (field 22 of /proc/PID/stat), fixed for its
+# life and read from no clock. psutil's create_time() adds to it the boot time, which the
+# kernel derives afresh from the wall clock each time /proc/stat is read: a stepped clock (a
+# VM's clock sync) moves every start time by as much as the step. With create_time and a
+# 1.5 s tolerance, a CI run under load took a paused Kafka broker for gone, could not resume
+# it, and every later Kafka test met a broker that never answered. The start in ticks is
+# compared exactly; create_time stays in the record for reports and for the pid files of an
+# older mqlab, compared with this tolerance only where the ticks cannot be read.
 _CREATE_TIME_TOLERANCE = 1.5
 
 # A log bigger than this is moved aside (to ``NAME.log.1``, replacing the one before) when its
@@ -59,6 +61,8 @@ class ProcessRecord:
     """What a pid file holds: enough to recognise the process later and to report on it.
 
     Attributes:
+        start_ticks: the process's start in clock ticks since boot (None where /proc cannot
+            tell it, and in an older mqlab's pid files): what identifies it.
         state: "running" while the lab considers it up, "killed" after a ``kill`` fault (the
             record is kept so ``status`` can say so and ``up``/``restart`` bring it back).
     """
@@ -71,6 +75,7 @@ class ProcessRecord:
     started_at: float
     log: str
     state: Literal["running", "killed"] = "running"
+    start_ticks: int | None = None
 
     def to_json(self) -> str:
         """Serialise for the pid file."""
@@ -91,6 +96,7 @@ class ProcessRecord:
             started_at=float(data["started_at"]),
             log=str(data["log"]),
             state="killed" if data.get("state") == "killed" else "running",
+            start_ticks=None if data.get("start_ticks") is None else int(data["start_ticks"]),
         )
 
 
@@ -130,10 +136,41 @@ def _reap(pid: int) -> None:
             del _children[pid]
 
 
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot: fixed for the process's life and
+    independent of the wall clock. None where there is no /proc (not Linux) or it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself hold spaces or ")": the
+    # fields after it start after the last ")". The start is field 22, the 20th after it.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
 def _started_as_recorded(process: psutil.Process, record: ProcessRecord) -> bool:
     """Whether ``process`` (holding ``record``'s pid) is the one the record describes, not a
     later process that got the pid (raises psutil.Error when it is gone)."""
+    if record.start_ticks is not None:
+        ticks = start_ticks(process.pid)
+        if ticks is None:  # the record was written where /proc tells it: the process is gone
+            raise psutil.NoSuchProcess(process.pid)
+        return ticks == record.start_ticks
     return abs(process.create_time() - record.create_time) <= _CREATE_TIME_TOLERANCE
+
+
+def _started_no_earlier(process: psutil.Process, record: ProcessRecord) -> bool:
+    """Whether ``process`` started at or after ``record``'s process (raises psutil.Error when
+    it is gone): what a server's leftovers did, unlike an older stranger in a reused session."""
+    if record.start_ticks is not None:
+        ticks = start_ticks(process.pid)
+        if ticks is not None:
+            return ticks >= record.start_ticks
+    return process.create_time() + _CREATE_TIME_TOLERANCE >= record.create_time
 
 
 def live_process(record: ProcessRecord) -> psutil.Process | None:
@@ -182,7 +219,7 @@ def session_members(record: ProcessRecord) -> list[psutil.Process]:
         try:
             if os.getsid(process.pid) != record.pid:
                 continue
-            if process.create_time() + _CREATE_TIME_TOLERANCE < record.create_time:
+            if not _started_no_earlier(process, record):
                 continue
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue
@@ -314,6 +351,7 @@ def start_detached(spec: ProcessSpec, log_file: Path) -> ProcessRecord:
     except psutil.Error:
         # It died within microseconds; record it anyway so the health wait reports its log.
         create_time = 0.0
+    ticks = start_ticks(child.pid)
     return ProcessRecord(
         name=spec.name,
         service=spec.service,
@@ -322,6 +360,7 @@ def start_detached(spec: ProcessSpec, log_file: Path) -> ProcessRecord:
         argv=spec.argv,
         started_at=time.time(),
         log=str(log_file),
+        start_ticks=ticks,
     )
 
 

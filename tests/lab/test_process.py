@@ -6,7 +6,9 @@ the lab relies on, quickly and without touching anyone else's processes.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,20 +126,83 @@ def test_a_reused_pid_is_never_treated_as_ours() -> None:
     assert me.is_running()  # still here: the lab did not kill a stranger
 
 
-def test_a_live_process_is_ours_when_the_boot_time_moves_a_second(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_live_process_is_ours_however_far_the_boot_time_moves(
+    tmp_path: Path, started: list[ProcessRecord], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """psutil adds the boot time it reads from /proc/stat to every start time, and the kernel
-    recomputes that whole second from the wall clock: after a clock step the same process
-    starts a second later or earlier. It is still ours; a start 5 s off is not."""
+    recomputes that from the wall clock: after a clock step the same process starts seconds
+    later or earlier (a CI run took a paused Kafka broker for gone and never resumed it). The
+    lab's record identifies the process by its start in clock ticks, which no clock moves."""
+    record = proc.start_detached(spec("sleep", "300"), tmp_path / "sleep.log")
+    started.append(record)
+    assert record.start_ticks is not None
+    booted = psutil.boot_time()
+    for step in (1.0, -1.0, 5.0, -30.0, 3600.0):
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda step=step: booted + step)
+        assert proc.live_process(record) is not None, step
+        assert proc.process_state(record) == "running", step
+    # Read back from its pid file, it is the same record.
+    assert ProcessRecord.from_json(record.to_json()) == record
+
+
+def test_a_reused_pid_with_a_start_time_that_matches_is_still_not_ours() -> None:
+    """Only the start in ticks decides: a pid now held by a process that started in another
+    tick is a stranger's, even when the wall-clock start times happen to agree."""
+    me = psutil.Process()
+    ticks = proc.start_ticks(me.pid)
+    assert ticks is not None
+    impostor = ProcessRecord(
+        "redis",
+        "redis",
+        me.pid,
+        me.create_time(),
+        ("redis-server",),
+        0.0,
+        "l",
+        "running",
+        ticks - 1,
+    )
+    assert proc.live_process(impostor) is None
+    assert proc.session_members(impostor) == []
+    assert me.is_running()
+
+
+def test_a_pid_file_of_an_older_mqlab_is_told_by_its_start_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pid file written before the start in ticks was recorded has a wall-clock start only: a
+    second of boot-time step is tolerated, five seconds are not."""
     me = psutil.Process()
     record = ProcessRecord("redis", "redis", me.pid, me.create_time(), ("redis-server",), 0.0, "l")
+    written = json.loads(record.to_json())
+    del written["start_ticks"]
+    assert ProcessRecord.from_json(json.dumps(written)) == record
     booted = psutil.boot_time()
     for step in (1.0, -1.0):
         monkeypatch.setattr(psutil._pslinux, "boot_time", lambda step=step: booted + step)
         assert proc.live_process(record) is not None, step
     monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: booted + 5.0)
     assert proc.live_process(record) is None
+
+
+def test_start_ticks_reads_past_a_command_name_with_spaces_and_parentheses(
+    tmp_path: Path,
+) -> None:
+    """The command name in /proc/PID/stat is free text in parentheses: the start is counted from
+    the last ')'. A process named 'a) b (c' reads the same start as psutil sees."""
+    renamed = tmp_path / "a) b (c"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", renamed)
+    child = subprocess.Popen([str(renamed), "300"])
+    try:
+        assert psutil.Process(child.pid).name() == "a) b (c"
+        ticks = proc.start_ticks(child.pid)
+        assert ticks is not None
+        expected = psutil.Process(child.pid).create_time() - psutil.boot_time()
+        assert abs(ticks / os.sysconf("SC_CLK_TCK") - expected) < 0.05
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.start_ticks(child.pid) is None
 
 
 def test_a_session_whose_leader_pid_was_reused_is_not_ours(
