@@ -34,13 +34,19 @@ def _files_problems(entry: ExerciseEntry) -> list[str]:
     return problems
 
 
-def _why_not(report: CheckReport) -> str:
+def why_it_failed(report: CheckReport) -> str:
+    """One line: why a checked file did not pass (the invariant, its problem, its evidence)."""
     if report.learner_error is not None:
         return report.learner_error.one_line()
     if report.check_error is not None:
         return report.check_error.strip().splitlines()[-1]
     broken = report.broken
-    return f"{broken.id}: {broken.finding.problem}" if broken else "no invariant was judged"
+    if broken is None:
+        return "no invariant was judged"
+    # The evidence too: a reference solution that fails on a loaded machine is a race to find,
+    # and its counterexample (which message, who received it when) is all a log keeps of it.
+    evidence = "; ".join(broken.finding.counterexample)
+    return f"{broken.id}: {broken.finding.problem}" + (f" ({evidence})" if evidence else "")
 
 
 def audit_exercise(
@@ -57,7 +63,7 @@ def audit_exercise(
         return problems
     solution = check_file(entry, entry.solution_file, broker=broker, seed=seed)
     if not solution.passed:
-        problems.append(f"the reference solution fails: {_why_not(solution)}")
+        problems.append(f"the reference solution fails: {why_it_failed(solution)}")
     starter = check_file(entry, entry.starter_file, broker=broker, seed=seed)
     if starter.passed:
         problems.append("the starter passes: a learner who changes nothing would pass")
@@ -68,6 +74,6 @@ def audit_exercise(
             problems.append(f"wrong/{mistake.file} passes ({mistake.why})")
         elif not caught:
             problems.append(
-                f"wrong/{mistake.file} fails, but not {mistake.breaks}: {_why_not(report)}"
+                f"wrong/{mistake.file} fails, but not {mistake.breaks}: {why_it_failed(report)}"
             )
     return problems

@@ -173,6 +173,19 @@ def _last_fault_before(
     return f"after the fault: {last.fault} {last.target} {params}".rstrip()
 
 
+def _deliveries_of(observations: Sequence[Observation], message_id: str) -> str:
+    """Who received ``message_id`` and when, as text: a message applied twice was almost always
+    received twice (a redelivery after a crash, a visibility timeout that ran out mid-work), and
+    the times say which. Empty where the history holds no deliveries of it (a check that hands
+    the learner's code its messages itself)."""
+    received = [
+        f"{d.consumer} at {d.at:.2f}s (delivery {d.delivery_count})"
+        for d in _of(observations, Delivered)
+        if d.message_id == message_id
+    ]
+    return f"received by {', '.join(received)}" if received else ""
+
+
 def _sent(observations: Sequence[Observation]) -> dict[str, Produced]:
     """The messages the broker acknowledged, first acknowledgement per id (a consumer's own
     dead-letter copy is not a new message)."""
@@ -286,9 +299,11 @@ def no_double_effect(observations: Sequence[Observation], params: Params) -> Fin
         for entity, message_id in twice:
             applied = [e for e in effects if (e.entity, e.message_id) == (entity, message_id)]
             steps = ", ".join(f"{e.before}->{e.after}" for e in applied)
+            received = _deliveries_of(observations, message_id)
             lines.append(
                 f"{message_id} applied {len(applied)} times to {entity} ({steps}); "
-                f"{_last_fault_before(observations, applied[1].at, message_id)}"
+                + (f"{received}; " if received else "")
+                + _last_fault_before(observations, applied[1].at, message_id)
             )
         return Finding(
             False,

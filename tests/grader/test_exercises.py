@@ -56,3 +56,20 @@ def test_every_exercise_has_wrong_solutions_and_hints() -> None:
     for entry in EXERCISES:
         assert entry.exercise.wrong, f"{entry.id} has no wrong solutions to catch"
         assert all(hint.strip() for hint in entry.exercise.hints)
+
+
+@pytest.mark.sim
+def test_an_audit_failure_carries_the_counterexample() -> None:
+    """What the audit reports for a failing file names the evidence, not the problem alone: a
+    reference solution that fails once on a loaded machine leaves nothing else in the log to
+    find its race by (which message, who received it, when)."""
+    from mqlab.grader.authoring import why_it_failed
+    from mqlab.grader.run import check_file
+
+    entry = next(e for e in EXERCISES if e.id == "sqs-fifo-consumer")
+    report = check_file(entry, entry.wrong_file("no_visibility.py"), broker="sim")
+    assert not report.passed
+    why = why_it_failed(report)
+    assert why.startswith("no-double-effect: 1 messages changed the state more than once (")
+    assert "received by consumer-" in why
+    assert "(delivery 2)" in why

@@ -157,6 +157,47 @@ def test_a_double_effect_is_explained_by_the_fault_that_named_its_message() -> N
     )
 
 
+def test_a_double_effect_names_who_received_the_message_and_when() -> None:
+    """A message applied twice was received twice: the counterexample says by whom and when
+    (an SQS visibility timeout that ran out mid-work shows as a second consumer's delivery)."""
+
+    def received(at: float, consumer: str, count: int) -> Delivered:
+        return Delivered(
+            at=at,
+            broker="sqs",
+            destination="orders.fifo",
+            message_id="ord-2/paid",
+            consumer=consumer,
+            delivery_count=count,
+            redelivered=count > 1,
+        )
+
+    def shipped(at: float, before: int) -> EffectApplied:
+        return EffectApplied(
+            at=at,
+            broker="grader",
+            entity="ord-2",
+            operation="ship step paid",
+            before=before,
+            after=before + 1,
+            message_id="ord-2/paid",
+            idempotent=False,
+        )
+
+    history: list[Observation] = [
+        received(1.0, "consumer-a", 1),
+        received(3.25, "consumer-b", 2),
+        shipped(4.5, 1),
+        shipped(6.75, 2),
+    ]
+    finding = judge("no-double-effect", history, {})
+    assert not finding.holds
+    assert finding.counterexample == (
+        "ord-2/paid applied 2 times to ord-2 (1->2, 2->3); received by consumer-a at 1.00s "
+        "(delivery 1), consumer-b at 3.25s (delivery 2); no fault had been injected yet",
+    )
+
+
 def test_without_a_fault_naming_the_message_the_last_fault_is_named() -> None:
     history: list[Observation] = [
         Produced(at=0.0, broker="grader", destination="payments", message_id="pay-1"),

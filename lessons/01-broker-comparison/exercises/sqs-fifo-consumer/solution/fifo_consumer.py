@@ -8,8 +8,14 @@ from collections.abc import Awaitable, Callable
 from mqlab.brokers.sqs.api import SqsAPI, SqsMessage
 from mqlab.patterns.idempotency import DedupStore
 
-VISIBILITY_SECONDS = 2
-EXTEND_EVERY = 0.5
+# How long a received message stays invisible to the other consumer, and how often the
+# heartbeat pushes that out again while the work runs. The margin between them (5 s) is what
+# a slow machine may take between two heartbeats, or between the receive and the delete of a
+# quick event, before SQS hands the message to the other consumer mid-work: with the queue's
+# own 2 s and a heartbeat every 0.5 s (a margin of 1.5 s) a loaded CI machine once did.
+# Kept short all the same: a message whose consumer dies comes back only when it runs out.
+VISIBILITY_SECONDS = 6
+EXTEND_EVERY = 1.0
 
 
 async def send_event(sqs: SqsAPI, queue: str, order_id: str, event_id: str, body: str) -> None:
@@ -34,7 +40,10 @@ async def consume(
 ) -> None:
     """Skip what was handled; handle under a visibility heartbeat; remember; then delete."""
     while True:
-        for message in await sqs.receive(queue, wait_time=1, consumer=name):
+        received = await sqs.receive(
+            queue, wait_time=1, visibility_timeout=VISIBILITY_SECONDS, consumer=name
+        )
+        for message in received:
             if await processed.seen(message.message_id):
                 # Handled by a consumer that died before its delete: just delete it.
                 await sqs.delete_message(queue, message.receipt_handle, consumer=name)
