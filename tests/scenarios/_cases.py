@@ -7,6 +7,7 @@ import pytest
 
 from mqlab.brokers.registry import SYSTEM_NAMES
 from mqlab.course.scenario import Scenario
+from mqlab.observe.events import Delivered, Rebalanced
 from mqlab.scenarios.ledger import LEDGER_ROWS
 from mqlab.scenarios.library import load_all
 from mqlab.scenarios.verdict import RunResult
@@ -67,6 +68,21 @@ def explain_failure(result: RunResult) -> str:
     lines += [f"  {failure}" for failure in result.failures()]
     lines.append(f"  ledger: {result.summary.as_dict()}")
     lines.append(f"  groups: { ({n: g.as_dict() for n, g in result.groups.items()}) }")
+    return "\n".join(lines)
+
+
+def explain_disagreement(real: RunResult, simulated: RunResult, numbers: tuple[str, ...]) -> str:
+    """Which numbers differ, and the observations behind the group numbers of both runs: a
+    disagreement seen once on a loaded machine leaves nothing else to find its cause by."""
+    differ = [n for n in numbers if real.summary[n] != simulated.summary[n]]
+    lines = [f"sim and {real.broker} disagree on {real.scenario_id}: {', '.join(differ)}"]
+    for result in (real, simulated):
+        lines.append(f"  {result.broker}: { ({n: result.summary[n] for n in differ}) }")
+        for observation in result.observations:
+            if isinstance(observation, Rebalanced | Delivered) and (
+                "rebalances" in differ or "redelivered" in differ
+            ):
+                lines.append(f"    {observation}")
     return "\n".join(lines)
 
 

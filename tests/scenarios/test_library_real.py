@@ -12,7 +12,13 @@ import pytest
 
 from mqlab.course.scenario import Scenario
 from mqlab.scenarios.session import run_scenario
-from tests.scenarios._cases import cases, compared_numbers, deterministic_on, explain_failure
+from tests.scenarios._cases import (
+    cases,
+    compared_numbers,
+    deterministic_on,
+    explain_disagreement,
+    explain_failure,
+)
 
 
 @pytest.mark.parametrize(("scenario", "system"), cases(real=True))
@@ -25,4 +31,4 @@ def test_scenario_verdict_holds_on_real_broker(scenario: Scenario, system: str) 
         numbers = compared_numbers(scenario)
         real_numbers = {k: result.summary[k] for k in numbers}
         sim_numbers = {k: simulated.summary[k] for k in numbers}
-        assert sim_numbers == real_numbers, f"sim and {system} disagree on {scenario.id}"
+        assert sim_numbers == real_numbers, explain_disagreement(result, simulated, numbers)
