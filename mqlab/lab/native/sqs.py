@@ -47,8 +47,13 @@ class SqsService(Service):
             ProcessSpec(
                 name="sqs",
                 service=self.name,
-                # This interpreter's moto, not a `moto_server` script from somewhere on PATH.
-                argv=(sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(upstream)),
+                # This interpreter's moto, not a `moto_server` script from somewhere on PATH,
+                # with its queue operations serialised (see mqlab/lab/native/sqs_server.py).
+                argv=(
+                    sys.executable,
+                    *("-m", "mqlab.lab.native.sqs_server"),
+                    *("-H", HOST, "-p", str(upstream)),
+                ),
                 health=HealthCheck(
                     kind="http", url=f"http://{HOST}:{upstream}/moto-api/config", timeout=30
                 ),

@@ -1,0 +1,101 @@
+"""The lab's SQS server: moto's server mode, with each queue's messages changed by one request
+at a time.
+
+moto's server answers requests on parallel threads, and its queue keeps its messages in a plain
+list that ``DeleteMessage`` rebuilds without the lock ``SendMessage`` appends under. Two deletes
+that overlap (a consumer deleting a batch with parallel calls does) each write back a copy of the
+list as it was when they started: a message sent meanwhile is lost although moto acknowledged
+it, and a message the other delete removed comes back. A learner would be told that SQS lost a
+message, or delivered a deleted one; a bench run saw 399 of 400 arrive, then nothing.
+(tests/lab/test_sqs_server.py shows both on moto's own classes.)
+
+So the lab runs moto with its queue operations serialised on the queue's own lock:
+``add_message`` and ``delete_message`` hold it, and so does every pass of ``ReceiveMessage`` and
+``ChangeMessageVisibility``. A long poll waits on the lock's condition between passes (woken at
+once by a send, and every :data:`LONG_POLL_RECHECK` seconds for messages whose visibility
+timeout ran out), never holding the lock while it waits. Everything else is moto's.
+
+Run as ``python -m mqlab.lab.native.sqs_server -H HOST -p PORT`` (moto.server's arguments).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from typing import Any
+
+LONG_POLL_RECHECK = 0.05
+"""Seconds between two passes of a waiting ReceiveMessage when no send woke it: how late a
+message whose visibility timeout ran out may be seen by a long poll already waiting."""
+
+
+def serialise_queue_operations() -> None:
+    """Make moto's queue operations hold the queue's lock (idempotent; the process's moto)."""
+    from moto.sqs.models import Queue, SQSBackend
+
+    if getattr(Queue, "_mqlab_serialised", False):
+        return
+    add_message = Queue.add_message
+    delete_message = Queue.delete_message
+    receive_message = SQSBackend.receive_message
+    change_message_visibility = SQSBackend.change_message_visibility
+
+    @functools.wraps(add_message)
+    def add_serialised(self: Queue, message: Any) -> None:
+        with self._messages_lock:
+            add_message(self, message)
+
+    @functools.wraps(delete_message)
+    def delete_serialised(self: Queue, receipt_handle: str) -> None:
+        with self._messages_lock:
+            delete_message(self, receipt_handle)
+
+    @functools.wraps(change_message_visibility)
+    def change_visibility_serialised(
+        self: SQSBackend, queue_name: str, receipt_handle: str, visibility_timeout: int
+    ) -> None:
+        queue = self.get_queue(queue_name)
+        with queue._messages_lock:
+            change_message_visibility(self, queue_name, receipt_handle, visibility_timeout)
+
+    @functools.wraps(receive_message)
+    def receive_serialised(
+        self: SQSBackend,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> list[Any]:
+        queue = self.get_queue(queue_name)
+        deadline = time.monotonic() + (wait_seconds_timeout or 0)
+        with queue._messages_lock:
+            while True:
+                # One pass without waiting (moto's own loop ends after one when told not to).
+                result: list[Any] = receive_message(
+                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
+                )
+                remaining = deadline - time.monotonic()
+                if result or remaining <= 0:
+                    return result
+                # Releases the lock while it waits; a send's notify_all wakes it at once.
+                queue._messages_lock.wait(timeout=min(remaining, LONG_POLL_RECHECK))
+
+    setattr(Queue, "add_message", add_serialised)  # noqa: B010 (mypy: no assigning to a method)
+    setattr(Queue, "delete_message", delete_serialised)  # noqa: B010
+    setattr(SQSBackend, "change_message_visibility", change_visibility_serialised)  # noqa: B010
+    setattr(SQSBackend, "receive_message", receive_serialised)  # noqa: B010
+    setattr(Queue, "_mqlab_serialised", True)  # noqa: B010
+
+
+def main(argv: list[str] | None = None) -> None:
+    """moto's server, with :func:`serialise_queue_operations` applied first."""
+    serialise_queue_operations()
+    from moto.server import main as moto_main
+
+    moto_main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
