@@ -3,8 +3,8 @@
 The race is staged on moto's own classes in this process, with no server: one DeleteMessage is
 slowed down while it walks the queue's message list, a second delete and a send happen
 meanwhile. Unguarded, moto loses the sent message and brings the deleted one back; serialised,
-neither happens. Each test runs in a fresh subprocess so that the patch never leaks into this
-one's moto (which other tests use unpatched, through ``mock_aws``).
+neither happens. Each staging runs in a fresh subprocess: the patch changes moto's classes for
+the whole process, and the unguarded staging needs a moto that was never patched.
 """
 
 from __future__ import annotations

@@ -75,14 +75,16 @@ def explain_disagreement(real: RunResult, simulated: RunResult, numbers: tuple[s
     """Which numbers differ, and the observations behind the group numbers of both runs: a
     disagreement seen once on a loaded machine leaves nothing else to find its cause by."""
     differ = [n for n in numbers if real.summary[n] != simulated.summary[n]]
+    group_numbers = "rebalances" in differ or "redelivered" in differ
     lines = [f"sim and {real.broker} disagree on {real.scenario_id}: {', '.join(differ)}"]
     for result in (real, simulated):
         lines.append(f"  {result.broker}: { ({n: result.summary[n] for n in differ}) }")
-        for observation in result.observations:
-            if isinstance(observation, Rebalanced | Delivered) and (
-                "rebalances" in differ or "redelivered" in differ
-            ):
-                lines.append(f"    {observation}")
+        if group_numbers:
+            lines += [
+                f"    {observation}"
+                for observation in result.observations
+                if isinstance(observation, Rebalanced | Delivered)
+            ]
     return "\n".join(lines)
 
 
