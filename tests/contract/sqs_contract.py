@@ -230,6 +230,24 @@ class SqsContract:
         assert [o.duplicate for o in produced] == [False, True, False]
         assert produced[0].message_id == first.message_id
 
+    async def test_fifo_dedup_id_outlives_the_delete_of_its_message(self, broker: SqsAPI) -> None:
+        """A producer's retry after the consumer already deleted the first copy is still
+        dropped: the window runs five minutes from the first send, deleted or not (moto as it
+        ships forgets the id with the message; the lab's server keeps it)."""
+        recorder = record(broker)
+        await broker.create_queue("refunds.fifo")
+        await broker.send("refunds.fifo", "refund", group_id="r", dedup_id="refund-1")
+        first = await receive_one(broker, "refunds.fifo")
+        await broker.delete_message("refunds.fifo", first.receipt_handle)
+
+        await broker.send("refunds.fifo", "refund (retried)", group_id="r", dedup_id="refund-1")
+        await broker.send("refunds.fifo", "next refund", group_id="r", dedup_id="refund-2")
+        after = await receive_one(broker, "refunds.fifo", max_messages=10)
+        assert after.body == "next refund"
+        await broker.delete_message("refunds.fifo", after.receipt_handle)
+        produced = [o for o in observed(recorder, Produced) if isinstance(o, Produced)]
+        assert [o.duplicate for o in produced] == [False, True, False]
+
     async def test_fifo_content_based_dedup(self, broker: SqsAPI) -> None:
         recorder = record(broker)
         await broker.create_queue("events.fifo", content_based_dedup=True)

@@ -13,7 +13,14 @@ So the lab runs moto with its queue operations serialised on the queue's own loc
 ``add_message`` and ``delete_message`` hold it, and so does every pass of ``ReceiveMessage`` and
 ``ChangeMessageVisibility``. A long poll waits on the lock's condition between passes (woken at
 once by a send, and every :data:`LONG_POLL_RECHECK` seconds for messages whose visibility
-timeout ran out), never holding the lock while it waits. Everything else is moto's.
+timeout ran out), never holding the lock while it waits.
+
+moto also forgets a FIFO message's deduplication id once the message is deleted, while SQS keeps
+it for the five minutes from its first send, deleted or not: a producer that retries a send
+after a consumer already deleted the first copy would see it stored and delivered again on the
+lab (and the real adapter, which flags that resend ``duplicate``, would contradict what the
+learner then receives). So the lab keeps each FIFO queue's first sends for the window itself
+(:func:`_deduplicated`) and drops a resend inside it, as SQS does. Everything else is moto's.
 
 Run as ``python -m mqlab.lab.native.sqs_server -H HOST -p PORT`` (moto.server's arguments).
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections import OrderedDict
 from typing import Any
 
 LONG_POLL_RECHECK = 0.05
@@ -30,8 +38,40 @@ LONG_POLL_RECHECK = 0.05
 message whose visibility timeout ran out may be seen by a long poll already waiting."""
 
 
+FIRST_SENDS_ATTRIBUTE = "_mqlab_first_sends"
+"""The attribute of a moto FIFO queue that holds its deduplication ids' first sends (id ->
+milliseconds since the epoch, oldest first) for :func:`_deduplicated`."""
+
+
+def _deduplicated(queue: Any, message: Any) -> bool:
+    """Whether ``message`` repeats a deduplication id first sent to the FIFO ``queue`` within
+    SQS's window, whether or not that first message is still in the queue (call holding the
+    queue's lock). A new id is remembered from this send on; a duplicate does not extend the
+    window. Ids are kept oldest first, so forgetting the expired ones stops at the first live
+    one: a send costs the same however many ids the window holds.
+    """
+    from moto.sqs.models import DEDUPLICATION_TIME_IN_SECONDS
+
+    dedup_id = message.deduplication_id
+    if not queue.fifo_queue or dedup_id is None:
+        return False
+    first_sends: OrderedDict[str, int] | None = getattr(queue, FIRST_SENDS_ATTRIBUTE, None)
+    if first_sends is None:
+        first_sends = OrderedDict()
+        setattr(queue, FIRST_SENDS_ATTRIBUTE, first_sends)
+    now_ms: int = message.sent_timestamp
+    window_ms = DEDUPLICATION_TIME_IN_SECONDS * 1000
+    while first_sends and now_ms - next(iter(first_sends.values())) >= window_ms:
+        first_sends.popitem(last=False)
+    if dedup_id in first_sends:
+        return True
+    first_sends[dedup_id] = now_ms
+    return False
+
+
 def serialise_queue_operations() -> None:
-    """Make moto's queue operations hold the queue's lock (idempotent; the process's moto)."""
+    """Make moto's queue operations hold the queue's lock, and its FIFO queues keep their
+    deduplication ids for the whole window (idempotent; the process's moto)."""
     from moto.sqs.models import Queue, SQSBackend
 
     if getattr(Queue, "_mqlab_serialised", False):
@@ -44,7 +84,8 @@ def serialise_queue_operations() -> None:
     @functools.wraps(add_message)
     def add_serialised(self: Queue, message: Any) -> None:
         with self._messages_lock:
-            add_message(self, message)
+            if not _deduplicated(self, message):
+                add_message(self, message)
 
     @functools.wraps(delete_message)
     def delete_serialised(self: Queue, receipt_handle: str) -> None:

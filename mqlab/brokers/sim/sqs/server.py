@@ -30,8 +30,9 @@ adapter:
   since) still deletes the message, as moto does; deleting an already deleted message is
   fine; a handle the server never issued raises :class:`ReceiptHandleInvalid`.
 * Killing the ``sqs`` node loses every queue and topic: the lab's server keeps them in memory.
-  (AWS, of course, never goes away; moto forgets deleted messages' deduplication ids, the
-  simulator follows AWS there.)
+  (AWS, of course, never goes away.) moto as it ships forgets a deleted message's
+  deduplication id; the lab's server keeps it for the window as AWS does, and so does the
+  simulator.
 * ``DeadLettered`` is emitted when the message is moved (the real adapter can only notice it
   when it later receives the message from the dead-letter queue).
 """
