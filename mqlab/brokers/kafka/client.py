@@ -26,6 +26,12 @@ What it adds on top of aiokafka, and why:
   adapter creates falls back to the bootstrap addresses when no known broker answers (see
   :func:`mqlab.brokers.kafka.wire.fall_back_to_bootstrap`), and so do the adapter's own
   requests and the watcher.
+* **Never held up by a paused broker at the start.** aiokafka starts a client from the
+  bootstrap addresses one at a time, in a shuffled order, waiting each one's request timeout,
+  and a paused broker takes connections without ever answering: with one broker of three
+  paused, one start in three failed. Every client starts from the address that answers first
+  (:func:`mqlab.brokers.kafka.wire.bootstrap_from_first_answer`), and ``connect()`` reads its
+  first metadata that way too.
 * **The controller.** In KRaft the metadata answer names a random broker as "controller"; the
   snapshot's ``controller_id`` is the leader of the KRaft quorum instead (DescribeQuorum,
   which brokers forward to the controllers), so with the lab's dedicated controller it is 0
@@ -247,11 +253,17 @@ class KafkaBroker(KafkaAPI):
             request_timeout_ms=int(self.request_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(admin._client, REBOOTSTRAP_TIMEOUT)
+        wire.bootstrap_from_first_answer(admin._client)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await admin.start()
                 self._admin = admin
-                view = await self._metadata()
+                # Asked of every address at once: no watcher says yet which nodes answer, and
+                # asking node by node would first wait out a paused one.
+                first = await wire.view_from_bootstrap(
+                    admin._client, min(self.request_timeout, 3.0)
+                )
+                view = first if first is not None else await self._metadata()
                 if not view.brokers:
                     raise BrokerError("the cluster reports no live brokers")
         except (TimeoutError, KafkaError, OSError, BrokerError) as error:
@@ -441,6 +453,7 @@ class KafkaBroker(KafkaAPI):
             transaction_timeout_ms=int(settings.transaction_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(producer.client, REBOOTSTRAP_TIMEOUT)
+        wire.bootstrap_from_first_answer(producer.client)
         await self._start_client(producer.start(), producer.stop, f"producer {settings.name}")
         return Producer(self, producer, settings)
 
@@ -470,6 +483,7 @@ class KafkaBroker(KafkaAPI):
             request_timeout_ms=int(self.request_timeout * 1000),
         )
         wire.fall_back_to_bootstrap(consumer._client, REBOOTSTRAP_TIMEOUT)
+        wire.bootstrap_from_first_answer(consumer._client)
         await self._start_client(consumer.start(), consumer.stop, f"consumer {name}")
         wrapped = Consumer(self, consumer, settings, request_timeout=self.request_timeout)
         wrapped.watch_commits()
@@ -518,8 +532,9 @@ class KafkaBroker(KafkaAPI):
         pause: float = 0.2,
     ) -> _T:
         """``call(coordinator)`` at ``group_id``'s coordinator, looked up again while it moves
-        (NOT_COORDINATOR, loading, unavailable: a broker was just killed or restarted, and a
-        grader's read of the offsets failed on it) for up to :data:`COORDINATOR_MOVE_SECONDS`.
+        (NOT_COORDINATOR, loading, unavailable, from the lookup or from the call: a broker was
+        just killed, restarted or resumed, and a grader's read of the offsets failed on it, so
+        did a cleanup right after a resume) for up to :data:`COORDINATOR_MOVE_SECONDS`.
 
         Args:
             group_id: the group whose coordinator answers.
@@ -540,6 +555,14 @@ class KafkaBroker(KafkaAPI):
         deadline = loop.time() + COORDINATOR_MOVE_SECONDS
         while True:
             coordinator = await self._coordinator(group_id)
+            if coordinator is None:
+                if loop.time() >= deadline:
+                    raise BrokerError(
+                        f"kafka: {what}: group {group_id} still has no coordinator after "
+                        f"{COORDINATOR_MOVE_SECONDS:g}s"
+                    )
+                await asyncio.sleep(pause)
+                continue
             try:
                 answer = await self.bounded(call(coordinator), what)
             except BrokerError as error:
@@ -551,11 +574,20 @@ class KafkaBroker(KafkaAPI):
                     return answer
             await asyncio.sleep(pause)
 
-    async def _coordinator(self, group_id: str) -> int:
-        async def ask(node_id: int) -> int:
-            return await wire.find_coordinator(self._client, node_id, group_id)
+    async def _coordinator(self, group_id: str) -> int | None:
+        """The node that coordinates ``group_id``; None while the broker asked can name none
+        (COORDINATOR_NOT_AVAILABLE and the like: right after a broker died or came back, the
+        coordinator is moving, and every broker would say the same)."""
 
-        coordinator: int = await self._ask_any(f"find the coordinator of {group_id}", ask)
+        async def ask(node_id: int) -> int | None:
+            try:
+                return await wire.find_coordinator(self._client, node_id, group_id)
+            except KafkaError as error:
+                if getattr(error, "errno", None) in wire.COORDINATOR_MOVING:
+                    return None
+                raise
+
+        coordinator: int | None = await self._ask_any(f"find the coordinator of {group_id}", ask)
         return coordinator
 
     def _require_admin(self) -> AIOKafkaAdminClient:

@@ -83,6 +83,7 @@ class ClusterWatcher:
             request_timeout_ms=int(WATCH_NODE_TIMEOUT * 1000),
         )
         wire.fall_back_to_bootstrap(self._client, REBOOTSTRAP_TIMEOUT)
+        wire.bootstrap_from_first_answer(self._client)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
