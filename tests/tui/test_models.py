@@ -29,6 +29,7 @@ from mqlab.observe.events import (
 )
 from mqlab.tui.models import short_name
 from mqlab.tui.models.kafka import KafkaView
+from mqlab.tui.models.live import LiveModels
 from mqlab.tui.models.patterns import EventLogView, RetryView, SagaView
 from mqlab.tui.models.queues import QueueSystemView
 from mqlab.tui.models.snapshots import (
@@ -49,6 +50,22 @@ def test_short_names_drop_the_run_namespace_only() -> None:
     assert short_name("mq-sim001-orders-group") == "orders-group"
     assert short_name("orders") == "orders"
     assert short_name("my-queue") == "my-queue"
+
+
+def test_the_nodes_down_are_those_reported_down_and_not_up_again() -> None:
+    models = LiveModels("rabbitmq")
+    models(BrokerDown(at=1.0, broker="rabbitmq", node="rabbitmq", detail="connection lost"))
+    # The run's other adapter (the producer's) loses the same node: still one node down.
+    models(BrokerDown(at=1.1, broker="rabbitmq", node="rabbitmq", detail="connection lost"))
+    models(BrokerUp(at=2.0, broker="rabbitmq", node="toxiproxy", detail="another node"))
+    assert models.nodes_down() == ["rabbitmq"]
+    models(BrokerUp(at=3.0, broker="rabbitmq", node="rabbitmq", detail="reconnected"))
+    assert models.nodes_down() == []
+
+    kafka = LiveModels("kafka")
+    for node, at in (("kafka-broker-2", 1.0), ("kafka-broker-1", 2.0)):
+        kafka(BrokerDown(at=at, broker="kafka", node=node))
+    assert kafka.nodes_down() == ["kafka-broker-2", "kafka-broker-1"]  # in the order they went
 
 
 def test_kafka_view_follows_leaders_brokers_offsets_and_assignment() -> None:

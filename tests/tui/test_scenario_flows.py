@@ -90,6 +90,8 @@ async def test_a_fault_from_the_keyboard_changes_the_partition_view(
             f"broker {killed} drawn as down",
         )
         await until_shown(pilot, f"✗ {killed} down")
+        # The status line says why the run may go on with little moving.
+        await until_shown(pilot, f"running, kafka-broker-{killed} down")
         await until(
             pilot,
             lambda: screen.kafka.partitions[min(before)].leader not in (killed, -1),

@@ -3,8 +3,8 @@
 :class:`LiveModels` is what an :class:`~mqlab.tui.feed.ObservationFeed` folds each observation
 into, once, on the run's own thread: it routes the observation to the views that draw its kind
 (a kind nobody draws costs one dictionary look-up) and keeps the little the screen itself needs
-(the run's clock, the consumers still running). The UI reads the views under the feed's lock
-when it repaints; it never folds anything itself.
+(the run's clock, the consumers still running, the nodes down). The UI reads the views under
+the feed's lock when it repaints; it never folds anything itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from mqlab.observe.events import ConsumerCrashed, ConsumerStarted, Observation
+from mqlab.observe.events import (
+    BrokerDown,
+    BrokerUp,
+    ConsumerCrashed,
+    ConsumerStarted,
+    Observation,
+)
 from mqlab.tui.models.kafka import KafkaView
 from mqlab.tui.models.patterns import EventLogView, RetryView, SagaView
 from mqlab.tui.models.queues import QueueSystemView
@@ -42,6 +48,7 @@ EVENT_KINDS = frozenset(
     {"event_appended", "aggregate_loaded", "snapshot_taken", "version_conflict"}
 )
 CONSUMER_KINDS = frozenset({"consumer_started", "consumer_crashed"})
+NODE_KINDS = frozenset({"broker_down", "broker_up"})
 
 
 class LiveModels:
@@ -58,6 +65,7 @@ class LiveModels:
         self.first_at: float | None = None
         self.last_at = 0.0
         self._running: list[str] = []
+        self._down: list[str] = []
         routes: dict[str, list[Callable[[Observation], None]]] = defaultdict(list)
         for kinds, fold in (
             (KAFKA_KINDS, self.kafka),
@@ -66,6 +74,7 @@ class LiveModels:
             (SAGA_KINDS, self.sagas),
             (EVENT_KINDS, self.events),
             (CONSUMER_KINDS, self._consumer),
+            (NODE_KINDS, self._node),
         ):
             for kind in kinds:
                 routes[kind].append(fold)
@@ -89,6 +98,13 @@ class LiveModels:
         in the order they started."""
         return list(self._running)
 
+    def nodes_down(self) -> list[str]:
+        """Broker nodes reported down and not up again (as far as the observations tell), in
+        the order they went down: while a single-node broker is in it, a consumer waits for it
+        rather than counting idle time, so the run goes on until the broker is back or the
+        scenario's max_time, and the status line says why."""
+        return list(self._down)
+
     def end(self) -> None:
         """The run is over: the broker views say their snapshot is the last look."""
         self.kafka.end()
@@ -100,3 +116,11 @@ class LiveModels:
                 self._running.append(observation.consumer)
         elif isinstance(observation, ConsumerCrashed) and observation.consumer in self._running:
             self._running.remove(observation.consumer)
+
+    def _node(self, observation: Observation) -> None:
+        # Every adapter of the run reports the nodes it lost, so one node can go down twice.
+        if isinstance(observation, BrokerDown):
+            if observation.node not in self._down:
+                self._down.append(observation.node)
+        elif isinstance(observation, BrokerUp) and observation.node in self._down:
+            self._down.remove(observation.node)

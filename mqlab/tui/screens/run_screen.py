@@ -263,7 +263,13 @@ class RunScreen(Screen[None]):
             style = {"pass": "bold green", "fail": "bold red"}.get(verdict, "bold red")
             return verdict.upper(), style
         if self.running:
-            return ("paused", "yellow") if self.speed == 0 else ("running", "cyan")
+            text, style = ("paused", "yellow") if self.speed == 0 else ("running", "cyan")
+            with self.feed.lock:
+                down = self.models.nodes_down()
+            if down:
+                # Why a run can go on with nothing moving: its consumers wait for the broker.
+                return f"{text}, {', '.join(down)} down", "yellow"
+            return text, style
         return "ready", "dim"
 
     def _update_status(self) -> None:
