@@ -112,15 +112,21 @@ class LiveModels:
 
     def _consumer(self, observation: Observation) -> None:
         if isinstance(observation, ConsumerStarted):
-            if observation.consumer not in self._running:
-                self._running.append(observation.consumer)
-        elif isinstance(observation, ConsumerCrashed) and observation.consumer in self._running:
-            self._running.remove(observation.consumer)
+            _mark(self._running, observation.consumer, present=True)
+        elif isinstance(observation, ConsumerCrashed):
+            _mark(self._running, observation.consumer, present=False)
 
     def _node(self, observation: Observation) -> None:
         # Every adapter of the run reports the nodes it lost, so one node can go down twice.
         if isinstance(observation, BrokerDown):
-            if observation.node not in self._down:
-                self._down.append(observation.node)
-        elif isinstance(observation, BrokerUp) and observation.node in self._down:
-            self._down.remove(observation.node)
+            _mark(self._down, observation.node, present=True)
+        elif isinstance(observation, BrokerUp):
+            _mark(self._down, observation.node, present=False)
+
+
+def _mark(names: list[str], name: str, *, present: bool) -> None:
+    """Add ``name`` at the end of ``names`` (once) or take it out (if there)."""
+    if present and name not in names:
+        names.append(name)
+    elif not present and name in names:
+        names.remove(name)
