@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import pytest
 
+from mqlab.brokers.base import BrokerError
 from mqlab.brokers.kafka.api import (
     AssignmentStrategy,
     KafkaAPI,
@@ -402,6 +403,26 @@ class KafkaContract:
         assert [r.value for r in records] == [f"transfer-{n}".encode() for n in range(20)]
         assert len({r.message_id for r in records}) == 20
         assert not any(o.duplicate for o in observed(recorder, Produced))
+
+    async def test_a_transaction_needs_a_transactional_id_in_the_same_words_everywhere(
+        self, broker: KafkaAPI
+    ) -> None:
+        producer = await broker.producer(name="plain")
+        expected = (
+            "producer plain has no transactional_id: transactions need "
+            "producer(transactional_id=...)"
+        )
+        calls = (
+            producer.begin_transaction,
+            producer.commit_transaction,
+            producer.abort_transaction,
+            lambda: producer.send_offsets_to_transaction({}, broker.qualify("g")),
+        )
+        for call in calls:
+            with pytest.raises(BrokerError) as raised:
+                await call()
+            assert str(raised.value) == expected
+        await producer.close()
 
     async def test_aborted_transaction_is_invisible_to_read_committed(
         self, broker: KafkaAPI

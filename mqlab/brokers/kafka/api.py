@@ -319,23 +319,31 @@ class KafkaProducer(ABC):
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged (or failed)."""
 
+    def not_transactional(self) -> BrokerError:
+        """The error for a transaction call on a producer made without a transactional id
+        (the same words on the real cluster and the simulator)."""
+        return BrokerError(
+            f"producer {self.name} has no transactional_id: transactions need "
+            "producer(transactional_id=...)"
+        )
+
     async def begin_transaction(self) -> None:
         """Start a transaction (transactional producers only)."""
-        raise BrokerError("this producer has no transactional_id")
+        raise self.not_transactional()
 
     async def commit_transaction(self) -> None:
         """Commit the current transaction: its records become visible to read_committed."""
-        raise BrokerError("this producer has no transactional_id")
+        raise self.not_transactional()
 
     async def abort_transaction(self) -> None:
         """Abort the current transaction: read_committed consumers never see its records."""
-        raise BrokerError("this producer has no transactional_id")
+        raise self.not_transactional()
 
     async def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, int], group_id: str
     ) -> None:
         """Commit consumer offsets inside the current transaction (consume-transform-produce)."""
-        raise BrokerError("this producer has no transactional_id")
+        raise self.not_transactional()
 
     @abstractmethod
     async def close(self) -> None:

@@ -213,7 +213,7 @@ class Producer(KafkaProducer):
 
     def _require_transactional(self) -> None:
         if not self._transactional:
-            raise BrokerError(f"producer {self.name} has no transactional_id")
+            raise self.not_transactional()
 
     async def close(self) -> None:
         if self._closed:

@@ -404,7 +404,7 @@ class SimKafkaProducer(KafkaProducer):
     def _check_transaction(self, *, require_open: bool) -> Transaction:
         txn = self._txn
         if txn is None:
-            raise BrokerError("this producer has no transactional_id")
+            raise self.not_transactional()
         if self._cluster.transactions.get(txn.transactional_id) is not txn or (
             txn.epoch != self._epoch
         ):
