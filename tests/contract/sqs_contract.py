@@ -215,7 +215,12 @@ class SqsContract:
         recorder = record(broker)
         await broker.create_queue("payments.fifo")
         first = await broker.send("payments.fifo", "charge", group_id="p", dedup_id="pay-1")
-        await broker.send("payments.fifo", "charge again", group_id="p", dedup_id="pay-1")
+        again = await broker.send("payments.fifo", "charge again", group_id="p", dedup_id="pay-1")
+        # SQS answers a deduplicated send with the first send's ids.
+        assert (again.sqs_message_id, again.sequence_number) == (
+            first.sqs_message_id,
+            first.sequence_number,
+        )
         await broker.send("payments.fifo", "refund", group_id="p", dedup_id="pay-2")
 
         bodies = []
@@ -236,11 +241,14 @@ class SqsContract:
         ships forgets the id with the message; the lab's server keeps it)."""
         recorder = record(broker)
         await broker.create_queue("refunds.fifo")
-        await broker.send("refunds.fifo", "refund", group_id="r", dedup_id="refund-1")
+        sent = await broker.send("refunds.fifo", "refund", group_id="r", dedup_id="refund-1")
         first = await receive_one(broker, "refunds.fifo")
         await broker.delete_message("refunds.fifo", first.receipt_handle)
 
-        await broker.send("refunds.fifo", "refund (retried)", group_id="r", dedup_id="refund-1")
+        retried = await broker.send(
+            "refunds.fifo", "refund (retried)", group_id="r", dedup_id="refund-1"
+        )
+        assert retried.sqs_message_id == sent.sqs_message_id
         await broker.send("refunds.fifo", "next refund", group_id="r", dedup_id="refund-2")
         after = await receive_one(broker, "refunds.fifo", max_messages=10)
         assert after.body == "next refund"

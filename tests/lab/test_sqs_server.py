@@ -154,7 +154,10 @@ DEDUP_AFTER_DELETE = textwrap.dedent(
     queue = backend.create_queue("orders.fifo", FifoQueue="true")
 
     def send(body, dedup_id):
-        backend.send_message("orders.fifo", body, deduplication_id=dedup_id, group_id="g")
+        sent = backend.send_message(
+            "orders.fifo", body, deduplication_id=dedup_id, group_id="g"
+        )
+        return sent.id, sent.sequence_number
 
     def drain():
         received = backend.receive_message("orders.fifo", 10, 0, 30)
@@ -162,19 +165,21 @@ DEDUP_AFTER_DELETE = textwrap.dedent(
             backend.delete_message("orders.fifo", message.receipt_handle)
         return ",".join(m.body for m in received) or "-"
 
-    send("first", "order-1")
-    send("resent-while-queued", "order-1")  # moto's own check catches this one
+    original = send("first", "order-1")
+    answers = [send("resent-while-queued", "order-1")]  # moto's own check catches this one
     first = drain()
-    send("resent-after-delete", "order-1")
+    answers.append(send("resent-after-delete", "order-1"))
     send("other", "order-2")
     after_delete = drain()
     # Five minutes on: the first send's window is over, the id is new again.
     first_sends = getattr(queue, FIRST_SENDS_ATTRIBUTE, {})
-    for dedup_id in first_sends:
-        first_sends[dedup_id] -= 300_000
+    for dedup_id, first_send in first_sends.items():
+        first_sends[dedup_id] = first_send._replace(sent_ms=first_send.sent_ms - 300_000)
     send("after-the-window", "order-1")
     later = drain()
-    print(first, after_delete, later)
+    # SQS answers a deduplicated send with the first send's MessageId and SequenceNumber.
+    same = "same-ids" if all(answer == original for answer in answers) else "new-ids"
+    print(first, after_delete, later, same)
     """
 )
 
@@ -193,7 +198,7 @@ def _dedup_staged(mode: str) -> list[str]:
 def test_moto_alone_forgets_a_deduplication_id_once_its_message_is_deleted() -> None:
     """What the lab's server mends, on moto as it ships: a retried send after the delete is
     stored again (on SQS it is dropped: the window runs from the first send)."""
-    first, after_delete, _ = _dedup_staged("unguarded")
+    first, after_delete, _, _ = _dedup_staged("unguarded")
     assert first == "first"
     if after_delete == "other":
         from importlib import metadata
@@ -206,4 +211,17 @@ def test_moto_alone_forgets_a_deduplication_id_once_its_message_is_deleted() -> 
 
 
 def test_served_a_deduplication_id_holds_for_the_window_whether_deleted_or_not() -> None:
-    assert _dedup_staged("serialised") == ["first", "other", "after-the-window"]
+    assert _dedup_staged("serialised") == ["first", "other", "after-the-window", "same-ids"]
+
+
+def test_moto_alone_answers_a_deduplicated_send_with_new_ids() -> None:
+    """SQS answers with the first send's ids; moto as it ships makes new ones."""
+    *_, same = _dedup_staged("unguarded")
+    if same == "same-ids":
+        from importlib import metadata
+
+        pytest.skip(
+            f"moto {metadata.version('moto')} answers a deduplicated send with the first "
+            "send's ids: the lab's server need not"
+        )
+    assert same == "new-ids"

@@ -27,8 +27,10 @@ Why it looks the way it does:
 
 Where the lab's moto server differs from AWS (and what this adapter does about it):
 
-- A deduplicated FIFO send returns a *new* MessageId (AWS returns the original one), so the
-  broker's answer cannot tell a duplicate apart. The adapter remembers the deduplication ids it
+- A deduplicated FIFO send is answered like an accepted one (AWS and the lab's server answer
+  with the first send's MessageId and SequenceNumber, see :mod:`mqlab.lab.native.sqs_server`;
+  moto as it ships makes new ones), so the broker's answer cannot tell a duplicate apart
+  unless one remembers every id it was given. The adapter remembers the deduplication ids it
   sent per queue for the 5-minute window (the SHA-256 of the body for content-based
   deduplication, as SQS computes it) and flags ``Produced(duplicate=True)`` when it resends one
   inside the window. A duplicate sent by *another* process is not flagged (SQS's answer to it

@@ -20,7 +20,9 @@ it for the five minutes from its first send, deleted or not: a producer that ret
 after a consumer already deleted the first copy would see it stored and delivered again on the
 lab (and the real adapter, which flags that resend ``duplicate``, would contradict what the
 learner then receives). So the lab keeps each FIFO queue's first sends for the window itself
-(:func:`_deduplicated`) and drops a resend inside it, as SQS does. Everything else is moto's.
+(:func:`_deduplicated`) and drops a resend inside it, as SQS does, answering it with the first
+send's MessageId and SequenceNumber as SQS does too (moto answers with new ones, as for a
+message it stored). Everything else is moto's.
 
 Run as ``python -m mqlab.lab.native.sqs_server -H HOST -p PORT`` (moto.server's arguments).
 """
@@ -31,7 +33,7 @@ import functools
 import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 LONG_POLL_RECHECK = 0.05
 """Seconds between two passes of a waiting ReceiveMessage when no send woke it: how late a
@@ -40,32 +42,46 @@ message whose visibility timeout ran out may be seen by a long poll already wait
 
 FIRST_SENDS_ATTRIBUTE = "_mqlab_first_sends"
 """The attribute of a moto FIFO queue that holds its deduplication ids' first sends (id ->
-milliseconds since the epoch, oldest first) for :func:`_deduplicated`."""
+:class:`FirstSend`, oldest first) for :func:`_deduplicated`."""
+
+
+class FirstSend(NamedTuple):
+    """The send that started a deduplication id's window: what a resend inside it is
+    answered with."""
+
+    sent_ms: int
+    """moto's SentTimestamp of the first send (milliseconds since the epoch)."""
+    message_id: str
+    sequence_number: str | None
 
 
 def _deduplicated(queue: Any, message: Any) -> bool:
     """Whether ``message`` repeats a deduplication id first sent to the FIFO ``queue`` within
     SQS's window, whether or not that first message is still in the queue (call holding the
-    queue's lock). A new id is remembered from this send on; a duplicate does not extend the
-    window. Ids are kept oldest first, so forgetting the expired ones stops at the first live
-    one: a send costs the same however many ids the window holds.
+    queue's lock). A duplicate takes the first send's MessageId and SequenceNumber, which moto
+    then answers with; it does not extend the window. A new id is remembered from this send
+    on. Ids are kept oldest first, so forgetting the expired ones stops at the first live one:
+    a send costs the same however many ids the window holds.
     """
     from moto.sqs.models import DEDUPLICATION_TIME_IN_SECONDS
 
     dedup_id = message.deduplication_id
     if not queue.fifo_queue or dedup_id is None:
         return False
-    first_sends: OrderedDict[str, int] | None = getattr(queue, FIRST_SENDS_ATTRIBUTE, None)
+    first_sends: OrderedDict[str, FirstSend] | None = getattr(queue, FIRST_SENDS_ATTRIBUTE, None)
     if first_sends is None:
         first_sends = OrderedDict()
         setattr(queue, FIRST_SENDS_ATTRIBUTE, first_sends)
     now_ms: int = message.sent_timestamp
     window_ms = DEDUPLICATION_TIME_IN_SECONDS * 1000
-    while first_sends and now_ms - next(iter(first_sends.values())) >= window_ms:
+    while first_sends and now_ms - next(iter(first_sends.values())).sent_ms >= window_ms:
         first_sends.popitem(last=False)
-    if dedup_id in first_sends:
+    first = first_sends.get(dedup_id)
+    if first is not None:
+        message.id = first.message_id
+        message.sequence_number = first.sequence_number
         return True
-    first_sends[dedup_id] = now_ms
+    first_sends[dedup_id] = FirstSend(now_ms, message.id, message.sequence_number)
     return False
 
 
