@@ -14,7 +14,8 @@ virtual time on the simulator and in real time against the lab.
 - :func:`wait_until`: a plain (blocking) wait, for processes, files and CLI state;
 - :func:`eventually`: its async twin, for probes that are plain or awaitable;
 - :func:`first_observation`: the first recorded observation that matches;
-- :func:`answer_unless_ended`: a cross-thread request's answer, or None once its run ended.
+- :func:`answer_unless_ended`: a cross-thread request's answer, or None once its run ended;
+- :func:`until_paused`: a lab process the kernel has stopped (after a SIGSTOP).
 """
 
 from __future__ import annotations
@@ -166,3 +167,21 @@ def answer_unless_ended(
             _timed_out(timeout, describe, "still pending")
         concurrent.futures.wait([future], timeout=INTERVAL)
     return future.result()
+
+
+async def until_paused(process: str, timeout: float) -> None:
+    """Until the kernel has stopped the lab's ``process``: SIGSTOP takes effect when the process
+    is next scheduled, which on a busy machine is not at once, and until then it still answers."""
+    from mqlab.lab import process as proc
+    from mqlab.lab.supervisor import Lab
+
+    def state() -> str:
+        record = Lab().record(process)
+        return "gone" if record is None else proc.process_state(record)
+
+    await eventually(
+        lambda: asyncio.to_thread(state),
+        timeout,
+        f"{process} stopped by SIGSTOP",
+        accept="paused".__eq__,
+    )

@@ -28,15 +28,13 @@ from mqlab.brokers.kafka.api import KafkaAPI, ProduceTimedOut, TopicPartition
 from mqlab.brokers.kafka.client import KafkaBroker
 from mqlab.brokers.registry import get_broker_class
 from mqlab.lab import faults
-from mqlab.lab import process as proc
 from mqlab.lab.endpoints import HOST, KAFKA_BROKER_IDS, Endpoints
 from mqlab.lab.kafka import KafkaService, find_java
 from mqlab.lab.paths import lab_paths
-from mqlab.lab.supervisor import Lab
 from mqlab.observe.bus import Recorder
 from mqlab.observe.events import BrokerDown, BrokerUp, LeaderChanged, Observation, ProduceFailed
 from tests.contract.kafka_contract import POLL, KafkaContract, poll_until, record
-from tests.waiting import eventually
+from tests.waiting import eventually, until_paused
 
 # Short on purpose: the lab's brokers answer in milliseconds, so these only matter when
 # something is broken, and then the tests fail fast instead of hanging.
@@ -450,18 +448,6 @@ async def test_adapter_finds_the_live_brokers_after_the_only_broker_it_knew_dies
         assert healed.partitions[0].leader in KAFKA_BROKER_IDS
 
 
-async def wait_until_paused(process: str) -> None:
-    """Until the kernel has stopped ``process`` (SIGSTOP lands when it is next scheduled)."""
-
-    def state() -> str:
-        record = Lab().record(process)
-        return "gone" if record is None else proc.process_state(record)
-
-    await eventually(
-        lambda: asyncio.to_thread(state), SETTLE, f"{process} stopped", accept="paused".__eq__
-    )
-
-
 @pytest.mark.kafka
 @pytest.mark.lab
 async def test_clients_opened_while_a_broker_is_paused_start_from_one_that_answers(
@@ -477,7 +463,7 @@ async def test_clients_opened_while_a_broker_is_paused_start_from_one_that_answe
     broker = make_broker(endpoints, request_timeout=10.0)
     await asyncio.to_thread(faults.pause, frozen)
     try:
-        await wait_until_paused(frozen)
+        await until_paused(frozen, SETTLE)
         await broker.connect()
         for number in range(6):
             producer = await broker.producer(name=f"producer-{number}", request_timeout=10.0)

@@ -19,9 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, KafkaTimeoutError, RequestTimedOutError
 
 from mqlab.lab import faults
-from mqlab.lab import process as proc
 from mqlab.lab.endpoints import KAFKA_BROKER_IDS, Endpoints
-from mqlab.lab.supervisor import Lab
 from tests import waiting
 
 pytestmark = [pytest.mark.kafka, pytest.mark.toxiproxy, pytest.mark.lab]
@@ -113,22 +111,6 @@ async def topic(endpoints: Endpoints, admin: AIOKafkaAdminClient) -> AsyncIterat
         await manager.close()
 
 
-async def wait_until_paused(process: str) -> None:
-    """Until the kernel has stopped ``process``: SIGSTOP takes effect when the process is next
-    scheduled, which on a busy machine is not at once, and until then it still answers."""
-
-    def state() -> str:
-        record = Lab().record(process)
-        return "gone" if record is None else proc.process_state(record)
-
-    await waiting.eventually(
-        lambda: asyncio.to_thread(state),
-        SETTLE_SECONDS,
-        f"{process} stopped by SIGSTOP",
-        accept="paused".__eq__,
-    )
-
-
 @pytest.fixture
 async def producer(endpoints: Endpoints) -> AsyncIterator[AIOKafkaProducer]:
     # Not idempotent on purpose: an idempotent aiokafka producer never expires a batch (it
@@ -218,7 +200,7 @@ async def test_paused_leader_stalls_produce_and_the_cluster_recovers_after_resum
     paused = True
     try:
         # Else the produce below could reach the leader before the signal stopped it.
-        await wait_until_paused(frozen)
+        await waiting.until_paused(frozen, SETTLE_SECONDS)
         # The frozen leader keeps its connections open but never answers: the produce waits
         # for its whole request timeout and fails; no acknowledgement is ever faked.
         with pytest.raises((RequestTimedOutError, KafkaTimeoutError)):

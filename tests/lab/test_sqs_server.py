@@ -17,6 +17,19 @@ import pytest
 
 pytestmark = pytest.mark.sim  # moto in-process: no lab needed
 
+
+def _printed(script: str, *arguments: str) -> list[str]:
+    """The words ``script`` prints, run in a fresh interpreter (a moto never patched before)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.split()
+
+
 STAGED_RACE = textwrap.dedent(
     """
     import sys, threading, time
@@ -65,14 +78,7 @@ STAGED_RACE = textwrap.dedent(
 
 
 def _staged(mode: str) -> tuple[bool, bool, bool, int]:
-    done = subprocess.run(
-        [sys.executable, "-c", STAGED_RACE, mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    kept, first_back, second_back, count = done.stdout.split()
+    kept, first_back, second_back, count = _printed(STAGED_RACE, mode)
     return kept == "True", first_back == "True", second_back == "True", int(count)
 
 
@@ -131,10 +137,7 @@ LONG_POLL = textwrap.dedent(
 
 
 def test_a_serialised_long_poll_waits_its_time_and_wakes_for_a_send_or_a_timeout() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", LONG_POLL], capture_output=True, text=True, timeout=120, check=True
-    )
-    empty_wait, answer, woken_after, again, back_after = done.stdout.split()
+    empty_wait, answer, woken_after, again, back_after = _printed(LONG_POLL)
     assert float(empty_wait) >= 1.0  # an empty queue: the whole wait
     assert answer == "wake-up"
     assert float(woken_after) < 10.0  # the send woke it
@@ -185,14 +188,7 @@ DEDUP_AFTER_DELETE = textwrap.dedent(
 
 
 def _dedup_staged(mode: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", DEDUP_AFTER_DELETE, mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout.split()
+    return _printed(DEDUP_AFTER_DELETE, mode)
 
 
 def test_moto_alone_forgets_a_deduplication_id_once_its_message_is_deleted() -> None:
